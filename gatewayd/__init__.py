@@ -1,0 +1,3 @@
+"""gatewayd: an OpenAI-compatible LLM gateway daemon on Twisted."""
+
+__version__ = "0.1.0"

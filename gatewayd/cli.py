@@ -1,0 +1,79 @@
+"""Command line: ``twistd -n gateway ...`` and the ``gatewayd`` console script.
+
+Both take the documented flags: ``-c/--config`` (required), ``--host`` (0.0.0.0),
+``-p/--port`` (4000), ``-v/--verbose``, and ``--listen ENDPOINT`` (a Twisted
+endpoint string: ``tcp:...``, ``unix:...``, ``systemd:...``) replacing host/port.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from twisted.application.service import IService
+from twisted.python import usage
+
+from gatewayd import __version__
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = "Run gatewayd, an OpenAI-compatible LLM gateway, on a YAML config."
+
+    optParameters: list[Any] = [
+        ["config", "c", None, "Path to the YAML configuration file (required)."],
+        ["host", None, "0.0.0.0", "Host address to bind to."],
+        ["port", "p", 4000, "Port to listen on.", int],
+        [
+            "listen",
+            None,
+            None,
+            "Twisted endpoint to listen on (tcp:..., unix:..., systemd:...); replaces host/port.",
+        ],
+    ]
+    optFlags: list[Any] = [["verbose", "v", "Enable verbose (debug) logging."]]
+
+    def opt_version(self) -> None:
+        """Print the version and exit."""
+        print(f"gatewayd {__version__}")
+        sys.exit(0)
+
+    def postOptions(self) -> None:
+        if not self["config"]:
+            raise usage.UsageError("--config/-c is required: the YAML configuration file")
+        if not 0 <= self["port"] <= 65535:
+            raise usage.UsageError(f"--port must be 0-65535, got {self['port']}")
+
+
+def make_service(options: Options) -> IService:
+    """Validate the config and build the service; a bad config exits non-zero, one line."""
+    from gatewayd.config import ConfigError
+    from gatewayd.log import set_verbose
+    from gatewayd.service import GatewayService, listen_description
+
+    set_verbose(bool(options["verbose"]))
+    listen = options["listen"] or listen_description(options["host"], options["port"])
+    try:
+        return GatewayService.from_file(options["config"], listen)
+    except ConfigError as e:
+        print(f"gatewayd: config error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``gatewayd -c FILE ...``: runs in the foreground through twistd."""
+    from twisted.scripts.twistd import run
+
+    args = sys.argv[1:] if argv is None else argv
+    options = Options()
+    try:
+        options.parseOptions(args)
+    except usage.UsageError as e:
+        print(f"{options}\ngatewayd: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    sys.argv = ["gatewayd", "--nodaemon", "--pidfile=", "gateway", *args]
+    run()
+
+
+#: The name twistd's ServiceMaker looks for.
+makeService = make_service

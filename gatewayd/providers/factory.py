@@ -1,0 +1,23 @@
+"""Building the provider client for a deployment."""
+
+from __future__ import annotations
+
+from twisted.internet.interfaces import IReactorTime
+
+from gatewayd.config.model import Deployment
+from gatewayd.providers.base import Provider
+from gatewayd.providers.catalog import WireFormat
+from gatewayd.providers.http import UpstreamAgents
+from gatewayd.providers.mock import MockProvider
+from gatewayd.providers.openai import OpenAICompatibleProvider
+
+
+def build_provider(deployment: Deployment, agents: UpstreamAgents, clock: IReactorTime) -> Provider:
+    """The provider client for one deployment."""
+    wire = deployment.provider.wire
+    if wire is WireFormat.MOCK:
+        return MockProvider(deployment, clock)
+    if wire in (WireFormat.OPENAI, WireFormat.AZURE, WireFormat.AZURE_AI):
+        assert deployment.api_base is not None
+        return OpenAICompatibleProvider(deployment, agents.agent_for(deployment.api_base), clock)
+    raise ValueError(f"provider {deployment.provider.prefix!r} is not implemented")

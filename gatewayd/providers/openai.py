@@ -1,0 +1,70 @@
+"""OpenAI-compatible upstreams: pass-through with ``model`` replaced.
+
+Covers every OpenAI-compatible prefix (one client, a table of defaults in
+:mod:`gatewayd.providers.catalog`) and Azure's two URL layouts, which differ
+only in the URL and the auth header.
+"""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import quote, urlsplit
+
+from twisted.web.http_headers import Headers
+
+from gatewayd.providers.base import ProviderRequest
+from gatewayd.providers.catalog import WireFormat
+from gatewayd.providers.upstream import HTTPProvider, bearer_headers
+
+
+def upstream_body(request: ProviderRequest, model: str) -> bytes:
+    """The client's body with ``model`` replaced: every other field kept as sent, in order."""
+    body = dict(request.body)
+    body["model"] = model
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+class OpenAICompatibleProvider(HTTPProvider):
+    """Any server that speaks OpenAI's wire format, Azure OpenAI and Azure AI included."""
+
+    def build_request(self, request: ProviderRequest) -> tuple[bytes, Headers, bytes]:
+        dep = self.deployment
+        return (
+            self.url_for(request).encode("ascii"),
+            self.headers_for(),
+            upstream_body(request, dep.model),
+        )
+
+    def url_for(self, request: ProviderRequest) -> str:
+        """The upstream URL for this request's endpoint."""
+        dep = self.deployment
+        base = dep.api_base or ""
+        path = request.endpoint.value
+        wire = dep.provider.wire
+        if wire is WireFormat.AZURE:
+            if base.endswith("/openai/v1"):  # the v1 surface: model in the body, no version
+                return f"{base}/{path}"
+            return (
+                f"{base}/openai/deployments/{quote(dep.model, safe='')}/{path}"
+                f"?api-version={quote(dep.api_version or '', safe='')}"
+            )
+        if wire is WireFormat.AZURE_AI and _is_foundry_host(base):
+            return f"{base}/models/{path}?api-version={quote(dep.api_version or '', safe='')}"
+        return f"{base}/{path}"
+
+    def headers_for(self) -> Headers:
+        dep = self.deployment
+        extra = list(dep.headers.items())
+        if dep.provider.wire is WireFormat.AZURE or (
+            dep.provider.wire is WireFormat.AZURE_AI and _is_foundry_host(dep.api_base or "")
+        ):
+            h = bearer_headers(None, extra)
+            if dep.api_key:
+                h.setRawHeaders(b"api-key", [dep.api_key.encode()])
+            return h
+        return bearer_headers(dep.api_key, extra)
+
+
+def _is_foundry_host(base: str) -> bool:
+    host = urlsplit(base).hostname or ""
+    return host.endswith(".services.ai.azure.com")

@@ -1,0 +1,264 @@
+"""One attempt over HTTP, with hooks for translating providers.
+
+:class:`HTTPProvider` does the network part (pooling, timeouts, cancellation,
+error mapping, stream reading). Subclasses say how to build the request and how
+to translate the response, errors and stream events.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from abc import abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from twisted.internet import error as net_error
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError
+from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseFailed, ResponseNeverReceived
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IAgent, IResponse
+
+from gatewayd.config.model import Deployment
+from gatewayd.providers.base import (
+    AttemptLimits,
+    FailureKind,
+    Provider,
+    ProviderRequest,
+    UpstreamFailure,
+    UpstreamResponse,
+    openai_error,
+)
+from gatewayd.providers.http import BodyCollector, BytesProducer, StreamReader, _describe
+
+#: Largest JSON response accepted from an upstream (embeddings of big batches are large).
+MAX_RESPONSE_BODY = 256 * 1024 * 1024
+#: Error bodies are small; more is noise.
+MAX_ERROR_BODY = 1024 * 1024
+
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    408: "timeout",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+def error_type_for(status: int) -> str:
+    """OpenAI's error ``type`` for an HTTP status."""
+    return _ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
+
+
+def retry_after_seconds(headers: Headers, now: float | None = None) -> float | None:
+    """The wait an upstream asked for: ``retry-after-ms``, or ``Retry-After`` in seconds
+    or as an HTTP date. None when absent or unreadable."""
+    ms = headers.getRawHeaders(b"retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms[0]) / 1000.0)
+        except ValueError:
+            pass
+    ra = headers.getRawHeaders(b"retry-after")
+    if not ra:
+        return None
+    value = ra[0].decode("latin-1").strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+_PASS_HEADER_PREFIXES = (b"x-", b"openai-")
+
+
+def passable_headers(headers: Headers) -> list[tuple[bytes, bytes]]:
+    """Upstream response headers worth showing the client (request ids, rate limits)."""
+    out: list[tuple[bytes, bytes]] = []
+    for name, values in headers.getAllRawHeaders():
+        low = name.lower()
+        if low.startswith(_PASS_HEADER_PREFIXES) and not low.startswith(b"x-gatewayd-"):
+            out.extend((low, v) for v in values)
+    return out
+
+
+class HTTPProvider(Provider):
+    """A provider reached over HTTP. Subclasses implement the translation hooks."""
+
+    def __init__(self, deployment: Deployment, agent: IAgent, clock: IReactorTime) -> None:
+        super().__init__(deployment)
+        self._agent = agent
+        self._clock = clock
+
+    # -- translation hooks -----------------------------------------------------
+
+    @abstractmethod
+    def build_request(self, request: ProviderRequest) -> tuple[bytes, Headers, bytes]:
+        """URL, headers and body of the upstream request."""
+
+    def translate_response(self, request: ProviderRequest, body: bytes) -> bytes:
+        """The client's JSON body from the upstream's. Pass-through checks it is JSON."""
+        try:
+            json.loads(body)
+        except ValueError:
+            raise self._bad_response(
+                "upstream returned a success status with a non-JSON body"
+            ) from None
+        return body
+
+    def translate_error(self, status: int, headers: Headers, body: bytes) -> UpstreamFailure:
+        """An :class:`UpstreamFailure` in OpenAI's shape from an upstream error response."""
+        error = _error_object(status, body)
+        return UpstreamFailure(
+            FailureKind.HTTP,
+            status,
+            error,
+            retry_after=retry_after_seconds(headers),
+            deployment=self.deployment.id,
+        )
+
+    def stream_translator(self, request: ProviderRequest) -> Callable[[bytes], list[bytes]] | None:
+        """Maps one upstream SSE event to the client's events; None passes them through."""
+        return None
+
+    # -- the attempt -----------------------------------------------------------
+
+    def send(self, request: ProviderRequest, limits: AttemptLimits) -> Deferred[UpstreamResponse]:
+        d = Deferred.fromCoroutine(self._attempt(request, limits))
+        d.addTimeout(limits.timeout, self._clock)
+        d.addErrback(self._map_failure, limits)
+        return d
+
+    async def _attempt(self, request: ProviderRequest, limits: AttemptLimits) -> UpstreamResponse:
+        url, headers, body = self.build_request(request)
+        response: IResponse = await self._agent.request(b"POST", url, headers, BytesProducer(body))
+        if not 200 <= response.code < 300:
+            error_body = await _collect(response, MAX_ERROR_BODY)
+            raise self.translate_error(response.code, response.headers, error_body)
+        passed = passable_headers(response.headers)
+        ctype = (response.headers.getRawHeaders(b"content-type") or [b""])[0].lower()
+        if request.stream and b"text/event-stream" in ctype:
+            reader = StreamReader(
+                self._clock,
+                limits.idle_timeout,
+                self.stream_translator(request),
+                self.deployment.id,
+            )
+            response.deliverBody(reader)
+            await reader.first_bytes
+            return UpstreamResponse(response.code, passed, stream=reader)
+        data = await _collect(response, MAX_RESPONSE_BODY)
+        return UpstreamResponse(response.code, passed, body=self.translate_response(request, data))
+
+    def _bad_response(self, message: str) -> UpstreamFailure:
+        return UpstreamFailure(
+            FailureKind.BAD_RESPONSE,
+            502,
+            openai_error(message, "api_error", "bad_upstream_response"),
+            deployment=self.deployment.id,
+        )
+
+    def _map_failure(self, failure: Failure, limits: AttemptLimits) -> Failure:
+        """Every failure leaves as an :class:`UpstreamFailure`, except a cancellation."""
+        if isinstance(failure.value, UpstreamFailure):
+            failure.value.deployment = self.deployment.id
+            return failure
+        if failure.check(TimeoutError):
+            return Failure(
+                UpstreamFailure(
+                    FailureKind.TIMEOUT,
+                    504,
+                    openai_error(
+                        f"upstream did not answer within {limits.timeout:g} s",
+                        "timeout",
+                        "upstream_timeout",
+                    ),
+                    deployment=self.deployment.id,
+                )
+            )
+        if failure.check(CancelledError):
+            return failure
+        if failure.check(
+            net_error.ConnectError,
+            net_error.ConnectionLost,
+            net_error.ConnectionDone,
+            net_error.DNSLookupError,
+            ResponseNeverReceived,
+            ResponseFailed,
+            OSError,
+        ):
+            return Failure(
+                UpstreamFailure(
+                    FailureKind.CONNECT,
+                    502,
+                    openai_error(
+                        f"could not reach upstream {self.deployment.id}: {_describe(failure)}",
+                        "api_connection_error",
+                        "upstream_connection_error",
+                    ),
+                    deployment=self.deployment.id,
+                )
+            )
+        return failure
+
+
+async def _collect(response: IResponse, limit: int) -> bytes:
+    collector = BodyCollector(limit)
+    response.deliverBody(collector)
+    return await collector.done
+
+
+def _error_object(status: int, body: bytes) -> dict[str, Any]:
+    """OpenAI's error object from whatever an upstream sent with an error status.
+
+    An upstream's own ``error`` object passes through whole (extra fields kept).
+    """
+    parsed: Any = None
+    try:
+        parsed = json.loads(body) if body else None
+    except ValueError:
+        parsed = None
+    err_type = error_type_for(status)
+    if isinstance(parsed, dict):
+        inner = parsed.get("error")
+        if isinstance(inner, dict):
+            out = dict(inner)
+            out.setdefault("message", "")
+            out.setdefault("type", err_type)
+            out.setdefault("param", None)
+            out.setdefault("code", None)
+            return out
+        if isinstance(inner, str):  # Ollama, llama.cpp and others
+            return openai_error(inner, err_type)
+        if "detail" in parsed:  # FastAPI servers (vLLM)
+            detail = parsed["detail"]
+            return openai_error(detail if isinstance(detail, str) else json.dumps(detail), err_type)
+        if isinstance(parsed.get("message"), str):
+            return openai_error(parsed["message"], err_type)
+    text = body[:300].decode("utf-8", "replace").strip()
+    message = f"upstream returned HTTP {status}" + (f": {text}" if text else "")
+    return openai_error(message, err_type)
+
+
+def bearer_headers(key: str | None, extra: Sequence[tuple[str, str]] = ()) -> Headers:
+    """JSON request headers with ``Authorization: Bearer`` when there is a key."""
+    h = Headers({b"content-type": [b"application/json"]})
+    if key:
+        h.setRawHeaders(b"authorization", [b"Bearer " + key.encode()])
+    for k, v in extra:
+        h.setRawHeaders(k.encode(), [v.encode()])
+    return h

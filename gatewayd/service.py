@@ -1,0 +1,184 @@
+"""The running gateway as an :class:`IService`: config, routing table, listener, reload.
+
+Embeddable in any Twisted application::
+
+    from gatewayd.service import GatewayService
+    GatewayService.from_file("gateway.yaml", "tcp:4000").setServiceParent(application)
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sys
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet import endpoints
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IListeningPort, IReactorTime
+from twisted.python.failure import Failure
+
+from gatewayd import systemd
+from gatewayd.config import ConfigError, GatewayConfig, load_config
+from gatewayd.log import get_logger
+from gatewayd.providers.factory import build_provider
+from gatewayd.providers.http import UpstreamAgents
+from gatewayd.routing import Router, RoutingTable, build_table
+from gatewayd.web.request import GatewaySite
+from gatewayd.web.resources import build_root
+
+log = get_logger("gatewayd.service")
+
+
+def listen_description(host: str, port: int) -> str:
+    """A Twisted endpoint string for ``--host``/``--port``."""
+    return f"tcp:port={port}:interface={host.replace(':', chr(92) + ':')}"
+
+
+class GatewayService(Service):
+    """Holds one immutable config and routing table; a reload swaps both whole."""
+
+    name = "gatewayd"
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        listen: str,
+        reactor: Any = None,
+        config_path: str | None = None,
+        handle_sighup: bool = True,
+        rng: random.Random | None = None,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor
+        self.reactor = reactor
+        self.listen = listen
+        self.config_path = config_path
+        self.handle_sighup = handle_sighup
+        self.config = config
+        self.agents = UpstreamAgents(reactor)
+        self._router = Router(self._table(config), reactor, rng)
+        self.site = GatewaySite(build_root(self), lambda: self.config.general.max_request_body_size)
+        self.port: IListeningPort | None = None
+        self._ready = False
+        for w in config.warnings:
+            log.warn("config: {warning}", warning=w)
+
+    @classmethod
+    def from_file(cls, path: str, listen: str, **kw: Any) -> GatewayService:
+        """Load and validate ``path`` (raises :class:`ConfigError`) and build the service."""
+        return cls(load_config(path), listen, config_path=path, **kw)
+
+    # -- what the web layer sees -----------------------------------------------
+
+    @property
+    def router(self) -> Router:
+        return self._router
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    @property
+    def clock(self) -> IReactorTime:
+        clock: IReactorTime = self.reactor
+        return clock
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def _table(self, config: GatewayConfig) -> RoutingTable:
+        return build_table(config, lambda d: build_provider(d, self.agents, self.reactor))
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        endpoint = endpoints.serverFromString(self.reactor, self.listen)
+        d = endpoint.listen(self.site)
+        d.addCallbacks(self._listening, self._listen_failed)
+        if self.handle_sighup and hasattr(signal, "SIGHUP"):
+            signal.signal(signal.SIGHUP, self._sighup)
+
+    def _listening(self, port: IListeningPort) -> None:
+        self.port = port
+        self._ready = True
+        host = port.getHost()
+        log.info(
+            "gatewayd listening on {addr} with {n} model alias(es): {aliases}",
+            addr=f"{getattr(host, 'host', host)}:{getattr(host, 'port', '')}",
+            n=len(self._router.table.routes),
+            aliases=", ".join(self._router.table.routes),
+        )
+        systemd.notify("READY=1")
+
+    def _listen_failed(self, failure: Failure) -> None:
+        log.critical("cannot listen on {listen}: {err}", listen=self.listen, err=failure.value)
+        self.reactor.callLater(0, self._stop_with_error)
+
+    def _stop_with_error(self) -> None:
+        # twistd has no exit-status hook: leave non-zero once the reactor has stopped.
+        print(f"gatewayd: cannot listen on {self.listen}", file=sys.stderr)
+        self.reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
+        self.reactor.stop()
+
+    def _sighup(self, signum: int, frame: Any) -> None:
+        self.reactor.callFromThread(self.reload)
+
+    def reload(self) -> bool:
+        """Read and validate the config file again; swap it in if valid.
+
+        An invalid file keeps the old config serving and logs why. The listening
+        address does not change. Returns True when the new config is in force.
+        """
+        if self.config_path is None:
+            log.warn("reload asked, but the config did not come from a file")
+            return False
+        systemd.reloading()
+        try:
+            config = load_config(self.config_path)
+            table = self._table(config)
+        except ConfigError as e:
+            log.error("reload failed, keeping the running config: {err}", err=str(e))
+            systemd.notify("READY=1")
+            return False
+        for w in config.warnings:
+            log.warn("config: {warning}", warning=w)
+        self.config = config
+        self._router.swap(table)
+        self.agents.retain_only([d.api_base for d in config.deployments if d.api_base])
+        log.info(
+            "config reloaded from {path}: {n} model alias(es)",
+            path=self.config_path,
+            n=len(table.routes),
+        )
+        systemd.notify("READY=1")
+        return True
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()  # type: ignore[no-untyped-call]
+        self._ready = False
+        systemd.notify("STOPPING=1")
+        d: Deferred[Any] = succeed(None)
+        if self.port is not None:
+            d = Deferred.fromCoroutine(self._drain())
+        d.addBoth(lambda _: self.agents.close())
+        d.addBoth(lambda _: None)
+        return d
+
+    async def _drain(self) -> None:
+        """Stop accepting; give requests in flight up to the grace period to finish."""
+        from twisted.internet.task import deferLater
+
+        assert self.port is not None
+        stopped = self.port.stopListening()
+        if stopped is not None:
+            await stopped
+        grace = self.config.general.graceful_shutdown_timeout
+        deadline = self.reactor.seconds() + grace
+        while self._in_flight() and self.reactor.seconds() < deadline:
+            await deferLater(self.reactor, 0.05)
+
+    def _in_flight(self) -> int:
+        return sum(h.in_flight for h in self._router.health.states.values())

@@ -1,0 +1,33 @@
+"""Every error the client sees, ours or an upstream's, in OpenAI's shape."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.web.server import Request
+
+from gatewayd.providers.base import openai_error
+
+
+def error_json(error: dict[str, Any]) -> bytes:
+    """``{"error": {...}}`` as bytes."""
+    return json.dumps({"error": error}).encode()
+
+
+def write_error(
+    request: Request,
+    status: int,
+    message: str,
+    type: str = "invalid_request_error",
+    code: str | None = None,
+    param: str | None = None,
+) -> bytes:
+    """Set the status and JSON headers; return the body to write."""
+    return write_error_object(request, status, openai_error(message, type, code, param))
+
+
+def write_error_object(request: Request, status: int, error: dict[str, Any]) -> bytes:
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"application/json")
+    return error_json(error)

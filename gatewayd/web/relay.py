@@ -1,0 +1,109 @@
+"""The relay from an upstream stream to the client: one producer chain.
+
+Registered on the client's request as a streaming push producer, so the client's
+transport pauses and resumes the upstream read directly (backpressure end to end).
+Translation happens before (in the provider's stream reader); metrics can sit here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer
+
+from gatewayd.log import get_logger
+from gatewayd.providers.base import EventStream, UpstreamFailure
+from gatewayd.providers.sse import DONE, data_event
+from gatewayd.web.request import GatewayRequest
+
+log = get_logger(__name__)
+
+
+@implementer(IPushProducer)
+class StreamRelay:
+    """Writes each upstream event to the client as it arrives; ends the response
+    cleanly, with an in-band error event when the upstream broke off."""
+
+    def __init__(
+        self,
+        request: GatewayRequest,
+        stream: EventStream,
+        on_end: Callable[[UpstreamFailure | None], None],
+    ) -> None:
+        self.request = request
+        self.stream = stream
+        self._on_end = on_end
+        self.client_gone = False
+        self.ended = False
+        self.saw_done = False
+        self.usage: dict[str, Any] | None = None
+
+    def begin(self) -> None:
+        """Start relaying: register for flow control and disconnects, attach to the stream."""
+        self.request.registerProducer(self, True)
+        self.request.notifyFinish().addErrback(lambda _: self._client_lost())
+        self.stream.start(self)
+
+    # -- StreamSink ------------------------------------------------------------
+
+    def event(self, data: bytes) -> None:
+        if self.client_gone or self.ended:
+            return
+        if data.endswith(DONE):
+            self.saw_done = True
+        if b'"usage"' in data:  # parse only the events that can carry usage
+            self._note_usage(data)
+        self.request.write(data)
+
+    def end(self, failure: UpstreamFailure | None) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        if not self.client_gone:
+            if failure is not None:
+                log.warn(
+                    "stream from {dep} broke off after it started: {msg}",
+                    dep=failure.deployment or self.request.deployment,
+                    msg=failure.message,
+                )
+                self.request.outcome = "upstream_broke_mid_stream"
+                self.request.write(data_event({"error": failure.error}))
+            self.request.unregisterProducer()
+            self.request.finish()
+        self._on_end(failure)
+
+    # -- IPushProducer (driven by the client's transport) ----------------------
+
+    def pauseProducing(self) -> None:
+        self.stream.pause()
+
+    def resumeProducing(self) -> None:
+        self.stream.resume()
+
+    def stopProducing(self) -> None:
+        self._client_lost()
+
+    def _client_lost(self) -> None:
+        if self.client_gone or self.ended:
+            return
+        self.client_gone = True
+        if self.saw_done:
+            self.request.outcome = "ok"
+        else:
+            self.request.outcome = "client_closed_mid_stream"
+        self.stream.cancel()
+        self.ended = True
+        self._on_end(None)
+
+    def _note_usage(self, data: bytes) -> None:
+        for line in data.split(b"\n"):
+            if line.startswith(b"data:") and b'"usage"' in line:
+                try:
+                    obj = json.loads(line[5:])
+                except ValueError:
+                    continue
+                if isinstance(obj, dict) and isinstance(obj.get("usage"), dict):
+                    self.usage = obj["usage"]

@@ -1,0 +1,107 @@
+"""The HTTP request class: a bounded body, and what the access log reports."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable
+from typing import Any
+
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.server import Request, Site
+
+access_log = Logger(namespace="gatewayd.access")
+
+
+class GatewayRequest(Request):
+    """A request whose body is dropped, not stored, past the size limit."""
+
+    max_body_size: int = 64 * 1024 * 1024
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        self.started = time.monotonic()
+        self.too_large = False
+        self._body_bytes = 0
+        # Filled by the handlers for the access log.
+        self.alias: str | None = None
+        self.deployment: str | None = None
+        self.attempts = 0
+        self.fallback: str | None = None
+        self.ttfb: float | None = None
+        self.bytes_sent = 0
+        self.outcome: str | None = None
+        self.logged = False
+        site = getattr(self.channel, "site", None)
+        if isinstance(site, GatewaySite):
+            self.max_body_size = site.max_body_size()
+
+    def gotLength(self, length: int | None) -> None:
+        if length is not None and length > self.max_body_size:
+            self.too_large = True
+            self.content = io.BytesIO()
+            return
+        super().gotLength(length)  # type: ignore[no-untyped-call]
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self.too_large:
+            return
+        self._body_bytes += len(data)
+        if self._body_bytes > self.max_body_size:
+            self.too_large = True
+            self.content = io.BytesIO()  # let the buffered part go
+            return
+        super().handleContentChunk(data)  # type: ignore[no-untyped-call]
+
+    def write(self, data: bytes) -> None:
+        if self.ttfb is None:
+            self.ttfb = time.monotonic() - self.started
+        self.bytes_sent += len(data)
+        super().write(data)  # type: ignore[no-untyped-call]
+
+    def connectionLost(self, reason: Failure) -> None:
+        finished = self.finished
+        super().connectionLost(reason)  # type: ignore[no-untyped-call]
+        if not finished and not self.logged:
+            site = getattr(self.channel, "site", None)
+            if isinstance(site, GatewaySite):
+                self.outcome = self.outcome or "client_closed"
+                site.log(self)
+
+
+class GatewaySite(Site):
+    """A :class:`Site` with one structured access-log line per request."""
+
+    requestFactory = GatewayRequest
+
+    def __init__(self, resource: Any, max_body_size: Callable[[], int], **kw: Any) -> None:
+        super().__init__(resource, **kw)  # type: ignore[no-untyped-call]
+        self.max_body_size = max_body_size
+        self.noisy = False
+
+    def log(self, request: Any) -> None:
+        if not isinstance(request, GatewayRequest) or request.logged:
+            return
+        request.logged = True
+        latency = time.monotonic() - request.started
+        status = request.code if request.finished or request.startedWriting else 499
+        access_log.info(
+            '{client} "{method} {path}" {status} alias={alias} deployment={deployment} '
+            "attempts={attempts} fallback={fallback} latency_ms={latency_ms:.1f} "
+            "ttfb_ms={ttfb_ms} bytes={bytes}{outcome}",
+            client=request.getClientAddress().host
+            if hasattr(request.getClientAddress(), "host")
+            else "-",
+            method=request.method.decode("ascii", "replace"),
+            path=request.uri.decode("utf-8", "replace").split("?", 1)[0],
+            status=status,
+            alias=request.alias or "-",
+            deployment=request.deployment or "-",
+            attempts=request.attempts,
+            fallback=request.fallback or "-",
+            latency_ms=latency * 1000.0,
+            ttfb_ms="-" if request.ttfb is None else f"{request.ttfb * 1000.0:.1f}",
+            bytes=request.bytes_sent,
+            outcome=f" outcome={request.outcome}" if request.outcome else "",
+        )

@@ -1,0 +1,444 @@
+"""The resource tree: reads like a route table (see :func:`build_root`).
+
+POST /v1/chat/completions   POST /v1/completions   POST /v1/embeddings
+GET  /v1/models             GET  /v1/models/{id}
+(the same without /v1)
+GET  /health/liveliness  /health/liveness  /health/readiness  /health
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Protocol
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.python.failure import Failure
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import NOT_DONE_YET, Request
+from zope.interface import implementer
+
+from gatewayd.log import get_logger
+from gatewayd.providers.base import Endpoint, ProviderRequest
+from gatewayd.providers.sse import comment_event, data_event
+from gatewayd.routing import RouteError, Router, RouteResult
+from gatewayd.web.auth import is_authorized
+from gatewayd.web.errors import write_error, write_error_object
+from gatewayd.web.relay import StreamRelay
+from gatewayd.web.request import GatewayRequest
+
+log = get_logger(__name__)
+
+
+class Gateway(Protocol):
+    """What the web layer needs of the running service."""
+
+    @property
+    def router(self) -> Router: ...
+
+    @property
+    def ready(self) -> bool: ...
+
+    @property
+    def clock(self) -> IReactorTime: ...
+
+
+def _json(request: Request, payload: Any, status: int = 200) -> bytes:
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"application/json")
+    return json.dumps(payload).encode()
+
+
+class JSONResource(Resource):
+    """A resource whose every error (unknown path, wrong method) is OpenAI-shaped."""
+
+    def getChild(self, path: bytes, request: Request) -> IResource:
+        if path == b"" and self.isLeaf is False and not self.children.get(b""):
+            return self  # a trailing slash: /v1/models/
+        return NotFound()
+
+    def render(self, request: Request) -> bytes | int:
+        method = request.method.decode("ascii", "replace")
+        if not hasattr(self, "render_" + method):
+            allowed = sorted(
+                m[len("render_") :]
+                for m in dir(self)
+                if m.startswith("render_") and m != "render_HEAD"
+            )
+            request.setHeader(b"allow", ", ".join(allowed).encode())
+            return write_error(
+                request,
+                405,
+                f"method {method} is not allowed on {request.path.decode()}",
+                "invalid_request_error",
+                "method_not_allowed",
+            )
+        result: bytes | int = super().render(request)  # type: ignore[no-untyped-call]
+        return result
+
+
+@implementer(IResource)
+class NotFound(JSONResource):
+    isLeaf = True
+
+    def render(self, request: Request) -> bytes:
+        return write_error(
+            request,
+            404,
+            f"unknown path {request.path.decode('utf-8', 'replace')}",
+            "invalid_request_error",
+            "not_found",
+        )
+
+
+class AuthedResource(JSONResource):
+    """Answers 401 unless the master key was presented."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.gateway = gateway
+
+    def render(self, request: Request) -> bytes | int:
+        if not is_authorized(request, self.gateway.router.table.config.general.master_key):
+            request.setHeader(b"www-authenticate", b'Bearer realm="gatewayd"')
+            return write_error(
+                request,
+                401,
+                "invalid or missing API key: send it as 'Authorization: Bearer KEY', "
+                "'x-api-key' or 'api-key'",
+                "authentication_error",
+                "invalid_api_key",
+            )
+        return super().render(request)
+
+
+class CompletionResource(AuthedResource):
+    """POST chat/completions, completions, embeddings: parse, route, answer or stream."""
+
+    isLeaf = True
+
+    def __init__(self, gateway: Gateway, endpoint: Endpoint) -> None:
+        super().__init__(gateway)
+        self.endpoint = endpoint
+
+    def render_POST(self, request: GatewayRequest) -> bytes | int:
+        if request.too_large:
+            return write_error(
+                request,
+                413,
+                f"request body larger than max_request_body_size ({request.max_body_size} bytes)",
+                "invalid_request_error",
+                "request_too_large",
+            )
+        assert request.content is not None
+        raw = request.content.read()
+        try:
+            body = json.loads(raw)
+        except ValueError as e:
+            return write_error(
+                request,
+                400,
+                f"request body is not valid JSON: {e}",
+                "invalid_request_error",
+                "invalid_json",
+            )
+        if not isinstance(body, dict):
+            return write_error(
+                request,
+                400,
+                "request body must be a JSON object",
+                "invalid_request_error",
+                "invalid_request",
+            )
+        alias = body.get("model")
+        if alias is None:
+            return write_error(
+                request,
+                400,
+                "you must provide a model parameter",
+                "invalid_request_error",
+                "missing_model",
+                "model",
+            )
+        if not isinstance(alias, str):
+            return write_error(
+                request,
+                400,
+                "model must be a string",
+                "invalid_request_error",
+                "invalid_model",
+                "model",
+            )
+        stream = body.get("stream", False)
+        if stream is not None and not isinstance(stream, bool):
+            return write_error(
+                request,
+                400,
+                "stream must be a boolean",
+                "invalid_request_error",
+                "invalid_type",
+                "stream",
+            )
+        router = self.gateway.router
+        if alias not in router.table.routes:
+            return write_error(
+                request,
+                404,
+                f"The model '{alias}' does not exist or is not configured on this gateway",
+                "invalid_request_error",
+                "model_not_found",
+                "model",
+            )
+        if stream and self.endpoint is Endpoint.EMBEDDINGS:
+            stream = False
+        request.alias = alias
+        Exchange(self.gateway, request, alias, ProviderRequest(self.endpoint, body, bool(stream)))
+        return NOT_DONE_YET
+
+
+class Exchange:
+    """One routed request: waits for the router, then answers or relays the stream.
+
+    A client disconnect at any point cancels the routing (and with it the upstream)."""
+
+    def __init__(
+        self, gateway: Gateway, request: GatewayRequest, alias: str, call: ProviderRequest
+    ) -> None:
+        self.request = request
+        self.call = call
+        self.gone = False
+        self.heartbeat: LoopingCall | None = None
+        self.committed = False  # headers sent (heartbeats): errors must go in-band
+        g = gateway.router.table.config.general
+        self.deferred = gateway.router.route(alias, call)
+        request.notifyFinish().addErrback(self._lost)
+        if call.stream and g.stream_heartbeat_interval > 0 and not self.deferred.called:
+            self._start_heartbeat(gateway.clock, g.stream_heartbeat_interval)
+        self.deferred.addCallbacks(self._routed, self._failed)
+        self.deferred.addErrback(self._bug)
+
+    def _lost(self, _: Failure) -> None:
+        self.gone = True
+        self._stop_heartbeat()
+        self.deferred.cancel()
+
+    def _start_heartbeat(self, clock: IReactorTime, interval: float) -> None:
+        self._sse_headers()
+        self.committed = True
+        self.request.write(comment_event("gatewayd: waiting for upstream"))
+        self.heartbeat = LoopingCall(lambda: self.request.write(comment_event("keepalive")))
+        self.heartbeat.clock = clock
+        self.heartbeat.start(interval, now=False)
+
+    def _stop_heartbeat(self) -> None:
+        if self.heartbeat is not None and self.heartbeat.running:
+            self.heartbeat.stop()
+
+    def _sse_headers(self) -> None:
+        r = self.request
+        r.setResponseCode(200)
+        r.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
+        r.setHeader(b"cache-control", b"no-cache")
+        r.setHeader(b"x-accel-buffering", b"no")
+
+    def _describe(self, result: RouteResult) -> None:
+        r = self.request
+        r.deployment = result.deployment
+        r.attempts = result.attempts
+        r.fallback = result.fallback
+        if self.committed:
+            return
+        r.setHeader(b"x-gatewayd-model", result.alias.encode())
+        r.setHeader(b"x-gatewayd-deployment", result.deployment.encode())
+        r.setHeader(b"x-gatewayd-attempts", str(result.attempts).encode())
+        if result.fallback:
+            r.setHeader(b"x-gatewayd-fallback", result.fallback.encode())
+        for name, value in result.response.headers:
+            if not r.responseHeaders.hasHeader(name):
+                r.responseHeaders.addRawHeader(name, value)
+
+    def _routed(self, result: RouteResult) -> None:
+        self._stop_heartbeat()
+        response = result.response
+        if self.gone:  # raced with a disconnect
+            if response.stream is not None:
+                response.stream.cancel()
+            result.finish(None)
+            return
+        self._describe(result)
+        r = self.request
+        if response.stream is None:
+            if self.committed:  # heartbeats went out as SSE; the answer cannot be JSON now
+                r.write(
+                    data_event(
+                        {
+                            "error": {
+                                "message": "upstream answered without streaming",
+                                "type": "api_error",
+                                "param": None,
+                                "code": None,
+                            }
+                        }
+                    )
+                )
+            else:
+                body = response.body or b""
+                r.setResponseCode(response.status)
+                r.setHeader(b"content-type", b"application/json")
+                r.setHeader(b"content-length", str(len(body)).encode())
+                r.write(body)
+            r.finish()
+            return
+        if not self.committed:
+            self._sse_headers()
+        StreamRelay(r, response.stream, result.finish).begin()
+
+    def _failed(self, failure: Failure) -> None:
+        self._stop_heartbeat()
+        if self.gone:
+            return
+        r = self.request
+        err = failure.value
+        if not isinstance(err, RouteError):
+            failure.raiseException()
+        assert isinstance(err, RouteError)
+        r.attempts = err.attempts
+        r.deployment = err.deployment
+        if self.committed:
+            r.write(data_event({"error": err.error}))
+        else:
+            r.setHeader(b"x-gatewayd-attempts", str(err.attempts).encode())
+            body = write_error_object(r, err.status, err.error)
+            r.setHeader(b"content-length", str(len(body)).encode())
+            r.write(body)
+        r.finish()
+
+    def _bug(self, failure: Failure) -> None:
+        if failure.check(Exception) and not self.gone:
+            log.failure("internal error while handling a request", failure)
+            r = self.request
+            if not r.startedWriting:
+                r.write(
+                    write_error(r, 500, "internal error in gatewayd", "api_error", "internal_error")
+                )
+            r.finish()
+
+
+class ModelsResource(AuthedResource):
+    """GET /v1/models and /v1/models/{id}: the aliases clients may send."""
+
+    def __init__(self, gateway: Gateway, created: int) -> None:
+        super().__init__(gateway)
+        self.created = created
+
+    def _model(self, alias: str) -> dict[str, Any]:
+        return {"id": alias, "object": "model", "created": self.created, "owned_by": "gatewayd"}
+
+    def getChild(self, path: bytes, request: Request) -> IResource:
+        if path == b"":
+            return self
+        return ModelResource(self, path.decode("utf-8", "replace"))
+
+    def render_GET(self, request: Request) -> bytes:
+        aliases = self.gateway.router.table.routes
+        return _json(request, {"object": "list", "data": [self._model(a) for a in aliases]})
+
+
+class ModelResource(AuthedResource):
+    def __init__(self, parent: ModelsResource, alias: str) -> None:
+        super().__init__(parent.gateway)
+        self.models = parent
+        self.alias = alias
+
+    def getChild(self, path: bytes, request: Request) -> IResource:
+        # Model ids may contain slashes (ai/smollm2): rebuild the whole id.
+        if path:
+            return ModelResource(self.models, f"{self.alias}/{path.decode('utf-8', 'replace')}")
+        return self
+
+    def render_GET(self, request: Request) -> bytes:
+        if self.alias not in self.gateway.router.table.routes:
+            return write_error(
+                request,
+                404,
+                f"The model '{self.alias}' does not exist",
+                "invalid_request_error",
+                "model_not_found",
+                "model",
+            )
+        return _json(request, self._model_obj())
+
+    def _model_obj(self) -> dict[str, Any]:
+        return self.models._model(self.alias)
+
+
+class Liveness(JSONResource):
+    isLeaf = True
+
+    def render_GET(self, request: Request) -> bytes:
+        return _json(request, {"status": "alive"})
+
+
+class Readiness(JSONResource):
+    isLeaf = True
+
+    def __init__(self, gateway: Gateway) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.gateway = gateway
+
+    def render_GET(self, request: Request) -> bytes:
+        if not self.gateway.ready:
+            return _json(request, {"status": "not ready"}, 503)
+        return _json(request, {"status": "ready", "models": len(self.gateway.router.table.routes)})
+
+
+class Health(JSONResource):
+    """GET /health: each alias, its deployments and their state. No secrets."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.gateway = gateway
+
+    def render_GET(self, request: Request) -> bytes:
+        router = self.gateway.router
+        now = router.health.now()
+        aliases: dict[str, Any] = {}
+        healthy_total = 0
+        for alias, routes in router.table.routes.items():
+            deps = []
+            for route in routes:
+                d = route.deployment
+                state = router.health.get(d.id).snapshot(now)
+                healthy_total += state["state"] == "healthy"
+                deps.append({"id": d.id, "provider": d.provider.prefix, "model": d.model, **state})
+            aliases[alias] = {
+                "deployments": deps,
+                "fallbacks": list(router.table.fallbacks_for(alias)),
+            }
+        status = "healthy" if healthy_total else "unhealthy"
+        return _json(request, {"status": status, "ready": self.gateway.ready, "models": aliases})
+
+
+def build_root(gateway: Gateway) -> Resource:
+    """The whole tree, ``/v1`` and bare paths alike."""
+    created = int(time.time())
+    api = JSONResource()
+    chat = JSONResource()
+    chat.putChild(b"completions", CompletionResource(gateway, Endpoint.CHAT))
+    api.putChild(b"chat", chat)
+    api.putChild(b"completions", CompletionResource(gateway, Endpoint.COMPLETIONS))
+    api.putChild(b"embeddings", CompletionResource(gateway, Endpoint.EMBEDDINGS))
+    api.putChild(b"models", ModelsResource(gateway, created))
+
+    health = Health(gateway)
+    health.putChild(b"liveliness", Liveness())
+    health.putChild(b"liveness", Liveness())
+    health.putChild(b"readiness", Readiness(gateway))
+
+    root = JSONResource()
+    root.putChild(b"v1", api)
+    for name, child in api.children.items():
+        root.putChild(name, child)
+    root.putChild(b"health", health)
+    return root
