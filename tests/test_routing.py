@@ -25,7 +25,7 @@ from gatewayd.providers.base import (
     UpstreamResponse,
     openai_error,
 )
-from gatewayd.routing import RouteError, RouteResult, Router, build_table
+from gatewayd.routing import RouteError, Router, RouteResult, build_table
 from gatewayd.routing.retry import RetryPolicy
 
 Outcome = UpstreamFailure | UpstreamResponse | float  # a float: hang that long, then succeed

@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -77,6 +78,8 @@ def load_config(path: str, environ: Mapping[str, str] | None = None) -> GatewayC
             text = f.read()
     except OSError as e:
         raise ConfigError("", f"cannot read config file {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError("", f"cannot read config file {path}: not UTF-8 ({e.reason})") from None
     return parse_config(text, source=path, environ=environ)
 
 
@@ -116,6 +119,8 @@ class _Builder:
     def __init__(self, env: Mapping[str, str]) -> None:
         self.env = env
         self.warnings: list[str] = []
+        #: The section each general setting was read from, for error paths.
+        self._origin: dict[str, str] = {}
 
     # -- environment references ------------------------------------------------
 
@@ -161,6 +166,10 @@ class _Builder:
                 raise ConfigError(where, f"expected a number, got {v!r}") from None
         if isinstance(v, bool) or not isinstance(v, int | float):
             raise ConfigError(where, f"expected a number, got {_kind(v)}")
+        try:
+            float(v)
+        except OverflowError:
+            raise ConfigError(where, "must be a finite number, got a number too large") from None
         if integer and not float(v).is_integer():
             raise ConfigError(where, f"expected an integer, got {v!r}")
         if not math.isfinite(v) or v < minimum or (positive and v <= 0):
@@ -245,12 +254,16 @@ class _Builder:
                 continue
             body = self._mapping(raw[section], section)
             for k, v in body.items():
-                if section != "general_settings" and k not in _GENERAL_KEYS:
-                    continue  # LiteLLM's other settings: not ours, not worth a warning each
+                if k not in _GENERAL_KEYS:
+                    # LiteLLM's other settings (general_settings' are warned about below):
+                    # not ours, so an unset os.environ/VAR in them is no error either.
+                    continue
                 merged[k] = self.resolve(v, f"{section}.{k}")
                 origin[k] = section
             if section == "general_settings":
                 self._unknown(body, _GENERAL_KEYS, section)
+
+        self._origin = origin
 
         def p(key: str) -> str:
             return origin.get(key, "general_settings")
@@ -339,21 +352,22 @@ class _Builder:
             ("context_window_fallbacks", g.context_window_fallbacks),
         ):
             for alias, targets in table.items():
+                section = self._origin.get(name, "general_settings")
                 if alias not in aliases:
                     raise ConfigError(
-                        f"general_settings.{name}.{alias}",
+                        f"{section}.{name}.{alias}",
                         f"alias {alias!r} is not a model_name in model_list",
                     )
                 for t in targets:
                     if t not in aliases:
                         raise ConfigError(
-                            f"general_settings.{name}.{alias}",
+                            f"{section}.{name}.{alias}",
                             f"fallback {t!r} is not a model_name in model_list",
                         )
         for t in g.default_fallbacks:
             if t not in aliases:
                 raise ConfigError(
-                    "general_settings.default_fallbacks",
+                    f"{self._origin.get('default_fallbacks', 'general_settings')}.default_fallbacks",
                     f"fallback {t!r} is not a model_name in model_list",
                 )
 
@@ -361,7 +375,7 @@ class _Builder:
         path = f"model_list[{index}]"
         entry = self._mapping(entry, path)
         self._unknown(entry, _ENTRY_KEYS, path)
-        name = entry.get("model_name")
+        name = self.resolve(entry.get("model_name"), f"{path}.model_name")
         if not isinstance(name, str) or not name.strip():
             raise ConfigError(f"{path}.model_name", "is required: the alias clients send as model")
         if "params" in entry:
@@ -371,7 +385,13 @@ class _Builder:
         else:
             raise ConfigError(f"{path}.params", "is required (with at least params.model)")
         ppath = f"{path}.{params_key}"
-        params = self._mapping(self.resolve(entry[params_key], ppath), ppath)
+        params = self._mapping(entry[params_key], ppath)
+        # Only keys we read are resolved: an unset variable in an ignored (unknown) key
+        # is not an error, as unknown keys are warned about, never fatal.
+        params = {
+            k: self.resolve(v, f"{ppath}.{k}") if k in _PARAM_KEYS | _MOCK_KEYS else v
+            for k, v in params.items()
+        }
 
         model = params.get("model")
         if not isinstance(model, str) or not model:
@@ -489,17 +509,22 @@ def _default_id(prefix: str, model: str, api_base: str | None) -> str:
     """``provider/model@host:port``: enough to tell deployments apart, no credentials."""
     if api_base is None:
         return f"{prefix}/{model}"
-    host = re.sub(r"^https?://", "", api_base).split("/", 1)[0].rsplit("@", 1)[-1]
+    host = urlsplit(api_base).netloc.rsplit("@", 1)[-1]
     return f"{prefix}/{model}@{host}"
 
 
 def _unique_ids(deployments: list[Deployment]) -> list[Deployment]:
     from dataclasses import replace
 
-    seen: dict[str, int] = {}
+    taken = {d.id for d in deployments}  # a suffixed id must not take a later one's id
+    used: set[str] = set()
     out = []
     for d in deployments:
-        n = seen.get(d.id, 0) + 1
-        seen[d.id] = n
-        out.append(d if n == 1 else replace(d, id=f"{d.id}#{n}"))
+        if d.id in used:
+            n = 2
+            while f"{d.id}#{n}" in taken or f"{d.id}#{n}" in used:
+                n += 1
+            d = replace(d, id=f"{d.id}#{n}")
+        used.add(d.id)
+        out.append(d)
     return out

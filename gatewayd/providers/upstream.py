@@ -139,7 +139,27 @@ class HTTPProvider(Provider):
 
     def send(self, request: ProviderRequest, limits: AttemptLimits) -> Deferred[UpstreamResponse]:
         d = Deferred.fromCoroutine(self._attempt(request, limits))
-        d.addTimeout(limits.timeout, self._clock)
+        # Our own timer rather than addTimeout: cancelling an Agent request can surface as
+        # ResponseNeverReceived, and a timeout must still read as a timeout (504).
+        timed_out: list[bool] = []
+
+        def expire() -> None:
+            timed_out.append(True)
+            d.cancel()
+
+        timer = self._clock.callLater(limits.timeout, expire)
+
+        def settle(result: Any) -> Any:
+            if timer.active():
+                timer.cancel()
+            if isinstance(result, Failure):
+                if timed_out:
+                    return Failure(TimeoutError())
+                if _is_cancellation(result):
+                    return Failure(CancelledError())  # the caller gave up: not a failure
+            return result
+
+        d.addBoth(settle)
         d.addErrback(self._map_failure, limits)
         return d
 
@@ -214,6 +234,14 @@ class HTTPProvider(Provider):
                 )
             )
         return failure
+
+
+def _is_cancellation(failure: Failure) -> bool:
+    """A cancellation, possibly wrapped by the HTTP client in ResponseNeverReceived/Failed."""
+    if failure.check(CancelledError):
+        return True
+    reasons = getattr(failure.value, "reasons", None) or []
+    return any(isinstance(r, Failure) and r.check(CancelledError) for r in reasons)
 
 
 async def _collect(response: IResponse, limit: int) -> bytes:

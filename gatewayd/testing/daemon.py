@@ -13,9 +13,8 @@ stops the process by pid (SIGTERM, then SIGKILL) when done::
 :func:`run_gateway_expecting_failure` runs the daemon on a (bad) config and returns its exit
 code and output once it exits by itself.
 
-The subprocess gets ``os.environ`` plus overrides, ``PYTHONUNBUFFERED=1`` and the directory
-holding this ``gatewayd`` package prepended to ``PYTHONPATH``, so the daemon (and the twistd
-plugin in ``twisted/plugins``) come from the same source tree as the tests, installed or not.
+The subprocess gets ``os.environ`` plus overrides and ``PYTHONUNBUFFERED=1``; it runs the
+*installed* gatewayd (``pip install .``), so the twistd plugin is found as users find it.
 Every wait is bounded.
 """
 
@@ -54,7 +53,6 @@ ConfigLike: TypeAlias = "str | Mapping[str, Any] | os.PathLike[str]"
 _HOST: Final = "127.0.0.1"
 #: The directory that contains the ``gatewayd`` package (the source tree root when not
 #: installed); it also holds ``twisted/plugins`` in a checkout.
-_SOURCE_ROOT: Final = Path(__file__).resolve().parents[2]
 _POLL: Final = 0.05
 
 
@@ -125,17 +123,15 @@ def _command(config_path: Path, port: int, extra_args: Sequence[str], use_cli: b
 
 
 def _environment(env: Mapping[str, str] | None, unset_env: Sequence[str]) -> dict[str, str]:
-    """``os.environ`` + ``PYTHONUNBUFFERED=1`` + overrides - unset, with the source root on
-    ``PYTHONPATH``."""
+    """``os.environ`` + ``PYTHONUNBUFFERED=1`` + overrides - unset.
+
+    The daemon runs from the *installed* package, as users run it: twistd must find the
+    plugin in site-packages, so the source tree is deliberately not put on ``PYTHONPATH``."""
     result = dict(os.environ)
     result["PYTHONUNBUFFERED"] = "1"
     result.update(env or {})
     for name in unset_env:
         result.pop(name, None)
-    root = str(_SOURCE_ROOT)
-    parts = [p for p in result.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if root not in parts:
-        result["PYTHONPATH"] = os.pathsep.join([root, *parts])
     return result
 
 
