@@ -364,10 +364,11 @@ class _Builder:
                             f"{section}.{name}.{alias}",
                             f"fallback {t!r} is not a model_name in model_list",
                         )
+        section = self._origin.get("default_fallbacks", "general_settings")
         for t in g.default_fallbacks:
             if t not in aliases:
                 raise ConfigError(
-                    f"{self._origin.get('default_fallbacks', 'general_settings')}.default_fallbacks",
+                    f"{section}.default_fallbacks",
                     f"fallback {t!r} is not a model_name in model_list",
                 )
 
@@ -388,10 +389,8 @@ class _Builder:
         params = self._mapping(entry[params_key], ppath)
         # Only keys we read are resolved: an unset variable in an ignored (unknown) key
         # is not an error, as unknown keys are warned about, never fatal.
-        params = {
-            k: self.resolve(v, f"{ppath}.{k}") if k in _PARAM_KEYS | _MOCK_KEYS else v
-            for k, v in params.items()
-        }
+        read = _PARAM_KEYS | _MOCK_KEYS
+        params = {k: self.resolve(v, f"{ppath}.{k}") if k in read else v for k, v in params.items()}
 
         model = params.get("model")
         if not isinstance(model, str) or not model:

@@ -17,22 +17,22 @@ DONE = b"data: [DONE]\n\n"
 class SSEFramer:
     """Incremental splitter: :meth:`feed` bytes, get back the events they completed."""
 
-    __slots__ = ("_buf",)
+    __slots__ = ("_buf", "_skip_lf")
 
     def __init__(self) -> None:
         self._buf = b""
+        # The last read ended in \r: a \n starting the next read is its other half.
+        self._skip_lf = False
 
     def feed(self, data: bytes) -> list[bytes]:
         """Add ``data``; return every event it completed, in order."""
+        if self._skip_lf and data.startswith(b"\n"):
+            data = data[1:]
+        self._skip_lf = False
+        if b"\r" in data:
+            self._skip_lf = data.endswith(b"\r")
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         buf = self._buf + data
-        if b"\r" in buf:
-            # A trailing \r may be half of a \r\n still in flight: keep it back.
-            hold = buf.endswith(b"\r")
-            if hold:
-                buf = buf[:-1]
-            buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-            if hold:
-                buf += b"\r"
         parts = buf.split(b"\n\n")
         self._buf = parts.pop()
         out = []

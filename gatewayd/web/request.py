@@ -62,9 +62,9 @@ class GatewayRequest(Request):
 
     def connectionLost(self, reason: Failure) -> None:
         finished = self.finished
+        site = getattr(self.channel, "site", None)  # the channel is gone after super()
         super().connectionLost(reason)  # type: ignore[no-untyped-call]
         if not finished and not self.logged:
-            site = getattr(self.channel, "site", None)
             if isinstance(site, GatewaySite):
                 self.outcome = self.outcome or "client_closed"
                 site.log(self)
