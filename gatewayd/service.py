@@ -105,9 +105,13 @@ class GatewayService(Service):
         self.port = port
         self._ready = True
         host = port.getHost()
+        if hasattr(host, "port"):
+            addr = f"{getattr(host, 'host', '')}:{host.port}"
+        else:
+            addr = str(getattr(host, "name", host))
         log.info(
             "gatewayd listening on {addr} with {n} model alias(es): {aliases}",
-            addr=f"{getattr(host, 'host', host)}:{getattr(host, 'port', '')}",
+            addr=addr,
             n=len(self._router.table.routes),
             aliases=", ".join(self._router.table.routes),
         )

@@ -193,6 +193,12 @@ class CompletionResource(AuthedResource):
         if stream and self.endpoint is Endpoint.EMBEDDINGS:
             stream = False
         request.alias = alias
+        log.debug(
+            "{endpoint} for {alias}: {body}",
+            endpoint=self.endpoint.value,
+            alias=alias,
+            body=raw[:2000].decode("utf-8", "replace"),  # the body carries no keys
+        )
         Exchange(self.gateway, request, alias, ProviderRequest(self.endpoint, body, bool(stream)))
         return NOT_DONE_YET
 
