@@ -12,12 +12,26 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from twisted.internet.defer import CancelledError, Deferred, gatherResults, succeed
-from twisted.internet.interfaces import IConsumer, IPushProducer, IReactorTime
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import (
+    IConsumer,
+    IPushProducer,
+    IReactorTime,
+    IStreamClientEndpoint,
+)
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, _HTTP11ClientFactory
+from twisted.web.client import (
+    URI,
+    Agent,
+    BrowserLikePolicyForHTTPS,
+    HTTPConnectionPool,
+    ResponseDone,
+    _HTTP11ClientFactory,
+)
+from twisted.web.error import SchemeNotSupported
 from twisted.web.http import PotentialDataLoss
-from twisted.web.iweb import IAgent, IBodyProducer
+from twisted.web.iweb import IAgent, IAgentEndpointFactory, IBodyProducer
 from zope.interface import implementer
 
 from gatewayd.log import get_logger
@@ -51,6 +65,31 @@ class _QuietPool(HTTPConnectionPool):
         noisy = False
 
 
+@implementer(IAgentEndpointFactory)
+class _CachedEndpoints:
+    """One endpoint per upstream origin, built once: the Agent otherwise builds (and
+    IDNA-encodes the host for) a new endpoint on every request."""
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+        self._policy = BrowserLikePolicyForHTTPS()
+        self._cache: dict[tuple[bytes, bytes, int], IStreamClientEndpoint] = {}
+
+    def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
+        key = (uri.scheme, uri.host, uri.port)
+        endpoint = self._cache.get(key)
+        if endpoint is None:
+            host = uri.host.decode("ascii")
+            endpoint = HostnameEndpoint(self._reactor, host, uri.port)
+            if uri.scheme == b"https":
+                creator = self._policy.creatorForNetloc(uri.host, uri.port)
+                endpoint = wrapClientTLS(creator, endpoint)
+            elif uri.scheme != b"http":
+                raise SchemeNotSupported(f"unsupported scheme {uri.scheme!r}")
+            self._cache[key] = endpoint
+        return endpoint
+
+
 class UpstreamAgents:
     """An :class:`Agent` with its own connection pool for each upstream origin.
 
@@ -69,7 +108,8 @@ class UpstreamAgents:
             pool.maxPersistentPerHost = MAX_PERSISTENT_PER_HOST
             pool.cachedConnectionTimeout = CACHED_CONNECTION_TIMEOUT
             pool.retryAutomatically = True  # only ever retries idempotent, body-less requests
-            self._agents[key] = (Agent(self._reactor, pool=pool), pool)
+            agent = Agent.usingEndpointFactory(self._reactor, _CachedEndpoints(self._reactor), pool)
+            self._agents[key] = (agent, pool)
         return self._agents[key][0]
 
     def retain_only(self, urls: list[str]) -> None:

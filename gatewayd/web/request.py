@@ -18,6 +18,9 @@ class GatewayRequest(Request):
     """A request whose body is dropped, not stored, past the size limit."""
 
     max_body_size: int = 64 * 1024 * 1024
+    # Bodies are JSON: skip Twisted's form parsing, which parses Content-Type with the
+    # email package on every POST (a tenth of the per-request CPU when profiled).
+    _parsePOSTFormSubmission = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
