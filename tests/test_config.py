@@ -1017,8 +1017,7 @@ def test_deployment_ids_unique_and_free_of_keys() -> None:
                 "model_list": [
                     *(entry("a", "openai/gpt-4o", api_key=s) for s in secrets),
                     entry("b", "openai/gpt-4o", api_base="https://user:sk-secret-x@h.test:8443/v1"),
-                    entry("c", "openai/gpt-4o", api_base="https://q.test/v1?key=sk-secret-q#sk-f"),
-                    entry("c", "vllm/m", api_base="http://r.test:8000?key=sk-secret-r"),
+                    entry("c", "vllm/m", api_base="http://r.test:8000"),
                     entry("d", "mock/demo"),
                     entry("d", "mock/demo"),
                 ]
@@ -1033,9 +1032,20 @@ def test_deployment_ids_unique_and_free_of_keys() -> None:
     assert ids[0] == "openai/gpt-4o@api.openai.com"
     assert ids[1] == "openai/gpt-4o@api.openai.com#2"
     assert ids[4] == "openai/gpt-4o@h.test:8443"
-    assert ids[5] == "openai/gpt-4o@q.test"
-    assert ids[6] == "vllm/m@r.test:8000"
-    assert ids[7:] == ["mock/demo", "mock/demo#2"]
+    assert ids[5] == "vllm/m@r.test:8000"
+    assert ids[6:] == ["mock/demo", "mock/demo#2"]
+
+
+@pytest.mark.parametrize(
+    "base", ["https://q.test/v1?key=sk-secret-q", "http://r.test:8000/v1#frag"]
+)
+def test_api_base_with_query_or_fragment_is_refused(base: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(
+            json.dumps({"model_list": [entry("c", "openai/gpt-4o", api_base=base)]}), environ={}
+        )
+    assert "model_list[0].params.api_base" in str(info.value)
+    assert "sk-secret" not in str(info.value)
 
 
 def test_suffixed_ids_never_collide_with_given_ids() -> None:

@@ -437,6 +437,11 @@ class _Builder:
                 raise ConfigError(
                     f"{ppath}.api_base", "must be an http:// or https:// URL with a host"
                 )
+            if "?" in api_base or "#" in api_base:
+                raise ConfigError(
+                    f"{ppath}.api_base",
+                    "must not carry a query or fragment (paths are appended to it)",
+                )
             api_base = api_base.rstrip("/")
 
         api_key = self._str(params, "api_key", ppath)

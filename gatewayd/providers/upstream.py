@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import math
 import time
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
@@ -63,17 +64,21 @@ def retry_after_seconds(headers: Headers, now: float | None = None) -> float | N
     ms = headers.getRawHeaders(b"retry-after-ms")
     if ms:
         try:
-            return max(0.0, float(ms[0]) / 1000.0)
+            millis = float(ms[0])
         except ValueError:
-            pass
+            millis = math.nan
+        if math.isfinite(millis):
+            return max(0.0, millis / 1000.0)
     ra = headers.getRawHeaders(b"retry-after")
     if not ra:
         return None
     value = ra[0].decode("latin-1").strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -84,6 +89,8 @@ def retry_after_seconds(headers: Headers, now: float | None = None) -> float | N
 
 
 _PASS_HEADER_PREFIXES = (b"x-", b"openai-")
+#: Hop and infrastructure headers that say nothing about the answer.
+_DROP_HEADER_PREFIXES = (b"x-gatewayd-", b"x-forwarded-", b"x-powered-by", b"x-real-ip")
 
 
 def passable_headers(headers: Headers) -> list[tuple[bytes, bytes]]:
@@ -91,7 +98,7 @@ def passable_headers(headers: Headers) -> list[tuple[bytes, bytes]]:
     out: list[tuple[bytes, bytes]] = []
     for name, values in headers.getAllRawHeaders():
         low = name.lower()
-        if low.startswith(_PASS_HEADER_PREFIXES) and not low.startswith(b"x-gatewayd-"):
+        if low.startswith(_PASS_HEADER_PREFIXES) and not low.startswith(_DROP_HEADER_PREFIXES):
             out.extend((low, v) for v in values)
     return out
 
