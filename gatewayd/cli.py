@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from twisted.application.service import IService
+from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
 from gatewayd import __version__
@@ -54,10 +55,18 @@ def make_service(options: Options) -> IService:
     set_verbose(bool(options["verbose"]))
     listen = options["listen"] or listen_description(options["host"], options["port"])
     try:
-        return GatewayService.from_file(options["config"], listen)
+        service = GatewayService.from_file(options["config"], listen)
     except ConfigError as e:
         print(f"gatewayd: config error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+    try:
+        # Parsed now, so that a bad endpoint (or no socket passed by systemd) is one line.
+        service.listen = serverFromString(service.reactor, listen)
+    except Exception as e:
+        reason = "no such inherited socket" if isinstance(e, IndexError) else str(e) or repr(e)
+        print(f"gatewayd: cannot use listen endpoint {listen!r}: {reason}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return service
 
 
 def main(argv: list[str] | None = None) -> None:

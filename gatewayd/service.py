@@ -17,7 +17,7 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet import endpoints
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IListeningPort, IReactorTime
+from twisted.internet.interfaces import IListeningPort, IReactorTime, IStreamServerEndpoint
 from twisted.python.failure import Failure
 
 from gatewayd import systemd
@@ -45,7 +45,7 @@ class GatewayService(Service):
     def __init__(
         self,
         config: GatewayConfig,
-        listen: str,
+        listen: str | IStreamServerEndpoint,
         reactor: Any = None,
         config_path: str | None = None,
         handle_sighup: bool = True,
@@ -69,7 +69,7 @@ class GatewayService(Service):
             log.warn("config: {warning}", warning=w)
 
     @classmethod
-    def from_file(cls, path: str, listen: str, **kw: Any) -> GatewayService:
+    def from_file(cls, path: str, listen: str | IStreamServerEndpoint, **kw: Any) -> GatewayService:
         """Load and validate ``path`` (raises :class:`ConfigError`) and build the service."""
         return cls(load_config(path), listen, config_path=path, **kw)
 
@@ -95,7 +95,11 @@ class GatewayService(Service):
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
-        endpoint = endpoints.serverFromString(self.reactor, self.listen)
+        endpoint = (
+            endpoints.serverFromString(self.reactor, self.listen)
+            if isinstance(self.listen, str)
+            else self.listen
+        )
         d = endpoint.listen(self.site)
         d.addCallbacks(self._listening, self._listen_failed)
         if self.handle_sighup and hasattr(signal, "SIGHUP"):

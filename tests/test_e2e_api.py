@@ -391,6 +391,8 @@ def test_sighup_reloads_and_a_bad_reload_keeps_the_old_config(
     gateway: GatewayFactory, upstream: FakeUpstream
 ) -> None:
     gw = gateway({"model_list": [openai_entry("one", upstream)]})
+    assert post(gw.port, "/v1/chat/completions", {**CHAT, "model": "one"})[0] == 200
+    connections = upstream.connections_opened
     gw.write_config({"model_list": [openai_entry("one", upstream), openai_entry("two", upstream)]})
     gw.send_signal(signal.SIGHUP)
     deadline = time.monotonic() + 10
@@ -401,6 +403,9 @@ def test_sighup_reloads_and_a_bad_reload_keeps_the_old_config(
         time.sleep(0.1)
     else:
         pytest.fail("reload did not take effect")
+    # The pooled connection to the unchanged upstream survived the reload.
+    assert post(gw.port, "/v1/chat/completions", {**CHAT, "model": "one"})[0] == 200
+    assert upstream.connections_opened == connections
     gw.write_config("model_list: [")
     gw.send_signal(signal.SIGHUP)
     deadline = time.monotonic() + 10
