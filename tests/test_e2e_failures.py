@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +21,7 @@ from gatewayd.testing import (
     RawResponse,
     Reply,
     Reset,
+    Stream,
     closed_port,
 )
 
@@ -261,3 +264,27 @@ def test_a_deployment_in_cooldown_is_not_called(
     health = json.loads(data)
     states = {d["id"]: d["state"] for d in health["models"]["pair"]["deployments"]}
     assert states["dead-one"] == "cooldown"
+
+
+def test_client_disconnect_while_waiting_cancels_the_upstream_request(
+    gateway: GatewayFactory, upstream: FakeUpstream
+) -> None:
+    # Headers come at once, the body never completes: the gateway is waiting on the upstream.
+    upstream.set_default(Stream(first_byte_delay=30))
+    gw = gateway({"model_list": [openai_entry("slow", upstream)]})
+    body = json.dumps({**CHAT, "model": "slow"}).encode()
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+    s.sendall(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    stats = upstream.wait_for_streams(1)[0]
+    time.sleep(0.3)
+    closed = time.monotonic()
+    s.close()
+    deadline = time.monotonic() + 3
+    while not stats.client_closed and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert stats.client_closed, "the upstream request was left running"
+    assert stats.closed_at is not None and stats.closed_at - closed < 1.0
