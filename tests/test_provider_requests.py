@@ -546,3 +546,22 @@ def test_passable_headers_keeps_every_value() -> None:
 
 def test_passable_headers_empty() -> None:
     assert passable_headers(Headers()) == []
+
+
+def test_azure_entra_id_token_is_sent_as_bearer() -> None:
+    params = {"model": "azure/dep", "api_base": "https://res.openai.azure.com"}
+    _, headers, _ = build(params, env={"AZURE_AD_TOKEN": "entra-token"})
+    assert header(headers, "authorization") == ["Bearer entra-token"]
+    assert header(headers, "api-key") is None
+    _, headers, _ = build({**params, "azure_ad_token": "param-token"})
+    assert header(headers, "authorization") == ["Bearer param-token"]
+    # An api-key wins over a token.
+    _, headers, _ = build(params, env={"AZURE_AD_TOKEN": "t", "AZURE_API_KEY": "k"})
+    assert header(headers, "api-key") == ["k"] and header(headers, "authorization") is None
+
+
+def test_an_upstream_echoing_our_key_does_not_leak_it() -> None:
+    p = provider({"model": "openai/m", "api_key": "sk-very-secret-key"})
+    body = json.dumps({"error": {"message": "Incorrect API key provided: sk-very-secret-key"}})
+    failure = p.translate_error(401, Headers(), body.encode())
+    assert "sk-very-secret-key" not in json.dumps(failure.error)

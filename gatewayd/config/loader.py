@@ -52,6 +52,7 @@ _PARAM_KEYS = {
     "extra_headers",
 }
 _MOCK_KEYS = {"mock_response", "mock_latency_ms", "mock_stream_delay_ms"}
+_AZURE_KEYS = {"azure_ad_token"}
 _GENERAL_KEYS = {
     "master_key",
     "num_retries",
@@ -389,7 +390,7 @@ class _Builder:
         params = self._mapping(entry[params_key], ppath)
         # Only keys we read are resolved: an unset variable in an ignored (unknown) key
         # is not an error, as unknown keys are warned about, never fatal.
-        read = _PARAM_KEYS | _MOCK_KEYS
+        read = _PARAM_KEYS | _MOCK_KEYS | _AZURE_KEYS
         params = {k: self.resolve(v, f"{ppath}.{k}") if k in read else v for k, v in params.items()}
 
         model = params.get("model")
@@ -418,7 +419,9 @@ class _Builder:
                 f"{ppath}.model",
                 f"provider {info.prefix!r} is not supported by this release of gatewayd yet",
             )
-        extra_keys = _MOCK_KEYS if info.wire is WireFormat.MOCK else set()
+        extra_keys = {WireFormat.MOCK: _MOCK_KEYS, WireFormat.AZURE: _AZURE_KEYS}.get(
+            info.wire, set()
+        )
         self._unknown(params, _PARAM_KEYS | extra_keys, ppath)
 
         if info.wire is WireFormat.MOCK:
@@ -445,9 +448,19 @@ class _Builder:
             api_base = api_base.rstrip("/")
 
         api_key = self._str(params, "api_key", ppath)
+        if info.wire is WireFormat.AZURE and params.get("azure_ad_token") is None:
+            # An Entra ID token (sent as a Bearer token) when no api-key is given.
+            if api_key is None and not any(self.env.get(v) for v in info.key_env):
+                if self.env.get("AZURE_AD_TOKEN"):
+                    params["azure_ad_token"] = self.env["AZURE_AD_TOKEN"]
         if api_key is None:
             api_key = next((self.env[v] for v in info.key_env if self.env.get(v)), None)
-            if api_key is None and not info.local and info.wire is not WireFormat.MOCK:
+            if (
+                api_key is None
+                and not info.local
+                and info.wire is not WireFormat.MOCK
+                and params.get("azure_ad_token") is None
+            ):
                 self.warnings.append(
                     f"{ppath}.api_key: not set and none of {', '.join(info.key_env)} is set; "
                     "requests will be sent without a key"

@@ -58,7 +58,8 @@ class OpenAICompatibleProvider(HTTPProvider):
         if dep.provider.wire is WireFormat.AZURE or (
             dep.provider.wire is WireFormat.AZURE_AI and _is_foundry_host(dep.api_base or "")
         ):
-            h = bearer_headers(None, extra)
+            token = dep.extra.get("azure_ad_token")
+            h = bearer_headers(None if dep.api_key else token, extra)
             if dep.api_key:
                 h.setRawHeaders(b"api-key", [dep.api_key.encode()])
             return h

@@ -130,6 +130,11 @@ class HTTPProvider(Provider):
     def translate_error(self, status: int, headers: Headers, body: bytes) -> UpstreamFailure:
         """An :class:`UpstreamFailure` in OpenAI's shape from an upstream error response."""
         error = _error_object(status, body)
+        key = self.deployment.api_key
+        if key and len(key) >= 8:  # an upstream that echoes our key must not leak it on
+            error = {
+                k: v.replace(key, "***") if isinstance(v, str) else v for k, v in error.items()
+            }
         return UpstreamFailure(
             FailureKind.HTTP,
             status,
