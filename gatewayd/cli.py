@@ -7,6 +7,7 @@ endpoint string: ``tcp:...``, ``unix:...``, ``systemd:...``) replacing host/port
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -53,6 +54,7 @@ def make_service(options: Options) -> IService:
     from gatewayd.service import GatewayService, listen_description
 
     set_verbose(bool(options["verbose"]))
+    _no_default_pidfile_in_foreground(options)
     listen = options["listen"] or listen_description(options["host"], options["port"])
     try:
         service = GatewayService.from_file(options["config"], listen)
@@ -67,6 +69,20 @@ def make_service(options: Options) -> IService:
         print(f"gatewayd: cannot use listen endpoint {listen!r}: {reason}", file=sys.stderr)
         raise SystemExit(2) from None
     return service
+
+
+def _no_default_pidfile_in_foreground(options: Options) -> None:
+    """``twistd -n`` writes ``twistd.pid`` into the working directory by default, so two
+    gateways started from one directory would refuse each other. In the foreground an init
+    system tracks the process: write a pidfile only when one was asked for explicitly."""
+    parent = getattr(options, "parent", None)
+    if parent is None:
+        return
+    try:
+        if parent["nodaemon"] and parent["pidfile"] == os.path.abspath("twistd.pid"):
+            parent["pidfile"] = ""
+    except KeyError:
+        pass
 
 
 def main(argv: list[str] | None = None) -> None:
