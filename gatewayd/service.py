@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 from gatewayd import systemd
 from gatewayd.config import ConfigError, GatewayConfig, load_config
 from gatewayd.log import get_logger
+from gatewayd.metrics import GatewayMetrics
 from gatewayd.providers.factory import build_provider
 from gatewayd.providers.http import UpstreamAgents
 from gatewayd.routing import Router, RoutingTable, build_table
@@ -61,8 +62,11 @@ class GatewayService(Service):
         self.handle_sighup = handle_sighup
         self.config = config
         self.agents = UpstreamAgents(reactor)
-        self._router = Router(self._table(config), reactor, rng)
-        self.site = GatewaySite(build_root(self), lambda: self.config.general.max_request_body_size)
+        self.metrics = GatewayMetrics()
+        self._router = Router(self._table(config), reactor, rng, self.metrics)
+        self.site = GatewaySite(
+            build_root(self), lambda: self.config.general.max_request_body_size, self.metrics
+        )
         self.port: IListeningPort | None = None
         self._ready = False
         for w in config.warnings:

@@ -69,6 +69,7 @@ _GENERAL_KEYS = {
     "stream_heartbeat_interval",
     "max_retry_after",
     "graceful_shutdown_timeout",
+    "require_auth_for_metrics_endpoint",
 }
 
 
@@ -202,6 +203,16 @@ class _Builder:
             return None
         return int(self._num(d, key, path, integer=True, minimum=minimum))
 
+    def _bool(self, d: Mapping[str, Any], key: str, path: str, default: bool = False) -> bool:
+        v = d.get(key)
+        if v is None:
+            return default
+        if isinstance(v, str) and v.strip().lower() in ("true", "false", "1", "0", "yes", "no"):
+            return v.strip().lower() in ("true", "1", "yes")  # an env reference
+        if not isinstance(v, bool):
+            raise ConfigError(f"{path}.{key}", f"expected true or false, got {_kind(v)}")
+        return v
+
     def _str(self, d: Mapping[str, Any], key: str, path: str) -> str | None:
         v = d.get(key)
         if v is None:
@@ -308,6 +319,9 @@ class _Builder:
             max_retry_after=self._float(g, "max_retry_after", p("max_retry_after"), 8.0),
             graceful_shutdown_timeout=self._float(
                 g, "graceful_shutdown_timeout", p("graceful_shutdown_timeout"), 30.0
+            ),
+            require_auth_for_metrics_endpoint=self._bool(
+                g, "require_auth_for_metrics_endpoint", p("require_auth_for_metrics_endpoint")
             ),
         )
 

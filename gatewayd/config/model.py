@@ -69,6 +69,8 @@ class GeneralSettings:
     max_retry_after: float = 8.0
     #: Seconds SIGTERM waits for requests in flight.
     graceful_shutdown_timeout: float = 30.0
+    #: ``/metrics`` asks for the master key too (it is open by default).
+    require_auth_for_metrics_endpoint: bool = False
 
 
 @dataclass(frozen=True)

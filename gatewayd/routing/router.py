@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 
 from gatewayd.config.model import Deployment, GeneralSettings
 from gatewayd.log import get_logger
+from gatewayd.metrics import GatewayMetrics, Sample
 from gatewayd.providers.base import (
     AttemptLimits,
     FailureKind,
@@ -31,7 +32,7 @@ from gatewayd.providers.base import (
 )
 from gatewayd.routing.balancer import Balancer
 from gatewayd.routing.classify import Verdict, classify
-from gatewayd.routing.cooldown import Cooldowns
+from gatewayd.routing.cooldown import Cooldowns, DeploymentHealth
 from gatewayd.routing.fallback import FallbackChain
 from gatewayd.routing.retry import RetryPolicy
 from gatewayd.routing.table import Route, RoutingTable
@@ -50,6 +51,8 @@ class RouteResult:
     fallback: str | None
     #: Call when a stream has been relayed to its end (frees the deployment's slot).
     finish: Callable[[UpstreamFailure | None], None] = field(default=lambda _: None)
+    #: Seconds the answering upstream took (JSON body, or a stream's first byte).
+    upstream_seconds: float = 0.0
 
 
 class RouteError(Exception):
@@ -86,14 +89,26 @@ class Router:
         table: RoutingTable,
         clock: IReactorTime,
         rng: random.Random | None = None,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         self.clock = clock
         self.rng = rng or random.Random()
+        self.metrics = metrics or GatewayMetrics()
         g = table.config.general
         self.health = Cooldowns(clock, g.allowed_fails, g.cooldown_time)
         self.balancer = Balancer(g.routing_strategy, self.health, self.rng)
         self.table = table
         self._apply(g)
+        self.metrics.in_flight.collect = lambda: self._gauge(lambda h, now: h.in_flight)
+        self.metrics.cooldown.collect = lambda: self._gauge(lambda h, now: h.cooling(now))
+
+    def _gauge(self, read: Callable[[DeploymentHealth, float], float]) -> list[Sample]:
+        now = self.health.now()
+        return [
+            ((r.model_name, r.id), float(read(self.health.get(r.id), now)))
+            for routes in self.table.routes.values()
+            for r in routes
+        ]
 
     def _apply(self, g: GeneralSettings) -> None:
         self.health.allowed_fails = g.allowed_fails
@@ -164,7 +179,9 @@ class Router:
                     # The request's own problem: back to the client as the upstream said it.
                     raise RouteError(f.status, f.error, progress.attempts, f.deployment) from None
             else:
-                result.fallback = current if current != alias else None
+                if current != alias:
+                    result.fallback = current
+                    self.metrics.fallbacks.inc(alias, current)
                 return result
             if not chain.advance():
                 break
@@ -205,12 +222,14 @@ class Router:
             tried.add(route.id)
             release = self.balancer.acquire(route)
             progress.attempts += 1
+            started = self.clock.seconds()
             try:
                 response = await route.provider.send(
                     request, _limits(route.deployment, request, table)
                 )
             except UpstreamFailure as f:
                 release()
+                self.metrics.attempts.inc(alias, route.id, _outcome(f))
                 verdict = classify(f)
                 self.health.failure(
                     route.id,
@@ -241,16 +260,22 @@ class Router:
                 )
                 if wait is None:
                     raise
+                self.metrics.retries.inc(alias)
                 if wait > 0:
                     await deferLater(self.clock, wait)
                 continue
             except BaseException:
                 release()
                 raise
+            took = self.clock.seconds() - started
             self.health.success(route.id)
+            self.metrics.attempts.inc(alias, route.id, "ok")
+            self.metrics.upstream_latency.observe(took, alias, route.id)
             if response.stream is None:
                 release()
-                return RouteResult(response, alias, route.id, progress.attempts, None)
+                return RouteResult(
+                    response, alias, route.id, progress.attempts, None, upstream_seconds=took
+                )
             return RouteResult(
                 response,
                 alias,
@@ -258,6 +283,7 @@ class Router:
                 progress.attempts,
                 None,
                 self._stream_finish(route, release),
+                took,
             )
         raise AssertionError("unreachable: the last attempt returns or raises")
 
@@ -267,6 +293,7 @@ class Router:
         def finish(failure: UpstreamFailure | None) -> None:
             release()
             if failure is not None:
+                self.metrics.stream_failures.inc(route.model_name, route.id)
                 self.health.failure(route.id, failure.message, failure.status, transient=False)
 
         return finish
@@ -298,6 +325,11 @@ class Router:
                 assert isinstance(choice, Route)
                 return choice
             await self.balancer.wait_for_room(alias)
+
+
+def _outcome(f: UpstreamFailure) -> str:
+    """A low-cardinality label for a failed attempt: ``http_503``, ``connect``, ``timeout``."""
+    return f"http_{f.status}" if f.kind is FailureKind.HTTP else f.kind.value
 
 
 def _limits(dep: Deployment, request: ProviderRequest, table: RoutingTable) -> AttemptLimits:

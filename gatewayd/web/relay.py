@@ -8,6 +8,7 @@ Translation happens before (in the provider's stream reader); metrics can sit he
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +16,7 @@ from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
 from gatewayd.log import get_logger
+from gatewayd.metrics import GatewayMetrics
 from gatewayd.providers.base import EventStream, UpstreamFailure
 from gatewayd.providers.sse import DONE, data_event
 from gatewayd.web.request import GatewayRequest
@@ -32,8 +34,13 @@ class StreamRelay:
         request: GatewayRequest,
         stream: EventStream,
         on_end: Callable[[UpstreamFailure | None], None],
+        metrics: GatewayMetrics,
+        alias: str,
     ) -> None:
         self.request = request
+        self.metrics = metrics
+        self.alias = alias
+        self._first = True
         self.stream = stream
         self._on_end = on_end
         self.client_gone = False
@@ -43,6 +50,7 @@ class StreamRelay:
 
     def begin(self) -> None:
         """Start relaying: register for flow control and disconnects, attach to the stream."""
+        self.metrics.open_streams += 1
         self.request.registerProducer(self, True)
         self.request.notifyFinish().addErrback(lambda _: self._client_lost())
         self.stream.start(self)
@@ -56,12 +64,18 @@ class StreamRelay:
             self.saw_done = True
         if b'"usage"' in data:  # parse only the events that can carry usage
             self._note_usage(data)
+        if self._first:
+            self._first = False
+            self.metrics.ttft.observe(
+                time.monotonic() - self.request.started, self.alias, self.request.deployment or "-"
+            )
         self.request.write(data)
 
     def end(self, failure: UpstreamFailure | None) -> None:
         if self.ended:
             return
         self.ended = True
+        self.metrics.open_streams -= 1
         if not self.client_gone:
             if failure is not None:
                 log.warn(
@@ -96,6 +110,7 @@ class StreamRelay:
             self.request.outcome = "client_closed_mid_stream"
         self.stream.cancel()
         self.ended = True
+        self.metrics.open_streams -= 1
         self._on_end(None)
 
     def _note_usage(self, data: bytes) -> None:

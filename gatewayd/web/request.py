@@ -11,6 +11,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import Request, Site
 
+from gatewayd.metrics import GatewayMetrics
+
 access_log = Logger(namespace="gatewayd.access")
 
 
@@ -35,6 +37,7 @@ class GatewayRequest(Request):
         self.ttfb: float | None = None
         self.bytes_sent = 0
         self.outcome: str | None = None
+        self.upstream_seconds: float | None = None  # JSON answers: time spent upstream
         self.logged = False
         site = getattr(self.channel, "site", None)
         if isinstance(site, GatewaySite):
@@ -78,9 +81,16 @@ class GatewaySite(Site):
 
     requestFactory = GatewayRequest
 
-    def __init__(self, resource: Any, max_body_size: Callable[[], int], **kw: Any) -> None:
+    def __init__(
+        self,
+        resource: Any,
+        max_body_size: Callable[[], int],
+        metrics: GatewayMetrics | None = None,
+        **kw: Any,
+    ) -> None:
         super().__init__(resource, **kw)  # type: ignore[no-untyped-call]
         self.max_body_size = max_body_size
+        self.metrics = metrics or GatewayMetrics()
         self.noisy = False
 
     def log(self, request: Any) -> None:
@@ -89,6 +99,10 @@ class GatewaySite(Site):
         request.logged = True
         latency = time.monotonic() - request.started
         status = request.code if request.finished or request.startedWriting else 499
+        if request.alias is not None:
+            self.metrics.requests.inc(request.alias, request.deployment or "-", str(status))
+            if request.upstream_seconds is not None:
+                self.metrics.overhead.observe(max(0.0, latency - request.upstream_seconds))
         access_log.info(
             '{client} "{method} {path}" {status} alias={alias} deployment={deployment} '
             "attempts={attempts} fallback={fallback} latency_ms={latency_ms:.1f} "

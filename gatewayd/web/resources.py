@@ -20,6 +20,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from gatewayd.log import get_logger
+from gatewayd.metrics import GatewayMetrics
 from gatewayd.providers.base import Endpoint, ProviderRequest
 from gatewayd.providers.sse import comment_event, data_event
 from gatewayd.routing import RouteError, Router, RouteResult
@@ -42,6 +43,9 @@ class Gateway(Protocol):
 
     @property
     def clock(self) -> IReactorTime: ...
+
+    @property
+    def metrics(self) -> GatewayMetrics: ...
 
 
 def _json(request: Request, payload: Any, status: int = 200) -> bytes:
@@ -213,6 +217,7 @@ class Exchange:
     ) -> None:
         self.request = request
         self.call = call
+        self.metrics = gateway.metrics
         self.gone = False
         self.heartbeat: LoopingCall | None = None
         self.committed = False  # headers sent (heartbeats): errors must go in-band
@@ -290,6 +295,8 @@ class Exchange:
                 )
             else:
                 body = response.body or b""
+                if result.attempts == 1:  # overhead is only clean without retries
+                    r.upstream_seconds = result.upstream_seconds
                 r.setResponseCode(response.status)
                 r.setHeader(b"content-type", b"application/json")
                 r.setHeader(b"content-length", str(len(body)).encode())
@@ -298,7 +305,7 @@ class Exchange:
             return
         if not self.committed:
             self._sse_headers()
-        StreamRelay(r, response.stream, result.finish).begin()
+        StreamRelay(r, response.stream, result.finish, self.metrics, result.alias).begin()
 
     def _failed(self, failure: Failure) -> None:
         self._stop_heartbeat()
@@ -426,6 +433,32 @@ class Health(JSONResource):
         return _json(request, {"status": status, "ready": self.gateway.ready, "models": aliases})
 
 
+class Metrics(JSONResource):
+    """GET /metrics: Prometheus text format; open unless
+    ``require_auth_for_metrics_endpoint`` is set."""
+
+    isLeaf = True
+
+    def __init__(self, gateway: Gateway) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.gateway = gateway
+
+    def render_GET(self, request: Request) -> bytes:
+        general = self.gateway.router.table.config.general
+        if general.require_auth_for_metrics_endpoint and not is_authorized(
+            request, general.master_key
+        ):
+            return write_error(
+                request,
+                401,
+                "metrics require the master key",
+                "authentication_error",
+                "invalid_api_key",
+            )
+        request.setHeader(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
+        return self.gateway.metrics.render()
+
+
 def build_root(gateway: Gateway) -> Resource:
     """The whole tree, ``/v1`` and bare paths alike."""
     created = int(time.time())
@@ -447,4 +480,5 @@ def build_root(gateway: Gateway) -> Resource:
     for name, child in api.children.items():
         root.putChild(name, child)
     root.putChild(b"health", health)
+    root.putChild(b"metrics", Metrics(gateway))
     return root
