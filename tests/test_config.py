@@ -216,20 +216,12 @@ def test_unknown_provider_with_api_key_keeps_it() -> None:
     assert d.api_key == "k1"
 
 
-def test_anthropic_is_refused_as_unsupported() -> None:
-    e = error_of({"model_list": [entry("a", "anthropic/claude-3-5-sonnet")]})
-    assert_names(e, "model_list[0].params.model", "'anthropic'", "not supported")
-
-
-def test_anthropic_refused_even_with_key_and_base() -> None:
-    e = error_of(
-        {
-            "model_list": [
-                entry("a", "anthropic/claude", api_key="k", api_base="https://api.anthropic.com")
-            ]
-        }
-    )
-    assert_names(e, "model_list[0].params.model", "not supported")
+def test_anthropic_defaults_and_key_variable() -> None:
+    d = dep({"model": "anthropic/claude-sonnet-4-5"}, env={"ANTHROPIC_API_KEY": "sk-ant"})
+    assert d.provider.wire is WireFormat.ANTHROPIC
+    assert d.api_base == "https://api.anthropic.com"
+    assert d.api_key == "sk-ant"
+    assert d.model == "claude-sonnet-4-5"
 
 
 def test_azure_without_api_base_is_refused() -> None:

@@ -110,7 +110,7 @@ PROVIDERS: dict[str, ProviderInfo] = {
             WireFormat.ANTHROPIC,
             "https://api.anthropic.com",
             ("ANTHROPIC_API_KEY",),
-            supported=False,
+            ("ANTHROPIC_API_BASE", "ANTHROPIC_BASE_URL"),
         ),
         ProviderInfo("mock", WireFormat.MOCK, None, local=True),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from twisted.internet.interfaces import IReactorTime
 
 from gatewayd.config.model import Deployment
+from gatewayd.providers.anthropic import AnthropicProvider
 from gatewayd.providers.base import Provider
 from gatewayd.providers.catalog import WireFormat
 from gatewayd.providers.http import UpstreamAgents
@@ -20,4 +21,7 @@ def build_provider(deployment: Deployment, agents: UpstreamAgents, clock: IReact
     if wire in (WireFormat.OPENAI, WireFormat.AZURE, WireFormat.AZURE_AI):
         assert deployment.api_base is not None
         return OpenAICompatibleProvider(deployment, agents.agent_for(deployment.api_base), clock)
+    if wire is WireFormat.ANTHROPIC:
+        assert deployment.api_base is not None
+        return AnthropicProvider(deployment, agents.agent_for(deployment.api_base), clock)
     raise ValueError(f"provider {deployment.provider.prefix!r} is not implemented")
