@@ -165,6 +165,11 @@ class GatewayMetrics:
             "Streams that broke off after their first byte (ended with an in-band error).",
             ("alias", "deployment"),
         )
+        self.tokens = Counter(
+            "gatewayd_tokens_total",
+            "Tokens reported by upstreams' usage objects, by kind (prompt, completion).",
+            ("alias", "deployment", "kind"),
+        )
         self.upstream_latency = Histogram(
             "gatewayd_upstream_latency_seconds",
             "Time an upstream took to answer (a whole JSON body, or a stream's first byte).",
@@ -196,6 +201,15 @@ class GatewayMetrics:
         self.open_streams = 0
         self.streams_in_flight.collect = lambda: [((), float(self.open_streams))]
 
+    def count_usage(self, alias: str, deployment: str, usage: dict[str, object] | None) -> None:
+        """Add an OpenAI ``usage`` object's token counts."""
+        if not usage:
+            return
+        for kind in ("prompt", "completion"):
+            n = usage.get(f"{kind}_tokens")
+            if isinstance(n, int) and n > 0:
+                self.tokens.inc(alias, deployment, kind, amount=n)
+
     def all(self) -> list[Metric]:
         return [
             self.requests,
@@ -203,6 +217,7 @@ class GatewayMetrics:
             self.retries,
             self.fallbacks,
             self.stream_failures,
+            self.tokens,
             self.upstream_latency,
             self.ttft,
             self.overhead,

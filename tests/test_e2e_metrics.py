@@ -52,6 +52,8 @@ def test_metrics_count_requests_retries_and_fallbacks(
     assert attempts[f'{{alias="a",deployment="{dep_a}",outcome="http_500"}}'] == 2
     assert samples(text, "gatewayd_upstream_latency_seconds_count")
     assert samples(text, "gatewayd_overhead_seconds_count")[""] == 1
+    tokens = samples(text, "gatewayd_tokens_total")
+    assert tokens[f'{{alias="b",deployment="{dep_b}",kind="completion"}}'] > 0
     assert samples(text, "gatewayd_streams_in_flight")[""] == 0
 
 

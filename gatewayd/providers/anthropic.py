@@ -382,14 +382,17 @@ class AnthropicProvider(HTTPProvider):
         url = f"{dep.api_base}/v1/messages"
         return url.encode("ascii"), headers, json.dumps(body, ensure_ascii=False).encode("utf-8")
 
-    def translate_response(self, request: ProviderRequest, body: bytes) -> bytes:
+    def translate_response(
+        self, request: ProviderRequest, body: bytes
+    ) -> tuple[bytes, dict[str, Any]]:
         try:
             msg = json.loads(body)
         except ValueError:
             msg = None
         if not isinstance(msg, dict) or msg.get("type") != "message":
             raise self._bad_response("Anthropic returned a success status without a message")
-        return json.dumps(to_openai(msg)).encode()
+        out = to_openai(msg)
+        return json.dumps(out).encode(), out
 
     def translate_error(self, status: int, headers: Headers, body: bytes) -> UpstreamFailure:
         try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol
 
@@ -125,8 +125,8 @@ class UpstreamResponse:
     headers: Sequence[tuple[bytes, bytes]] = ()
     body: bytes | None = None
     stream: EventStream | None = None
-    #: Filled by whoever reads the usage object (non-stream: on demand).
-    extra: dict[str, Any] = field(default_factory=dict)
+    #: The OpenAI ``usage`` object of a JSON answer, when it had one.
+    usage: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

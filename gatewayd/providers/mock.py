@@ -76,7 +76,10 @@ class MockProvider(Provider):
         created = int(time.time())
         model = self.deployment.model
         if request.endpoint is Endpoint.EMBEDDINGS:
-            return UpstreamResponse(200, body=json.dumps(self._embeddings(body)).encode())
+            embeddings = self._embeddings(body)
+            return UpstreamResponse(
+                200, body=json.dumps(embeddings).encode(), usage=embeddings["usage"]
+            )
         usage = {
             "prompt_tokens": _prompt_tokens(body),
             "completion_tokens": _tokens(self.text),
@@ -118,7 +121,7 @@ class MockProvider(Provider):
                 ],
                 "usage": usage,
             }
-        return UpstreamResponse(200, body=json.dumps(payload).encode())
+        return UpstreamResponse(200, body=json.dumps(payload).encode(), usage=usage)
 
     def _embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
         raw = body.get("input", "")

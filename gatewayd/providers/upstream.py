@@ -117,15 +117,19 @@ class HTTPProvider(Provider):
     def build_request(self, request: ProviderRequest) -> tuple[bytes, Headers, bytes]:
         """URL, headers and body of the upstream request."""
 
-    def translate_response(self, request: ProviderRequest, body: bytes) -> bytes:
-        """The client's JSON body from the upstream's. Pass-through checks it is JSON."""
+    def translate_response(
+        self, request: ProviderRequest, body: bytes
+    ) -> tuple[bytes, dict[str, Any]]:
+        """The client's JSON body from the upstream's, and the parsed object (for usage).
+
+        Pass-through checks the body is a JSON object and sends its bytes on unchanged."""
         try:
-            json.loads(body)
+            parsed = json.loads(body)
         except ValueError:
-            raise self._bad_response(
-                "upstream returned a success status with a non-JSON body"
-            ) from None
-        return body
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise self._bad_response("upstream returned a success status with a non-JSON body")
+        return body, parsed
 
     def translate_error(self, status: int, headers: Headers, body: bytes) -> UpstreamFailure:
         """An :class:`UpstreamFailure` in OpenAI's shape from an upstream error response."""
@@ -194,7 +198,11 @@ class HTTPProvider(Provider):
             await reader.first_bytes
             return UpstreamResponse(response.code, passed, stream=reader)
         data = await _collect(response, MAX_RESPONSE_BODY)
-        return UpstreamResponse(response.code, passed, body=self.translate_response(request, data))
+        body, parsed = self.translate_response(request, data)
+        usage = parsed.get("usage")
+        return UpstreamResponse(
+            response.code, passed, body=body, usage=usage if isinstance(usage, dict) else None
+        )
 
     def _bad_response(self, message: str) -> UpstreamFailure:
         return UpstreamFailure(

@@ -76,6 +76,7 @@ class StreamRelay:
             return
         self.ended = True
         self.metrics.open_streams -= 1
+        self.metrics.count_usage(self.alias, self.request.deployment or "-", self.usage)
         if not self.client_gone:
             if failure is not None:
                 log.warn(

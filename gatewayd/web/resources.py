@@ -295,6 +295,7 @@ class Exchange:
                 )
             else:
                 body = response.body or b""
+                self.metrics.count_usage(result.alias, result.deployment, response.usage)
                 if result.attempts == 1:  # overhead is only clean without retries
                     r.upstream_seconds = result.upstream_seconds
                 r.setResponseCode(response.status)
