@@ -57,7 +57,7 @@ def make_service(options: Options) -> IService:
     _no_default_pidfile_in_foreground(options)
     listen = options["listen"] or listen_description(options["host"], options["port"])
     try:
-        service = GatewayService.from_file(options["config"], listen)
+        service = GatewayService.from_file(options["config"], listen, exit_on_listen_failure=True)
     except ConfigError as e:
         print(f"gatewayd: config error: {e}", file=sys.stderr)
         raise SystemExit(2) from None

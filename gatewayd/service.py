@@ -51,6 +51,7 @@ class GatewayService(Service):
         config_path: str | None = None,
         handle_sighup: bool = True,
         rng: random.Random | None = None,
+        exit_on_listen_failure: bool = False,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -69,6 +70,12 @@ class GatewayService(Service):
         )
         self.port: IListeningPort | None = None
         self._ready = False
+        #: How the listen address reads in messages (the endpoint string).
+        self.listen_description = listen if isinstance(listen, str) else None
+        #: The daemon exits non-zero when it cannot listen; an embedding application
+        #: gets ``listen_failure`` set and decides itself.
+        self.exit_on_listen_failure = exit_on_listen_failure
+        self.listen_failure: Failure | None = None
         for w in config.warnings:
             log.warn("config: {warning}", warning=w)
 
@@ -126,12 +133,15 @@ class GatewayService(Service):
         systemd.notify("READY=1")
 
     def _listen_failed(self, failure: Failure) -> None:
-        log.critical("cannot listen on {listen}: {err}", listen=self.listen, err=failure.value)
-        self.reactor.callLater(0, self._stop_with_error)
+        where = self.listen_description or str(self.listen)
+        log.critical("cannot listen on {listen}: {err}", listen=where, err=failure.value)
+        self.listen_failure = failure
+        if self.exit_on_listen_failure:
+            self.reactor.callLater(0, self._stop_with_error, where, failure)
 
-    def _stop_with_error(self) -> None:
+    def _stop_with_error(self, where: str, failure: Failure) -> None:
         # twistd has no exit-status hook: leave non-zero once the reactor has stopped.
-        print(f"gatewayd: cannot listen on {self.listen}", file=sys.stderr)
+        print(f"gatewayd: cannot listen on {where}: {failure.value}", file=sys.stderr)
         self.reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
         self.reactor.stop()
 
@@ -193,4 +203,5 @@ class GatewayService(Service):
             await deferLater(self.reactor, 0.05)
 
     def _in_flight(self) -> int:
-        return sum(h.in_flight for h in self._router.health.states.values())
+        """Requests not yet answered: waiting, retrying, or streaming."""
+        return self.site.active_requests

@@ -1172,3 +1172,20 @@ def test_shipped_example_config() -> None:
     smollm2 = c.aliases["smollm2"][0]
     assert (smollm2.provider.prefix, smollm2.model) == ("docker_model_runner", "ai/smollm2")
     assert c.warnings == ()
+
+
+def test_ollama_root_api_base_gets_its_openai_path() -> None:
+    d = dep({"model": "ollama/llama3", "api_base": "http://gpu:11434"})
+    assert d.api_base == "http://gpu:11434/v1"
+    d = dep({"model": "ollama/llama3", "api_base": "http://gpu:11434/v1/"})
+    assert d.api_base == "http://gpu:11434/v1"
+
+
+def test_params_and_litellm_params_together_warn() -> None:
+    c = parse_config(
+        "model_list:\n  - model_name: a\n    params: {model: mock/x}\n"
+        "    litellm_params: {model: openai/y}\n",
+        environ={},
+    )
+    assert c.deployments[0].provider.prefix == "mock"
+    assert any("litellm_params" in w for w in c.warnings)

@@ -416,7 +416,9 @@ def test_queue_wait_is_bounded_by_request_timeout_and_a_stream_holds_its_slot() 
     queued = h.route("a")
     h.clock.advance(5.1)
     err = outcome(queued)
-    assert isinstance(err, RouteError) and err.status == 504 and err.attempts == 0
+    # Nothing could be tried: 503, not a timeout of an upstream.
+    assert isinstance(err, RouteError) and err.status == 503 and err.attempts == 0
+    assert err.error["code"] == "no_deployment_available"
     first.finish(None)  # the stream ends: its slot is free, the timed-out waiter is gone
     assert h.router.health.get("a1").in_flight == 0
     assert isinstance(outcome(h.route("a")), RouteResult)
@@ -469,3 +471,23 @@ def test_reload_swaps_table_and_keeps_health_of_unchanged_deployments() -> None:
     assert "c" in h.router.table.routes and "b" not in h.router.table.routes
     assert h.router.health.is_cooling("a1")
     assert "b1" not in h.router.health.states
+
+
+def test_a_deployment_that_just_tripped_its_cooldown_is_not_waited_on() -> None:
+    h = Harness(
+        conf(
+            [entry("a", "a1"), entry("b", "b1")],
+            "  num_retries: 3\n  allowed_fails: 0\n  fallbacks: [{a: [b]}]\n",
+        ),
+        {"a1": [refused()]},
+    )
+    result = outcome(h.route("a"))
+    # a1 failed once and went into cooldown: straight to the fallback, no backoff sleep.
+    assert isinstance(result, RouteResult) and result.fallback == "b"
+    assert h.clock.seconds() == 0 and h.calls("a1") == 1
+
+
+def test_the_last_retry_after_reaches_the_client() -> None:
+    h = Harness(conf([entry("a", "a1")]), {"a1": [http_fail(429, retry_after=42)]})
+    err = outcome(h.route("a"))
+    assert isinstance(err, RouteError) and err.status == 429 and err.retry_after == 42

@@ -396,6 +396,8 @@ class _Builder:
             raise ConfigError(f"{path}.model_name", "is required: the alias clients send as model")
         if "params" in entry:
             params_key = "params"
+            if "litellm_params" in entry:
+                self.warnings.append(f"{path}: both params and litellm_params given; using params")
         elif "litellm_params" in entry:
             params_key = "litellm_params"
         else:
@@ -460,6 +462,9 @@ class _Builder:
                     "must not carry a query or fragment (paths are appended to it)",
                 )
             api_base = api_base.rstrip("/")
+            if info.prefix == "ollama" and not urlsplit(api_base).path:
+                # LiteLLM configs point at Ollama's native root; its OpenAI API is under /v1.
+                api_base += "/v1"
 
         api_key = self._str(params, "api_key", ppath)
         if info.wire is WireFormat.AZURE and params.get("azure_ad_token") is None:

@@ -62,13 +62,20 @@ class RouteError(Exception):
     """
 
     def __init__(
-        self, status: int, error: dict[str, Any], attempts: int, deployment: str | None = None
+        self,
+        status: int,
+        error: dict[str, Any],
+        attempts: int,
+        deployment: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(error.get("message", ""))
         self.status = status
         self.error = error
         self.attempts = attempts
         self.deployment = deployment
+        #: The last upstream's Retry-After, for the client to honour.
+        self.retry_after = retry_after
 
 
 class _AllCoolingDown(Exception):
@@ -140,6 +147,19 @@ class Router:
         d.addTimeout(timeout, self.clock)
 
         def timed_out(f: Failure) -> Failure:
+            if f.check(TimeoutError) and progress.attempts == 0:
+                return Failure(
+                    RouteError(
+                        503,
+                        openai_error(
+                            f"no deployment of {alias!r} could be tried within request_timeout "
+                            f"({timeout:g} s): all were at max_parallel_requests",
+                            "service_unavailable",
+                            "no_deployment_available",
+                        ),
+                        0,
+                    )
+                )
             if f.check(TimeoutError):
                 return Failure(
                     RouteError(
@@ -177,7 +197,9 @@ class Router:
                     verdict is Verdict.CONTEXT_WINDOW and not chain.switch_to_context_window()
                 ):
                     # The request's own problem: back to the client as the upstream said it.
-                    raise RouteError(f.status, f.error, progress.attempts, f.deployment) from None
+                    raise RouteError(
+                        f.status, f.error, progress.attempts, f.deployment, f.retry_after
+                    ) from None
             else:
                 if current != alias:
                     result.fallback = current
@@ -202,7 +224,7 @@ class Router:
             )
         error = dict(last.error)
         error["message"] = f"{last.message} ({summary})" if last.message else summary
-        return RouteError(last.status, error, progress.attempts, last.deployment)
+        return RouteError(last.status, error, progress.attempts, last.deployment, last.retry_after)
 
     # -- one alias -------------------------------------------------------------
 
@@ -238,25 +260,17 @@ class Router:
                     transient=verdict is Verdict.RETRY,
                     retry_after=f.retry_after,
                 )
-                if verdict is not Verdict.RETRY or n == retries:
-                    log.info(
-                        "{alias}: attempt {n} on {dep} failed: {status} {msg}",
-                        alias=alias,
-                        n=progress.attempts,
-                        dep=route.id,
-                        status=f.status,
-                        msg=f.message,
-                    )
-                    raise
-                wait = self._wait_before(n + 1, f, routes, tried)
+                wait = None
+                if verdict is Verdict.RETRY and n < retries:
+                    wait = self._wait_before(n + 1, f, routes, tried, can_skip)
                 log.info(
-                    "{alias}: attempt {n} on {dep} failed: {status} {msg}; retrying{after}",
+                    "{alias}: attempt {n} on {dep} failed: {status} {msg}{then}",
                     alias=alias,
                     n=progress.attempts,
                     dep=route.id,
                     status=f.status,
                     msg=f.message,
-                    after=f" in {wait:.2f} s" if wait else "",
+                    then="" if wait is None else f"; retrying in {wait:.2f} s",
                 )
                 if wait is None:
                     raise
@@ -299,12 +313,22 @@ class Router:
         return finish
 
     def _wait_before(
-        self, retry: int, f: UpstreamFailure, routes: Sequence[Route], tried: set[str]
+        self,
+        retry: int,
+        f: UpstreamFailure,
+        routes: Sequence[Route],
+        tried: set[str],
+        can_skip: bool,
     ) -> float | None:
-        """Seconds to sleep before the next attempt: none while another healthy
-        deployment is left; None when the upstream asked for too long a wait."""
-        if any(r.id not in tried and not self.health.is_cooling(r.id) for r in routes):
+        """Seconds to sleep before the next attempt on this alias, or None to give up on
+        it: none while another healthy deployment is left; give up when the upstream asked
+        for too long a wait, or when every deployment is cooling down and a fallback is
+        left (never wait on a deployment known to be down)."""
+        healthy = [r for r in routes if not self.health.is_cooling(r.id)]
+        if any(r.id not in tried for r in healthy):
             return 0.0
+        if not healthy and can_skip:
+            return None
         return self.policy.wait_before_retry(retry, f.retry_after, self.rng)
 
     async def _pick(

@@ -43,6 +43,17 @@ class GatewayRequest(Request):
         if isinstance(site, GatewaySite):
             self.max_body_size = site.max_body_size()
 
+    def process(self) -> None:
+        site = getattr(self.channel, "site", None)
+        if isinstance(site, GatewaySite):
+            site.active_requests += 1
+
+            def done(_: object) -> None:
+                site.active_requests -= 1
+
+            self.notifyFinish().addBoth(done)
+        super().process()  # type: ignore[no-untyped-call]
+
     def gotLength(self, length: int | None) -> None:
         if length is not None and length > self.max_body_size:
             self.too_large = True
@@ -92,6 +103,8 @@ class GatewaySite(Site):
         self.max_body_size = max_body_size
         self.metrics = metrics or GatewayMetrics()
         self.noisy = False
+        #: Requests received and not yet finished (the SIGTERM drain waits on these).
+        self.active_requests = 0
 
     def log(self, request: Any) -> None:
         if not isinstance(request, GatewayRequest) or request.logged:

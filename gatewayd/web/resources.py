@@ -9,6 +9,7 @@ GET  /health/liveliness  /health/liveness  /health/readiness  /health
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import Any, Protocol
 
@@ -216,6 +217,7 @@ class Exchange:
         self, gateway: Gateway, request: GatewayRequest, alias: str, call: ProviderRequest
     ) -> None:
         self.request = request
+        self.alias = alias
         self.call = call
         self.metrics = gateway.metrics
         self.gone = False
@@ -295,7 +297,7 @@ class Exchange:
                 )
             else:
                 body = response.body or b""
-                self.metrics.count_usage(result.alias, result.deployment, response.usage)
+                self.metrics.count_usage(self.alias, result.deployment, response.usage)
                 if result.attempts == 1:  # overhead is only clean without retries
                     r.upstream_seconds = result.upstream_seconds
                 r.setResponseCode(response.status)
@@ -306,7 +308,7 @@ class Exchange:
             return
         if not self.committed:
             self._sse_headers()
-        StreamRelay(r, response.stream, result.finish, self.metrics, result.alias).begin()
+        StreamRelay(r, response.stream, result.finish, self.metrics, self.alias).begin()
 
     def _failed(self, failure: Failure) -> None:
         self._stop_heartbeat()
@@ -323,6 +325,8 @@ class Exchange:
             r.write(data_event({"error": err.error}))
         else:
             r.setHeader(b"x-gatewayd-attempts", str(err.attempts).encode())
+            if err.retry_after is not None and err.status in (429, 503, 529):
+                r.setHeader(b"retry-after", str(math.ceil(err.retry_after)).encode())
             body = write_error_object(r, err.status, err.error)
             r.setHeader(b"content-length", str(len(body)).encode())
             r.write(body)
