@@ -414,3 +414,25 @@ def test_sighup_reloads_and_a_bad_reload_keeps_the_old_config(
     assert "reload failed" in gw.log()
     status, _, _obj = post(gw.port, "/v1/chat/completions", {**CHAT, "model": "two"})
     assert status == 200
+
+
+def test_hostile_input_gets_clean_errors(gateway: GatewayFactory, upstream: FakeUpstream) -> None:
+    gw = gateway({"model_list": [openai_entry("fast", upstream)]})
+    p = gw.port
+    hdrs = {"content-type": "application/json"}
+    nested = b"[" * 100_000 + b"]" * 100_000
+    status, _, data = raw(p, "POST", "/v1/chat/completions", nested, hdrs)
+    assert status == 400 and assert_openai_error(json.loads(data))
+    for constant in (b"NaN", b"Infinity", b"-Infinity"):
+        body = b'{"model": "fast", "temperature": ' + constant + b', "messages": []}'
+        status, _, data = raw(p, "POST", "/v1/chat/completions", body, hdrs)
+        assert status == 400 and assert_openai_error(json.loads(data))
+    status, headers, data = raw(p, "HEAD", "/v1/chat/completions")
+    assert status == 405 and "POST" in headers["allow"]
+    assert raw(p, "HEAD", "/v1/models")[0] == 200
+    # A lone surrogate is legal JSON text: it reaches the upstream escaped, not as a 500.
+    body = b'{"model": "fast", "messages": [{"role": "user", "content": "\\ud800"}]}'
+    status, _, data = raw(p, "POST", "/v1/chat/completions", body, hdrs)
+    assert status == 200, data
+    assert b"\\ud800" in upstream.last_request.body
+    assert "Traceback" not in gw.log() and "internal error" not in gw.log()

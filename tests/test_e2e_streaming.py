@@ -12,7 +12,7 @@ import openai
 import pytest
 from conftest import GatewayFactory, openai_entry
 
-from gatewayd.testing import FakeUpstream, SSEFramingStream, Stream, StreamThenCut
+from gatewayd.testing import FakeUpstream, RawResponse, SSEFramingStream, Stream, StreamThenCut
 
 
 def stream_request(port: int, alias: str, extra: str = "") -> socket.socket:
@@ -261,3 +261,26 @@ def test_many_concurrent_streams(gateway: GatewayFactory, upstream: FakeUpstream
         t.join(60)
     assert not errors, errors[:3]
     assert results == [20] * 40
+
+
+def test_a_close_delimited_stream_cut_before_done_is_not_silent(
+    gateway: GatewayFactory, upstream: FakeUpstream
+) -> None:
+    # No Content-Length, no chunking: the body ends when the connection does, so a cut
+    # looks like an end. Without [DONE] the client must be told.
+    event = (
+        b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m",'
+        b'"choices":[{"index":0,"delta":{"content":"Hel"},"finish_reason":null}]}\n\n'
+    )
+    upstream.set_default(
+        RawResponse(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n" + event)
+    )
+    gw = gateway({"model_list": [openai_entry("cut", upstream)]})
+    received = []
+    with pytest.raises(openai.APIError) as info:
+        for chunk in client(gw.base_url).chat.completions.create(
+            model="cut", messages=[{"role": "user", "content": "x"}], stream=True
+        ):
+            received.append(chunk)
+    assert [c.choices[0].delta.content for c in received] == ["Hel"]
+    assert "[DONE]" in str(info.value)

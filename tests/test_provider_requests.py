@@ -11,12 +11,13 @@ from typing import Any
 import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IBodyProducer, IResponse
 from zope.interface import implementer
 
 from gatewayd.config import Deployment, parse_config
-from gatewayd.providers.base import Endpoint, ProviderRequest
+from gatewayd.providers.base import Endpoint, ProviderRequest, UpstreamFailure
 from gatewayd.providers.catalog import AZURE_AI_DEFAULT_API_VERSION, AZURE_DEFAULT_API_VERSION
 from gatewayd.providers.openai import OpenAICompatibleProvider
 from gatewayd.providers.upstream import (
@@ -560,8 +561,20 @@ def test_azure_entra_id_token_is_sent_as_bearer() -> None:
     assert header(headers, "api-key") == ["k"] and header(headers, "authorization") is None
 
 
-def test_an_upstream_echoing_our_key_does_not_leak_it() -> None:
-    p = provider({"model": "openai/m", "api_key": "sk-very-secret-key"})
-    body = json.dumps({"error": {"message": "Incorrect API key provided: sk-very-secret-key"}})
-    failure = p.translate_error(401, Headers(), body.encode())
-    assert "sk-very-secret-key" not in json.dumps(failure.error)
+def test_an_upstream_echoing_our_secrets_does_not_leak_them() -> None:
+    p = provider(
+        {"model": "openai/m", "api_key": "sk-very-secret-key", "headers": {"x-token": "hdr-secret"}}
+    )
+    body = json.dumps(
+        {
+            "error": {
+                "message": "Incorrect API key provided: sk-very-secret-key",
+                "details": {"echo": ["hdr-secret", {"k": "sk-very-secret-key"}]},
+            }
+        }
+    )
+    failure = p._redact(Failure(p.translate_error(401, Headers(), body.encode())))
+    assert isinstance(failure.value, UpstreamFailure)
+    text = json.dumps(failure.value.error)
+    assert "sk-very-secret-key" not in text and "hdr-secret" not in text
+    assert "Incorrect API key provided: ***" in text

@@ -22,6 +22,7 @@ from gatewayd.providers.base import (
     UpstreamFailure,
     openai_error,
 )
+from gatewayd.providers.openai import dump_json
 from gatewayd.providers.sse import DONE, data_event, event_data
 from gatewayd.providers.upstream import HTTPProvider, error_type_for, retry_after_seconds
 
@@ -360,6 +361,9 @@ class StreamTranslator:
 class AnthropicProvider(HTTPProvider):
     """Chat over Anthropic's Messages API."""
 
+    # Anthropic always ends a stream with message_stop (translated to [DONE]).
+    stream_requires_done = True
+
     def build_request(self, request: ProviderRequest) -> tuple[bytes, Headers, bytes]:
         if request.endpoint is Endpoint.EMBEDDINGS:
             raise _client_error("Anthropic has no embeddings API; route embeddings elsewhere")
@@ -380,7 +384,7 @@ class AnthropicProvider(HTTPProvider):
             headers.setRawHeaders(k.encode(), [v.encode()])
         body = to_anthropic(request.body, dep.model)
         url = f"{dep.api_base}/v1/messages"
-        return url.encode("ascii"), headers, json.dumps(body, ensure_ascii=False).encode("utf-8")
+        return url.encode("ascii"), headers, dump_json(body)
 
     def translate_response(
         self, request: ProviderRequest, body: bytes

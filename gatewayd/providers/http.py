@@ -42,7 +42,7 @@ from gatewayd.providers.base import (
     UpstreamFailure,
     openai_error,
 )
-from gatewayd.providers.sse import SSEFramer
+from gatewayd.providers.sse import SSEFramer, is_done
 
 log = get_logger(__name__)
 
@@ -203,12 +203,17 @@ class StreamReader(Protocol, EventStream):
         idle_timeout: float,
         translate: Callable[[bytes], list[bytes]] | None = None,
         deployment: str = "",
+        require_done: bool = False,
     ) -> None:
         self._clock = clock
         self._idle_timeout = idle_timeout
         self._translate = translate
         self._deployment = deployment
         self._framer = SSEFramer()
+        # A stream is complete with its [DONE]; without one, only a chunked body's clean
+        # end is trusted (a close-delimited body cannot tell a clean close from a cut).
+        self._require_done = require_done
+        self._done_seen = False
         self._pending: list[bytes] = []
         self._sink: StreamSink | None = None
         self._ended = False
@@ -225,6 +230,8 @@ class StreamReader(Protocol, EventStream):
         if self._translate is not None and events:
             events = [out for e in events for out in self._translate(e)]
         if events:
+            if not self._done_seen:
+                self._done_seen = any(is_done(e) for e in events)
             if self._sink is not None:
                 self._sink.event(b"".join(events))
             else:
@@ -252,10 +259,23 @@ class StreamReader(Protocol, EventStream):
                     ),
                     deployment=self._deployment,
                 )
-        elif self._framer.pending.strip():
-            # A clean end with a last event missing its blank line: deliver it anyway.
-            tail = self._framer.pending.rstrip(b"\r\n") + b"\n\n"
-            self._deliver_tail(tail)
+        else:
+            if self._framer.pending.strip():
+                # A clean end with a last event missing its blank line: deliver it anyway.
+                tail = self._framer.pending.rstrip(b"\r\n") + b"\n\n"
+                self._deliver_tail(tail)
+            truncated = self._require_done or reason.check(PotentialDataLoss)
+            if truncated and not self._done_seen and self.first_bytes.called:
+                failure = UpstreamFailure(
+                    FailureKind.CONNECT,
+                    502,
+                    openai_error(
+                        "upstream stream ended without its end-of-stream event ([DONE])",
+                        "api_connection_error",
+                        "upstream_stream_truncated",
+                    ),
+                    deployment=self._deployment,
+                )
         if not self.first_bytes.called:
             self.first_bytes.errback(
                 failure
@@ -274,6 +294,8 @@ class StreamReader(Protocol, EventStream):
 
     def _deliver_tail(self, tail: bytes) -> None:
         events = self._translate(tail) if self._translate is not None else [tail]
+        if not self._done_seen:
+            self._done_seen = any(is_done(e) for e in events)
         if self._sink is not None:
             if events:
                 self._sink.event(b"".join(events))

@@ -8,6 +8,7 @@ only in the URL and the auth header.
 from __future__ import annotations
 
 import json
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 from twisted.web.http_headers import Headers
@@ -21,7 +22,16 @@ def upstream_body(request: ProviderRequest, model: str) -> bytes:
     """The client's body with ``model`` replaced: every other field kept as sent, in order."""
     body = dict(request.body)
     body["model"] = model
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return dump_json(body)
+
+
+def dump_json(obj: Any) -> bytes:
+    """Compact UTF-8 JSON; ASCII escapes only when the text holds a lone surrogate
+    (legal in JSON text, not encodable as UTF-8)."""
+    try:
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(obj, separators=(",", ":")).encode("ascii")
 
 
 class OpenAICompatibleProvider(HTTPProvider):

@@ -106,10 +106,19 @@ def passable_headers(headers: Headers) -> list[tuple[bytes, bytes]]:
 class HTTPProvider(Provider):
     """A provider reached over HTTP. Subclasses implement the translation hooks."""
 
+    #: A stream that ends cleanly without ``data: [DONE]`` (after translation) is broken.
+    stream_requires_done = False
+
     def __init__(self, deployment: Deployment, agent: IAgent, clock: IReactorTime) -> None:
         super().__init__(deployment)
         self._agent = agent
         self._clock = clock
+        # What an upstream might echo back that must never reach a client or a log.
+        secrets = [deployment.api_key, *deployment.headers.values()]
+        secrets.append(deployment.extra.get("azure_ad_token"))
+        self._secrets = sorted(
+            {x for x in secrets if isinstance(x, str) and len(x) >= 6}, key=len, reverse=True
+        )
 
     # -- translation hooks -----------------------------------------------------
 
@@ -134,11 +143,6 @@ class HTTPProvider(Provider):
     def translate_error(self, status: int, headers: Headers, body: bytes) -> UpstreamFailure:
         """An :class:`UpstreamFailure` in OpenAI's shape from an upstream error response."""
         error = _error_object(status, body)
-        key = self.deployment.api_key
-        if key and len(key) >= 8:  # an upstream that echoes our key must not leak it on
-            error = {
-                k: v.replace(key, "***") if isinstance(v, str) else v for k, v in error.items()
-            }
         return UpstreamFailure(
             FailureKind.HTTP,
             status,
@@ -177,10 +181,32 @@ class HTTPProvider(Provider):
 
         d.addBoth(settle)
         d.addErrback(self._map_failure, limits)
+        d.addErrback(self._redact)
         return d
 
+    def _redact(self, failure: Failure) -> Failure:
+        """Scrub our secrets from an error, however deep an upstream echoed them."""
+        if self._secrets and isinstance(failure.value, UpstreamFailure):
+            failure.value.error = _scrub(failure.value.error, self._secrets)
+        return failure
+
     async def _attempt(self, request: ProviderRequest, limits: AttemptLimits) -> UpstreamResponse:
-        url, headers, body = self.build_request(request)
+        try:
+            url, headers, body = self.build_request(request)
+        except UpstreamFailure:
+            raise
+        except (KeyError, TypeError, AttributeError, ValueError, UnicodeError) as e:
+            # A request field of a shape the translation cannot take: the client's mistake.
+            raise UpstreamFailure(
+                FailureKind.HTTP,
+                400,
+                openai_error(
+                    f"this request cannot be sent to {self.deployment.provider.prefix}: "
+                    f"{type(e).__name__}: {e}",
+                    "invalid_request_error",
+                    "invalid_request",
+                ),
+            ) from None
         response: IResponse = await self._agent.request(b"POST", url, headers, BytesProducer(body))
         if not 200 <= response.code < 300:
             error_body = await _collect(response, MAX_ERROR_BODY)
@@ -193,6 +219,7 @@ class HTTPProvider(Provider):
                 limits.idle_timeout,
                 self.stream_translator(request),
                 self.deployment.id,
+                self.stream_requires_done,
             )
             response.deliverBody(reader)
             await reader.first_bytes
@@ -256,9 +283,21 @@ class HTTPProvider(Provider):
         return failure
 
 
+def _scrub(value: Any, secrets: list[str]) -> Any:
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, "***")
+        return value
+    if isinstance(value, dict):
+        return {k: _scrub(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(v, secrets) for v in value]
+    return value
+
+
 def _is_cancellation(failure: Failure) -> bool:
     """A cancellation, possibly wrapped by the HTTP client in ResponseNeverReceived/Failed."""
-    if failure.check(CancelledError):
+    if failure.check(CancelledError, net_error.ConnectingCancelledError):
         return True
     reasons = getattr(failure.value, "reasons", None) or []
     return any(isinstance(r, Failure) and r.check(CancelledError) for r in reasons)

@@ -44,8 +44,8 @@ def classify(f: UpstreamFailure) -> Verdict:
         return Verdict.RETRY  # refused, reset, timed out, or a broken 2xx
     if f.status in TRANSIENT_STATUSES:
         return Verdict.RETRY
-    if f.status in MISCONFIGURED_STATUSES:
-        return Verdict.FALLBACK
+    if f.status in MISCONFIGURED_STATUSES or 300 <= f.status < 400:
+        return Verdict.FALLBACK  # a redirect is a wrong api_base: redirects are not followed
     if is_context_window_error(f):
         return Verdict.CONTEXT_WINDOW
     if f.status >= 500:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from twisted.internet.defer import Deferred, TimeoutError
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
@@ -86,6 +86,8 @@ class _AllCoolingDown(Exception):
 class _Progress:
     attempts: int = 0
     failed: list[str] = field(default_factory=list)
+    #: Timed out or cancelled by the client: no further attempt may start.
+    stopped: bool = False
 
 
 class Router:
@@ -142,41 +144,53 @@ class Router:
         """
         table = self.table
         progress = _Progress()
-        d = Deferred.fromCoroutine(self._route(table, alias, request, progress))
         timeout = table.config.general.request_timeout
-        d.addTimeout(timeout, self.clock)
+        inner = Deferred.fromCoroutine(self._route(table, alias, request, progress))
+        expired: list[bool] = []
 
-        def timed_out(f: Failure) -> Failure:
-            if f.check(TimeoutError) and progress.attempts == 0:
-                return Failure(
-                    RouteError(
-                        503,
-                        openai_error(
-                            f"no deployment of {alias!r} could be tried within request_timeout "
-                            f"({timeout:g} s): all were at max_parallel_requests",
-                            "service_unavailable",
-                            "no_deployment_available",
-                        ),
-                        0,
-                    )
-                )
-            if f.check(TimeoutError):
-                return Failure(
-                    RouteError(
-                        504,
-                        openai_error(
-                            f"request_timeout of {timeout:g} s exceeded after "
-                            f"{progress.attempts} attempt(s)",
-                            "timeout",
-                            "request_timeout",
-                        ),
-                        progress.attempts,
-                    )
-                )
-            return f
+        def stop() -> None:
+            # Whatever the attempt in progress fails with now, the chain must not go on.
+            progress.stopped = True
+            inner.cancel()
 
-        d.addErrback(timed_out)
-        return d
+        def expire() -> None:
+            expired.append(True)
+            stop()
+
+        timer = self.clock.callLater(timeout, expire)
+        outer: Deferred[RouteResult] = Deferred(lambda _: stop())
+
+        def settle(result: Any) -> Any:
+            if timer.active():
+                timer.cancel()
+            if expired and isinstance(result, Failure):
+                return Failure(self._timed_out(alias, timeout, progress))
+            return result
+
+        inner.addBoth(settle).chainDeferred(outer)
+        return outer
+
+    def _timed_out(self, alias: str, timeout: float, progress: _Progress) -> RouteError:
+        if progress.attempts == 0:
+            return RouteError(
+                503,
+                openai_error(
+                    f"no deployment of {alias!r} could be tried within request_timeout "
+                    f"({timeout:g} s): all were at max_parallel_requests",
+                    "service_unavailable",
+                    "no_deployment_available",
+                ),
+                0,
+            )
+        return RouteError(
+            504,
+            openai_error(
+                f"request_timeout of {timeout:g} s exceeded after {progress.attempts} attempt(s)",
+                "timeout",
+                "request_timeout",
+            ),
+            progress.attempts,
+        )
 
     async def _route(
         self, table: RoutingTable, alias: str, request: ProviderRequest, progress: _Progress
@@ -250,9 +264,13 @@ class Router:
                     request, _limits(route.deployment, request, table)
                 )
             except UpstreamFailure as f:
-                release()
+                if progress.stopped:  # the attempt failed because we abandoned it
+                    release()
+                    raise CancelledError() from None
                 self.metrics.attempts.inc(alias, route.id, _outcome(f))
                 verdict = classify(f)
+                # Health first: release() may wake a queued request that must already
+                # see a cooldown this failure trips.
                 self.health.failure(
                     route.id,
                     f.message,
@@ -260,6 +278,7 @@ class Router:
                     transient=verdict is Verdict.RETRY,
                     retry_after=f.retry_after,
                 )
+                release()
                 wait = None
                 if verdict is Verdict.RETRY and n < retries:
                     wait = self._wait_before(n + 1, f, routes, tried, can_skip)

@@ -52,6 +52,10 @@ class StreamRelay:
         """Start relaying: register for flow control and disconnects, attach to the stream."""
         self.metrics.open_streams += 1
         self.request.registerProducer(self, True)
+        # Twisted does not pause a producer registered while the transport is already
+        # full (a pipelined request behind a big response): start paused then.
+        if getattr(self.request.channel, "_waitingForTransport", False):
+            self.stream.pause()
         self.request.notifyFinish().addErrback(lambda _: self._client_lost())
         self.stream.start(self)
 

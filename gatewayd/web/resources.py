@@ -22,7 +22,7 @@ from zope.interface import implementer
 
 from gatewayd.log import get_logger
 from gatewayd.metrics import GatewayMetrics
-from gatewayd.providers.base import Endpoint, ProviderRequest
+from gatewayd.providers.base import Endpoint, ProviderRequest, openai_error
 from gatewayd.providers.sse import comment_event, data_event
 from gatewayd.routing import RouteError, Router, RouteResult
 from gatewayd.web.auth import is_authorized
@@ -31,6 +31,11 @@ from gatewayd.web.relay import StreamRelay
 from gatewayd.web.request import GatewayRequest
 
 log = get_logger(__name__)
+
+
+def _no_constants(name: str) -> Any:
+    """NaN and Infinity are not JSON: upstreams would choke on them."""
+    raise ValueError(f"{name} is not valid JSON")
 
 
 class Gateway(Protocol):
@@ -65,7 +70,9 @@ class JSONResource(Resource):
 
     def render(self, request: Request) -> bytes | int:
         method = request.method.decode("ascii", "replace")
-        if not hasattr(self, "render_" + method):
+        # Twisted's Resource answers HEAD with render_GET: only where there is one.
+        lookup = "GET" if method == "HEAD" else method
+        if not hasattr(self, "render_" + lookup):
             allowed = sorted(
                 m[len("render_") :]
                 for m in dir(self)
@@ -75,7 +82,7 @@ class JSONResource(Resource):
             return write_error(
                 request,
                 405,
-                f"method {method} is not allowed on {request.path.decode()}",
+                f"method {method} is not allowed on {request.path.decode('utf-8', 'replace')}",
                 "invalid_request_error",
                 "method_not_allowed",
             )
@@ -139,7 +146,15 @@ class CompletionResource(AuthedResource):
         assert request.content is not None
         raw = request.content.read()
         try:
-            body = json.loads(raw)
+            body = json.loads(raw, parse_constant=_no_constants)
+        except RecursionError:
+            return write_error(
+                request,
+                400,
+                "request body is nested too deeply",
+                "invalid_request_error",
+                "invalid_json",
+            )
         except ValueError as e:
             return write_error(
                 request,
@@ -336,10 +351,13 @@ class Exchange:
         if failure.check(Exception) and not self.gone:
             log.failure("internal error while handling a request", failure)
             r = self.request
+            if r.finished:
+                return
+            error = openai_error("internal error in gatewayd", "api_error", "internal_error")
             if not r.startedWriting:
-                r.write(
-                    write_error(r, 500, "internal error in gatewayd", "api_error", "internal_error")
-                )
+                r.write(write_error_object(r, 500, error))
+            else:  # headers already went out (heartbeats): say it in-band
+                r.write(data_event({"error": error}))
             r.finish()
 
 
