@@ -65,9 +65,7 @@ class GatewayService(Service):
         self.agents = UpstreamAgents(reactor)
         self.metrics = GatewayMetrics()
         self._router = Router(self._table(config), reactor, rng, self.metrics)
-        self.site = GatewaySite(
-            build_root(self), lambda: self.config.general.max_request_body_size, self.metrics
-        )
+        self.site = GatewaySite(build_root(self), lambda: self.config.general, self.metrics)
         self.port: IListeningPort | None = None
         self._ready = False
         #: How the listen address reads in messages (the endpoint string).

@@ -1189,3 +1189,20 @@ def test_params_and_litellm_params_together_warn() -> None:
     )
     assert c.deployments[0].provider.prefix == "mock"
     assert any("litellm_params" in w for w in c.warnings)
+
+
+def test_cors_allow_origins() -> None:
+    base = "model_list: [{model_name: a, params: {model: mock/x}}]\n"
+    assert parse_config(base, environ={}).general.cors_allow_origins == ()
+    c = parse_config(base + "general_settings: {cors_allow_origins: ['*']}", environ={})
+    assert c.general.cors_allow_origins == ("*",)
+    c = parse_config(
+        base + "general_settings: {cors_allow_origins: 'https://a.test, http://b.test:8080'}",
+        environ={},
+    )
+    assert c.general.cors_allow_origins == ("https://a.test", "http://b.test:8080")
+    with pytest.raises(ConfigError) as info:
+        parse_config(
+            base + "general_settings: {cors_allow_origins: [https://a.test/path]}", environ={}
+        )
+    assert "general_settings.cors_allow_origins" in str(info.value)

@@ -436,3 +436,44 @@ def test_hostile_input_gets_clean_errors(gateway: GatewayFactory, upstream: Fake
     assert status == 200, data
     assert b"\\ud800" in upstream.last_request.body
     assert "Traceback" not in gw.log() and "internal error" not in gw.log()
+
+
+def test_cors_is_off_by_default_and_opt_in(gateway: GatewayFactory, upstream: FakeUpstream) -> None:
+    origin = {"origin": "https://chat.example.com"}
+    gw = gateway({"model_list": [openai_entry("fast", upstream)]})
+    _, headers, _ = post(gw.port, "/v1/chat/completions", {**CHAT, "model": "fast"}, origin)
+    assert "access-control-allow-origin" not in headers
+    gw2 = gateway(
+        {
+            "model_list": [openai_entry("fast", upstream)],
+            "general_settings": {
+                "master_key": MASTER_KEY,
+                "cors_allow_origins": ["https://chat.example.com"],
+            },
+        }
+    )
+    preflight = {
+        **origin,
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "authorization, content-type",
+    }
+    status, headers, _ = raw(gw2.port, "OPTIONS", "/v1/chat/completions", headers=preflight)
+    assert status == 204  # no key needed for a preflight
+    assert headers["access-control-allow-origin"] == "https://chat.example.com"
+    assert "POST" in headers["access-control-allow-methods"]
+    assert headers["access-control-allow-headers"] == "authorization, content-type"
+    status, headers, _ = post(
+        gw2.port,
+        "/v1/chat/completions",
+        {**CHAT, "model": "fast"},
+        {**origin, "authorization": f"Bearer {MASTER_KEY}"},
+    )
+    assert status == 200 and headers["access-control-allow-origin"] == "https://chat.example.com"
+    assert "x-gatewayd-model" in headers["access-control-expose-headers"]
+    _, headers, _ = post(
+        gw2.port,
+        "/v1/chat/completions",
+        {**CHAT, "model": "fast"},
+        {"origin": "https://evil.example", "authorization": f"Bearer {MASTER_KEY}"},
+    )
+    assert "access-control-allow-origin" not in headers

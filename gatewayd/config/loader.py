@@ -70,6 +70,7 @@ _GENERAL_KEYS = {
     "max_retry_after",
     "graceful_shutdown_timeout",
     "require_auth_for_metrics_endpoint",
+    "cors_allow_origins",
 }
 
 
@@ -323,7 +324,21 @@ class _Builder:
             require_auth_for_metrics_endpoint=self._bool(
                 g, "require_auth_for_metrics_endpoint", p("require_auth_for_metrics_endpoint")
             ),
+            cors_allow_origins=self._origins(g.get("cors_allow_origins"), p("cors_allow_origins")),
         )
+
+    def _origins(self, v: Any, section: str) -> tuple[str, ...]:
+        path = f"{section}.cors_allow_origins"
+        if v is None:
+            return ()
+        if isinstance(v, str):
+            v = [o.strip() for o in v.split(",") if o.strip()]
+        if not isinstance(v, list) or not all(isinstance(o, str) and o for o in v):
+            raise ConfigError(path, "expected a list of origins like https://app.example.com, or *")
+        for o in v:
+            if o != "*" and not re.match(r"^https?://[^/\s]+$", o):
+                raise ConfigError(path, f"{o!r} is not an origin (scheme://host[:port]) or *")
+        return tuple(v)
 
     def _alias_list(self, v: Any, path: str) -> tuple[str, ...]:
         if v is None:

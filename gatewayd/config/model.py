@@ -71,6 +71,8 @@ class GeneralSettings:
     graceful_shutdown_timeout: float = 30.0
     #: ``/metrics`` asks for the master key too (it is open by default).
     require_auth_for_metrics_endpoint: bool = False
+    #: Browser origins allowed by CORS (``*`` for any); none by default.
+    cors_allow_origins: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import Request, Site
 
+from gatewayd.config.model import GeneralSettings
 from gatewayd.metrics import GatewayMetrics
 
 access_log = Logger(namespace="gatewayd.access")
+
+_EXPOSED = b"x-gatewayd-model, x-gatewayd-deployment, x-gatewayd-attempts, x-gatewayd-fallback"
 
 
 class GatewayRequest(Request):
@@ -41,7 +44,7 @@ class GatewayRequest(Request):
         self.logged = False
         site = getattr(self.channel, "site", None)
         if isinstance(site, GatewaySite):
-            self.max_body_size = site.max_body_size()
+            self.max_body_size = site.settings().max_request_body_size
 
     def process(self) -> None:
         site = getattr(self.channel, "site", None)
@@ -52,7 +55,29 @@ class GatewayRequest(Request):
                 site.active_requests -= 1
 
             self.notifyFinish().addBoth(done)
+            if self._cors(site.settings().cors_allow_origins):
+                return  # a preflight, answered here
         super().process()  # type: ignore[no-untyped-call]
+
+    def _cors(self, allowed: tuple[str, ...]) -> bool:
+        """Add CORS headers for an allowed ``Origin``; answer a preflight. True if answered."""
+        origin = self.getHeader(b"origin")
+        if not allowed or origin is None:
+            return False
+        if "*" not in allowed and origin.decode("latin-1") not in allowed:
+            return False
+        self.setHeader(b"access-control-allow-origin", b"*" if "*" in allowed else origin)
+        self.setHeader(b"vary", b"Origin")
+        self.setHeader(b"access-control-expose-headers", _EXPOSED)
+        if self.method != b"OPTIONS" or self.getHeader(b"access-control-request-method") is None:
+            return False
+        self.setResponseCode(204)
+        self.setHeader(b"access-control-allow-methods", b"GET, POST, OPTIONS")
+        wanted = self.getHeader(b"access-control-request-headers")
+        self.setHeader(b"access-control-allow-headers", wanted or b"authorization, content-type")
+        self.setHeader(b"access-control-max-age", b"600")
+        self.finish()
+        return True
 
     def gotLength(self, length: int | None) -> None:
         if length is not None and length > self.max_body_size:
@@ -95,12 +120,13 @@ class GatewaySite(Site):
     def __init__(
         self,
         resource: Any,
-        max_body_size: Callable[[], int],
+        settings: Callable[[], GeneralSettings],
         metrics: GatewayMetrics | None = None,
         **kw: Any,
     ) -> None:
         super().__init__(resource, **kw)  # type: ignore[no-untyped-call]
-        self.max_body_size = max_body_size
+        #: The general settings in force (they change on reload).
+        self.settings = settings
         self.metrics = metrics or GatewayMetrics()
         self.noisy = False
         #: Requests received and not yet finished (the SIGTERM drain waits on these).
