@@ -12,9 +12,11 @@ from twisted.python.failure import Failure
 from twisted.web.server import Request, Site
 
 from gatewayd.config.model import GeneralSettings
+from gatewayd.log import get_logger
 from gatewayd.metrics import GatewayMetrics
 
 access_log = Logger(namespace="gatewayd.access")
+log = get_logger("gatewayd.web")
 
 _EXPOSED = b"x-gatewayd-model, x-gatewayd-deployment, x-gatewayd-attempts, x-gatewayd-fallback"
 
@@ -78,6 +80,22 @@ class GatewayRequest(Request):
         self.setHeader(b"access-control-max-age", b"600")
         self.finish()
         return True
+
+    def processingFailed(self, reason: Failure) -> Failure:
+        """A bug in a handler: logged with its traceback; the client gets OpenAI's shape."""
+        log.failure("internal error while handling a request", failure=reason)
+        body = (
+            b'{"error": {"message": "internal error in gatewayd", "type": "api_error", '
+            b'"param": null, "code": "internal_error"}}'
+        )
+        if not self.startedWriting:
+            self.setResponseCode(500)
+            self.setHeader(b"content-type", b"application/json")
+            self.setHeader(b"content-length", b"%d" % len(body))
+            self.write(body)
+        if not self.finished:
+            self.finish()
+        return reason
 
     def gotLength(self, length: int | None) -> None:
         if length is not None and length > self.max_body_size:
