@@ -288,3 +288,18 @@ def test_client_disconnect_while_waiting_cancels_the_upstream_request(
         time.sleep(0.02)
     assert stats.client_closed, "the upstream request was left running"
     assert stats.closed_at is not None and stats.closed_at - closed < 1.0
+
+
+def test_a_pooled_connection_the_upstream_dropped_is_retried_transparently(
+    gateway: GatewayFactory, upstream: FakeUpstream
+) -> None:
+    # The second request goes out on the kept-alive connection, which the upstream drops
+    # without answering (as one closing an idle connection does): no retries configured,
+    # yet the client must not see it.
+    upstream.enqueue(Reply(), Reset(), Reply())
+    gw = gateway({"model_list": [openai_entry("solo", upstream)]})
+    assert chat(gw.port, "solo")[0] == 200
+    status, headers, _, _ = chat(gw.port, "solo")
+    assert status == 200 and headers["x-gatewayd-attempts"] == "1"
+    assert upstream.count() == 3
+    assert upstream.connections_opened == 2

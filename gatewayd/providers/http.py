@@ -28,6 +28,7 @@ from twisted.web.client import (
     HTTPConnectionPool,
     ResponseDone,
     _HTTP11ClientFactory,
+    _RetryingHTTP11ClientProtocol,
 )
 from twisted.web.error import SchemeNotSupported
 from twisted.web.http import PotentialDataLoss
@@ -58,11 +59,34 @@ def origin_of(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}"
 
 
+class _ReplayingRetry(_RetryingHTTP11ClientProtocol):
+    """Twisted retries a request that died on a reused (pooled) connection before any
+    response, but only for body-less idempotent methods. Our bodies are bytes in memory
+    that can be sent again, and a connection the upstream closed while idle (keep-alive
+    timeouts of 5 s are common) never saw the request: retry those POSTs once too."""
+
+    def _shouldRetry(self, method: bytes, exception: Exception, bodyProducer: Any) -> bool:
+        if isinstance(bodyProducer, BytesProducer):
+            method, bodyProducer = b"GET", None
+        return bool(super()._shouldRetry(method, exception, bodyProducer))  # type: ignore[no-untyped-call]
+
+
 class _QuietPool(HTTPConnectionPool):
-    """A pool whose connection factories do not log every start and stop."""
+    """A pool whose connection factories do not log every start and stop, and whose
+    reused connections retry a request the upstream never answered (see above)."""
 
     class _factory(_HTTP11ClientFactory):
         noisy = False
+
+    def getConnection(self, key: Any, endpoint: IStreamClientEndpoint) -> Deferred[Any]:
+        d: Deferred[Any] = super().getConnection(key, endpoint)
+
+        def replaying(connection: Any) -> Any:
+            if isinstance(connection, _RetryingHTTP11ClientProtocol):
+                return _ReplayingRetry(connection._clientProtocol, connection._newConnection)  # type: ignore[no-untyped-call]
+            return connection
+
+        return d.addCallback(replaying)
 
 
 @implementer(IAgentEndpointFactory)
