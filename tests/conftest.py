@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 
 from gatewayd.testing import FakeUpstream, GatewayProcess
@@ -58,3 +59,8 @@ def openai_entry(
     }
     p.update(params)
     return {"model_name": alias, "params": p}
+
+
+def sdk(base_url: str, key: str = "none", timeout: float = 30) -> openai.OpenAI:
+    """The official SDK pointed at ``base_url``, with its own retries off (ours are tested)."""
+    return openai.OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=timeout)

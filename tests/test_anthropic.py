@@ -9,7 +9,7 @@ from typing import Any
 
 import openai
 import pytest
-from conftest import GatewayFactory
+from conftest import GatewayFactory, sdk
 from twisted.web.http_headers import Headers
 
 from gatewayd.providers.anthropic import StreamTranslator, to_anthropic, to_openai
@@ -306,7 +306,7 @@ def test_end_to_end_chat_and_stream(gateway: GatewayFactory, anthropic: FakeUpst
         json_response(MESSAGE), SSEFramingStream([b"".join(STREAM[:5]), b"".join(STREAM[5:])])
     )
     gw = gateway(config(anthropic))
-    c = openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0, timeout=30)
+    c = sdk(gw.base_url)
     reply = c.chat.completions.create(
         model="claude",
         messages=[{"role": "system", "content": "Short."}, {"role": "user", "content": "Hi"}],
@@ -347,7 +347,7 @@ def test_end_to_end_errors(gateway: GatewayFactory, anthropic: FakeUpstream) -> 
         json_response(MESSAGE),
     )
     gw = gateway(config(anthropic, num_retries=1))
-    c = openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0, timeout=30)
+    c = sdk(gw.base_url)
     # A 529 (overloaded) is retried like any transient failure.
     assert (
         c.chat.completions.create(model="claude", messages=[{"role": "user", "content": "Hi"}]).id

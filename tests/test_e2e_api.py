@@ -12,6 +12,7 @@ from typing import Any
 import openai
 import pytest
 from conftest import EXAMPLE_CONFIG, MASTER_KEY, UPSTREAM_KEY, GatewayFactory, openai_entry
+from conftest import sdk as client
 
 from gatewayd.testing import (
     ContextLengthError,
@@ -46,10 +47,6 @@ def post(
     h = {"content-type": "application/json", **(headers or {})}
     status, hdrs, body = raw(port, "POST", path, json.dumps(payload).encode(), h)
     return status, hdrs, json.loads(body)
-
-
-def client(base_url: str, key: str = "none", timeout: float = 30) -> openai.OpenAI:
-    return openai.OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=timeout)
 
 
 def assert_openai_error(body: Any) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from pathlib import Path
 import openai
 import pytest
 from conftest import GatewayFactory, openai_entry
+from conftest import sdk as client
 
 from gatewayd.testing import FakeUpstream, RawResponse, SSEFramingStream, Stream, StreamThenCut
 
@@ -59,10 +60,6 @@ def wait_for(pred: object, limit: float) -> bool:
             return True
         time.sleep(0.02)
     return False
-
-
-def client(gw_base: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gw_base, api_key="x", max_retries=0, timeout=30)
 
 
 def test_slow_reader_pauses_the_upstream_and_memory_stays_flat(
