@@ -11,18 +11,10 @@ import json
 import socket
 import time
 import urllib.request
-from pathlib import Path
 
 from overhead import run
 
 from gatewayd.testing import FakeUpstream, GatewayProcess
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 def abandon_streams(port: int, n: int) -> None:
@@ -53,7 +45,7 @@ def main() -> None:
         }
         with GatewayProcess(config) as gw:
             run("127.0.0.1", gw.port, "/v1/chat/completions", "up", 2000, 8)  # warm up
-            base = rss_kib(gw.pid)
+            base = gw.rss_kib()
             print(
                 f"{'round':>5} {'requests':>9} {'RSS KiB':>8} {'growth KiB':>11} {'in flight':>9}"
             )
@@ -72,7 +64,7 @@ def main() -> None:
                         ("gatewayd_streams_in_flight", "gatewayd_deployment_in_flight")
                     )
                 )
-                rss = rss_kib(gw.pid)
+                rss = gw.rss_kib()
                 print(f"{r:>5} {total:>9} {rss:>8} {rss - base:>11} {in_flight:>9.0f}")
 
 

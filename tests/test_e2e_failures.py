@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from conftest import UPSTREAM_KEY, GatewayFactory, openai_entry
 from test_e2e_api import CHAT, assert_openai_error, post
+from test_e2e_streaming import wait_for
 
 from gatewayd.testing import (
     ContextLengthError,
@@ -283,10 +284,7 @@ def test_client_disconnect_while_waiting_cancels_the_upstream_request(
     time.sleep(0.3)
     closed = time.monotonic()
     s.close()
-    deadline = time.monotonic() + 3
-    while not stats.client_closed and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert stats.client_closed, "the upstream request was left running"
+    assert wait_for(lambda: stats.client_closed, 3), "the upstream request was left running"
     assert stats.closed_at is not None and stats.closed_at - closed < 1.0
 
 

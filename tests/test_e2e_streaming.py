@@ -6,7 +6,6 @@ import json
 import socket
 import threading
 import time
-from pathlib import Path
 
 import openai
 import pytest
@@ -46,13 +45,6 @@ def read_until(s: socket.socket, needle: bytes, limit: float = 10.0) -> bytes:
     return buf
 
 
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
 def wait_for(pred: object, limit: float) -> bool:
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
@@ -68,7 +60,7 @@ def test_slow_reader_pauses_the_upstream_and_memory_stays_flat(
     # ~60 MB of events: 6000 events of ~10 KB.
     upstream.set_default(Stream(events=6000, event_size=10_000))
     gw = gateway({"model_list": [openai_entry("big", upstream)]})
-    base_rss = rss_kib(gw.pid)
+    base_rss = gw.rss_kib()
     s = stream_request(gw.port, "big")
     try:
         head = read_until(s, b"data: ")
@@ -81,7 +73,7 @@ def test_slow_reader_pauses_the_upstream_and_memory_stays_flat(
         assert stats.bytes_written == stalled_at, "upstream kept writing into the gateway"
         assert stalled_at < 10_000_000, stalled_at
         assert not stats.finished
-        grown = rss_kib(gw.pid) - base_rss
+        grown = gw.rss_kib() - base_rss
         assert grown < 30_000, f"gateway RSS grew by {grown} KiB while the client stalled"
         # Now drain it all, slowly at first, and check it is complete.
         total = len(head)

@@ -10,7 +10,7 @@ simplest provider; translating ones override the hooks.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol
@@ -154,13 +154,6 @@ class Provider(ABC):
         the Deferred aborts the attempt and closes its upstream connection.
         """
 
-    def list_models(self) -> Sequence[str]:
-        """Upstream model ids this deployment serves (for /v1/models)."""
-        return [self.deployment.model]
-
     def close(self) -> Deferred[None] | None:
         """Release resources when a reload removes this deployment."""
         return None
-
-
-ProviderFactory = Callable[[Deployment], Provider]

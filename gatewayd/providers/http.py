@@ -15,7 +15,6 @@ from twisted.internet.defer import CancelledError, Deferred, gatherResults, succ
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import (
     IConsumer,
-    IPushProducer,
     IReactorTime,
     IStreamClientEndpoint,
 )
@@ -213,7 +212,6 @@ class BodyCollector(Protocol):
             self.done.errback(reason)
 
 
-@implementer(IPushProducer)
 class StreamReader(Protocol, EventStream):
     """Reads an upstream SSE body event by event, with flow control and an idle timeout.
 
@@ -380,11 +378,6 @@ class StreamReader(Protocol, EventStream):
     def cancel(self) -> None:
         if self.transport is not None and not self._ended:
             self.transport.stopProducing()  # type: ignore[attr-defined]
-
-    # IPushProducer spelling, so the reader can also be registered directly.
-    pauseProducing = pause
-    resumeProducing = resume
-    stopProducing = cancel
 
 
 def _describe(reason: Failure) -> str:

@@ -43,7 +43,3 @@ class FallbackChain:
         rest = [a for a in self._table.context_window_fallbacks_for(self.primary) if a not in tried]
         self._aliases = self._aliases[: self._index + 1] + rest
         return bool(rest)
-
-    @property
-    def tried(self) -> list[str]:
-        return self._aliases[: self._index + 1]

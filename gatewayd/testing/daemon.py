@@ -359,6 +359,13 @@ class GatewayProcess:
             raise RuntimeError("GatewayProcess was not started")
         return self._proc.pid
 
+    def rss_kib(self) -> int:
+        """The daemon's resident memory in KiB (Linux ``/proc``), for memory checks."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise RuntimeError("no VmRSS in /proc status")
+
     @property
     def port(self) -> int:
         """The port the daemon listens on."""

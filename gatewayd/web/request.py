@@ -14,6 +14,8 @@ from twisted.web.server import Request, Site
 from gatewayd.config.model import GeneralSettings
 from gatewayd.log import get_logger
 from gatewayd.metrics import GatewayMetrics
+from gatewayd.providers.base import openai_error
+from gatewayd.web.errors import write_error_object
 
 access_log = Logger(namespace="gatewayd.access")
 log = get_logger("gatewayd.web")
@@ -84,13 +86,10 @@ class GatewayRequest(Request):
     def processingFailed(self, reason: Failure) -> Failure:
         """A bug in a handler: logged with its traceback; the client gets OpenAI's shape."""
         log.failure("internal error while handling a request", failure=reason)
-        body = (
-            b'{"error": {"message": "internal error in gatewayd", "type": "api_error", '
-            b'"param": null, "code": "internal_error"}}'
-        )
         if not self.startedWriting:
-            self.setResponseCode(500)
-            self.setHeader(b"content-type", b"application/json")
+            body = write_error_object(
+                self, 500, openai_error("internal error in gatewayd", "api_error", "internal_error")
+            )
             self.setHeader(b"content-length", b"%d" % len(body))
             self.write(body)
         if not self.finished:

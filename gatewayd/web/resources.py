@@ -298,18 +298,7 @@ class Exchange:
         r = self.request
         if response.stream is None:
             if self.committed:  # heartbeats went out as SSE; the answer cannot be JSON now
-                r.write(
-                    data_event(
-                        {
-                            "error": {
-                                "message": "upstream answered without streaming",
-                                "type": "api_error",
-                                "param": None,
-                                "code": None,
-                            }
-                        }
-                    )
-                )
+                r.write(data_event({"error": openai_error("upstream answered without streaming")}))
             else:
                 body = response.body or b""
                 self.metrics.count_usage(self.alias, result.deployment, response.usage)
