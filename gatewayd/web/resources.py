@@ -26,16 +26,12 @@ from gatewayd.providers.base import Endpoint, ProviderRequest, openai_error
 from gatewayd.providers.sse import comment_event, data_event
 from gatewayd.routing import RouteError, Router, RouteResult
 from gatewayd.web.auth import is_authorized
+from gatewayd.web.body import BodyError, model_alias, parse_body, stream_flag
 from gatewayd.web.errors import write_error, write_error_object
 from gatewayd.web.relay import StreamRelay
 from gatewayd.web.request import GatewayRequest
 
 log = get_logger(__name__)
-
-
-def _no_constants(name: str) -> Any:
-    """NaN and Infinity are not JSON: upstreams would choke on them."""
-    raise ValueError(f"{name} is not valid JSON")
 
 
 class Gateway(Protocol):
@@ -135,71 +131,12 @@ class CompletionResource(AuthedResource):
         self.endpoint = endpoint
 
     def render_POST(self, request: GatewayRequest) -> bytes | int:
-        if request.too_large:
-            return write_error(
-                request,
-                413,
-                f"request body larger than max_request_body_size ({request.max_body_size} bytes)",
-                "invalid_request_error",
-                "request_too_large",
-            )
-        assert request.content is not None
-        raw = request.content.read()
         try:
-            body = json.loads(raw, parse_constant=_no_constants)
-        except RecursionError:
-            return write_error(
-                request,
-                400,
-                "request body is nested too deeply",
-                "invalid_request_error",
-                "invalid_json",
-            )
-        except ValueError as e:
-            return write_error(
-                request,
-                400,
-                f"request body is not valid JSON: {e}",
-                "invalid_request_error",
-                "invalid_json",
-            )
-        if not isinstance(body, dict):
-            return write_error(
-                request,
-                400,
-                "request body must be a JSON object",
-                "invalid_request_error",
-                "invalid_request",
-            )
-        alias = body.get("model")
-        if alias is None:
-            return write_error(
-                request,
-                400,
-                "you must provide a model parameter",
-                "invalid_request_error",
-                "missing_model",
-                "model",
-            )
-        if not isinstance(alias, str):
-            return write_error(
-                request,
-                400,
-                "model must be a string",
-                "invalid_request_error",
-                "invalid_model",
-                "model",
-            )
-        stream = body.get("stream", False)
-        if stream is not None and not isinstance(stream, bool):
-            return write_error(
-                request,
-                400,
-                "stream must be a boolean",
-                "invalid_request_error",
-                "invalid_type",
-                "stream",
-            )
+            body, raw = parse_body(request)
+            alias = model_alias(body)
+            stream = stream_flag(body)
+        except BodyError as e:
+            return write_error(request, e.status, e.message, e.type, e.code, e.param)
         router = self.gateway.router
         if alias not in router.table.routes:
             return write_error(
