@@ -82,10 +82,16 @@ class _AllCoolingDown(Exception):
     """Every deployment of the alias is in cooldown and a fallback is left."""
 
 
+#: Longest reason given per alias in the summary of a failed chain, and of the summary.
+REASON_CHARS = 80
+SUMMARY_CHARS = 600
+
+
 @dataclass
 class _Progress:
     attempts: int = 0
-    failed: list[str] = field(default_factory=list)
+    #: Each alias tried, in order, with a short reason for its last failure.
+    failed: dict[str, str] = field(default_factory=dict)
     #: Timed out or cancelled by the client: no further attempt may start.
     stopped: bool = False
 
@@ -182,10 +188,12 @@ class Router:
                 ),
                 0,
             )
+        so_far = f" ({_summary(progress)})" if progress.failed else ""
         return RouteError(
             504,
             openai_error(
-                f"request_timeout of {timeout:g} s exceeded after {progress.attempts} attempt(s)",
+                f"request_timeout of {timeout:g} s exceeded after {progress.attempts} attempt(s)"
+                + so_far,
                 "timeout",
                 "request_timeout",
             ),
@@ -202,10 +210,9 @@ class Router:
             try:
                 result = await self._alias(table, current, request, progress, chain.has_next())
             except _AllCoolingDown:
-                progress.failed.append(f"{current} (all deployments cooling down)")
+                progress.failed[current] = "all deployments cooling down"
             except UpstreamFailure as f:
                 last = f
-                progress.failed.append(current)
                 verdict = classify(f)
                 if verdict is Verdict.CLIENT or (
                     verdict is Verdict.CONTEXT_WINDOW and not chain.switch_to_context_window()
@@ -224,8 +231,7 @@ class Router:
         raise self._exhausted(last, progress)
 
     def _exhausted(self, last: UpstreamFailure | None, progress: _Progress) -> RouteError:
-        where = ", ".join(progress.failed)
-        summary = f"gatewayd: {progress.attempts} attempt(s) failed on {where}"
+        summary = f"gatewayd: {progress.attempts} attempt(s) failed: {_summary(progress)}"
         if last is None:
             return RouteError(
                 503,
@@ -268,6 +274,7 @@ class Router:
                     release()
                     raise CancelledError() from None
                 self.metrics.attempts.inc(alias, route.id, _outcome(f))
+                progress.failed[alias] = _reason(f)
                 verdict = classify(f)
                 # Health first: release() may wake a queued request that must already
                 # see a cooldown this failure trips.
@@ -368,6 +375,29 @@ class Router:
                 assert isinstance(choice, Route)
                 return choice
             await self.balancer.wait_for_room(alias)
+
+
+def _reason(f: UpstreamFailure) -> str:
+    """A short reason for the chain's summary: the status of an HTTP error and the start
+    of the message (upstream messages are scrubbed of keys by the provider layer)."""
+    message = " ".join(f.message.split())
+    if f.deployment and f"{f.deployment}: " in message:
+        # "could not reach upstream openai/x@host: ConnectionRefusedError: ...": the alias
+        # is named already, the cause is what is worth the room.
+        message = message.split(f"{f.deployment}: ", 1)[1]
+    if len(message) > REASON_CHARS:
+        message = message[: REASON_CHARS - 3].rstrip() + "..."
+    if f.kind is FailureKind.HTTP:
+        return f"{f.status} {message}".rstrip()
+    return message or f.kind.value
+
+
+def _summary(progress: _Progress) -> str:
+    """``smart: 503 overloaded; fast: upstream did not answer within 30 s``, bounded."""
+    text = "; ".join(f"{alias}: {why}" for alias, why in progress.failed.items())
+    if len(text) > SUMMARY_CHARS:
+        text = text[: SUMMARY_CHARS - 3].rstrip() + "..."
+    return text
 
 
 def _outcome(f: UpstreamFailure) -> str:
