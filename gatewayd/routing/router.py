@@ -10,7 +10,7 @@ wait for capacity.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,7 @@ from gatewayd.routing.balancer import Balancer
 from gatewayd.routing.classify import Verdict, classify
 from gatewayd.routing.cooldown import Cooldowns, DeploymentHealth
 from gatewayd.routing.fallback import FallbackChain
+from gatewayd.routing.pool import AliasPool
 from gatewayd.routing.retry import RetryPolicy
 from gatewayd.routing.table import Route, RoutingTable
 
@@ -111,9 +112,10 @@ class Router:
         self.metrics = metrics or GatewayMetrics()
         g = table.config.general
         self.health = Cooldowns(clock, g.allowed_fails, g.cooldown_time)
-        self.balancer = Balancer(g.routing_strategy, self.health, self.rng)
+        self.balancer = Balancer(self.health)
         self.table = table
         self._apply(g)
+        self._pools = self._index(table)
         self.metrics.in_flight.collect = lambda: self._gauge(lambda h, now: h.in_flight)
         self.metrics.cooldown.collect = lambda: self._gauge(lambda h, now: h.cooling(now))
 
@@ -128,7 +130,6 @@ class Router:
     def _apply(self, g: GeneralSettings) -> None:
         self.health.allowed_fails = g.allowed_fails
         self.health.cooldown_time = g.cooldown_time
-        self.balancer.strategy = g.routing_strategy
         self.policy = RetryPolicy(num_retries=g.num_retries, max_retry_after=g.max_retry_after)
 
     def swap(self, table: RoutingTable) -> None:
@@ -137,6 +138,16 @@ class Router:
         self.table = table
         self._apply(table.config.general)
         self.health.retain_only({d.id for d in table.config.deployments} | self._in_flight_ids())
+        self._pools = self._index(table)
+
+    def _index(self, table: RoutingTable) -> Mapping[str, AliasPool]:
+        """One pool per alias: built once per table (O(deployments)), then kept up to
+        date by health changes, so that a request's picks do not walk the alias."""
+        strategy = table.config.general.routing_strategy
+        return {
+            alias: AliasPool(routes, self.health, strategy)
+            for alias, routes in table.routes.items()
+        }
 
     def _in_flight_ids(self) -> set[str]:
         return {k for k, h in self.health.states.items() if h.in_flight}
@@ -148,10 +159,10 @@ class Router:
 
         The alias must exist in the current table (the caller checks, to answer 404).
         """
-        table = self.table
+        table, pools = self.table, self._pools
         progress = _Progress()
         timeout = table.config.general.request_timeout
-        inner = Deferred.fromCoroutine(self._route(table, alias, request, progress))
+        inner = Deferred.fromCoroutine(self._route(table, pools, alias, request, progress))
         expired: list[bool] = []
 
         def stop() -> None:
@@ -201,14 +212,21 @@ class Router:
         )
 
     async def _route(
-        self, table: RoutingTable, alias: str, request: ProviderRequest, progress: _Progress
+        self,
+        table: RoutingTable,
+        pools: Mapping[str, AliasPool],
+        alias: str,
+        request: ProviderRequest,
+        progress: _Progress,
     ) -> RouteResult:
         chain = FallbackChain(table, alias)
         last: UpstreamFailure | None = None
         while True:
             current = chain.current
             try:
-                result = await self._alias(table, current, request, progress, chain.has_next())
+                result = await self._alias(
+                    table, pools[current], current, request, progress, chain.has_next()
+                )
             except _AllCoolingDown:
                 progress.failed[current] = "all deployments cooling down"
             except UpstreamFailure as f:
@@ -251,16 +269,16 @@ class Router:
     async def _alias(
         self,
         table: RoutingTable,
+        pool: AliasPool,
         alias: str,
         request: ProviderRequest,
         progress: _Progress,
         can_skip: bool,
     ) -> RouteResult:
-        routes = table.routes[alias]
         tried: set[str] = set()
         retries = self.policy.num_retries
         for n in range(retries + 1):
-            route = await self._pick(alias, routes, tried, can_skip)
+            route = await self._pick(alias, pool, tried, can_skip)
             tried.add(route.id)
             release = self.balancer.acquire(route)
             progress.attempts += 1
@@ -288,7 +306,7 @@ class Router:
                 release()
                 wait = None
                 if verdict is Verdict.RETRY and n < retries:
-                    wait = self._wait_before(n + 1, f, routes, tried, can_skip)
+                    wait = self._wait_before(n + 1, f, pool, tried, can_skip)
                 log.info(
                     "{alias}: attempt {n} on {dep} failed: {status} {msg}{then}",
                     alias=alias,
@@ -342,7 +360,7 @@ class Router:
         self,
         retry: int,
         f: UpstreamFailure,
-        routes: Sequence[Route],
+        pool: AliasPool,
         tried: set[str],
         can_skip: bool,
     ) -> float | None:
@@ -350,27 +368,27 @@ class Router:
         it: none while another healthy deployment is left; give up when the upstream asked
         for too long a wait, or when every deployment is cooling down and a fallback is
         left (never wait on a deployment known to be down)."""
-        healthy = [r for r in routes if not self.health.is_cooling(r.id)]
-        if any(r.id not in tried for r in healthy):
+        pool.refresh()
+        if pool.has_healthy_untried(tried):
             return 0.0
-        if not healthy and can_skip:
+        if not pool.healthy_count and can_skip:
             return None
         return self.policy.wait_before_retry(retry, f.retry_after, self.rng)
 
-    async def _pick(
-        self, alias: str, routes: Sequence[Route], tried: set[str], can_skip: bool
-    ) -> Route:
+    async def _pick(self, alias: str, pool: AliasPool, tried: set[str], can_skip: bool) -> Route:
         """A deployment for the next attempt: healthy and untried first; waits (FIFO)
-        while all are at ``max_parallel_requests``."""
+        while all are at ``max_parallel_requests``. O(log n) in the alias's deployments."""
         while True:
-            healthy = [r for r in routes if not self.health.is_cooling(r.id)]
-            if not healthy:
-                if can_skip:
-                    raise _AllCoolingDown()
+            pool.refresh()
+            choice = None
+            if pool.healthy_count:
+                choice = pool.choose(tried, self.rng)
+            elif can_skip:
+                raise _AllCoolingDown()
+            else:
                 # Nowhere else to go: probe the one whose cooldown ends first.
-                healthy = [min(routes, key=lambda r: self.health.get(r.id).cooldown_until)]
-            untried = [r for r in healthy if r.id not in tried]
-            choice = self.balancer.choose(untried) or self.balancer.choose(healthy)
+                probe = pool.soonest()
+                choice = probe if self.balancer.has_room(probe) else None
             if choice is not None:
                 assert isinstance(choice, Route)
                 return choice
