@@ -236,3 +236,23 @@ def test_a_replaced_tables_pool_goes_with_its_last_request() -> None:
     assert len(h.router.health.get("a1").busy_watchers) == 2  # cleaned on the next change
     outcome(h.route("a"))
     assert len(h.router.health.get("a1").busy_watchers) == 1
+
+
+def test_cancelled_waiters_do_not_pile_up_and_the_queue_stays_fifo() -> None:
+    h = Harness(conf([entry("a", "a1", ", max_parallel_requests: 1")]), {"a1": [5.0, 1.0, 1.0]})
+    first = h.route("a")
+    waiting = [h.route("a") for _ in range(1000)]
+    queue = h.router.balancer.waiters["a"]
+    assert len(queue) == 1000
+    for d in waiting[:-2]:  # clients that went away
+        d.cancel()
+    assert len(queue) <= 4  # compacted as it went, not 998 dead entries
+    order: list[int] = []
+    waiting[-2].addCallback(lambda _: order.append(1))
+    waiting[-1].addCallback(lambda _: order.append(2))
+    h.clock.advance(5)
+    assert isinstance(outcome(first), RouteResult)
+    h.clock.advance(1)
+    assert order == [1]
+    h.clock.advance(1)
+    assert order == [1, 2] and len(queue) == 0

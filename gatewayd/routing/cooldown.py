@@ -141,3 +141,9 @@ class Cooldowns:
         for k in list(self.states):
             if k not in ids:
                 del self.states[k]
+
+    def prune_watchers(self) -> None:
+        """Drop the references to pools that are gone (after a reload): O(deployments)."""
+        for h in self.states.values():
+            h.watchers[:] = [r for r in h.watchers if r() is not None]
+            h.busy_watchers[:] = [r for r in h.busy_watchers if r() is not None]

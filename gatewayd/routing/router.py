@@ -138,7 +138,8 @@ class Router:
         self.table = table
         self._apply(table.config.general)
         self.health.retain_only({d.id for d in table.config.deployments} | self._in_flight_ids())
-        self._pools = self._index(table)
+        self._pools = self._index(table)  # the old pools go now, or with their last request
+        self.health.prune_watchers()
 
     def _index(self, table: RoutingTable) -> Mapping[str, AliasPool]:
         """One pool per alias: built once per table (O(deployments)), then kept up to
