@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from test_routing import Harness, conf, entry, outcome
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.task import Clock
 
 from gatewayd.config import Deployment, parse_config
@@ -246,6 +246,7 @@ def test_cancelled_waiters_do_not_pile_up_and_the_queue_stays_fifo() -> None:
     assert len(queue) == 1000
     for d in waiting[:-2]:  # clients that went away
         d.cancel()
+        assert isinstance(outcome(d), CancelledError)
     assert len(queue) <= 4  # compacted as it went, not 998 dead entries
     order: list[int] = []
     waiting[-2].addCallback(lambda _: order.append(1))
