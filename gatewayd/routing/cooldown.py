@@ -24,7 +24,7 @@ class DeploymentHealth:
     """What is known about one deployment right now.
 
     Change ``cooldown_until`` and ``in_flight`` through :class:`Cooldowns`, which tells
-    the ``watchers`` (weakly held: a pool of a replaced table goes with its last request).
+    the watchers (the pools that index this deployment).
     """
 
     consecutive_fails: int = 0
