@@ -526,3 +526,27 @@ def test_a_float_where_a_string_is_expected_is_refused_not_reformatted() -> None
     assert e.path == "model_list[0].params.api_version" and "quote" in e.reason
     e = refused(with_params("      headers:\n        X-Version: 1.10\n"))
     assert e.path == "model_list[0].params.headers.X-Version"
+
+
+@pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]
+async def test_reloads_asked_while_one_runs_are_served_by_one_more(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "gw.yaml"
+    path.write_text("model_list: [{model_name: a, params: {model: mock/a}}]\n")
+    svc = service_module.GatewayService.from_file(
+        str(path), "tcp:port=0:interface=127.0.0.1", handle_sighup=False
+    )
+    loads: list[str] = []
+
+    def counting_load(p: str, environ: Any = None) -> GatewayConfig:
+        loads.append(p)
+        return load_config(p)
+
+    monkeypatch.setattr(service_module, "load_config", counting_load)
+    first = svc.reload()
+    path.write_text("model_list: [{model_name: c, params: {model: mock/c}}]\n")
+    second, third = svc.reload(), svc.reload()
+    assert [await first, await second, await third] == [True, True, True]
+    assert len(loads) == 2  # the two asked during the first made one more
+    assert set(svc.router.table.routes) == {"c"}  # the latest file won
