@@ -335,7 +335,9 @@ class _Echo(Resource):
         except BodyError as e:
             request.setResponseCode(e.status)
             return json.dumps({"error": {"message": e.message, "code": e.code}}).encode()
-        return json.dumps({"got": body, "args": sorted(request.args)}).encode()
+        return json.dumps(
+            {"got": body, "args": [k.decode() for k in sorted(request.args)]}
+        ).encode()
 
 
 @pytest.fixture
@@ -550,3 +552,20 @@ async def test_reloads_asked_while_one_runs_are_served_by_one_more(
     assert [await first, await second, await third] == [True, True, True]
     assert len(loads) == 2  # the two asked during the first made one more
     assert set(svc.router.table.routes) == {"c"}  # the latest file won
+
+
+@pytest.mark.parametrize("target", [b"http://gw.test:4000/x", b"HTTPS://gw.test/x?q=1"])
+def test_an_absolute_form_request_target_reaches_its_path(target: bytes) -> None:
+    root = Resource()
+    root.putChild(b"x", _Echo())  # type: ignore[no-untyped-call]
+    tree = GatewaySite(root, lambda: GeneralSettings())
+    tree.timeOut = None
+    body = b'{"model": "m"}'
+    out, _ = exchange(
+        tree,
+        b"POST "
+        + target
+        + b" HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(body)
+        + body,
+    )
+    assert split(out)[0] == 200

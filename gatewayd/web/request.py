@@ -48,6 +48,14 @@ class GatewayRequest(Request):
         if isinstance(site, GatewaySite):
             self.max_body_size = site.settings().max_request_body_size
 
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        # The absolute form (``POST http://host/v1/chat/completions``, RFC 9112 3.2.2),
+        # which some proxies and clients send, names the same resource as its path.
+        if path[:8].lower().startswith((b"http://", b"https://")):
+            rest = path.split(b"//", 1)[1]
+            path = b"/" + rest.split(b"/", 1)[1] if b"/" in rest else b"/"
+        super().requestReceived(command, path, version)  # type: ignore[no-untyped-call]
+
     def process(self) -> None:
         site = getattr(self.channel, "site", None)
         if isinstance(site, GatewaySite):
