@@ -100,6 +100,15 @@ def test_model_info_id_and_numbers_are_read_as_written() -> None:
     assert e.path == "general_settings.cooldown_time"
 
 
+def test_an_unquoted_date_like_api_version_is_the_string_written() -> None:
+    c = parse(
+        "model_list:\n  - model_name: a\n    params:\n      model: azure/d\n"
+        "      api_base: https://x.openai.azure.com\n      api_key: k\n"
+        "      api_version: 2024-10-21\n"
+    )
+    assert c.deployments[0].api_version == "2024-10-21"
+
+
 def test_norway_is_a_string() -> None:
     c = parse("model_list:\n  - model_name: no\n    params: {model: mock/a, mock_response: off}\n")
     assert c.deployments[0].model_name == "no"
@@ -547,7 +556,9 @@ async def test_reloads_asked_while_one_runs_are_served_by_one_more(
 
     monkeypatch.setattr(service_module, "load_config", counting_load)
     first = svc.reload()
-    path.write_text("model_list: [{model_name: c, params: {model: mock/c}}]\n")
+    new = tmp_path / "new.yaml"  # replaced atomically: the first reload may be reading
+    new.write_text("model_list: [{model_name: c, params: {model: mock/c}}]\n")
+    os.replace(new, path)
     second, third = svc.reload(), svc.reload()
     assert [await first, await second, await third] == [True, True, True]
     assert len(loads) == 2  # the two asked during the first made one more

@@ -26,6 +26,7 @@ _TOP_KEYS = {"model_list", "general_settings", "router_settings", "litellm_setti
 _INT = "tag:yaml.org,2002:int"
 _FLOAT = "tag:yaml.org,2002:float"
 _BOOL = "tag:yaml.org,2002:bool"
+_DATE = "tag:yaml.org,2002:timestamp"
 # libyaml's parser is several times faster than the pure-Python one; same errors and marks.
 _BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -34,12 +35,12 @@ class Loader(_BaseLoader):  # type: ignore[valid-type,misc]
     """PyYAML's safe loader, reading YAML 1.1's odd numbers and booleans as written.
 
     YAML 1.1 reads ``0123`` as 83, ``0x1A`` as 26, ``1:30`` as 90, ``12_345`` as 12345
-    and ``no``/``on`` as booleans: an unquoted key or name would silently become another
-    value. Here only plain decimal numbers and ``true``/``false`` are typed; every other
-    plain scalar stays the string that was written."""
+    and ``no``/``on`` as booleans, and ``2024-10-21`` as a date: an unquoted key, name or
+    version would silently become another value. Here only plain decimal numbers and
+    ``true``/``false`` are typed; every other plain scalar stays the string as written."""
 
     yaml_implicit_resolvers = {
-        first: [(tag, rx) for tag, rx in resolvers if tag not in (_INT, _FLOAT, _BOOL)]
+        first: [(tag, rx) for tag, rx in resolvers if tag not in (_INT, _FLOAT, _BOOL, _DATE)]
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
     }
 
