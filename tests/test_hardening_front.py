@@ -537,6 +537,10 @@ def test_a_float_where_a_string_is_expected_is_refused_not_reformatted() -> None
     assert e.path == "model_list[0].params.api_version" and "quote" in e.reason
     e = refused(with_params("      headers:\n        X-Version: 1.10\n"))
     assert e.path == "model_list[0].params.headers.X-Version"
+    e = refused(
+        "model_list:\n  - model_name: a\n    params: {model: mock/a}\n    model_info: {id: 1.10}\n"
+    )
+    assert e.path == "model_list[0].model_info.id"
 
 
 @pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]

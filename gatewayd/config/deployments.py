@@ -173,8 +173,7 @@ class DeploymentSection(ValueReader):
 
         info_id = None
         if isinstance(entry.get("model_info"), dict):
-            raw_id = entry["model_info"].get("id")
-            info_id = str(raw_id) if raw_id is not None else None
+            info_id = self._str(entry["model_info"], "id", f"{path}.model_info")
 
         return Deployment(
             model_name=name,
