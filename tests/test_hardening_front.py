@@ -584,12 +584,3 @@ def test_an_absolute_form_request_target_reaches_its_path(target: bytes) -> None
         + body,
     )
     assert split(out)[0] == 200
-
-
-def test_a_lone_surrogate_escape_is_a_400_and_a_pair_passes(site: GatewaySite) -> None:
-    out, _ = exchange(site, post(b'{"model": "m", "content": "a\\ud800b"}'))
-    status, _, body = split(out)
-    assert status == 400 and "surrogate" in json.loads(body)["error"]["message"]
-    out, _ = exchange(site, post(b'{"model": "m", "content": "\\ud83d\\ude00"}'))
-    status, _, body = split(out)
-    assert status == 200 and json.loads(body)["got"]["content"] == "\U0001f600"

@@ -71,23 +71,7 @@ def parse_body(request: GatewayRequest) -> tuple[dict[str, Any], bytes]:
         raise BodyError(400, f"request body is not valid JSON: {e}", "invalid_json") from None
     if not isinstance(body, dict):
         raise BodyError(400, "request body must be a JSON object", "invalid_request")
-    if b"\\ud" in raw or b"\\uD" in raw:  # rare: only then look for a lone surrogate
-        _check_surrogates(body)
     return body, raw
-
-
-def _check_surrogates(body: dict[str, Any]) -> None:
-    """``"\\ud800"`` alone is valid JSON but no Unicode text: it cannot be sent upstream as
-    UTF-8. (A pair, as ``json.dumps`` writes an emoji, is fine.)"""
-    try:
-        json.dumps(body, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise BodyError(
-            400,
-            "request body has a lone UTF-16 surrogate escape (\\ud800-\\udfff), "
-            "which is not valid Unicode text",
-            "invalid_json",
-        ) from None
 
 
 def model_alias(body: dict[str, Any]) -> str:
