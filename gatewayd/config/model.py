@@ -73,6 +73,8 @@ class GeneralSettings:
     require_auth_for_metrics_endpoint: bool = False
     #: Browser origins allowed by CORS (``*`` for any); none by default.
     cors_allow_origins: tuple[str, ...] = ()
+    #: The listen(2) backlog: connections the kernel queues before gatewayd accepts them.
+    listen_backlog: int = 1024
 
 
 @dataclass(frozen=True)
