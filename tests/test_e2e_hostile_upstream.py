@@ -7,13 +7,13 @@ to ``backup``; ``solo`` is the hostile upstream alone (to see the final error).
 
 from __future__ import annotations
 
-import brotli
 import gzip
 import json
 import zlib
 from collections.abc import Iterator
 from typing import Any
 
+import brotli  # type: ignore[import-untyped]
 import pytest
 from conftest import UPSTREAM_KEY, openai_entry
 from test_e2e_api import CHAT, raw

@@ -11,21 +11,19 @@ start (``EMFILE``: out of file descriptors) fails its Deferred at once.
 from __future__ import annotations
 
 import ipaddress
+import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from OpenSSL import SSL
 from twisted.internet import error as net_error
-from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.interfaces import (
-    IAddress,
-    IHostResolution,
     IOpenSSLClientConnectionCreator,
     IProtocol,
     IProtocolFactory,
-    IResolutionReceiver,
     IStreamClientEndpoint,
 )
 from twisted.internet.ssl import (
@@ -36,6 +34,7 @@ from twisted.internet.ssl import (
     platformTrust,
     trustRootFromCertificates,
 )
+from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -67,40 +66,29 @@ def _ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | No
 
 @implementer(IStreamClientEndpoint)
 class FastFailoverEndpoint:
-    """TCP to ``host:port``: an IP literal directly, a name through the reactor's
-    resolver with every address tried in turn."""
+    """TCP to ``host:port``: an IP literal directly, a name through ``resolve`` (the
+    system resolver in a thread by default) with every address tried in turn."""
 
-    def __init__(self, reactor: Any, host: str, port: int) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        host: str,
+        port: int,
+        resolve: Callable[[str, int], Deferred[list[str]]] | None = None,
+    ) -> None:
         self._reactor = reactor
         self._host = host
         self._port = port
         self._literal = _ip_literal(host)
+        self._resolve = resolve or (lambda h, p: getaddrinfo_in_thread(reactor, h, p))
 
     def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
         """Fires with the connected protocol, or fails with the last connect error."""
         if self._literal is not None:
             return _Race(self._reactor, [self._literal.compressed], self._port).run(protocolFactory)
-        resolved: Deferred[list[str]] = Deferred()
-        hosts: list[str] = []
-
-        @implementer(IResolutionReceiver)
-        class Receiver:
-            @staticmethod
-            def resolutionBegan(resolution: IHostResolution) -> None:
-                pass
-
-            @staticmethod
-            def addressResolved(address: IAddress) -> None:
-                if isinstance(address, IPv4Address | IPv6Address):
-                    hosts.append(address.host)
-
-            @staticmethod
-            def resolutionComplete() -> None:
-                resolved.callback(hosts)
-
         try:
-            self._reactor.nameResolver.resolveHostName(Receiver(), self._host, self._port)
-        except Exception:  # a resolver that cannot start (no fds for its thread or socket)
+            resolved = self._resolve(self._host, self._port)
+        except Exception:
             return fail()
 
         def race(found: list[str]) -> Deferred[IProtocol]:
@@ -109,6 +97,30 @@ class FastFailoverEndpoint:
             return _Race(self._reactor, found, self._port).run(protocolFactory)
 
         return resolved.addCallback(race)
+
+
+def getaddrinfo_in_thread(reactor: Any, host: str, port: int) -> Deferred[list[str]]:
+    """The addresses of ``host`` from the system resolver, in the reactor's thread pool.
+
+    Twisted's resolver only catches ``gaierror``: out of file descriptors, getaddrinfo
+    raises a plain OSError (EAI_SYSTEM), its Deferred fails unhandled and the connection
+    attempt hangs until the timeout. Here every error fails the returned Deferred."""
+
+    def lookup() -> list[str]:
+        try:
+            found = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+        except socket.gaierror:
+            return []
+        hosts: list[str] = []
+        for family, _, _, _, sockaddr in found:
+            if family in (socket.AF_INET, socket.AF_INET6) and sockaddr[0] not in hosts:
+                hosts.append(str(sockaddr[0]))
+        return hosts
+
+    try:
+        return deferToThreadPool(reactor, reactor.getThreadPool(), lookup)
+    except Exception:  # a thread pool that cannot start
+        return fail()
 
 
 class _Race:
