@@ -58,6 +58,15 @@ def daemon(hostile: FakeUpstream, backup: FakeUpstream) -> Iterator[GatewayProce
             openai_entry("h", hostile, timeout=3),
             openai_entry("solo", hostile, timeout=3),
             openai_entry("backup", backup),
+            {
+                "model_name": "anth",
+                "params": {
+                    "model": "anthropic/claude-x",
+                    "api_base": hostile.origin,
+                    "api_key": UPSTREAM_KEY,
+                    "timeout": 3,
+                },
+            },
         ],
         "general_settings": {"fallbacks": [{"h": ["backup"]}], "allowed_fails": 100000},
     }
@@ -361,6 +370,54 @@ def test_a_1xx_before_the_answer_and_http10_close_delimited(
     assert reply["choices"][0]["message"]["content"] == "from hostile"
 
 
-def test_no_traceback_in_the_log(gw: GatewayProcess) -> None:
+# -- Anthropic: the same rules on translated output ----------------------------------
+
+ANTHROPIC_START = (
+    b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_1",'
+    b'"model":"claude-x","usage":{"input_tokens":3}}}\n\n'
+)
+
+
+def test_anthropic_stream_error_events_are_scrubbed(
+    gw: GatewayProcess, hostile: FakeUpstream
+) -> None:
+    error = (
+        b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error",'
+        b'"message":"key ' + UPSTREAM_KEY.encode() + b' is overloaded"}}\n\n'
+    )
+    hostile.enqueue(SSEFramingStream([ANTHROPIC_START, error], interval=0.2))
+    status, _, text = chat(gw, "anth", stream=True)
+    assert status == 200
+    assert UPSTREAM_KEY not in text and "key *** is overloaded" in text
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"type":"message","id":"m","model":NaN,"content":[],"usage":{}}',
+        b'{"type":"message","content":[' * 50_000 + b"]}" * 50_000,
+        b'{"type":"message","content":[7],"usage":{"input_tokens":"many"}}',
+    ],
+    ids=["nan", "deep", "odd-shape"],
+)
+def test_anthropic_bodies_the_translation_cannot_take_are_bad_responses(
+    gw: GatewayProcess, hostile: FakeUpstream, body: bytes
+) -> None:
+    hostile.enqueue(response(200, body))
+    status, _, reply = chat(gw, "anth")
+    assert status == 502, reply
+    assert reply["error"]["code"] == "bad_upstream_response"
+
+
+def test_an_anthropic_error_nested_deep_is_still_an_error_in_openai_shape(
+    gw: GatewayProcess, hostile: FakeUpstream
+) -> None:
+    hostile.enqueue(response(529, b'{"error":' * 100_000 + b"1" + b"}" * 100_000))
+    status, _, reply = chat(gw, "anth")
+    assert status == 529, reply
+    assert reply["error"]["message"].startswith("upstream returned HTTP 529")
+
+
+def test_zz_no_traceback_in_the_log(gw: GatewayProcess) -> None:
     log = gw.log()
     assert "Traceback" not in log and "Unhandled error" not in log

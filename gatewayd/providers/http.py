@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
+from OpenSSL import SSL
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.endpoints import wrapClientTLS
 from twisted.internet.interfaces import IConsumer, IStreamClientEndpoint
@@ -217,6 +218,15 @@ def _describe(reason: Failure) -> str:
     inner = getattr(value, "reasons", None)
     if inner:
         value = inner[0].value
+    if isinstance(value, SSL.Error):
+        # pyOpenSSL's reasons are (library, function, reason) triples: keep the reasons.
+        why = [str(r[-1]) for r in (value.args[0] if value.args else []) if r and r[-1]]
+        hint = (
+            " (the upstream's certificate is not trusted: see ssl_verify)"
+            if any("verify" in w for w in why)
+            else ""
+        )
+        return f"TLS error: {'; '.join(why) or 'handshake failed'}{hint}"
     name = type(value).__name__
     text = str(value).strip()
     return f"{name}: {text}" if text and len(text) < 200 else name
