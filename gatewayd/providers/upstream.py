@@ -257,6 +257,18 @@ class HTTPProvider(Provider):
             if 200 <= response.code < 300:
                 raise self._bad_response(str(e)) from None
             raise self._generic_error(response.code, response.headers, str(e).encode()) from None
+        if not 200 <= response.code < 300 and not 400 <= response.code < 600:
+            # A redirect (never followed) or a status outside HTTP's: not an answer the
+            # client can use, and its status must not reach the client as is.
+            response.deliverBody(_Discard())
+            where = (response.headers.getRawHeaders(b"location") or [b""])[0]
+            hint = f" to {loggable_url(where.decode('latin-1'))}" if where else ""
+            raise self._bad_response(
+                f"upstream answered HTTP {response.code}{hint} (redirects are not followed: "
+                "check api_base)"
+                if 300 <= response.code < 400
+                else f"upstream answered with status {response.code}"
+            )
         if not 200 <= response.code < 300:
             error_body = await _collect(response, MAX_ERROR_BODY, decoder)
             raise self._read_error(response.code, response.headers, error_body)
