@@ -164,6 +164,29 @@ def test_nan_in_a_stream_event_after_the_start_ends_the_stream_in_band(
     assert "[DONE]" not in text
 
 
+def test_nan_in_the_first_stream_event_falls_back_before_anything_is_sent(
+    gw: GatewayProcess, hostile: FakeUpstream
+) -> None:
+    sse = {"Content-Type": "text/event-stream"}
+    hostile.enqueue(chunked(200, b'data: {"x":NaN}\n\n' + SSE_OK, sse))
+    status, headers, text = chat(gw, "h", stream=True)
+    assert status == 200 and headers["x-gatewayd-fallback"] == "backup"
+    assert "backup" in text  # the backup's stream, word by word
+    assert "NaN" not in text
+
+
+def test_nan_inside_an_anthropic_tool_input_is_a_bad_response(
+    gw: GatewayProcess, hostile: FakeUpstream
+) -> None:
+    body = (
+        b'{"type":"message","id":"m","model":"c","stop_reason":"tool_use","usage":{},'
+        b'"content":[{"type":"tool_use","id":"t","name":"f","input":{"x":NaN}}]}'
+    )
+    hostile.enqueue(response(200, body))
+    status, _, reply = chat(gw, "anth")
+    assert status == 502 and reply["error"]["code"] == "bad_upstream_response"
+
+
 # -- 2. error objects in OpenAI's schema -------------------------------------------
 
 

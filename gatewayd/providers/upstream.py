@@ -288,10 +288,19 @@ class HTTPProvider(Provider):
             await reader.first_bytes
             return UpstreamResponse(response.code, passed, stream=reader)
         data = await _collect(response, MAX_RESPONSE_BODY, decoder)
+        if b"NaN" in data or b"Infinity" in data:
+            # Translating providers parse leniently; no NaN/Infinity gets past here (the
+            # substring test keeps the common case to one parse).
+            try:
+                loads_strict(data)
+            except ValueError as e:
+                raise self._bad_response(
+                    f"upstream returned a success status with a body that is not JSON: {e}"
+                ) from None
         try:
             body, parsed = self.translate_response(request, data)
             if body is not data and (b"NaN" in body or b"Infinity" in body):
-                loads_strict(body)  # a translation carried NaN/Infinity over from the upstream
+                loads_strict(body)  # a translation must not make NaN/Infinity either
         except UpstreamFailure:
             raise
         except Exception as e:  # a body of a shape the translation cannot take
