@@ -27,9 +27,9 @@ from gatewayd.providers.endpoints import FastFailoverEndpoint, getaddrinfo_in_th
 from gatewayd.providers.http import DEFAULT_TLS, _CachedEndpoints
 from gatewayd.providers.openai import OpenAICompatibleProvider, dump_json
 from gatewayd.providers.redact import Redactor, loggable_url, split_credentials
+from gatewayd.providers.replies import error_object as _error_object
 from gatewayd.providers.sse import EventTooLarge, SSEFramer
 from gatewayd.providers.stream import BadEvent, vet_event
-from gatewayd.providers.upstream import _error_object
 from gatewayd.providers.wirejson import loads_strict, normalise_error
 
 # -- 8. a refused connection fails over at once -----------------------------------
