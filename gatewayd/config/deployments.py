@@ -19,6 +19,7 @@ from gatewayd.providers.catalog import (
     WireFormat,
     lookup,
 )
+from gatewayd.providers.endpoints import TLSSettings, tls_creator
 
 _ENTRY_KEYS = {"model_name", "params", "litellm_params", "model_info"}
 _PARAM_KEYS = {
@@ -35,6 +36,9 @@ _PARAM_KEYS = {
     "max_parallel_requests",
     "headers",
     "extra_headers",
+    "ssl_verify",
+    "ssl_certfile",
+    "ssl_keyfile",
 }
 _MOCK_KEYS = {"mock_response", "mock_latency_ms", "mock_stream_delay_ms"}
 _AZURE_KEYS = {"azure_ad_token"}
@@ -191,6 +195,7 @@ class DeploymentSection(ValueReader):
             headers=MappingProxyType(headers),
             extra=MappingProxyType(extra),
             index=index,
+            **_tls(self, params, ppath),
         )
 
     def _opt_weight(self, params: Mapping[str, Any], ppath: str) -> float | None:
@@ -205,6 +210,47 @@ class DeploymentSection(ValueReader):
         for k in ("mock_latency_ms", "mock_stream_delay_ms"):
             if extra.get(k) is not None:
                 extra[k] = self._num(extra, k, ppath, integer=False, minimum=0)
+
+
+def _tls(reader: ValueReader, params: Mapping[str, Any], ppath: str) -> dict[str, Any]:
+    """``ssl_verify`` (true, false or a CA bundle path), ``ssl_certfile``/``ssl_keyfile``:
+    each file readable and the whole set loadable now, not at the first request."""
+    raw = params.get("ssl_verify")
+    verify: bool | str = True
+    if isinstance(raw, bool):
+        verify = raw
+    elif raw is not None:
+        text = reader._str(params, "ssl_verify", ppath) or ""
+        low = text.strip().lower()
+        verify = (
+            low in ("true", "1", "yes") if low in ("true", "false", "1", "0", "yes", "no") else text
+        )
+    certfile = reader._str(params, "ssl_certfile", ppath)
+    keyfile = reader._str(params, "ssl_keyfile", ppath)
+    if keyfile is not None and certfile is None:
+        raise ConfigError(f"{ppath}.ssl_keyfile", "needs ssl_certfile (the client certificate)")
+    for key, value in (
+        ("ssl_verify", verify),
+        ("ssl_certfile", certfile),
+        ("ssl_keyfile", keyfile),
+    ):
+        if isinstance(value, str):
+            try:
+                with open(value, "rb"):
+                    pass
+            except OSError as e:
+                raise ConfigError(f"{ppath}.{key}", f"cannot read {value}: {e.strerror}") from None
+    # The trust settings alone first, then with the client certificate: the error
+    # names the key whose file would not load.
+    for key, settings in (
+        ("ssl_verify", TLSSettings(verify)),
+        ("ssl_certfile", TLSSettings(verify, certfile, keyfile)),
+    ):
+        try:
+            tls_creator(settings, b"localhost")
+        except Exception as e:  # OpenSSL's errors for a bad PEM, a key that does not match
+            raise ConfigError(f"{ppath}.{key}", f"cannot load the TLS files: {e}") from None
+    return {"ssl_verify": verify, "ssl_certfile": certfile, "ssl_keyfile": keyfile}
 
 
 def _default_id(prefix: str, model: str, api_base: str | None) -> str:

@@ -45,6 +45,11 @@ class Deployment:
     extra: Mapping[str, Any] = field(default_factory=_empty, repr=False)
     #: Position in ``model_list``, for messages.
     index: int = 0
+    #: TLS to the upstream: verify against the system store (True), not at all (False),
+    #: or against a CA bundle (its path); a client certificate for mutual TLS.
+    ssl_verify: bool | str = True
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
 
 
 @dataclass(frozen=True)
