@@ -1,0 +1,195 @@
+"""The Redis :class:`StateStore`, on the Twisted-native client ``txredisapi``.
+
+Counters are updated by Lua scripts (EVALSHA, falling back to EVAL when the server
+does not know the script yet, e.g. after a restart), so every take is atomic across
+instances. Every call has a short timeout; while no connection is up a call fails at
+once with :class:`StoreUnavailable` (txredisapi reconnects in the background).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import txredisapi
+from twisted.internet.defer import Deferred, TimeoutError, fail
+from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
+
+from gatewayd.state import scripts
+from gatewayd.state.base import (
+    StoreUnavailable,
+    Take,
+    TakeResult,
+    Usage,
+    WindowTake,
+)
+
+PREFIX = "gatewayd:"
+
+
+@dataclass(frozen=True)
+class RedisAddress:
+    """Where the store is: parsed from ``redis://[:password@]host:port/db``."""
+
+    host: str
+    port: int = 6379
+    db: int = 0
+    password: str | None = None
+
+    def __repr__(self) -> str:  # the password never shows
+        return f"redis://{self.host}:{self.port}/{self.db}"
+
+    @classmethod
+    def parse(cls, url: str) -> RedisAddress:
+        """Raise ValueError naming what is wrong (never echoing the password)."""
+        parts = urlsplit(url)
+        if parts.scheme != "redis":
+            raise ValueError("must be a redis://[:password@]host:port/db URL")
+        try:
+            port = parts.port or 6379
+        except ValueError:
+            raise ValueError("has an invalid port") from None
+        if not parts.hostname:
+            raise ValueError("has no host")
+        path = parts.path.strip("/")
+        if path and not path.isdigit():
+            raise ValueError("database must be a number (redis://host:port/0)")
+        password = unquote(parts.password) if parts.password else None
+        return cls(parts.hostname, port, int(path or 0), password)
+
+
+def _sha(script: str) -> str:
+    return hashlib.sha1(script.encode()).hexdigest()
+
+
+def _n(now: float) -> str:
+    return f"{now:.3f}"
+
+
+class RedisStore:
+    """Shared counters and values in one Redis."""
+
+    def __init__(
+        self,
+        address: RedisAddress,
+        clock: IReactorTime,
+        timeout: float = 0.5,
+        connection: Any = None,
+    ) -> None:
+        self.address = address
+        self.clock = clock
+        self.timeout = timeout
+        self._redis = connection or txredisapi.lazyConnection(
+            address.host,
+            address.port,
+            dbid=address.db,
+            password=address.password,
+            reconnect=True,
+            charset="utf-8",
+            convertNumbers=False,
+            connectTimeout=max(1.0, timeout),
+            # A server that stops answering drops the connection; reconnect takes over.
+            replyTimeout=max(2.0, timeout * 4),
+        )
+        factory = getattr(self._redis, "_factory", None)
+        if factory is not None:
+            factory.maxDelay = 2.0  # resume sharing soon after Redis is back
+            factory.initialDelay = 0.2
+
+    @property
+    def connected(self) -> bool:
+        factory = getattr(self._redis, "_factory", None)
+        return factory is None or bool(factory.size)
+
+    def _call(self, method: str, *args: Any) -> Deferred[Any]:
+        if not self.connected:
+            return fail(StoreUnavailable(f"not connected to {self.address!r}"))
+        try:
+            d: Deferred[Any] = getattr(self._redis, method)(*args)
+        except Exception as e:  # txredisapi raises ConnectionError synchronously
+            return fail(StoreUnavailable(f"{self.address!r}: {e}"))
+        d.addTimeout(self.timeout, self.clock)
+
+        def unavailable(f: Failure) -> Failure:
+            if f.check(TimeoutError):
+                raise StoreUnavailable(f"{self.address!r} did not answer within {self.timeout} s")
+            if f.check(txredisapi.ConnectionError):
+                raise StoreUnavailable(f"{self.address!r}: {f.value}")
+            return f
+
+        d.addErrback(unavailable)
+        return d
+
+    def _script(self, script: str, keys: list[str], args: list[str]) -> Deferred[Any]:
+        d = self._call("evalsha", _sha(script), keys, args)
+
+        def load(f: Failure) -> Any:
+            f.trap(txredisapi.ScriptDoesNotExist)
+            return self._call("eval", script, keys, args)
+
+        d.addErrback(load)
+        return d
+
+    # -- counters --------------------------------------------------------------
+
+    def _run(self, takes: Sequence[Take], mode: str) -> Deferred[tuple[bool, int, list[Usage]]]:
+        now = self.clock.seconds()
+        keys = [PREFIX + t.key for t in takes]
+        args = [_n(now), mode]
+        for t in takes:
+            if isinstance(t, WindowTake):
+                limit = "" if t.limit is None else repr(float(t.limit))
+                args += ["w", limit, repr(float(t.amount)), repr(float(t.window))]
+            else:
+                args += ["l", str(t.limit), t.lease, repr(float(t.ttl))]
+
+        def parse(reply: list[Any]) -> tuple[bool, int, list[Usage]]:
+            ok, refused = int(reply[0]), int(reply[1])
+            usage = []
+            for i, t in enumerate(takes):
+                used, reset, start = (float(x) for x in reply[2 + 3 * i : 5 + 3 * i])
+                limit = None if t.limit is None else float(t.limit)
+                usage.append(Usage(t.key, used, limit, reset, start))
+            return ok == 1, refused - 1, usage
+
+        return self._script(scripts.TAKE, keys, args).addCallback(parse)
+
+    def take(self, takes: Sequence[Take]) -> Deferred[TakeResult]:
+        def result(r: tuple[bool, int, list[Usage]]) -> TakeResult:
+            ok, refused, usage = r
+            return TakeResult(ok, tuple(usage), None if ok else refused)
+
+        return self._run(takes, "take").addCallback(result)
+
+    def peek(self, takes: Sequence[Take]) -> Deferred[tuple[Usage, ...]]:
+        return self._run(takes, "peek").addCallback(lambda r: tuple(r[2]))
+
+    def settle(self, key: str, start: float, delta: float) -> Deferred[None]:
+        d = self._script(scripts.SETTLE, [PREFIX + key], [_n(start), repr(float(delta))])
+        return d.addCallback(lambda _: None)
+
+    def release(self, key: str, lease: str) -> Deferred[None]:
+        return self._call("zrem", PREFIX + key, lease).addCallback(lambda _: None)
+
+    # -- values ----------------------------------------------------------------
+
+    def get(self, key: str) -> Deferred[str | None]:
+        return self._call("get", PREFIX + key)
+
+    def set(self, key: str, value: str, ttl: float) -> Deferred[None]:
+        ms = max(1, int(ttl * 1000))
+        return self._call("set", PREFIX + key, value, None, ms).addCallback(lambda _: None)
+
+    def delete(self, key: str) -> Deferred[None]:
+        return self._call("delete", PREFIX + key).addCallback(lambda _: None)
+
+    def close(self) -> Deferred[None]:
+        d: Deferred[Any] = self._redis.disconnect()
+        return d.addBoth(lambda _: None)
+
+
+__all__ = ["RedisAddress", "RedisStore"]
