@@ -12,7 +12,8 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 
 from gatewayd.state import LeaseTake, MemoryStore, StateStore, WindowTake
-from gatewayd.state.redis import RedisAddress, RedisStore
+from gatewayd.state.address import RedisAddress
+from gatewayd.state.redis import RedisStore
 from gatewayd.testing.redis import RedisServer, redis_available
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -35,6 +35,8 @@ _PARAM_KEYS = {
     "max_parallel_requests",
     "headers",
     "extra_headers",
+    "input_cost_per_token",
+    "output_cost_per_token",
 }
 _MOCK_KEYS = {"mock_response", "mock_latency_ms", "mock_stream_delay_ms"}
 _AZURE_KEYS = {"azure_ad_token"}
@@ -178,6 +180,8 @@ class DeploymentSection(ValueReader):
             weight=self._opt_weight(params, ppath),
             rpm=self._opt_int(params, "rpm", ppath),
             max_parallel_requests=self._opt_int(params, "max_parallel_requests", ppath),
+            tpm=self._opt_int(params, "tpm", ppath),
+            **_prices(self, params, entry.get("model_info"), ppath),
             headers=MappingProxyType(headers),
             extra=MappingProxyType(extra),
             index=index,
@@ -195,6 +199,19 @@ class DeploymentSection(ValueReader):
         for k in ("mock_latency_ms", "mock_stream_delay_ms"):
             if extra.get(k) is not None:
                 extra[k] = self._num(extra, k, ppath, integer=False, minimum=0)
+
+
+def _prices(r: ValueReader, params: Mapping[str, Any], info: Any, ppath: str) -> dict[str, float]:
+    """USD per token from ``params``, else ``model_info`` (LiteLLM puts them in either)."""
+    out = {}
+    for k in ("input_cost_per_token", "output_cost_per_token"):
+        if params.get(k) is not None:
+            out[k] = r._float(params, k, ppath, 0.0)
+        elif isinstance(info, dict) and info.get(k) is not None:
+            out[k] = r._float(
+                r.resolve(info, "model_info"), k, ppath.rsplit(".", 1)[0] + ".model_info", 0.0
+            )
+    return out
 
 
 def _default_id(prefix: str, model: str, api_base: str | None) -> str:

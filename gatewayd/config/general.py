@@ -9,8 +9,9 @@ from types import MappingProxyType
 from typing import Any
 
 from gatewayd.config.errors import ConfigError
+from gatewayd.config.keys import KeySection
 from gatewayd.config.model import ROUTING_STRATEGIES, GeneralSettings
-from gatewayd.config.values import ValueReader, kind
+from gatewayd.config.values import kind
 
 GENERAL_KEYS = {
     "master_key",
@@ -30,10 +31,12 @@ GENERAL_KEYS = {
     "graceful_shutdown_timeout",
     "require_auth_for_metrics_endpoint",
     "cors_allow_origins",
+    "state_store",
+    "state_store_failure",
 }
 
 
-class GeneralSection(ValueReader):
+class GeneralSection(KeySection):
     """Builds :class:`GeneralSettings` and checks fallbacks against the aliases."""
 
     def _general(self, raw: dict[str, Any]) -> GeneralSettings:
@@ -103,6 +106,8 @@ class GeneralSection(ValueReader):
                 g, "require_auth_for_metrics_endpoint", p("require_auth_for_metrics_endpoint")
             ),
             cors_allow_origins=self._origins(g.get("cors_allow_origins"), p("cors_allow_origins")),
+            state_store=self._state_store(g, p, raw),
+            state_store_failure=self._state_failure(g, p),
         )
 
     def _origins(self, v: Any, section: str) -> tuple[str, ...]:

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import txredisapi
 from twisted.internet.defer import Deferred, TimeoutError, fail
@@ -20,6 +18,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from gatewayd.state import scripts
+from gatewayd.state.address import RedisAddress
 from gatewayd.state.base import (
     StoreUnavailable,
     Take,
@@ -29,37 +28,6 @@ from gatewayd.state.base import (
 )
 
 PREFIX = "gatewayd:"
-
-
-@dataclass(frozen=True)
-class RedisAddress:
-    """Where the store is: parsed from ``redis://[:password@]host:port/db``."""
-
-    host: str
-    port: int = 6379
-    db: int = 0
-    password: str | None = None
-
-    def __repr__(self) -> str:  # the password never shows
-        return f"redis://{self.host}:{self.port}/{self.db}"
-
-    @classmethod
-    def parse(cls, url: str) -> RedisAddress:
-        """Raise ValueError naming what is wrong (never echoing the password)."""
-        parts = urlsplit(url)
-        if parts.scheme != "redis":
-            raise ValueError("must be a redis://[:password@]host:port/db URL")
-        try:
-            port = parts.port or 6379
-        except ValueError:
-            raise ValueError("has an invalid port") from None
-        if not parts.hostname:
-            raise ValueError("has no host")
-        path = parts.path.strip("/")
-        if path and not path.isdigit():
-            raise ValueError("database must be a number (redis://host:port/0)")
-        password = unquote(parts.password) if parts.password else None
-        return cls(parts.hostname, port, int(path or 0), password)
 
 
 def _sha(script: str) -> str:
