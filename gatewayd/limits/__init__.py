@@ -2,7 +2,14 @@
 :class:`~gatewayd.state.StateStore` (memory or shared Redis)."""
 
 from gatewayd.limits.estimate import Estimate, Spent, cost, estimate
-from gatewayd.limits.limiter import Limiter, LimitExceeded, Refusal, Ticket, format_reset
+from gatewayd.limits.limiter import (
+    Limiter,
+    LimitExceeded,
+    Refusal,
+    Ticket,
+    format_reset,
+    store_health,
+)
 
 __all__ = [
     "Estimate",
@@ -14,4 +21,5 @@ __all__ = [
     "cost",
     "estimate",
     "format_reset",
+    "store_health",
 ]

@@ -296,3 +296,12 @@ class Limiter:
             return out
 
         return self.store.peek(plan.takes).addCallback(describe)
+
+
+def store_health(limiter: Limiter) -> dict[str, Any]:
+    """For ``/health``: where the counters live and whether it answers (no secrets)."""
+    health = getattr(limiter.store, "health", None)
+    if callable(health):
+        out: dict[str, Any] = health()
+        return out
+    return {"backend": "memory", "status": "ok"}

@@ -20,6 +20,7 @@ from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
 from gatewayd.config.model import Deployment, GeneralSettings
+from gatewayd.limits import Estimate, Limiter, LimitExceeded, Refusal, Spent, estimate
 from gatewayd.log import get_logger
 from gatewayd.metrics import GatewayMetrics, Sample
 from gatewayd.providers.base import (
@@ -53,6 +54,8 @@ class RouteResult:
     finish: Callable[[UpstreamFailure | None], None] = field(default=lambda _: None)
     #: Seconds the answering upstream took (JSON body, or a stream's first byte).
     upstream_seconds: float = 0.0
+    #: Deployment limit reservations to settle with the real usage (gatewayd.limits).
+    tickets: list[Any] = field(default_factory=list)
 
 
 class RouteError(Exception):
@@ -68,8 +71,11 @@ class RouteError(Exception):
         attempts: int,
         deployment: str | None = None,
         retry_after: float | None = None,
+        headers: tuple[tuple[bytes, bytes], ...] = (),
     ) -> None:
         super().__init__(error.get("message", ""))
+        #: Extra response headers (``x-ratelimit-*`` on a 429 of our own).
+        self.headers = headers
         self.status = status
         self.error = error
         self.attempts = attempts
@@ -82,12 +88,19 @@ class _AllCoolingDown(Exception):
     """Every deployment of the alias is in cooldown and a fallback is left."""
 
 
+class _AllLimited(Exception):
+    """Every deployment of the alias is at its rpm/tpm limit."""
+
+
 @dataclass
 class _Progress:
     attempts: int = 0
     failed: list[str] = field(default_factory=list)
     #: Timed out or cancelled by the client: no further attempt may start.
     stopped: bool = False
+    #: Deployments at their rpm/tpm limit in this request, and why.
+    limited: dict[str, Refusal] = field(default_factory=dict)
+    estimate: Estimate | None = None
 
 
 class Router:
@@ -107,6 +120,10 @@ class Router:
         self.health = Cooldowns(clock, g.allowed_fails, g.cooldown_time)
         self.balancer = Balancer(g.routing_strategy, self.health, self.rng)
         self.table = table
+        #: Deployment rpm/tpm limits (set by the service); None = no limits anywhere.
+        self.limiter: Limiter | None = None
+        #: Told when this instance puts a deployment in cooldown (to share it).
+        self.on_cooldown: Callable[[str, float], None] | None = None
         self._apply(g)
         self.metrics.in_flight.collect = lambda: self._gauge(lambda h, now: h.in_flight)
         self.metrics.cooldown.collect = lambda: self._gauge(lambda h, now: h.cooling(now))
@@ -203,6 +220,8 @@ class Router:
                 result = await self._alias(table, current, request, progress, chain.has_next())
             except _AllCoolingDown:
                 progress.failed.append(f"{current} (all deployments cooling down)")
+            except _AllLimited:
+                progress.failed.append(f"{current} (all deployments at their rate limits)")
             except UpstreamFailure as f:
                 last = f
                 progress.failed.append(current)
@@ -226,6 +245,18 @@ class Router:
     def _exhausted(self, last: UpstreamFailure | None, progress: _Progress) -> RouteError:
         where = ", ".join(progress.failed)
         summary = f"gatewayd: {progress.attempts} attempt(s) failed on {where}"
+        if last is None and progress.limited:
+            soonest = min(progress.limited.values(), key=lambda r: r.retry_after)
+            return RouteError(
+                429,
+                openai_error(
+                    f"{soonest.message()} ({summary})", "rate_limit_error", "rate_limit_exceeded"
+                ),
+                progress.attempts,
+                soonest.name,
+                max(1.0, soonest.retry_after),
+                soonest.headers,
+            )
         if last is None:
             return RouteError(
                 503,
@@ -254,7 +285,9 @@ class Router:
         tried: set[str] = set()
         retries = self.policy.num_retries
         for n in range(retries + 1):
-            route = await self._pick(alias, routes, tried, can_skip)
+            route, ticket = await self._pick_admitted(
+                alias, routes, tried, can_skip, request, progress
+            )
             tried.add(route.id)
             release = self.balancer.acquire(route)
             progress.attempts += 1
@@ -264,6 +297,8 @@ class Router:
                     request, _limits(route.deployment, request, table)
                 )
             except UpstreamFailure as f:
+                if ticket is not None:
+                    ticket.settle(Spent(0, 0))  # the request went out; no tokens were used
                 if progress.stopped:  # the attempt failed because we abandoned it
                     release()
                     raise CancelledError() from None
@@ -271,13 +306,15 @@ class Router:
                 verdict = classify(f)
                 # Health first: release() may wake a queued request that must already
                 # see a cooldown this failure trips.
-                self.health.failure(
+                tripped = self.health.failure(
                     route.id,
                     f.message,
                     f.status,
                     transient=verdict is Verdict.RETRY,
                     retry_after=f.retry_after,
                 )
+                if tripped and self.on_cooldown is not None:
+                    self.on_cooldown(route.id, self.health.get(route.id).cooldown_until)
                 release()
                 wait = None
                 if verdict is Verdict.RETRY and n < retries:
@@ -298,16 +335,25 @@ class Router:
                     await deferLater(self.clock, wait)
                 continue
             except BaseException:
+                if ticket is not None:
+                    ticket.settle(Spent(0, 0))
                 release()
                 raise
             took = self.clock.seconds() - started
             self.health.success(route.id)
             self.metrics.attempts.inc(alias, route.id, "ok")
             self.metrics.upstream_latency.observe(took, alias, route.id)
+            tickets = [] if ticket is None else [ticket]
             if response.stream is None:
                 release()
                 return RouteResult(
-                    response, alias, route.id, progress.attempts, None, upstream_seconds=took
+                    response,
+                    alias,
+                    route.id,
+                    progress.attempts,
+                    None,
+                    upstream_seconds=took,
+                    tickets=tickets,
                 )
             return RouteResult(
                 response,
@@ -317,6 +363,7 @@ class Router:
                 None,
                 self._stream_finish(route, release),
                 took,
+                tickets,
             )
         raise AssertionError("unreachable: the last attempt returns or raises")
 
@@ -349,6 +396,35 @@ class Router:
         if not healthy and can_skip:
             return None
         return self.policy.wait_before_retry(retry, f.retry_after, self.rng)
+
+    async def _pick_admitted(
+        self,
+        alias: str,
+        routes: Sequence[Route],
+        tried: set[str],
+        can_skip: bool,
+        request: ProviderRequest,
+        progress: _Progress,
+    ) -> tuple[Route, Any]:
+        """:meth:`_pick`, skipping deployments at their rpm/tpm limit (each refusal is
+        remembered for this request); raises :class:`_AllLimited` when none is left."""
+        if self.limiter is None:
+            return await self._pick(alias, routes, tried, can_skip), None
+        while True:
+            open_ = [r for r in routes if r.id not in progress.limited]
+            if not open_:
+                raise _AllLimited()
+            route = await self._pick(alias, open_, tried, can_skip)
+            if route.deployment.rpm is None and route.deployment.tpm is None:
+                return route, None
+            if progress.estimate is None:
+                progress.estimate = estimate(request.body)
+            try:
+                ticket = await self.limiter.admit_deployment(route.deployment, progress.estimate)
+            except LimitExceeded as e:
+                progress.limited[route.id] = e.refusal
+                continue
+            return route, ticket
 
     async def _pick(
         self, alias: str, routes: Sequence[Route], tried: set[str], can_skip: bool

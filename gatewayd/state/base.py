@@ -104,6 +104,11 @@ class StateStore(Protocol):
         """Each counter's state, nothing taken. Fires with one :class:`Usage` per take."""
         ...
 
+    def members(self, key: str) -> Deferred[dict[str, float]]:
+        """The live leases of ``key`` and when each expires (shared cooldowns use this:
+        one lease per deployment cooling down). Fires with ``{lease: expires_at}``."""
+        ...
+
     def get(self, key: str) -> Deferred[str | None]:
         """Fires with the value, or None when absent or expired."""
         ...

@@ -117,6 +117,9 @@ class FailoverStore:
     def peek(self, takes: Sequence[Take]) -> Deferred[tuple[Usage, ...]]:
         return self._use(lambda s: s.peek(takes))
 
+    def members(self, key: str) -> Deferred[dict[str, float]]:
+        return self._use(lambda s: s.members(key))
+
     def get(self, key: str) -> Deferred[str | None]:
         return self._use(lambda s: s.get(key))
 

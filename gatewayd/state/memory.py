@@ -96,6 +96,11 @@ class MemoryStore:
         now = self.clock.seconds()
         return succeed(tuple(self._usage(t, now) for t in takes))
 
+    def members(self, key: str) -> Deferred[dict[str, float]]:
+        now = self.clock.seconds()
+        ls = self._leases.get(key)
+        return succeed({} if ls is None else {k: t for k, t in ls.held.items() if t > now})
+
     # -- values ----------------------------------------------------------------
 
     def get(self, key: str) -> Deferred[str | None]:

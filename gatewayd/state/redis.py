@@ -143,6 +143,14 @@ class RedisStore:
     def release(self, key: str, lease: str) -> Deferred[None]:
         return self._call("zrem", PREFIX + key, lease).addCallback(lambda _: None)
 
+    def members(self, key: str) -> Deferred[dict[str, float]]:
+        now = _n(self.clock.seconds())
+
+        def parse(flat: list[Any]) -> dict[str, float]:
+            return {str(flat[i]): float(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+        return self._script(scripts.MEMBERS, [PREFIX + key], [now]).addCallback(parse)
+
     # -- values ----------------------------------------------------------------
 
     def get(self, key: str) -> Deferred[str | None]:

@@ -61,6 +61,11 @@ end
 return out
 """
 
+#: KEYS[1] = leases; ARGV[1] = now. The live leases and their expiry, flat.
+MEMBERS = r"""
+return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'WITHSCORES')
+"""
+
 #: KEYS[1] = window; ARGV = start, delta. Applies only to the window that opened at
 #: ``start`` (an expired window is gone, so it is never reopened).
 SETTLE = r"""
