@@ -63,6 +63,7 @@ class RedisStore:
             # A server that stops answering drops the connection; reconnect takes over.
             replyTimeout=max(2.0, timeout * 4),
         )
+        self._gave_up = False
         factory = getattr(self._redis, "_factory", None)
         if factory is not None:
             factory.maxDelay = 2.0  # resume sharing soon after Redis is back
@@ -75,6 +76,9 @@ class RedisStore:
 
     def _call(self, method: str, *args: Any) -> Deferred[Any]:
         if not self.connected:
+            first = getattr(self._redis, "_connected", None)
+            if not self._gave_up and isinstance(first, Deferred) and not first.called:
+                return self._after_first_connection(first, method, args)
             return fail(StoreUnavailable(f"not connected to {self.address!r}"))
         try:
             d: Deferred[Any] = getattr(self._redis, method)(*args)
@@ -91,6 +95,33 @@ class RedisStore:
 
         d.addErrback(unavailable)
         return d
+
+    def _after_first_connection(
+        self, first: Deferred[Any], method: str, args: tuple[Any, ...]
+    ) -> Deferred[Any]:
+        """Right after start the connection is still being made: wait for it (within the
+        timeout) rather than call that an outage. Once it timed out, calls fail fast."""
+        gate: Deferred[None] = Deferred()
+
+        def connected(result: Any) -> Any:
+            if not gate.called:
+                gate.callback(None)
+            return result
+
+        first.addBoth(connected)
+        gate.addTimeout(self.timeout, self.clock)
+
+        def go(_: None) -> Deferred[Any]:
+            return self._call(method, *args)
+
+        def gave_up(f: Failure) -> Failure:
+            if f.check(TimeoutError):
+                self._gave_up = True
+                raise StoreUnavailable(f"cannot connect to {self.address!r}")
+            return f
+
+        gate.addCallbacks(go, gave_up)
+        return gate
 
     def _script(self, script: str, keys: list[str], args: list[str]) -> Deferred[Any]:
         d = self._call("evalsha", _sha(script), keys, args)
