@@ -24,6 +24,7 @@ from gatewayd import systemd
 from gatewayd.config import ConfigError, GatewayConfig, load_config
 from gatewayd.limits import Limiter
 from gatewayd.limits.setup import build_limiter
+from gatewayd.limits.usagelog import UsageLog
 from gatewayd.log import get_logger
 from gatewayd.metrics import GatewayMetrics
 from gatewayd.providers.factory import build_provider
@@ -95,6 +96,10 @@ class GatewayService(Service):
     @property
     def limiter(self) -> Limiter:
         return self.state.limiter
+
+    @property
+    def usage_log(self) -> UsageLog | None:
+        return self.state.usage_log
 
     @property
     def ready(self) -> bool:

@@ -250,3 +250,37 @@ def test_failed_upstream_request_refunds_tokens(
     with pytest.raises(openai.BadRequestError):
         sdk(gw.base_url, KEY_A).chat.completions.create(model="fast", messages=MSG, max_tokens=3000)
     assert get(gw.port, "/key/info", KEY_A)[2]["info"]["tpm"]["remaining"] == 10000
+
+
+def test_usage_log_lines_rotated_by_size(
+    gateway: GatewayFactory, upstream: FakeUpstream, tmp_path: Any
+) -> None:
+    path = tmp_path / "usage.jsonl"
+    gw = gateway(
+        config(
+            upstream,
+            [{"key": KEY_A, "name": "team-a", "rpm": 4}],
+            usage_log=str(path),
+            usage_log_max_bytes=700,
+            usage_log_backups=3,
+        )
+    )
+    a = sdk(gw.base_url, KEY_A)
+    for _ in range(4):
+        a.chat.completions.create(model="fast", messages=MSG)
+    with pytest.raises(openai.RateLimitError):
+        a.chat.completions.create(model="fast", messages=MSG)
+    files = sorted(tmp_path.glob("usage.jsonl*"))
+    assert len(files) >= 2  # rotated by size
+    lines = [json.loads(x) for f in reversed(files) for x in f.read_text().splitlines()]
+    assert len(lines) == 5
+    ok = lines[0]
+    assert (ok["key"], ok["alias"], ok["status"], ok["stream"]) == ("team-a", "fast", 200, False)
+    assert ok["prompt_tokens"] > 0 and ok["completion_tokens"] > 0
+    assert ok["cost_usd"] == pytest.approx(
+        ok["prompt_tokens"] * 0.001 + ok["completion_tokens"] * 0.002
+    )
+    assert ok["deployment"].startswith("openai/up-model@") and ok["latency_ms"] >= 0
+    assert lines[-1]["status"] == 429 and lines[-1]["total_tokens"] == 0
+    text = "".join(f.read_text() for f in files)
+    assert "hello there" not in text and KEY_A not in text

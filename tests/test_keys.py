@@ -168,3 +168,12 @@ def test_authenticate() -> None:
     assert authenticate(_request("sk-master"), both) is MASTER
     assert MASTER.allows("b") and MASTER.name is None
     assert authenticate(_request("sk-wrong"), both) is None
+
+
+def test_usage_log_settings() -> None:
+    g = cfg(general_settings={"usage_log": "/tmp/u.jsonl", "usage_log_max_bytes": "1000"}).general
+    assert (g.usage_log, g.usage_log_max_bytes, g.usage_log_backups) == ("/tmp/u.jsonl", 1000, 5)
+    assert cfg().general.usage_log is None
+    with pytest.raises(ConfigError) as e:
+        cfg(general_settings={"usage_log_max_bytes": 0})
+    assert e.value.path == "general_settings.usage_log_max_bytes"

@@ -33,6 +33,9 @@ GENERAL_KEYS = {
     "cors_allow_origins",
     "state_store",
     "state_store_failure",
+    "usage_log",
+    "usage_log_max_bytes",
+    "usage_log_backups",
 }
 
 
@@ -108,6 +111,11 @@ class GeneralSection(KeySection):
             cors_allow_origins=self._origins(g.get("cors_allow_origins"), p("cors_allow_origins")),
             state_store=self._state_store(g, p, raw),
             state_store_failure=self._state_failure(g, p),
+            usage_log=self._str(g, "usage_log", p("usage_log")),
+            usage_log_max_bytes=self._int(
+                g, "usage_log_max_bytes", p("usage_log_max_bytes"), 100 * 1024 * 1024, 1
+            ),
+            usage_log_backups=self._int(g, "usage_log_backups", p("usage_log_backups"), 5),
         )
 
     def _origins(self, v: Any, section: str) -> tuple[str, ...]:

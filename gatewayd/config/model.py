@@ -83,6 +83,10 @@ class GeneralSettings:
     state_store: str | None = field(default=None, repr=False)
     #: ``open``: serve on local state while the store is down; ``closed``: answer 503.
     state_store_failure: str = "open"
+    #: One JSON line per finished request (billing, audits); None = not written.
+    usage_log: str | None = None
+    usage_log_max_bytes: int = 100 * 1024 * 1024
+    usage_log_backups: int = 5
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from twisted.internet.defer import Deferred, succeed
 from gatewayd.config.model import GeneralSettings
 from gatewayd.limits.cooldowns import SharedCooldowns
 from gatewayd.limits.limiter import Limiter
+from gatewayd.limits.usagelog import UsageLog
 from gatewayd.log import get_logger
 from gatewayd.metrics import GatewayMetrics
 from gatewayd.routing import Router
@@ -33,6 +34,23 @@ class StateSetup:
         self.store = store
         self.url = url
         self.cooldowns = cooldowns
+        self.usage_log: UsageLog | None = None
+        self._usage_settings: tuple[str | None, int, int] = (None, 0, 0)
+
+    def open_usage_log(self, general: GeneralSettings) -> None:
+        """Open (or, when its settings changed on reload, reopen) the usage log."""
+        wanted = (general.usage_log, general.usage_log_max_bytes, general.usage_log_backups)
+        if wanted == self._usage_settings:
+            return
+        if self.usage_log is not None:
+            self.usage_log.close()
+            self.usage_log = None
+        self._usage_settings = wanted
+        if general.usage_log is not None:
+            try:
+                self.usage_log = UsageLog(*wanted)  # type: ignore[arg-type]
+            except OSError as e:
+                log.error("cannot open usage_log {path}: {err}", path=general.usage_log, err=e)
 
     def start(self) -> None:
         if self.cooldowns is not None:
@@ -45,14 +63,26 @@ class StateSetup:
             log.warn("state_store changed in the config: it takes effect on restart only")
         if isinstance(self.store, FailoverStore):
             self.store.failure_mode = general.state_store_failure
+        self.open_usage_log(general)
 
     def stop(self) -> Deferred[None]:
         if self.cooldowns is not None:
             self.cooldowns.stop()
+        if self.usage_log is not None:
+            self.usage_log.close()
+            self.usage_log = None
         return self.store.close() if isinstance(self.store, FailoverStore) else succeed(None)
 
 
 def build_limiter(
+    general: GeneralSettings, reactor: Any, metrics: GatewayMetrics, router: Router
+) -> StateSetup:
+    setup = _build(general, reactor, metrics, router)
+    setup.open_usage_log(general)
+    return setup
+
+
+def _build(
     general: GeneralSettings, reactor: Any, metrics: GatewayMetrics, router: Router
 ) -> StateSetup:
     local = MemoryStore(reactor)

@@ -5,11 +5,13 @@ every reservation with the real usage once the answer is complete.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 
 from gatewayd.limits import Estimate, Limiter, LimitExceeded, Spent, Ticket, cost, estimate
+from gatewayd.limits.usagelog import UsageRecord
 from gatewayd.log import get_logger
 from gatewayd.metrics import GatewayMetrics
 from gatewayd.providers.base import ProviderRequest, openai_error
@@ -64,22 +66,33 @@ class Accounting:
     """Settles one request's reservations once, and counts its spend."""
 
     def __init__(
-        self, gateway: LimitedGateway, request: GatewayRequest, alias: str, est: Estimate
+        self, gateway: LimitedGateway, request: GatewayRequest, alias: str, body: dict[str, Any]
     ) -> None:
         self.gateway = gateway
         self.request = request
         self.alias = alias
-        self.estimate = est
+        self.body = body
+        self._estimate: Estimate | None = None
         self.tickets: list[Ticket] = []
         self.done = False
 
-    def settle(self, result: RouteResult | None, usage: Any, served: bool = True) -> None:
+    @property
+    def estimate(self) -> Estimate:
+        # Computed only when needed: a key's reservation, or a stream without usage.
+        if self._estimate is None:
+            self._estimate = estimate(self.body)
+        return self._estimate
+
+    def settle(
+        self, result: RouteResult | None, usage: Any, served: bool = True, status: int = 0
+    ) -> None:
         if self.done:
             return
         self.done = True
         spent = Spent.from_usage(usage)
         usd = 0.0
         table = self.gateway.router.table
+        counted = Spent(0, 0)
         if result is not None:
             price_in, price_out = _prices(table, result.alias, result.deployment)
             counted = spent or Spent(self.estimate.prompt, self.estimate.completion)
@@ -92,11 +105,32 @@ class Accounting:
             for kind, n in (("prompt", counted.prompt), ("completion", counted.completion)):
                 if n:
                     m.key_tokens.inc(key, result.alias, kind, amount=n)
+        self._log(result, counted, usd, status)
         for t in self.tickets:
             if result is not None and spent is None:
                 t.settle(Spent(self.estimate.prompt, self.estimate.completion), usd)
             else:
                 t.settle(spent, usd, served)
+
+    def _log(self, result: RouteResult | None, spent: Spent, usd: float, status: int) -> None:
+        usage_log = getattr(self.gateway, "usage_log", None)
+        if usage_log is None:
+            return
+        r = self.request
+        if result is not None:
+            status = status or result.response.status
+        record = UsageRecord(
+            key=r.key_name,
+            alias=result.alias if result is not None else self.alias,
+            deployment=result.deployment if result is not None else r.deployment,
+            prompt_tokens=spent.prompt,
+            completion_tokens=spent.completion,
+            cost_usd=usd,
+            status=status or r.code,
+            latency_ms=(time.monotonic() - r.started) * 1000.0,
+            stream=bool(result is not None and result.response.stream is not None),
+        )
+        usage_log.write(record, time.time())
 
 
 async def _admitted(
@@ -104,15 +138,16 @@ async def _admitted(
 ) -> RouteResult:
     caller = request.caller
     key = None if caller is None else caller.key
-    est = estimate(call.body)
-    acct = Accounting(gateway, request, alias, est)
+    acct = Accounting(gateway, request, alias, call.body)
     if key is not None:
+        est = acct.estimate
         price_in, price_out = _prices(gateway.router.table, alias, None)
         try:
             ticket = await gateway.limiter.admit_key(
                 key, est, cost(est.prompt, est.completion, price_in, price_out)
             )
         except LimitExceeded as e:
+            acct.settle(None, None, served=False, status=429)
             r = e.refusal
             code = "budget_exceeded" if r.budget else "rate_limit_exceeded"
             raise RouteError(
@@ -123,6 +158,7 @@ async def _admitted(
                 headers=r.headers,
             ) from None
         except StoreUnavailable as e:
+            acct.settle(None, None, served=False, status=503)
             raise _store_down(e) from None
         acct.tickets.append(ticket)
         for name, value in ticket.headers:
@@ -130,13 +166,13 @@ async def _admitted(
     try:
         result = await gateway.router.route(alias, call)
     except RouteError as e:
-        acct.settle(None, None, served=e.attempts > 0)
+        acct.settle(None, None, served=e.attempts > 0, status=e.status)
         raise
     except StoreUnavailable as e:
-        acct.settle(None, None, served=False)
+        acct.settle(None, None, served=False, status=503)
         raise _store_down(e) from None
     except BaseException:
-        acct.settle(None, None)
+        acct.settle(None, None, status=499)
         raise
     acct.tickets += result.tickets
     if result.response.stream is None:
