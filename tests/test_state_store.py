@@ -208,3 +208,33 @@ def test_redis_url_parsing_keeps_the_password_out_of_its_repr() -> None:
     for bad in ("http://x", "redis://", "redis://h:port/0", "redis://h/abc"):
         with pytest.raises(ValueError):
             RedisAddress.parse(bad)
+
+
+@deferred_test
+async def test_settle_many_settles_windows_and_releases_leases_at_once(
+    env: tuple[StateStore, Clock, str],
+) -> None:
+    store, _, ns = env
+    r = await store.take(
+        [w(ns + "a", 100, 10), w(ns + "b", 100, 20), LeaseTake(ns + "p", 1, "x", 30)]
+    )
+    a, b, _ = r.usage
+    await store.settle_many([(ns + "a", a.start, -5), (ns + "b", b.start, 7)], [(ns + "p", "x")])
+    ua, ub, up = await store.peek(
+        [w(ns + "a", 100), w(ns + "b", 100), LeaseTake(ns + "p", 1, "y", 30)]
+    )
+    assert (ua.used, ub.used, up.used) == (5, 27, 0)
+
+
+@needs_redis
+@deferred_test
+async def test_scripts_reload_after_the_server_forgot_them(redis_server: RedisServer) -> None:
+    """EVALSHA falls back to EVAL (a restarted Redis has no scripts cached)."""
+    clock = Clock()
+    store = RedisStore(RedisAddress.parse(redis_server.url), clock, timeout=5)
+    await _connected(store)
+    assert (await store.take([w("flush:rpm", 5)])).ok
+    assert redis_server.command("SCRIPT", "FLUSH").startswith(b"+OK")
+    r = await store.take([w("flush:rpm", 5)])
+    assert r.ok and r.usage[0].used == 2
+    await store.close()

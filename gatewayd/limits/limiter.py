@@ -142,9 +142,11 @@ class Ticket:
             return
         self.settled = True
         tokens = 0 if spent is None else spent.total
+        windows: list[tuple[str, float, float]] = []
+        leases: list[tuple[str, str]] = []
         for what, take, u in zip(self.plan.what, self.plan.takes, self.usage, strict=True):
             if isinstance(take, LeaseTake):
-                self._quiet(self.store.release(take.key, take.lease))
+                leases.append((take.key, take.lease))
                 continue
             if what in ("tokens", "budget_tokens", "spend_tokens"):
                 delta = tokens - take.amount
@@ -155,7 +157,9 @@ class Ticket:
             else:
                 continue
             if delta:
-                self._quiet(self.store.settle(take.key, u.start, delta))
+                windows.append((take.key, u.start, delta))
+        if windows or leases:  # one round trip for all of them
+            self._quiet(self.store.settle_many(windows, leases))
 
     def _quiet(self, d: Deferred[None]) -> None:
         # A settle that cannot reach the store is lost, never a client error.

@@ -96,6 +96,13 @@ class StateStore(Protocol):
         that opened at ``start`` (a closed window is not reopened). Fires with None."""
         ...
 
+    def settle_many(
+        self, windows: Sequence[tuple[str, float, float]], leases: Sequence[tuple[str, str]]
+    ) -> Deferred[None]:
+        """Several :meth:`settle` (``(key, start, delta)``) and :meth:`release`
+        (``(key, lease)``) in one call (one round trip to Redis). Fires with None."""
+        ...
+
     def release(self, key: str, lease: str) -> Deferred[None]:
         """Free the slot held under ``lease``. Fires with None."""
         ...

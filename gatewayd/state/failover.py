@@ -111,6 +111,11 @@ class FailoverStore:
     def settle(self, key: str, start: float, delta: float) -> Deferred[None]:
         return self._use(lambda s: s.settle(key, start, delta))
 
+    def settle_many(
+        self, windows: Sequence[tuple[str, float, float]], leases: Sequence[tuple[str, str]]
+    ) -> Deferred[None]:
+        return self._use(lambda s: s.settle_many(windows, leases))
+
     def release(self, key: str, lease: str) -> Deferred[None]:
         return self._use(lambda s: s.release(key, lease))
 

@@ -84,6 +84,15 @@ class MemoryStore:
             w.used = max(0.0, w.used + delta)
         return succeed(None)
 
+    def settle_many(
+        self, windows: Sequence[tuple[str, float, float]], leases: Sequence[tuple[str, str]]
+    ) -> Deferred[None]:
+        for key, start, delta in windows:
+            self.settle(key, start, delta)
+        for key, lease in leases:
+            self.release(key, lease)
+        return succeed(None)
+
     def release(self, key: str, lease: str) -> Deferred[None]:
         ls = self._leases.get(key)
         if ls is not None:

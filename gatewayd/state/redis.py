@@ -30,6 +30,19 @@ from gatewayd.state.base import (
 PREFIX = "gatewayd:"
 
 
+def _no_delay(add: Any) -> Any:
+    """Commands are small and pipelined: without TCP_NODELAY, Nagle holds each one back
+    until the previous reply's ACK (milliseconds per request)."""
+
+    def add_connection(conn: Any) -> Any:
+        transport = getattr(conn, "transport", None)
+        if transport is not None and hasattr(transport, "setTcpNoDelay"):
+            transport.setTcpNoDelay(True)
+        return add(conn)
+
+    return add_connection
+
+
 def _sha(script: str) -> str:
     return hashlib.sha1(script.encode()).hexdigest()
 
@@ -68,6 +81,7 @@ class RedisStore:
         if factory is not None:
             factory.maxDelay = 2.0  # resume sharing soon after Redis is back
             factory.initialDelay = 0.2
+            factory.addConnection = _no_delay(factory.addConnection)
 
     @property
     def connected(self) -> bool:
@@ -170,6 +184,16 @@ class RedisStore:
     def settle(self, key: str, start: float, delta: float) -> Deferred[None]:
         d = self._script(scripts.SETTLE, [PREFIX + key], [_n(start), repr(float(delta))])
         return d.addCallback(lambda _: None)
+
+    def settle_many(
+        self, windows: Sequence[tuple[str, float, float]], leases: Sequence[tuple[str, str]]
+    ) -> Deferred[None]:
+        keys = [PREFIX + k for k, _, _ in windows] + [PREFIX + k for k, _ in leases]
+        args = [str(len(windows))]
+        for _, start, delta in windows:
+            args += [_n(start), repr(float(delta))]
+        args += [lease for _, lease in leases]
+        return self._script(scripts.SETTLE_MANY, keys, args).addCallback(lambda _: None)
 
     def release(self, key: str, lease: str) -> Deferred[None]:
         return self._call("zrem", PREFIX + key, lease).addCallback(lambda _: None)

@@ -61,6 +61,25 @@ end
 return out
 """
 
+#: KEYS: windows, then leases. ARGV[1] = number of windows, then (start, delta) per
+#: window, then the lease id per lease. SETTLE for each window, ZREM for each lease.
+SETTLE_MANY = r"""
+local nw = tonumber(ARGV[1])
+for i = 1, nw do
+  local key = KEYS[i]
+  local s = redis.call('HGET', key, 's')
+  if s and tonumber(s) == tonumber(ARGV[2 * i]) then
+    local u = (tonumber(redis.call('HGET', key, 'u')) or 0) + tonumber(ARGV[2 * i + 1])
+    if u < 0 then u = 0 end
+    redis.call('HSET', key, 'u', tostring(u))
+  end
+end
+for i = nw + 1, #KEYS do
+  redis.call('ZREM', KEYS[i], ARGV[nw + 1 + i])
+end
+return 0
+"""
+
 #: KEYS[1] = leases; ARGV[1] = now. The live leases and their expiry, flat.
 MEMBERS = r"""
 return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'WITHSCORES')
