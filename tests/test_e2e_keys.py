@@ -88,6 +88,7 @@ def test_key_rpm_429_with_retry_after_and_ratelimit_headers(
         assert raw.headers["x-ratelimit-remaining-requests"] == str(2 - i)
         assert raw.headers["x-ratelimit-limit-tokens"] == "100000"
         assert raw.headers["x-ratelimit-reset-requests"].endswith("s")
+        assert raw.headers["x-gatewayd-key"] == "team-a"
     with pytest.raises(openai.RateLimitError) as e:
         a.chat.completions.create(model="fast", messages=MSG)
     err = e.value
@@ -98,6 +99,7 @@ def test_key_rpm_429_with_retry_after_and_ratelimit_headers(
     assert 1 <= retry_after <= 60
     assert err.response.headers["x-ratelimit-remaining-requests"] == "0"
     assert err.response.headers["x-ratelimit-limit-requests"] == "3"
+    assert err.response.headers["x-gatewayd-key"] == "team-a"
     assert upstream.count() == 3  # the refused request never went upstream
     # The master key is not limited by team-a's limits.
     assert sdk(gw.base_url, MASTER_KEY).chat.completions.create(model="fast", messages=MSG)

@@ -140,6 +140,7 @@ async def _admitted(
     key = None if caller is None else caller.key
     acct = Accounting(gateway, request, alias, call.body)
     if key is not None:
+        request.setHeader(b"x-gatewayd-key", key.name.encode())  # the name, never the key
         est = acct.estimate
         price_in, price_out = _prices(gateway.router.table, alias, None)
         try:
