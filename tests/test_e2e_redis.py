@@ -199,3 +199,25 @@ def test_redis_down_closed_answers_503_until_it_is_back(
     assert statuses == [503] * 5 and upstream.count() == served
     redis.start()
     wait_until(lambda: chat(a.port)[0] == 200)
+
+
+def test_redis_with_a_password_never_shows_it(
+    gateway: GatewayFactory, upstream: FakeUpstream
+) -> None:
+    with RedisServer(password="pw-SECRET-77") as redis:
+        gw = gateway(
+            {
+                "model_list": [openai_entry("fast", upstream)],
+                "router_settings": {
+                    "redis_host": "127.0.0.1",
+                    "redis_port": redis.port,
+                    "redis_password": "pw-SECRET-77",
+                },
+                "keys": [{"key": KEY, "name": "shared", "rpm": 2}],
+            }
+        )
+        assert [chat(gw.port)[0] for _ in range(3)] == [200, 200, 429]
+        assert b"shared:rpm" in redis.command("KEYS", "*")  # the counter lives in Redis
+        health = call(gw.port, "GET", "/health", key=None)[2]["state_store"]
+        assert health["status"] == "ok"
+        assert "SECRET" not in json.dumps(health) + gw.log()

@@ -69,6 +69,7 @@ def test_keys_parse_into_frozen_objects() -> None:
     [
         ({"key": "k"}, "keys[0].name", "is required"),
         ({"name": "n"}, "keys[0]", "exactly one of key and key_sha256"),
+        ({"name": "a\nb", "key": "k"}, "keys[0].name", "control characters"),
         ({"name": "n", "key": "k", "key_sha256": "0" * 64}, "keys[0]", "exactly one"),
         ({"name": "n", "key_sha256": "abc"}, "keys[0].key_sha256", "64 hex digits"),
         ({"name": "n", "key": "k", "models": ["nope"]}, "keys[0].models", "'nope' is not"),

@@ -134,6 +134,9 @@ class KeySection(ValueReader):
             raise ConfigError(
                 f"{path}.name", "is required: shown in logs and metrics instead of the key"
             )
+        if any(ord(c) < 32 or ord(c) == 127 for c in name):
+            # It goes into headers, log lines and metric labels.
+            raise ConfigError(f"{path}.name", "must not contain control characters")
         if ("key" in entry) == ("key_sha256" in entry):
             raise ConfigError(path, "give exactly one of key and key_sha256")
         if "key" in entry:
