@@ -238,3 +238,35 @@ async def test_scripts_reload_after_the_server_forgot_them(redis_server: RedisSe
     r = await store.take([w("flush:rpm", 5)])
     assert r.ok and r.usage[0].used == 2
     await store.close()
+
+
+@needs_redis
+@deferred_test
+async def test_a_short_lease_does_not_shorten_a_long_one(redis_server: RedisServer) -> None:
+    clock = Clock()
+    clock.advance(1_700_000_000)
+    store = RedisStore(RedisAddress.parse(redis_server.url), clock, timeout=5)
+    await _connected(store)
+    await store.take([LeaseTake("cool", 1 << 30, "long", 120)])
+    await store.take([LeaseTake("cool", 1 << 30, "short", 1)])
+    ttl = int(redis_server.command("PTTL", "gatewayd:cool").strip().lstrip(b":"))
+    assert ttl > 100_000  # the set outlives the short lease: the long one stays visible
+    assert set(await store.members("cool")) == {"long", "short"}
+    clock.advance(2)
+    assert set(await store.members("cool")) == {"long"}
+    await store.close()
+
+
+@deferred_test
+async def test_members_lists_live_leases_with_their_expiry(
+    env: tuple[StateStore, Clock, str],
+) -> None:
+    store, clock, ns = env
+    now = clock.seconds()
+    await store.take([LeaseTake(ns + "cd", 1 << 30, "dep-a", 30)])
+    await store.take([LeaseTake(ns + "cd", 1 << 30, "dep-b", 5)])
+    m = await store.members(ns + "cd")
+    assert m == {"dep-a": pytest.approx(now + 30), "dep-b": pytest.approx(now + 5)}
+    clock.advance(5)
+    assert set(await store.members(ns + "cd")) == {"dep-a"}
+    assert await store.members(ns + "none") == {}

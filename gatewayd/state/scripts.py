@@ -52,7 +52,11 @@ for i = 1, #KEYS do
   elseif ok == 1 and not peek then
     redis.call('ZADD', key, now + span, arg)
     used = used + 1
-    redis.call('PEXPIRE', key, math.ceil(span * 1000) + 1000)
+    -- The set lives as long as its longest lease (leases may differ: cooldowns).
+    local want = math.ceil(span * 1000) + 1000
+    if redis.call('PTTL', key) < want then
+      redis.call('PEXPIRE', key, want)
+    end
   end
   out[#out + 1] = tostring(used)
   out[#out + 1] = tostring(reset)
