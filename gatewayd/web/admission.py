@@ -178,6 +178,8 @@ async def _admitted(
     acct.tickets += result.tickets
     if result.response.stream is None:
         acct.settle(result, result.response.usage)
+    elif request.finished or getattr(request, "_disconnected", False):
+        acct.settle(result, None)  # gone already: notifyFinish would never fire
     else:
         # The relay notes the stream's usage on the request as it passes.
         request.notifyFinish().addBoth(lambda _: acct.settle(result, request.usage))
