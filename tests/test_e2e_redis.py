@@ -221,3 +221,28 @@ def test_redis_with_a_password_never_shows_it(
         health = call(gw.port, "GET", "/health", key=None)[2]["state_store"]
         assert health["status"] == "ok"
         assert "SECRET" not in json.dumps(health) + gw.log()
+
+
+def test_a_hung_redis_costs_a_short_timeout_not_a_hang(
+    gateway: GatewayFactory, redis: RedisServer, upstream: FakeUpstream
+) -> None:
+    a, _b = pair(gateway, redis, [upstream], {"rpm": 1000})
+    assert chat(a.port)[0] == 200
+    redis.pause()
+    try:
+        # Each request waits at most the store's timeout, then is served on local state
+        # (the client's own timeout of 30 s would fail the test on a hang).
+        assert [chat(a.port)[0] for _ in range(3)] == [200, 200, 200]
+        health = call(a.port, "GET", "/health", key=None)[2]["state_store"]
+        assert (
+            health["status"] == "unavailable"
+            and "did not answer" in (health["last_error"] or "") + a.log()
+        )
+    finally:
+        redis.resume()
+
+    def back() -> bool:
+        chat(a.port)  # a call through the store notices it answers again
+        return bool(call(a.port, "GET", "/health", key=None)[2]["state_store"]["status"] == "ok")
+
+    wait_until(back)

@@ -103,11 +103,20 @@ class RedisServer:
         """SIGKILL, to look like a crash; waits for the pid to be gone."""
         if self.proc is None or self.proc.poll() is not None:
             return
-        self.proc.send_signal(signal.SIGKILL)
+        self.proc.send_signal(signal.SIGKILL)  # works on a stopped (paused) process too
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not fail
             pass
+
+    def pause(self) -> None:
+        """SIGSTOP: the server keeps its connections but answers nothing (a hung Redis)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
 
     def log(self) -> str:
         try:
