@@ -170,6 +170,30 @@ class GatewayMetrics:
             "Tokens reported by upstreams' usage objects, by kind (prompt, completion).",
             ("alias", "deployment", "kind"),
         )
+        self.key_requests = Counter(
+            "gatewayd_key_requests_total",
+            "Requests by client key name (never the key), alias and HTTP status.",
+            ("key", "alias", "status"),
+        )
+        self.key_tokens = Counter(
+            "gatewayd_key_tokens_total",
+            "Tokens by client key name, alias and kind (prompt, completion); a stream that "
+            "reported no usage counts its reservation.",
+            ("key", "alias", "kind"),
+        )
+        self.spend = Counter(
+            "gatewayd_spend_usd_total",
+            "Spend in USD at the deployments' input/output_cost_per_token, by key name, alias "
+            "and deployment.",
+            ("key", "alias", "deployment"),
+        )
+        self.state_store_outages = Counter(
+            "gatewayd_state_store_outages_total",
+            "Times the shared state store became unreachable.",
+        )
+        self.state_store_up = Gauge(
+            "gatewayd_state_store_up", "1 while the shared state store answers (or none is set)."
+        )
         self.upstream_latency = Histogram(
             "gatewayd_upstream_latency_seconds",
             "Time an upstream took to answer (a whole JSON body, or a stream's first byte).",
@@ -224,6 +248,11 @@ class GatewayMetrics:
             self.streams_in_flight,
             self.in_flight,
             self.cooldown,
+            self.key_requests,
+            self.key_tokens,
+            self.spend,
+            self.state_store_outages,
+            self.state_store_up,
         ]
 
     def render(self) -> bytes:

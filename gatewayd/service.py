@@ -23,6 +23,9 @@ from twisted.python.failure import Failure
 
 from gatewayd import systemd
 from gatewayd.config import ConfigError, GatewayConfig, load_config
+from gatewayd.limits import Limiter
+from gatewayd.limits.setup import build_limiter
+from gatewayd.limits.usagelog import UsageLog
 from gatewayd.log import get_logger
 from gatewayd.metrics import GatewayMetrics
 from gatewayd.providers.factory import build_provider
@@ -81,6 +84,8 @@ class GatewayService(Service):
         self.agents = UpstreamAgents(reactor)
         self.metrics = GatewayMetrics()
         self._router = Router(self._table(config), reactor, rng, self.metrics)
+        #: Key and deployment limits on the state store (memory, or shared Redis).
+        self.state = build_limiter(config.general, reactor, self.metrics, self._router)
         self.site = GatewaySite(build_root(self), lambda: self.config.general, self.metrics)
         self.port: IListeningPort | None = None
         self._ready = False
@@ -107,6 +112,14 @@ class GatewayService(Service):
         return self._router
 
     @property
+    def limiter(self) -> Limiter:
+        return self.state.limiter
+
+    @property
+    def usage_log(self) -> UsageLog | None:
+        return self.state.usage_log
+
+    @property
     def ready(self) -> bool:
         return self._ready
 
@@ -122,6 +135,7 @@ class GatewayService(Service):
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
+        self.state.start()
         endpoint = (
             endpoints.serverFromString(
                 self.reactor, with_backlog(self.listen, self.config.general.listen_backlog)
@@ -224,6 +238,7 @@ class GatewayService(Service):
             log.warn("config: {warning}", warning=w)
         self.config = config
         self._router.swap(table)
+        self.state.reloaded(config.general)
         self.agents.retain_only([d.api_base for d in config.deployments if d.api_base])
         log.info(
             "config reloaded from {path}: {n} model alias(es)",
@@ -240,6 +255,7 @@ class GatewayService(Service):
         if self.port is not None:
             d = Deferred.fromCoroutine(self._drain())
         d.addBoth(lambda _: self.agents.close())
+        d.addBoth(lambda _: self.state.stop())
         d.addBoth(lambda _: None)
         return d
 

@@ -249,14 +249,14 @@ def test_litellm_keys_not_honoured_are_warned_about(gateway: GatewayFactory) -> 
         {
             "model_list": [MOCK],
             "litellm_settings": {"cache": True, "success_callback": ["langfuse"]},
-            "router_settings": {"redis_host": "redis.internal", "redis_password": "pw-SECRET"},
+            "router_settings": {"retry_policy": {"TimeoutErrorRetries": "pw-SECRET"}},
         }
     )
     log = gw.log()
     for key in (
         "litellm_settings.cache",
         "litellm_settings.success_callback",
-        "router_settings.redis_host",
+        "router_settings.retry_policy",
     ):
         assert key in log
     assert "pw-SECRET" not in log

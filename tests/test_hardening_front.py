@@ -136,8 +136,8 @@ def test_litellm_and_router_keys_not_honoured_are_warned_about_by_name() -> None
         "model_list: [{model_name: a, params: {model: mock/a}}]\n"
         "litellm_settings:\n  cache: true\n  success_callback: [langfuse]\n  drop_params: true\n"
         "  some_new_litellm_key: 1\n"
-        "router_settings:\n  redis_host: redis.internal\n  redis_password: hunter2-SECRET\n"
-        "  num_retries: 2\n"
+        "router_settings:\n  retry_policy: {RateLimitErrorRetries: 3}\n"
+        "  redis_host: 127.0.0.1\n  redis_password: hunter2-SECRET\n  num_retries: 2\n"
     )
     text = "\n".join(c.warnings)
     for key in (
@@ -145,20 +145,23 @@ def test_litellm_and_router_keys_not_honoured_are_warned_about_by_name() -> None
         "litellm_settings.success_callback",
         "litellm_settings.drop_params",
         "litellm_settings.some_new_litellm_key",
-        "router_settings.redis_host",
-        "router_settings.redis_password",
+        "router_settings.retry_policy",
     ):
         assert key in text, key
     assert "router_settings.num_retries" not in text  # honoured
-    assert "hunter2" not in text and "redis.internal" not in text  # never values
+    assert "redis_host" not in text and "redis_password" not in text  # read as the state store
+    assert "hunter2" not in text and "RateLimitErrorRetries" not in text  # never values
     assert c.general.num_retries == 2
 
 
 def test_one_table_of_keys_not_honoured() -> None:
     from gatewayd.config.general import NOT_HONOURED
 
-    for key in ("cache", "success_callback", "redis_host", "redis_port", "redis_password"):
+    for key in ("cache", "success_callback", "retry_policy", "database_url"):
         assert key in NOT_HONOURED
+    # Honoured now (the state store): must not be listed.
+    for key in ("redis_host", "redis_port", "redis_password", "redis_url"):
+        assert key not in NOT_HONOURED
 
 
 # -- item 9: libyaml -------------------------------------------------------------------

@@ -39,6 +39,8 @@ _PARAM_KEYS = {
     "ssl_verify",
     "ssl_certfile",
     "ssl_keyfile",
+    "input_cost_per_token",
+    "output_cost_per_token",
 }
 _MOCK_KEYS = {"mock_response", "mock_latency_ms", "mock_stream_delay_ms"}
 _AZURE_KEYS = {"azure_ad_token"}
@@ -179,6 +181,7 @@ class DeploymentSection(ValueReader):
         if isinstance(entry.get("model_info"), dict):
             info_id = self._str(entry["model_info"], "id", f"{path}.model_info")
 
+        prices = _prices(self, params, entry.get("model_info"), ppath)
         return Deployment(
             model_name=name,
             id=info_id or _default_id(info.prefix, upstream, api_base),
@@ -192,6 +195,9 @@ class DeploymentSection(ValueReader):
             weight=self._opt_weight(params, ppath),
             rpm=self._opt_int(params, "rpm", ppath),
             max_parallel_requests=self._opt_int(params, "max_parallel_requests", ppath),
+            tpm=self._opt_int(params, "tpm", ppath),
+            input_cost_per_token=prices.get("input_cost_per_token", 0.0),
+            output_cost_per_token=prices.get("output_cost_per_token", 0.0),
             headers=MappingProxyType(headers),
             extra=MappingProxyType(extra),
             index=index,
@@ -251,6 +257,19 @@ def _tls(reader: ValueReader, params: Mapping[str, Any], ppath: str) -> dict[str
         except Exception as e:  # OpenSSL's errors for a bad PEM, a key that does not match
             raise ConfigError(f"{ppath}.{key}", f"cannot load the TLS files: {e}") from None
     return {"ssl_verify": verify, "ssl_certfile": certfile, "ssl_keyfile": keyfile}
+
+
+def _prices(r: ValueReader, params: Mapping[str, Any], info: Any, ppath: str) -> dict[str, float]:
+    """USD per token from ``params``, else ``model_info`` (LiteLLM puts them in either)."""
+    out = {}
+    for k in ("input_cost_per_token", "output_cost_per_token"):
+        if params.get(k) is not None:
+            out[k] = r._float(params, k, ppath, 0.0)
+        elif isinstance(info, dict) and info.get(k) is not None:
+            out[k] = r._float(
+                r.resolve(info, "model_info"), k, ppath.rsplit(".", 1)[0] + ".model_info", 0.0
+            )
+    return out
 
 
 def _default_id(prefix: str, model: str, api_base: str | None) -> str:

@@ -9,8 +9,9 @@ from types import MappingProxyType
 from typing import Any
 
 from gatewayd.config.errors import ConfigError
+from gatewayd.config.keys import KeySection
 from gatewayd.config.model import ROUTING_STRATEGIES, GeneralSettings
-from gatewayd.config.values import ValueReader, kind
+from gatewayd.config.values import kind
 
 GENERAL_KEYS = {
     "master_key",
@@ -31,7 +32,15 @@ GENERAL_KEYS = {
     "require_auth_for_metrics_endpoint",
     "cors_allow_origins",
     "listen_backlog",
+    "state_store",
+    "state_store_failure",
+    "usage_log",
+    "usage_log_max_bytes",
+    "usage_log_backups",
 }
+
+#: LiteLLM's spellings of the state store, read by :mod:`gatewayd.config.keys`.
+READ_ELSEWHERE = frozenset({"redis_url", "redis_host", "redis_port", "redis_password"})
 
 #: Keys gatewayd knows from LiteLLM configs but does not act on, with what is missing.
 #: Any of them in any settings section is warned about by name (never with its value).
@@ -47,10 +56,6 @@ NOT_HONOURED: dict[str, str] = {
     "modify_params": "parameters are never modified",
     "set_verbose": "use -v/--verbose",
     "json_logs": "logs are text lines",
-    "redis_host": "there is no shared (Redis) state store",
-    "redis_port": "there is no shared (Redis) state store",
-    "redis_password": "there is no shared (Redis) state store",
-    "redis_url": "there is no shared (Redis) state store",
     "database_url": "there is no database",
     "store_model_in_db": "there is no database",
     "alerting": "alerting is not implemented",
@@ -58,12 +63,12 @@ NOT_HONOURED: dict[str, str] = {
     "allowed_fails_policy": "use allowed_fails",
     "model_group_alias": "aliases are model_list[].model_name",
     "enable_pre_call_checks": "pre-call checks are not implemented",
-    "max_budget": "budgets are not implemented",
-    "budget_duration": "budgets are not implemented",
+    "max_budget": "set budgets per key (keys[].budget)",
+    "budget_duration": "set budgets per key (keys[].budget)",
 }
 
 
-class GeneralSection(ValueReader):
+class GeneralSection(KeySection):
     """Builds :class:`GeneralSettings` and checks fallbacks against the aliases."""
 
     def _general(self, raw: dict[str, Any]) -> GeneralSettings:
@@ -75,6 +80,8 @@ class GeneralSection(ValueReader):
                 continue
             body = self._mapping(raw[section], section)
             for k, v in body.items():
+                if k in READ_ELSEWHERE:
+                    continue
                 if k not in GENERAL_KEYS:
                     # Not ours: warned about by name, and an unset os.environ/VAR in it is
                     # no error (LiteLLM configs carry many such keys).
@@ -150,6 +157,13 @@ class GeneralSection(ValueReader):
             ),
             cors_allow_origins=self._origins(g.get("cors_allow_origins"), p("cors_allow_origins")),
             listen_backlog=self._int(g, "listen_backlog", p("listen_backlog"), 1024, 1),
+            state_store=self._state_store(g, p, raw),
+            state_store_failure=self._state_failure(g, p),
+            usage_log=self._str(g, "usage_log", p("usage_log")),
+            usage_log_max_bytes=self._int(
+                g, "usage_log_max_bytes", p("usage_log_max_bytes"), 100 * 1024 * 1024, 1
+            ),
+            usage_log_backups=self._int(g, "usage_log_backups", p("usage_log_backups"), 5),
         )
 
     def _origins(self, v: Any, section: str) -> tuple[str, ...]:

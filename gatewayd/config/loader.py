@@ -21,7 +21,7 @@ from gatewayd.config.general import GeneralSection
 from gatewayd.config.model import GatewayConfig
 from gatewayd.config.values import kind
 
-_TOP_KEYS = {"model_list", "general_settings", "router_settings", "litellm_settings"}
+_TOP_KEYS = {"model_list", "general_settings", "router_settings", "litellm_settings", "keys"}
 
 _INT = "tag:yaml.org,2002:int"
 _FLOAT = "tag:yaml.org,2002:float"
@@ -113,4 +113,5 @@ class _Builder(GeneralSection, DeploymentSection):
         deployments = unique_ids(deployments)
         aliases = {d.model_name for d in deployments}
         self._check_fallbacks(general, aliases)
-        return GatewayConfig(tuple(deployments), general, source, tuple(self.warnings))
+        keys = self._keys(raw.get("keys"), aliases)
+        return GatewayConfig(tuple(deployments), general, source, tuple(self.warnings), keys)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from gatewayd.config.keys import KeyTable
 from gatewayd.providers.catalog import ProviderInfo
 
 
@@ -39,6 +40,11 @@ class Deployment:
     weight: float | None = None
     rpm: int | None = None
     max_parallel_requests: int | None = None
+    #: Tokens per minute (prompt + completion): a limit, like ``rpm``.
+    tpm: int | None = None
+    #: USD per token (LiteLLM's ``input_cost_per_token`` / ``output_cost_per_token``).
+    input_cost_per_token: float = 0.0
+    output_cost_per_token: float = 0.0
     #: Extra upstream headers (may hold secrets: never logged).
     headers: Mapping[str, str] = field(default_factory=_empty, repr=False)
     #: Provider-specific params (``mock_response`` ...), unknown to the core.
@@ -80,6 +86,14 @@ class GeneralSettings:
     cors_allow_origins: tuple[str, ...] = ()
     #: The listen(2) backlog: connections the kernel queues before gatewayd accepts them.
     listen_backlog: int = 1024
+    #: ``redis://[:password@]host:port/db`` shared by every instance; None = in memory.
+    state_store: str | None = field(default=None, repr=False)
+    #: ``open``: serve on local state while the store is down; ``closed``: answer 503.
+    state_store_failure: str = "open"
+    #: One JSON line per finished request (billing, audits); None = not written.
+    usage_log: str | None = None
+    usage_log_max_bytes: int = 100 * 1024 * 1024
+    usage_log_backups: int = 5
 
 
 @dataclass(frozen=True)
@@ -91,6 +105,8 @@ class GatewayConfig:
     source: str = "<string>"
     #: Non-fatal findings (unknown keys ...), for the service to log.
     warnings: tuple[str, ...] = ()
+    #: Client keys (top-level ``keys:``); empty = the master key only.
+    keys: KeyTable = field(default_factory=KeyTable)
 
     @property
     def aliases(self) -> Mapping[str, tuple[Deployment, ...]]:

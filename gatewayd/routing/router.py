@@ -20,6 +20,7 @@ from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
 from gatewayd.config.model import Deployment, GeneralSettings
+from gatewayd.limits import Estimate, Limiter, LimitExceeded, Refusal, Spent, estimate
 from gatewayd.log import get_logger
 from gatewayd.metrics import GatewayMetrics, Sample
 from gatewayd.providers.base import (
@@ -54,6 +55,8 @@ class RouteResult:
     finish: Callable[[UpstreamFailure | None], None] = field(default=lambda _: None)
     #: Seconds the answering upstream took (JSON body, or a stream's first byte).
     upstream_seconds: float = 0.0
+    #: Deployment limit reservations to settle with the real usage (gatewayd.limits).
+    tickets: list[Any] = field(default_factory=list)
 
 
 class RouteError(Exception):
@@ -69,8 +72,11 @@ class RouteError(Exception):
         attempts: int,
         deployment: str | None = None,
         retry_after: float | None = None,
+        headers: tuple[tuple[bytes, bytes], ...] = (),
     ) -> None:
         super().__init__(error.get("message", ""))
+        #: Extra response headers (``x-ratelimit-*`` on a 429 of our own).
+        self.headers = headers
         self.status = status
         self.error = error
         self.attempts = attempts
@@ -88,6 +94,10 @@ REASON_CHARS = 80
 SUMMARY_CHARS = 600
 
 
+class _AllLimited(Exception):
+    """Every deployment of the alias is at its rpm/tpm limit."""
+
+
 @dataclass
 class _Progress:
     attempts: int = 0
@@ -95,6 +105,9 @@ class _Progress:
     failed: dict[str, str] = field(default_factory=dict)
     #: Timed out or cancelled by the client: no further attempt may start.
     stopped: bool = False
+    #: Deployments at their rpm/tpm limit in this request, and why.
+    limited: dict[str, Refusal] = field(default_factory=dict)
+    estimate: Estimate | None = None
 
 
 class Router:
@@ -114,6 +127,10 @@ class Router:
         self.health = Cooldowns(clock, g.allowed_fails, g.cooldown_time)
         self.balancer = Balancer(self.health)
         self.table = table
+        #: Deployment rpm/tpm limits (set by the service); None = no limits anywhere.
+        self.limiter: Limiter | None = None
+        #: Told when this instance puts a deployment in cooldown (to share it).
+        self.on_cooldown: Callable[[str, float], None] | None = None
         self._apply(g)
         self._pools = self._index(table)
         self.metrics.in_flight.collect = lambda: self._gauge(lambda h, now: h.in_flight)
@@ -230,6 +247,8 @@ class Router:
                 )
             except _AllCoolingDown:
                 progress.failed[current] = "all deployments cooling down"
+            except _AllLimited:
+                progress.failed[current] = "all deployments at their rate limits"
             except UpstreamFailure as f:
                 last = f
                 verdict = classify(f)
@@ -251,6 +270,18 @@ class Router:
 
     def _exhausted(self, last: UpstreamFailure | None, progress: _Progress) -> RouteError:
         summary = f"gatewayd: {progress.attempts} attempt(s) failed: {_summary(progress)}"
+        if last is None and progress.limited:
+            soonest = min(progress.limited.values(), key=lambda r: r.retry_after)
+            return RouteError(
+                429,
+                openai_error(
+                    f"{soonest.message()} ({summary})", "rate_limit_error", "rate_limit_exceeded"
+                ),
+                progress.attempts,
+                soonest.name,
+                max(1.0, soonest.retry_after),
+                soonest.headers,
+            )
         if last is None:
             return RouteError(
                 503,
@@ -279,7 +310,9 @@ class Router:
         tried: set[str] = set()
         retries = self.policy.num_retries
         for n in range(retries + 1):
-            route = await self._pick(alias, pool, tried, can_skip)
+            route, ticket = await self._pick_admitted(
+                alias, pool, tried, can_skip, request, progress
+            )
             tried.add(route.id)
             release = self.balancer.acquire(route)
             progress.attempts += 1
@@ -289,6 +322,8 @@ class Router:
                     request, _limits(route.deployment, request, table)
                 )
             except UpstreamFailure as f:
+                if ticket is not None:
+                    ticket.settle(Spent(0, 0))  # the request went out; no tokens were used
                 if progress.stopped:  # the attempt failed because we abandoned it
                     release()
                     raise CancelledError() from None
@@ -297,13 +332,15 @@ class Router:
                 verdict = classify(f)
                 # Health first: release() may wake a queued request that must already
                 # see a cooldown this failure trips.
-                self.health.failure(
+                tripped = self.health.failure(
                     route.id,
                     f.message,
                     f.status,
                     transient=verdict is Verdict.RETRY,
                     retry_after=f.retry_after,
                 )
+                if tripped and self.on_cooldown is not None:
+                    self.on_cooldown(route.id, self.health.get(route.id).cooldown_until)
                 release()
                 wait = None
                 if verdict is Verdict.RETRY and n < retries:
@@ -324,16 +361,25 @@ class Router:
                     await deferLater(self.clock, wait)
                 continue
             except BaseException:
+                if ticket is not None:
+                    ticket.settle(Spent(0, 0))
                 release()
                 raise
             took = self.clock.seconds() - started
             self.health.success(route.id)
             self.metrics.attempts.inc(alias, route.id, "ok")
             self.metrics.upstream_latency.observe(took, alias, route.id)
+            tickets = [] if ticket is None else [ticket]
             if response.stream is None:
                 release()
                 return RouteResult(
-                    response, alias, route.id, progress.attempts, None, upstream_seconds=took
+                    response,
+                    alias,
+                    route.id,
+                    progress.attempts,
+                    None,
+                    upstream_seconds=took,
+                    tickets=tickets,
                 )
             return RouteResult(
                 response,
@@ -343,6 +389,7 @@ class Router:
                 None,
                 self._stream_finish(route, release),
                 took,
+                tickets,
             )
         raise AssertionError("unreachable: the last attempt returns or raises")
 
@@ -375,6 +422,38 @@ class Router:
         if not pool.healthy_count and can_skip:
             return None
         return self.policy.wait_before_retry(retry, f.retry_after, self.rng)
+
+    async def _pick_admitted(
+        self,
+        alias: str,
+        pool: AliasPool,
+        tried: set[str],
+        can_skip: bool,
+        request: ProviderRequest,
+        progress: _Progress,
+    ) -> tuple[Route, Any]:
+        """:meth:`_pick`, skipping deployments at their rpm/tpm limit (each refusal is
+        remembered for this request); raises :class:`_AllLimited` when none is left."""
+        if self.limiter is None:
+            return await self._pick(alias, pool, tried, can_skip), None
+        while True:
+            limited = progress.limited
+            route = await self._pick(alias, pool, tried | limited.keys(), can_skip)
+            if route.id in limited:
+                # Every untried deployment is limited: a tried one that is not, if any.
+                route = await self._pick(alias, pool, set(limited), can_skip)
+                if route.id in limited:
+                    raise _AllLimited()
+            if route.deployment.rpm is None and route.deployment.tpm is None:
+                return route, None
+            if progress.estimate is None:
+                progress.estimate = estimate(request.body)
+            try:
+                ticket = await self.limiter.admit_deployment(route.deployment, progress.estimate)
+            except LimitExceeded as e:
+                progress.limited[route.id] = e.refusal
+                continue
+            return route, ticket
 
     async def _pick(self, alias: str, pool: AliasPool, tried: set[str], can_skip: bool) -> Route:
         """A deployment for the next attempt: healthy and untried first; waits (FIFO)

@@ -126,4 +126,4 @@ class StreamRelay:
                 except ValueError:
                     continue
                 if isinstance(obj, dict) and isinstance(obj.get("usage"), dict):
-                    self.usage = obj["usage"]
+                    self.usage = self.request.usage = obj["usage"]

@@ -43,6 +43,9 @@ class GatewayRequest(Request):
         self.bytes_sent = 0
         self.outcome: str | None = None
         self.upstream_seconds: float | None = None  # JSON answers: time spent upstream
+        self.caller: Any = None  # web.auth.Caller: who sent it
+        self.key_name: str | None = None  # the client key's name (never the key)
+        self.usage: dict[str, Any] | None = None  # a stream's usage, for the limits
         self.logged = False
         site = getattr(self.channel, "site", None)
         if isinstance(site, GatewaySite):
@@ -242,12 +245,14 @@ class GatewaySite(Site):
         latency = time.monotonic() - request.started
         if request.alias is not None:
             self.metrics.requests.inc(request.alias, request.deployment or "-", str(status))
+            if request.key_name is not None:
+                self.metrics.key_requests.inc(request.key_name, request.alias, str(status))
             if request.upstream_seconds is not None:
                 self.metrics.overhead.observe(max(0.0, latency - request.upstream_seconds))
         access_log.info(
             '{client} "{method} {path}" {status} alias={alias} deployment={deployment} '
             "attempts={attempts} fallback={fallback} latency_ms={latency_ms:.1f} "
-            "ttfb_ms={ttfb_ms} bytes={bytes}{outcome}",
+            "ttfb_ms={ttfb_ms} bytes={bytes}{key}{outcome}",
             client=request.getClientAddress().host
             if hasattr(request.getClientAddress(), "host")
             else "-",
@@ -262,4 +267,5 @@ class GatewaySite(Site):
             ttfb_ms="-" if request.ttfb is None else f"{request.ttfb * 1000.0:.1f}",
             bytes=sent,
             outcome=f" outcome={request.outcome}" if request.outcome else "",
+            key=f" key={request.key_name}" if request.key_name else "",
         )

@@ -20,14 +20,17 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
+from gatewayd.limits import Limiter, store_health
 from gatewayd.log import get_logger
 from gatewayd.metrics import GatewayMetrics
 from gatewayd.providers.base import Endpoint, ProviderRequest, openai_error
 from gatewayd.providers.sse import comment_event, data_event
 from gatewayd.routing import RouteError, Router, RouteResult
-from gatewayd.web.auth import is_authorized
+from gatewayd.web.admission import admitted_route
+from gatewayd.web.auth import authenticate, is_authorized
 from gatewayd.web.body import BodyError, model_alias, parse_body, stream_flag
 from gatewayd.web.errors import write_error, write_error_object, write_unauthorized
+from gatewayd.web.keyinfo import render_key_info
 from gatewayd.web.relay import StreamRelay
 from gatewayd.web.request import GatewayRequest, master_key_for
 
@@ -48,6 +51,9 @@ class Gateway(Protocol):
 
     @property
     def metrics(self) -> GatewayMetrics: ...
+
+    @property
+    def limiter(self) -> Limiter: ...
 
 
 def _json(request: Request, payload: Any, status: int = 200) -> bytes:
@@ -113,7 +119,10 @@ class AuthedResource(JSONResource):
         self.gateway = gateway
 
     def render(self, request: Request) -> bytes | int:
-        if not is_authorized(request, self.gateway.router.table.config.general.master_key):
+        caller = authenticate(request, self.gateway.router.table.config)
+        if isinstance(request, GatewayRequest) and caller is not None:
+            request.caller, request.key_name = caller, caller.name
+        if caller is None:
             request.setHeader(b"www-authenticate", b'Bearer realm="gatewayd"')
             return write_error(
                 request,
@@ -152,6 +161,15 @@ class CompletionResource(AuthedResource):
                 "model_not_found",
                 "model",
             )
+        if not request.caller.allows(alias):
+            return write_error(
+                request,
+                403,
+                f"this key may not use the model '{alias}'",
+                "permission_error",
+                "model_not_allowed",
+                "model",
+            )
         if stream and self.endpoint is Endpoint.EMBEDDINGS:
             stream = False
         request.alias = alias
@@ -181,7 +199,7 @@ class Exchange:
         self.heartbeat: LoopingCall | None = None
         self.committed = False  # headers sent (heartbeats): errors must go in-band
         g = gateway.router.table.config.general
-        self.deferred = gateway.router.route(alias, call)
+        self.deferred = admitted_route(gateway, request, alias, call)
         request.notifyFinish().addErrback(self._lost)
         if call.stream and g.stream_heartbeat_interval > 0 and not self.deferred.called:
             self._start_heartbeat(gateway.clock, g.stream_heartbeat_interval)
@@ -271,6 +289,8 @@ class Exchange:
             r.write(data_event({"error": err.error}))
         else:
             r.setHeader(b"x-gatewayd-attempts", str(err.attempts).encode())
+            for name, value in err.headers:
+                r.setHeader(name, value)
             if err.retry_after is not None and err.status in (429, 503, 529):
                 # An upstream's 0 (or less) would tell clients to hammer: at least 1 s.
                 r.setHeader(b"retry-after", b"%d" % max(1, math.ceil(err.retry_after)))
@@ -309,7 +329,10 @@ class ModelsResource(AuthedResource):
         return ModelResource(self, path.decode("utf-8", "replace"))
 
     def render_GET(self, request: Request) -> bytes:
-        aliases = self.gateway.router.table.routes
+        caller = getattr(request, "caller", None)
+        aliases = [
+            a for a in self.gateway.router.table.routes if caller is None or caller.allows(a)
+        ]
         return _json(request, {"object": "list", "data": [self._model(a) for a in aliases]})
 
 
@@ -326,7 +349,10 @@ class ModelResource(AuthedResource):
         return self
 
     def render_GET(self, request: Request) -> bytes:
-        if self.alias not in self.gateway.router.table.routes:
+        caller = getattr(request, "caller", None)
+        if self.alias not in self.gateway.router.table.routes or (
+            caller is not None and not caller.allows(self.alias)
+        ):
             return write_error(
                 request,
                 404,
@@ -385,7 +411,20 @@ class Health(JSONResource):
                 "fallbacks": list(router.table.fallbacks_for(alias)),
             }
         status = "healthy" if healthy_total else "unhealthy"
-        return _json(request, {"status": status, "ready": self.gateway.ready, "models": aliases})
+        body = {"status": status, "ready": self.gateway.ready, "models": aliases}
+        body["state_store"] = store_health(self.gateway.limiter)
+        return _json(request, body)
+
+
+class KeyInfo(AuthedResource):
+    """GET /key/info: the caller's own key (see :mod:`gatewayd.web.keyinfo`)."""
+
+    isLeaf = True
+
+    def render_GET(self, request: GatewayRequest) -> bytes | int:
+        return render_key_info(
+            self.gateway, self.gateway.router.table.config, request, request.caller
+        )
 
 
 class Metrics(JSONResource):
@@ -434,6 +473,10 @@ def build_root(gateway: Gateway) -> Resource:
     root.putChild(b"v1", api)
     for name, child in api.children.items():
         root.putChild(name, child)
+    key = JSONResource()
+    key.putChild(b"info", KeyInfo(gateway))
+    root.putChild(b"key", key)
+    api.putChild(b"key", key)
     root.putChild(b"health", health)
     root.putChild(b"metrics", Metrics(gateway))
     return root
