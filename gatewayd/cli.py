@@ -32,6 +32,13 @@ class Options(usage.Options):
             None,
             "Twisted endpoint to listen on (tcp:..., unix:..., systemd:...); replaces host/port.",
         ],
+        [
+            "workers",
+            None,
+            None,
+            "Worker processes on one socket (general_settings.workers, 1).",
+            int,
+        ],
     ]
     optFlags: list[Any] = [["verbose", "v", "Enable verbose (debug) logging."]]
 
@@ -45,10 +52,13 @@ class Options(usage.Options):
             raise usage.UsageError("--config/-c is required: the YAML configuration file")
         if not 0 <= self["port"] <= 65535:
             raise usage.UsageError(f"--port must be 0-65535, got {self['port']}")
+        if self["workers"] is not None and self["workers"] < 1:
+            raise usage.UsageError(f"--workers must be 1 or more, got {self['workers']}")
 
 
 def make_service(options: Options) -> IService:
     """Validate the config and build the service; a bad config exits non-zero, one line."""
+    from gatewayd import workers
     from gatewayd.config import ConfigError
     from gatewayd.log import set_verbose
     from gatewayd.service import GatewayService, listen_description
@@ -61,13 +71,32 @@ def make_service(options: Options) -> IService:
     except ConfigError as e:
         print(f"gatewayd: config error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+    fd = workers.worker_fd()
+    if fd is not None:  # a worker of --workers N: serves on the supervisor's socket
+        return workers.as_worker(service, fd)
     try:
         # Parsed now, so that a bad endpoint (or no socket passed by systemd) is one line.
-        service.listen = serverFromString(service.reactor, listen)
+        endpoint = serverFromString(service.reactor, listen)
     except Exception as e:
         reason = "no such inherited socket" if isinstance(e, IndexError) else str(e) or repr(e)
         print(f"gatewayd: cannot use listen endpoint {listen!r}: {reason}", file=sys.stderr)
         raise SystemExit(2) from None
+    service.listen = endpoint
+    count = options["workers"] or service.config.general.workers
+    if count > 1:
+        try:
+            return workers.supervisor_for(
+                options["config"],
+                endpoint,
+                count,
+                service.reactor,
+                verbose=bool(options["verbose"]),
+                grace=service.config.general.graceful_shutdown_timeout,
+                listen_description=listen,
+            )
+        except ConfigError as e:
+            print(f"gatewayd: config error: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
     return service
 
 

@@ -30,6 +30,7 @@ GENERAL_KEYS = {
     "graceful_shutdown_timeout",
     "require_auth_for_metrics_endpoint",
     "cors_allow_origins",
+    "workers",
 }
 
 
@@ -103,6 +104,7 @@ class GeneralSection(ValueReader):
                 g, "require_auth_for_metrics_endpoint", p("require_auth_for_metrics_endpoint")
             ),
             cors_allow_origins=self._origins(g.get("cors_allow_origins"), p("cors_allow_origins")),
+            workers=self._int(g, "workers", p("workers"), 1, 1),
         )
 
     def _origins(self, v: Any, section: str) -> tuple[str, ...]:

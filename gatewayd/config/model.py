@@ -73,6 +73,8 @@ class GeneralSettings:
     require_auth_for_metrics_endpoint: bool = False
     #: Browser origins allowed by CORS (``*`` for any); none by default.
     cors_allow_origins: tuple[str, ...] = ()
+    #: Worker processes behind one socket (``--workers`` wins); read at start only.
+    workers: int = 1
 
 
 @dataclass(frozen=True)
