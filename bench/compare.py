@@ -13,8 +13,9 @@ non-streamed and streamed requests:
 - nginx upstream alone (wrk straight to it: the client's and upstream's own limit),
 - nginx as a plain reverse proxy in front of it (the no-logic limit),
 - gatewayd with 1 worker, and with ``--workers N`` (on ``--worker-cpus``),
-- LiteLLM's proxy with 1 and N workers, on the same config file, when installed:
-  ``--with-litellm`` installs ``litellm[proxy]`` into ``bench/.litellm-venv`` first.
+- LiteLLM's proxy on the same config file, when installed (``--with-litellm`` installs
+  ``litellm[proxy]`` into ``bench/.litellm-venv`` first); with ``--litellm-workers N`` also
+  its N-worker row (uvicorn's workers).
 
 Columns: requests/s at saturation (``--saturation`` connections), p50/p99 at moderate
 concurrency (``--moderate``), p50 at concurrency 1, CPU ms per request (the target's
@@ -184,6 +185,9 @@ def main() -> None:
     ap.add_argument("--worker-cpus", default=None, help="cores of N-worker targets (all)")
     ap.add_argument("--load-cpus", default="0", help="cores of wrk and the upstream")
     ap.add_argument("--with-litellm", action="store_true", help="install LiteLLM if absent")
+    ap.add_argument(
+        "--litellm-workers", type=int, default=1, help="also LiteLLM with N workers (uvicorn)"
+    )
     ap.add_argument("--skip", default="", help="comma-separated: proxy,gatewayd,litellm")
     ap.add_argument("--json", type=Path, help="also write the rows here")
     args = ap.parse_args()
@@ -216,7 +220,9 @@ def main() -> None:
             plan += [("gatewayd", 1)] + ([("gatewayd", args.workers)] if args.workers > 1 else [])
         if "litellm" not in skip:
             if LITELLM.exists():
-                plan += [("litellm", 1)] + ([("litellm", args.workers)] if args.workers > 1 else [])
+                plan += [("litellm", 1)]
+                if args.litellm_workers > 1:
+                    plan.append(("litellm", args.litellm_workers))
             else:
                 print("litellm: skipped (--with-litellm installs it)", file=sys.stderr)
         for name, workers in plan:
