@@ -38,6 +38,8 @@ _PARAM_KEYS = {
 }
 _MOCK_KEYS = {"mock_response", "mock_latency_ms", "mock_stream_delay_ms"}
 _AZURE_KEYS = {"azure_ad_token"}
+#: Header names whose values are credentials: strings only, never a YAML number.
+_SECRET_HEADER = re.compile(r"auth|key|token|secret|password|cookie", re.IGNORECASE)
 
 
 class DeploymentSection(ValueReader):
@@ -117,12 +119,18 @@ class DeploymentSection(ValueReader):
                     f"{ppath}.api_base",
                     "must not carry a query or fragment (paths are appended to it)",
                 )
+            if "@" in urlsplit(api_base).netloc:  # the value is not shown: it holds a secret
+                raise ConfigError(
+                    f"{ppath}.api_base",
+                    "must not contain credentials (user:password@): use api_key or headers",
+                )
             api_base = api_base.rstrip("/")
             if info.prefix == "ollama" and not urlsplit(api_base).path:
                 # LiteLLM configs point at Ollama's native root; its OpenAI API is under /v1.
                 api_base += "/v1"
 
-        api_key = self._str(params, "api_key", ppath)
+        api_key = self._secret(params, "api_key", ppath)
+        self._secret(params, "azure_ad_token", ppath)
         if info.wire is WireFormat.AZURE and params.get("azure_ad_token") is None:
             # An Entra ID token (sent as a Bearer token) when no api-key is given.
             if api_key is None and not any(self.env.get(v) for v in info.key_env):
@@ -151,10 +159,13 @@ class DeploymentSection(ValueReader):
         for hk in ("headers", "extra_headers"):
             if params.get(hk) is not None:
                 h = self._mapping(params[hk], f"{ppath}.{hk}")
-                for k, v in h.items():
-                    if isinstance(v, bool) or not isinstance(v, str | int | float):
-                        raise ConfigError(f"{ppath}.{hk}.{k}", f"expected a string, got {kind(v)}")
-                    headers[k] = str(v)
+                for k in h:
+                    if _SECRET_HEADER.search(k):
+                        self._secret(h, k, f"{ppath}.{hk}")
+                    value = self._str(h, k, f"{ppath}.{hk}")
+                    if value is None:
+                        raise ConfigError(f"{ppath}.{hk}.{k}", "expected a string, got null")
+                    headers[k] = value
 
         extra = {k: params[k] for k in extra_keys if k in params}
         if info.wire is WireFormat.MOCK:
@@ -162,8 +173,7 @@ class DeploymentSection(ValueReader):
 
         info_id = None
         if isinstance(entry.get("model_info"), dict):
-            raw_id = entry["model_info"].get("id")
-            info_id = str(raw_id) if raw_id is not None else None
+            info_id = self._str(entry["model_info"], "id", f"{path}.model_info")
 
         return Deployment(
             model_name=name,

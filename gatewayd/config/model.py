@@ -75,6 +75,8 @@ class GeneralSettings:
     cors_allow_origins: tuple[str, ...] = ()
     #: Worker processes behind one socket (``--workers`` wins); read at start only.
     workers: int = 1
+    #: The listen(2) backlog: connections the kernel queues before gatewayd accepts them.
+    listen_backlog: int = 1024
 
 
 @dataclass(frozen=True)
