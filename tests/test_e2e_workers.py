@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -196,9 +197,11 @@ def test_workers_die_with_a_killed_supervisor(
     two_workers: tuple[GatewayProcess, set[int]],
 ) -> None:
     gw, pids = two_workers
+    private = os.path.dirname(_env(min(pids))["PROMETHEUS_MULTIPROC_DIR"])
     gw.send_signal(signal.SIGKILL)
     assert gw.wait(10) is not None
     assert wait_until(lambda: not any(alive(p) for p in pids), 15), "orphaned workers"
+    shutil.rmtree(private)  # a killed supervisor cannot remove its directory
 
 
 def _env(pid: int) -> dict[str, str]:
