@@ -287,3 +287,14 @@ def test_workers_under_socket_activation(tmp_path: Path, upstream: FakeUpstream)
     assert proc.returncode in (0, -signal.SIGTERM), (tmp_path / "log").read_text()
     assert not any(alive(p) for p in pids)
     assert UPSTREAM_KEY not in (tmp_path / "log").read_text()
+
+
+def test_workers_through_the_gatewayd_script(
+    gateway: GatewayFactory, upstream: FakeUpstream
+) -> None:
+    gw = gateway(config(upstream, "a"), extra_args=["--workers", "2"], use_cli=True)
+    assert wait_until(lambda: len(children(gw.pid)) == 2), gw.log()
+    pids = children(gw.pid)
+    assert answering_workers(gw.port, "a", pids) == pids
+    gw.stop()
+    assert wait_until(lambda: not any(alive(p) for p in pids), 10), "orphaned workers"
