@@ -42,6 +42,7 @@ class Options(usage.Options):
         super().__init__()  # type: ignore[no-untyped-call]
         self["port"] = 4000
         self["backlog"] = None
+        self["workers"] = None
 
     def getSynopsis(self) -> str:
         if self.parent is None:  # the gatewayd script; under twistd, twistd's own line
@@ -70,6 +71,10 @@ class Options(usage.Options):
         """listen(2) backlog; overrides general_settings.listen_backlog (default 1024)."""
         self["backlog"] = _int_flag("--backlog", value, 1, 2**31 - 1)
 
+    def opt_workers(self, value: str) -> None:
+        """Worker processes on one socket; overrides general_settings.workers (default 1)."""
+        self["workers"] = _int_flag("--workers", value, 1, 1024)
+
     def postOptions(self) -> None:
         if not self["config"]:
             raise usage.UsageError("--config/-c is required: the YAML configuration file")
@@ -87,6 +92,7 @@ def _int_flag(name: str, value: str, low: int, high: int) -> int:
 
 def make_service(options: Options) -> IService:
     """Validate the config and build the service; a bad config exits non-zero, one line."""
+    from gatewayd import workers
     from gatewayd.config import ConfigError
     from gatewayd.log import set_verbose
     from gatewayd.service import GatewayService, listen_description, with_backlog
@@ -99,14 +105,33 @@ def make_service(options: Options) -> IService:
     except ConfigError as e:
         print(f"gatewayd: config error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+    fd = workers.worker_fd()
+    if fd is not None:  # a worker of --workers N: serves on the supervisor's socket
+        return workers.as_worker(service, fd)
     try:
         # Parsed now, so that a bad endpoint (or no socket passed by systemd) is one line.
         backlog = options["backlog"] or service.config.general.listen_backlog
-        service.listen = serverFromString(service.reactor, with_backlog(listen, backlog))
+        endpoint = serverFromString(service.reactor, with_backlog(listen, backlog))
     except Exception as e:
         reason = "no such inherited socket" if isinstance(e, IndexError) else str(e) or repr(e)
         print(f"gatewayd: cannot use listen endpoint {listen!r}: {reason}", file=sys.stderr)
         raise SystemExit(2) from None
+    service.listen = endpoint
+    count = options["workers"] or service.config.general.workers
+    if count > 1:
+        try:
+            return workers.supervisor_for(
+                options["config"],
+                endpoint,
+                count,
+                service.reactor,
+                verbose=bool(options["verbose"]),
+                grace=service.config.general.graceful_shutdown_timeout,
+                listen_description=listen,
+            )
+        except ConfigError as e:
+            print(f"gatewayd: config error: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
     return service
 
 

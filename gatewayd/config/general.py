@@ -31,6 +31,7 @@ GENERAL_KEYS = {
     "graceful_shutdown_timeout",
     "require_auth_for_metrics_endpoint",
     "cors_allow_origins",
+    "workers",
     "listen_backlog",
     "state_store",
     "state_store_failure",
@@ -156,6 +157,7 @@ class GeneralSection(KeySection):
                 g, "require_auth_for_metrics_endpoint", p("require_auth_for_metrics_endpoint")
             ),
             cors_allow_origins=self._origins(g.get("cors_allow_origins"), p("cors_allow_origins")),
+            workers=self._int(g, "workers", p("workers"), 1, 1),
             listen_backlog=self._int(g, "listen_backlog", p("listen_backlog"), 1024, 1),
             state_store=self._state_store(g, p, raw),
             state_store_failure=self._state_failure(g, p),

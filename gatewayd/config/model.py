@@ -84,6 +84,8 @@ class GeneralSettings:
     require_auth_for_metrics_endpoint: bool = False
     #: Browser origins allowed by CORS (``*`` for any); none by default.
     cors_allow_origins: tuple[str, ...] = ()
+    #: Worker processes behind one socket (``--workers`` wins); read at start only.
+    workers: int = 1
     #: The listen(2) backlog: connections the kernel queues before gatewayd accepts them.
     listen_backlog: int = 1024
     #: ``redis://[:password@]host:port/db`` shared by every instance; None = in memory.

@@ -1,0 +1,262 @@
+"""gatewayd side by side with nginx and LiteLLM, in front of an upstream that costs almost
+nothing; prints a markdown table.
+
+    sudo apt-get install -y nginx wrk          # once (Debian/Ubuntu packages)
+    python bench/compare.py [--duration 5] [--workers 2] [--with-litellm]
+
+The upstream is nginx answering a fixed OpenAI chat completion and a fixed 20-chunk SSE
+stream (``bench/nginx-upstream.conf.in``); ``wrk`` posts chat requests
+(``bench/wrk-post.lua``). The target measured runs alone on its cores (``--target-cpus``,
+default the last core); wrk and the upstream share the others (``--load-cpus``). Rows, for
+non-streamed and streamed requests:
+
+- nginx upstream alone (wrk straight to it: the client's and upstream's own limit),
+- nginx as a plain reverse proxy in front of it (the no-logic limit),
+- gatewayd with 1 worker, and with ``--workers N`` (on ``--worker-cpus``),
+- LiteLLM's proxy on the same config file, when installed (``--with-litellm`` installs
+  ``litellm[proxy]`` into ``bench/.litellm-venv`` first); with ``--litellm-workers N`` also
+  its N-worker row (uvicorn's workers).
+
+Columns: requests/s at saturation (``--saturation`` connections), p50/p99 at moderate
+concurrency (``--moderate``), p50 at concurrency 1, CPU ms per request (the target's
+utime+stime from ``/proc`` over the saturation phase, divided by the requests completed)
+and peak RSS (VmHWM, summed over the target's processes). Every process is started here,
+pinned with ``taskset``, listens on 127.0.0.1 only, and is stopped by pid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from harness import HERE, MASTER_KEY, Load, Proc, post_once, start_nginx, wait_http, wrk
+
+from gatewayd.testing import free_port
+
+LITELLM_VENV = HERE / ".litellm-venv"
+LITELLM = LITELLM_VENV / "bin" / "litellm"
+
+
+@dataclass(frozen=True)
+class Row:
+    target: str
+    mode: str
+    workers: int
+    saturated: Load
+    moderate: Load
+    single: Load
+    rss_mb: float
+
+
+def config(upstream_port: int) -> dict[str, object]:
+    """One file for gatewayd and LiteLLM (LiteLLM's format loads unchanged in gatewayd):
+    two aliases, retries armed, a master key."""
+    base = f"http://127.0.0.1:{upstream_port}"
+
+    def entry(alias: str, path: str) -> dict[str, object]:
+        params = {"model": "openai/bench", "api_base": base + path, "api_key": "sk-upstream"}
+        return {"model_name": alias, "litellm_params": params}
+
+    return {
+        "model_list": [entry("plain", "/plain/v1"), entry("sse", "/sse/v1")],
+        "router_settings": {"num_retries": 2},
+        "general_settings": {"master_key": MASTER_KEY},
+    }
+
+
+def bodies(directory: Path) -> dict[str, Path]:
+    out = {}
+    for mode, extra in (("json", {}), ("stream", {"stream": True})):
+        body = {
+            "model": "plain" if mode == "json" else "sse",
+            "messages": [{"role": "user", "content": "Say hello"}],
+            "max_tokens": 16,
+            **extra,
+        }
+        out[mode] = directory / f"{mode}.json"
+        out[mode].write_text(json.dumps(body))
+    return out
+
+
+def measure(
+    name: str,
+    proc: Proc,
+    port: int,
+    paths: dict[str, str],
+    files: dict[str, Path],
+    workers: int,
+    args: argparse.Namespace,
+) -> list[Row]:
+    rows = []
+    for mode in ("json", "stream"):
+        status, answer = post_once(port, paths[mode], files[mode].read_bytes())
+        wanted = b"[DONE]" if mode == "stream" else b"chat.completion"
+        if status != 200 or wanted not in answer:
+            raise RuntimeError(f"{name} {mode}: {status} {answer[:300]!r}")
+        url = f"http://127.0.0.1:{port}{paths[mode]}"
+
+        def run(conns: int, seconds: float, url: str = url, body: Path = files[mode]) -> Load:
+            return wrk(url, body, conns, seconds, args.load_cpus, proc)
+
+        run(args.moderate, 1.0)  # warm up: connections, pools, code paths
+        saturated = run(args.saturation, args.duration)
+        moderate = run(args.moderate, args.duration)
+        single = run(1, args.duration)
+        rows.append(Row(name, mode, workers, saturated, moderate, single, proc.peak_rss_mb()))
+        print(
+            f"  {name} {mode}: {saturated.rps:.0f} req/s, "
+            f"{saturated.cpu_ms_per_request:.3f} CPU ms/req",
+            file=sys.stderr,
+        )
+    return rows
+
+
+def start_gatewayd(tmp: Path, cfg: Path, workers: int, cpus: str) -> tuple[Proc, int]:
+    port = free_port()
+    twistd = str(Path(sys.executable).parent / "twistd")
+    argv = [twistd, "-n", "--pidfile=", "gateway", "-c", str(cfg)]
+    argv += ["--host", "127.0.0.1", "-p", str(port), "--workers", str(workers)]
+    proc = Proc(f"gatewayd-{workers}", argv, tmp / f"gatewayd-{workers}.log", cpus, cwd=tmp)
+    wait_http(port, "/health/readiness", 30, proc)
+    if workers > 1:  # readiness answers from the first worker up: wait for them all
+        deadline = time.monotonic() + 30
+        while "workers listening" not in proc.log.read_text():
+            if time.monotonic() > deadline or not proc.running():
+                raise RuntimeError(f"gatewayd workers not ready:\n{proc.log.read_text()}")
+            time.sleep(0.1)
+    return proc, port
+
+
+def start_litellm(tmp: Path, cfg: Path, workers: int, cpus: str) -> tuple[Proc, int]:
+    port = free_port()
+    argv = [str(LITELLM), "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port)]
+    argv += ["--num_workers", str(workers)]
+    env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "NO_DOCS": "True"}
+    proc = Proc(f"litellm-{workers}", argv, tmp / f"litellm-{workers}.log", cpus, env, tmp)
+    wait_http(port, "/health/liveliness", 180, proc)
+    return proc, port
+
+
+def setup_litellm() -> None:
+    """``litellm[proxy]`` into its own venv (bench/.litellm-venv), once."""
+    if LITELLM.exists():
+        return
+    print(f"installing litellm[proxy] into {LITELLM_VENV} ...", file=sys.stderr)
+    subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True, timeout=300)
+    pip = [str(LITELLM_VENV / "bin" / "pip"), "install", "-q", "litellm[proxy]"]
+    subprocess.run(pip, check=True, timeout=1800)
+
+
+def table(rows: list[Row]) -> str:
+    lines = [
+        "| target | mode | workers | req/s (saturated) | p50 ms | p99 ms | p50 ms (c=1) "
+        "| CPU ms/req | peak RSS MB | errors |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for r in rows:
+        errors = r.saturated.errors + r.moderate.errors + r.single.errors
+        lines.append(
+            f"| {r.target} | {r.mode} | {r.workers} | {r.saturated.rps:.0f} "
+            f"| {r.moderate.p50_ms:.2f} | {r.moderate.p99_ms:.2f} | {r.single.p50_ms:.2f} "
+            f"| {r.saturated.cpu_ms_per_request:.3f} | {r.rss_mb:.0f} | {errors} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    cores = os.cpu_count() or 1
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--duration", type=float, default=5.0, help="seconds per phase")
+    ap.add_argument("--saturation", type=int, default=64, help="connections, saturated")
+    ap.add_argument("--moderate", type=int, default=8, help="connections, moderate")
+    ap.add_argument("--workers", type=int, default=cores, help="N for the N-worker rows")
+    ap.add_argument("--target-cpus", default=str(cores - 1), help="cores of a 1-worker target")
+    ap.add_argument("--worker-cpus", default=None, help="cores of N-worker targets (all)")
+    ap.add_argument("--load-cpus", default="0", help="cores of wrk and the upstream")
+    ap.add_argument("--with-litellm", action="store_true", help="install LiteLLM if absent")
+    ap.add_argument(
+        "--litellm-workers", type=int, default=1, help="also LiteLLM with N workers (uvicorn)"
+    )
+    ap.add_argument("--skip", default="", help="comma-separated: proxy,gatewayd,litellm")
+    ap.add_argument("--json", type=Path, help="also write the rows here")
+    args = ap.parse_args()
+    worker_cpus = args.worker_cpus or f"0-{cores - 1}"
+    skip = set(filter(None, args.skip.split(",")))
+    if shutil.which("nginx") is None or shutil.which("wrk") is None:
+        sys.exit("needs nginx and wrk: apt-get install -y nginx wrk")
+    if args.with_litellm:
+        setup_litellm()
+
+    tmp = Path(tempfile.mkdtemp(prefix="gatewayd-bench-"))
+    procs: list[Proc] = []
+    rows: list[Row] = []
+    try:
+        upstream, up_port = start_nginx(
+            "upstream", "nginx-upstream.conf.in", tmp / "upstream", args.load_cpus
+        )
+        procs.append(upstream)
+        files = bodies(tmp)
+        cfg = tmp / "config.yaml"
+        cfg.write_text(yaml.safe_dump(config(up_port), sort_keys=False))
+        direct = {"json": "/plain/v1/chat/completions", "stream": "/sse/v1/chat/completions"}
+        api = {"json": "/v1/chat/completions", "stream": "/v1/chat/completions"}
+
+        rows += measure("nginx upstream alone", upstream, up_port, direct, files, 1, args)
+        plan: list[tuple[str, int]] = []
+        if "proxy" not in skip:
+            plan.append(("nginx reverse proxy", 1))
+        if "gatewayd" not in skip:
+            plan += [("gatewayd", 1)] + ([("gatewayd", args.workers)] if args.workers > 1 else [])
+        if "litellm" not in skip:
+            if LITELLM.exists():
+                plan += [("litellm", 1)]
+                if args.litellm_workers > 1:
+                    plan.append(("litellm", args.litellm_workers))
+            else:
+                print("litellm: skipped (--with-litellm installs it)", file=sys.stderr)
+        for name, workers in plan:
+            cpus = args.target_cpus if workers == 1 else worker_cpus
+            if name == "nginx reverse proxy":
+                proc, port = start_nginx(
+                    name, "nginx-proxy.conf.in", tmp / "proxy", cpus, upstream_port=up_port
+                )
+                paths = direct
+            elif name == "gatewayd":
+                proc, port = start_gatewayd(tmp, cfg, workers, cpus)
+                paths = api
+            else:
+                proc, port = start_litellm(tmp, cfg, workers, cpus)
+                paths = api
+            procs.append(proc)
+            try:
+                rows += measure(name, proc, port, paths, files, workers, args)
+            finally:
+                proc.stop()
+    finally:
+        for p in reversed(procs):
+            p.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    print(table(rows))
+    print(
+        f"\n{args.duration:g} s per phase; saturated = {args.saturation} connections, "
+        f"p50/p99 at {args.moderate}, c=1 alone; 1-worker targets on cpu {args.target_cpus}, "
+        f"N-worker on {worker_cpus}, wrk and the upstream on {args.load_cpus}."
+    )
+    if args.json:
+        args.json.write_text(json.dumps([r.__dict__ for r in rows], default=lambda o: o.__dict__))
+
+
+if __name__ == "__main__":
+    main()
