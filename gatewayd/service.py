@@ -23,9 +23,10 @@ from twisted.python.failure import Failure
 from gatewayd import systemd
 from gatewayd.config import ConfigError, GatewayConfig, load_config
 from gatewayd.log import get_logger
-from gatewayd.metrics import GatewayMetrics
+from gatewayd.metrics import GatewayMetrics, multiprocess_dir
 from gatewayd.providers.factory import build_provider
 from gatewayd.providers.http import UpstreamAgents
+from gatewayd.reactorlag import ReactorLag
 from gatewayd.routing import Router, RoutingTable, build_table
 from gatewayd.web.request import GatewaySite
 from gatewayd.web.resources import build_root
@@ -66,6 +67,7 @@ class GatewayService(Service):
         self.metrics = GatewayMetrics()
         self._router = Router(self._table(config), reactor, rng, self.metrics)
         self.site = GatewaySite(build_root(self), lambda: self.config.general, self.metrics)
+        self._observe()
         self.port: IListeningPort | None = None
         self._ready = False
         #: How the listen address reads in messages (the endpoint string).
@@ -97,6 +99,20 @@ class GatewayService(Service):
         clock: IReactorTime = self.reactor
         return clock
 
+    def _observe(self) -> None:
+        """Metrics read from the service itself, and the reactor-lag probe."""
+        m = self.metrics
+        m.last_reload.set(self.reactor.seconds())
+        m.client_connections.collect = lambda: [((), float(self.site.open_connections))]
+        m.upstream_connections.collect = lambda: [
+            s
+            for origin, busy, idle in self.agents.pool_stats()
+            for s in (((origin, "in_use"), float(busy)), ((origin, "idle"), float(idle)))
+        ]
+        # In multiprocess mode the probe's tick also publishes the callback gauges.
+        tick = m.refresh if multiprocess_dir() else None
+        self.lag = ReactorLag(self.reactor, m.reactor_lag.observe, tick=tick)
+
     # -- lifecycle -------------------------------------------------------------
 
     def _table(self, config: GatewayConfig) -> RoutingTable:
@@ -109,6 +125,7 @@ class GatewayService(Service):
             if isinstance(self.listen, str)
             else self.listen
         )
+        self.lag.start()
         d = endpoint.listen(self.site)
         d.addCallbacks(self._listening, self._listen_failed)
         if self.handle_sighup and hasattr(signal, "SIGHUP"):
@@ -160,6 +177,7 @@ class GatewayService(Service):
             config = load_config(self.config_path)
             table = self._table(config)
         except ConfigError as e:
+            self.metrics.reloads.inc("error")
             log.error("reload failed, keeping the running config: {err}", err=str(e))
             systemd.notify("READY=1")
             return False
@@ -168,6 +186,8 @@ class GatewayService(Service):
         self.config = config
         self._router.swap(table)
         self.agents.retain_only([d.api_base for d in config.deployments if d.api_base])
+        self.metrics.reloads.inc("ok")
+        self.metrics.last_reload.set(self.reactor.seconds())
         log.info(
             "config reloaded from {path}: {n} model alias(es)",
             path=self.config_path,
@@ -178,6 +198,7 @@ class GatewayService(Service):
 
     def stopService(self) -> Deferred[None]:
         super().stopService()  # type: ignore[no-untyped-call]
+        self.lag.stop()
         self._ready = False
         systemd.notify("STOPPING=1")
         d: Deferred[Any] = succeed(None)

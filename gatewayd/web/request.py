@@ -148,6 +148,21 @@ class GatewaySite(Site):
         self.noisy = False
         #: Requests received and not yet finished (the SIGTERM drain waits on these).
         self.active_requests = 0
+        #: Client connections open now (a metric).
+        self.open_connections = 0
+
+    def buildProtocol(self, addr: Any) -> Any:
+        channel = super().buildProtocol(addr)  # type: ignore[no-untyped-call]
+        if channel is not None:
+            self.open_connections += 1
+            lost = channel.connectionLost
+
+            def connectionLost(reason: Failure) -> None:
+                self.open_connections -= 1
+                lost(reason)
+
+            channel.connectionLost = connectionLost
+        return channel
 
     def log(self, request: Any) -> None:
         if not isinstance(request, GatewayRequest) or request.logged:

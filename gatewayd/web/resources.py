@@ -383,7 +383,7 @@ class Health(JSONResource):
 
 
 class Metrics(JSONResource):
-    """GET /metrics: Prometheus text format; open unless
+    """GET /metrics: Prometheus text format (OpenMetrics when asked); open unless
     ``require_auth_for_metrics_endpoint`` is set."""
 
     isLeaf = True
@@ -404,8 +404,10 @@ class Metrics(JSONResource):
                 "authentication_error",
                 "invalid_api_key",
             )
-        request.setHeader(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
-        return self.gateway.metrics.render()
+        accept = request.getHeader(b"accept")
+        body, ctype = self.gateway.metrics.exposition(accept.decode("latin-1") if accept else None)
+        request.setHeader(b"content-type", ctype.encode())
+        return body
 
 
 def build_root(gateway: Gateway) -> Resource:
