@@ -107,7 +107,7 @@ def test_metrics_openmetrics_when_the_scraper_asks(
     assert headers["content-type"].startswith("application/openmetrics-text")
     text = body.decode()
     assert text.endswith("# EOF\n")
-    families = {f.name: f for f in openmetrics_families(text)}
+    families = {f.name: f for f in openmetrics_families(text)}  # type: ignore[no-untyped-call]
     assert families["gatewayd_requests"].type == "counter"
     (sample,) = [s for s in families["gatewayd_requests"].samples if s.name.endswith("_total")]
     assert sample.labels["alias"] == "a" and sample.value == 1
