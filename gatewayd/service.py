@@ -28,6 +28,7 @@ from gatewayd.providers.factory import build_provider
 from gatewayd.providers.http import UpstreamAgents
 from gatewayd.reactorlag import ReactorLag
 from gatewayd.routing import Router, RoutingTable, build_table
+from gatewayd.tracing import build_tracing
 from gatewayd.web.request import GatewaySite
 from gatewayd.web.resources import build_root
 
@@ -68,6 +69,8 @@ class GatewayService(Service):
         self._router = Router(self._table(config), reactor, rng, self.metrics)
         self.site = GatewaySite(build_root(self), lambda: self.config.general, self.metrics)
         self._observe()
+        self.tracing = build_tracing(config.general.otel, reactor)
+        self.site.tracing = self.tracing
         self.port: IListeningPort | None = None
         self._ready = False
         #: How the listen address reads in messages (the endpoint string).
@@ -205,6 +208,7 @@ class GatewayService(Service):
         if self.port is not None:
             d = Deferred.fromCoroutine(self._drain())
         d.addBoth(lambda _: self.agents.close())
+        d.addBoth(lambda _: self.tracing.shutdown())
         d.addBoth(lambda _: None)
         return d
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from gatewayd.config.errors import ConfigError
 from gatewayd.config.model import ROUTING_STRATEGIES, GeneralSettings
+from gatewayd.config.observability import log_format, otel_settings
 from gatewayd.config.values import ValueReader, kind
 
 GENERAL_KEYS = {
@@ -30,6 +31,8 @@ GENERAL_KEYS = {
     "graceful_shutdown_timeout",
     "require_auth_for_metrics_endpoint",
     "cors_allow_origins",
+    "otel",
+    "log_format",
 }
 
 
@@ -103,6 +106,8 @@ class GeneralSection(ValueReader):
                 g, "require_auth_for_metrics_endpoint", p("require_auth_for_metrics_endpoint")
             ),
             cors_allow_origins=self._origins(g.get("cors_allow_origins"), p("cors_allow_origins")),
+            otel=otel_settings(self, g.get("otel"), f"{p('otel')}.otel"),
+            log_format=log_format(self, g, p("log_format")),
         )
 
     def _origins(self, v: Any, section: str) -> tuple[str, ...]:

@@ -207,6 +207,9 @@ class HTTPProvider(Provider):
                     "invalid_request",
                 ),
             ) from None
+        for name, value in request.headers:  # a deployment's own `headers:` win
+            if not headers.hasHeader(name):
+                headers.setRawHeaders(name, [value])
         response: IResponse = await self._agent.request(b"POST", url, headers, BytesProducer(body))
         if not 200 <= response.code < 300:
             error_body = await _collect(response, MAX_ERROR_BODY)

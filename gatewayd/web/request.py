@@ -11,16 +11,22 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import Request, Site
 
+from gatewayd import reqid
 from gatewayd.config.model import GeneralSettings
 from gatewayd.log import get_logger
 from gatewayd.metrics import GatewayMetrics
 from gatewayd.providers.base import openai_error
+from gatewayd.reqid import request_id
+from gatewayd.tracing import NOOP_TRACE, NOOP_TRACING, RequestSummary, RequestTrace, Tracing
 from gatewayd.web.errors import write_error_object
 
 access_log = Logger(namespace="gatewayd.access")
 log = get_logger("gatewayd.web")
 
-_EXPOSED = b"x-gatewayd-model, x-gatewayd-deployment, x-gatewayd-attempts, x-gatewayd-fallback"
+_EXPOSED = (
+    b"x-gatewayd-model, x-gatewayd-deployment, x-gatewayd-attempts, x-gatewayd-fallback, "
+    b"x-request-id"
+)
 
 
 class GatewayRequest(Request):
@@ -46,13 +52,26 @@ class GatewayRequest(Request):
         self.outcome: str | None = None
         self.upstream_seconds: float | None = None  # JSON answers: time spent upstream
         self.logged = False
+        #: The client's ``x-request-id`` or a minted one (set in :meth:`process`).
+        self.request_id = ""
+        self.trace: RequestTrace = NOOP_TRACE
         site = getattr(self.channel, "site", None)
         if isinstance(site, GatewaySite):
             self.max_body_size = site.settings().max_request_body_size
 
     def process(self) -> None:
+        self.request_id = request_id(self.getHeader(reqid.HEADER))
+        self.setHeader(reqid.HEADER, self.request_id.encode("ascii"))  # every response
         site = getattr(self.channel, "site", None)
         if isinstance(site, GatewaySite):
+            if site.tracing.enabled:
+                self.trace = site.tracing.start(
+                    self.method.decode("ascii", "replace"),
+                    self.path.decode("utf-8", "replace"),
+                    self._header,
+                    self.request_id,
+                    getattr(self.getClientAddress(), "host", "-"),
+                )
             site.active_requests += 1
 
             def done(_: object) -> None:
@@ -62,6 +81,20 @@ class GatewayRequest(Request):
             if self._cors(site.settings().cors_allow_origins):
                 return  # a preflight, answered here
         super().process()  # type: ignore[no-untyped-call]
+
+    def _header(self, name: str) -> str | None:
+        value = self.getHeader(name.encode("ascii"))
+        return None if value is None else value.decode("latin-1")
+
+    def upstream_headers(self) -> tuple[tuple[str, str], ...]:
+        """Headers every upstream attempt carries: the request id, and the client's
+        W3C trace context (replaced by the attempt's own span when tracing is on)."""
+        out = [("x-request-id", self.request_id)]
+        for name in (b"traceparent", b"tracestate"):
+            value = self.getHeader(name)
+            if value is not None and len(value) <= 512 and all(32 <= c < 127 for c in value):
+                out.append((name.decode(), value.decode("ascii")))
+        return tuple(out)
 
     def _cors(self, allowed: tuple[str, ...]) -> bool:
         """Add CORS headers for an allowed ``Origin``; answer a preflight. True if answered."""
@@ -150,6 +183,8 @@ class GatewaySite(Site):
         self.active_requests = 0
         #: Client connections open now (a metric).
         self.open_connections = 0
+        #: Starts each request's trace (a no-op unless tracing is configured).
+        self.tracing: Tracing = NOOP_TRACING
 
     def buildProtocol(self, addr: Any) -> Any:
         channel = super().buildProtocol(addr)  # type: ignore[no-untyped-call]
@@ -174,10 +209,21 @@ class GatewaySite(Site):
             self.metrics.requests.inc(request.alias, request.deployment or "-", str(status))
             if request.upstream_seconds is not None:
                 self.metrics.overhead.observe(max(0.0, latency - request.upstream_seconds))
+        if request.trace is not NOOP_TRACE:
+            request.trace.finish(
+                RequestSummary(
+                    status,
+                    request.alias,
+                    request.deployment,
+                    request.attempts,
+                    request.fallback,
+                    request.outcome,
+                )
+            )
         access_log.info(
             '{client} "{method} {path}" {status} alias={alias} deployment={deployment} '
             "attempts={attempts} fallback={fallback} latency_ms={latency_ms:.1f} "
-            "ttfb_ms={ttfb_ms} bytes={bytes}{outcome}",
+            "ttfb_ms={ttfb_ms} bytes={bytes}{outcome} request_id={request_id}",
             client=request.getClientAddress().host
             if hasattr(request.getClientAddress(), "host")
             else "-",
@@ -192,4 +238,5 @@ class GatewaySite(Site):
             ttfb_ms="-" if request.ttfb is None else f"{request.ttfb * 1000.0:.1f}",
             bytes=request.bytes_sent,
             outcome=f" outcome={request.outcome}" if request.outcome else "",
+            request_id=request.request_id or "-",
         )

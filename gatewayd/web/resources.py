@@ -156,7 +156,10 @@ class CompletionResource(AuthedResource):
             alias=alias,
             body=raw[:2000].decode("utf-8", "replace"),  # the body carries no keys
         )
-        Exchange(self.gateway, request, alias, ProviderRequest(self.endpoint, body, bool(stream)))
+        call = ProviderRequest(
+            self.endpoint, body, bool(stream), request.upstream_headers(), request.trace
+        )
+        Exchange(self.gateway, request, alias, call)
         return NOT_DONE_YET
 
 

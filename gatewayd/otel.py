@@ -1,0 +1,455 @@
+"""OpenTelemetry traces with the GenAI semantic conventions (the ``otel`` extra).
+
+Loaded by :func:`gatewayd.tracing.build_tracing` only when tracing is configured. Spans
+go through a :class:`BatchSpanProcessor`: a bounded queue drained by the SDK's own
+thread, so exporting never blocks the reactor and a dead collector costs dropped spans,
+never unbounded memory. The tracer provider is ours, not the global one: an embedding
+application keeps its own.
+
+Spans: one SERVER span per request (parent: the client's ``traceparent``), one CLIENT
+span per upstream attempt under it (retries and fallbacks are siblings), whose context
+goes upstream as ``traceparent``. Prompts and completions are recorded only with
+``otel.capture_content: true``; keys and headers never.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+from urllib.parse import urlsplit
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.python.failure import Failure
+
+from gatewayd.config.model import OtelSettings
+from gatewayd.log import get_logger
+from gatewayd.providers.base import (
+    AttemptLimits,
+    EventStream,
+    Provider,
+    ProviderRequest,
+    StreamSink,
+    UpstreamFailure,
+    UpstreamResponse,
+)
+from gatewayd.tracing import HeaderGetter, RequestSummary, RequestTrace, Tracing
+
+log = get_logger(__name__)
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+#: Seconds stopService waits for the last spans to leave.
+SHUTDOWN_WAIT = 3.0
+#: Spans kept while the collector is slow or down; beyond this they are dropped.
+MAX_QUEUE = 2048
+
+#: ``gen_ai.operation.name`` by endpoint path.
+_OPERATIONS = {
+    "chat/completions": "chat",
+    "completions": "text_completion",
+    "embeddings": "embeddings",
+    "responses": "chat",
+    "messages": "chat",
+}
+#: ``gen_ai.provider.name`` (the convention's well-known values) by provider prefix.
+_PROVIDERS = {
+    "azure": "azure.ai.openai",
+    "azure_ai": "azure.ai.inference",
+    "mistral": "mistral_ai",
+    "xai": "x_ai",
+    "gemini": "gcp.gemini",
+    "vertex_ai": "gcp.vertex_ai",
+    "bedrock": "aws.bedrock",
+    "watsonx": "ibm.watsonx.ai",
+}
+_FINISHED = re.compile(rb'"finish_reason"\s*:\s*"')
+
+
+def operation_for(path: str) -> str:
+    for suffix, op in _OPERATIONS.items():
+        if path.rstrip("/").endswith("/" + suffix) or path == suffix:
+            return op
+    return "chat"
+
+
+def _exporter(s: OtelSettings) -> SpanExporter:
+    headers = dict(s.headers) or None
+    protocol = s.protocol
+    if protocol is None:
+        protocol = (
+            os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+            or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+            or "http/protobuf"
+        )
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter as GrpcExporter,
+        )
+
+        insecure = None if s.endpoint is None else s.endpoint.startswith("http://")
+        return GrpcExporter(endpoint=s.endpoint, insecure=insecure, headers=headers)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    endpoint = s.endpoint
+    if endpoint is not None and not endpoint.rstrip("/").endswith("/v1/traces"):
+        endpoint = endpoint.rstrip("/") + "/v1/traces"  # like OTEL_EXPORTER_OTLP_ENDPOINT
+    return OTLPSpanExporter(endpoint=endpoint, headers=headers)
+
+
+class _ToTwistedLog(logging.Handler):
+    """The SDK's warnings (a collector that is down) into gatewayd's log, not stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:
+            message = str(record.msg)
+        log.warn("opentelemetry: {message}", message=message)
+
+
+class OtelTracing(Tracing):
+    """Tracing through the OpenTelemetry SDK, exporting OTLP."""
+
+    enabled = True
+
+    def __init__(self, settings: OtelSettings, reactor: Any) -> None:
+        self.settings = settings
+        self.reactor = reactor
+        resource = Resource.create(
+            {SERVICE_NAME: settings.service_name} if settings.service_name else {}
+        )
+        if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+            resource = resource.merge(Resource({SERVICE_NAME: "gatewayd"}))
+        sampler = None
+        if settings.sample_ratio is not None:
+            sampler = ParentBased(TraceIdRatioBased(settings.sample_ratio))
+        self.provider = TracerProvider(sampler=sampler, resource=resource, shutdown_on_exit=False)
+        self.provider.add_span_processor(
+            BatchSpanProcessor(_exporter(settings), max_queue_size=MAX_QUEUE)
+        )
+        self.tracer = self.provider.get_tracer("gatewayd")
+        otel_log = logging.getLogger("opentelemetry")
+        if not any(isinstance(h, _ToTwistedLog) for h in otel_log.handlers):
+            otel_log.addHandler(_ToTwistedLog(logging.WARNING))
+            otel_log.propagate = False
+        log.info(
+            "tracing: OpenTelemetry to {endpoint} ({protocol})",
+            endpoint=settings.endpoint or "the OTEL_EXPORTER_OTLP_* endpoint",
+            protocol=settings.protocol or "OTEL_EXPORTER_OTLP_PROTOCOL or http/protobuf",
+        )
+
+    def start(
+        self, method: str, path: str, header: HeaderGetter, request_id: str, client: str
+    ) -> RequestTrace:
+        carrier = {}
+        for name in ("traceparent", "tracestate"):
+            value = header(name)
+            if value is not None:
+                carrier[name] = value
+        parent = _PROPAGATOR.extract(carrier) if carrier else None
+        span = self.tracer.start_span(
+            method,
+            context=parent,
+            kind=SpanKind.SERVER,
+            attributes={
+                "http.request.method": method,
+                "url.path": path,
+                "client.address": client,
+                "gatewayd.request_id": request_id,
+            },
+        )
+        return _Trace(self, span, method, path, request_id)
+
+    def shutdown(self) -> Deferred[None]:
+        """Flush and stop in a thread of its own; give up after :data:`SHUTDOWN_WAIT`."""
+        d: Deferred[None] = Deferred()
+
+        def run() -> None:
+            try:
+                self.provider.shutdown()
+            finally:
+                self.reactor.callFromThread(lambda: None if d.called else d.callback(None))
+
+        threading.Thread(target=run, name="gatewayd-otel-shutdown", daemon=True).start()
+        timer = self.reactor.callLater(
+            SHUTDOWN_WAIT, lambda: None if d.called else d.callback(None)
+        )
+
+        def done(result: None) -> None:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        return d.addBoth(done)
+
+
+class _Trace(RequestTrace):
+    """One request: its server span, and a client span per attempt."""
+
+    def __init__(
+        self, tracing: OtelTracing, span: trace.Span, method: str, path: str, request_id: str
+    ) -> None:
+        self.tracing = tracing
+        self.span = span
+        self.method = method
+        self.path = path
+        self.request_id = request_id
+        self.context = trace.set_span_in_context(span)
+
+    def send(
+        self, provider: Provider, request: ProviderRequest, limits: AttemptLimits
+    ) -> Deferred[UpstreamResponse]:
+        dep = provider.deployment
+        op = operation_for(request.endpoint.value)
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": op,
+            "gen_ai.provider.name": _PROVIDERS.get(dep.provider.prefix, dep.provider.prefix),
+            "gen_ai.request.model": dep.model,
+            "gatewayd.deployment": dep.id,
+            "gatewayd.alias": dep.model_name,
+            "gatewayd.request_id": self.request_id,
+        }
+        if dep.api_base:
+            parts = urlsplit(dep.api_base)
+            if parts.hostname:
+                attributes["server.address"] = parts.hostname
+            attributes["server.port"] = parts.port or (443 if parts.scheme == "https" else 80)
+        _request_attributes(attributes, request.body, self.tracing.settings.capture_content)
+        span = self.tracing.tracer.start_span(
+            f"{op} {dep.model}", context=self.context, kind=SpanKind.CLIENT, attributes=attributes
+        )
+        carrier: dict[str, str] = {}
+        _PROPAGATOR.inject(carrier, context=trace.set_span_in_context(span))
+        headers = tuple(h for h in request.headers if h[0] not in ("traceparent", "tracestate"))
+        d = provider.send(replace(request, headers=headers + tuple(carrier.items())), limits)
+        attempt = _Attempt(self, span)
+        d.addCallbacks(attempt.succeeded, attempt.failed)
+        return d
+
+    def finish(self, summary: RequestSummary) -> None:
+        span = self.span
+        if span.is_recording():
+            attrs: dict[str, Any] = {"http.response.status_code": summary.status}
+            if summary.alias is not None:
+                span.update_name(f"{self.method} {self.path}")
+                attrs["gen_ai.operation.name"] = operation_for(self.path)
+                attrs["gen_ai.request.model"] = summary.alias
+                attrs["gatewayd.attempts"] = summary.attempts
+            if summary.deployment:
+                attrs["gatewayd.deployment"] = summary.deployment
+            if summary.fallback:
+                attrs["gatewayd.fallback"] = summary.fallback
+            if summary.outcome:
+                attrs["gatewayd.outcome"] = summary.outcome
+            span.set_attributes(attrs)
+            if summary.status >= 500:
+                span.set_attribute("error.type", str(summary.status))
+                span.set_status(Status(StatusCode.ERROR))
+        span.end()
+
+
+class _Attempt:
+    """Ends an attempt's client span with what came back."""
+
+    def __init__(self, trace_: _Trace, span: trace.Span) -> None:
+        self.trace = trace_
+        self.span = span
+        self.started = _now()
+
+    def succeeded(self, response: UpstreamResponse) -> UpstreamResponse:
+        if response.stream is not None:
+            response.stream = _TracedStream(response.stream, self)
+            return response
+        if self.span.is_recording():
+            self.span.set_attribute("http.response.status_code", response.status)
+            _response_attributes(
+                self.span, response.body, response.usage, self.trace.tracing.settings
+            )
+        self.span.end()
+        return response
+
+    def failed(self, failure: Failure) -> Failure:
+        err = failure.value
+        if isinstance(err, UpstreamFailure):
+            error_type = str(err.status) if err.kind.value == "http" else err.kind.value
+            if err.kind.value == "http":
+                self.span.set_attribute("http.response.status_code", err.status)
+            self.span.set_status(Status(StatusCode.ERROR, err.message[:200]))
+        elif isinstance(err, CancelledError):
+            error_type = "cancelled"
+        else:
+            error_type = type(err).__name__
+            self.span.set_status(Status(StatusCode.ERROR))
+        self.span.set_attribute("error.type", error_type)
+        self.span.end()
+        return failure
+
+    def first_token(self) -> None:
+        for span, since in ((self.span, self.started), (self.trace.span, None)):
+            if span.is_recording():
+                start = since if since is not None else getattr(span, "start_time", None)
+                attrs = {}
+                if start is not None:
+                    attrs["gen_ai.server.time_to_first_token"] = (_now() - start) / 1e9
+                span.add_event("gen_ai.first_token", attrs)
+
+
+def _now() -> int:
+    return time.time_ns()
+
+
+class _TracedStream(EventStream):
+    """A started stream whose events the attempt's span reads in passing (model,
+    usage, finish reasons, the first token); flow control passes straight through."""
+
+    def __init__(self, inner: EventStream, attempt: _Attempt) -> None:
+        self.inner = inner
+        self.attempt = attempt
+        self.sink: StreamSink | None = None
+        self.first = True
+        self.done = False
+        self.ended = False
+        self.model: str | None = None
+        self.usage: dict[str, Any] | None = None
+        self.reasons: list[str] = []
+
+    def start(self, sink: StreamSink) -> None:
+        self.sink = sink
+        self.inner.start(self)
+
+    def pause(self) -> None:
+        self.inner.pause()
+
+    def resume(self) -> None:
+        self.inner.resume()
+
+    def cancel(self) -> None:
+        self.inner.cancel()
+        self._end(None, cancelled=not self.done)
+
+    # -- StreamSink ------------------------------------------------------------
+
+    def event(self, data: bytes) -> None:
+        if self.first:
+            self.first = False
+            self.attempt.first_token()
+        if self.attempt.span.is_recording():
+            self._read(data)
+        assert self.sink is not None
+        self.sink.event(data)
+
+    def end(self, failure: UpstreamFailure | None) -> None:
+        self._end(failure)
+        assert self.sink is not None
+        self.sink.end(failure)
+
+    def _read(self, data: bytes) -> None:
+        if data.rstrip().endswith(b"[DONE]"):
+            self.done = True
+        if not (self.model is None or b'"usage"' in data or _FINISHED.search(data)):
+            return
+        for line in data.split(b"\n"):
+            if not line.startswith(b"data:") or line.endswith(b"[DONE]"):
+                continue
+            try:
+                obj = json.loads(line[5:])
+            except ValueError:
+                continue
+            if not isinstance(obj, dict):
+                continue
+            if self.model is None and isinstance(obj.get("model"), str):
+                self.model = obj["model"]
+            if isinstance(obj.get("usage"), dict):
+                self.usage = obj["usage"]
+            for choice in obj.get("choices") or ():
+                if isinstance(choice, dict) and isinstance(choice.get("finish_reason"), str):
+                    self.reasons.append(choice["finish_reason"])
+
+    def _end(self, failure: UpstreamFailure | None, cancelled: bool = False) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        span = self.attempt.span
+        if span.is_recording():
+            attrs: dict[str, Any] = {"gen_ai.request.stream": True}
+            if self.model:
+                attrs["gen_ai.response.model"] = self.model
+            if self.reasons:
+                attrs["gen_ai.response.finish_reasons"] = self.reasons
+            attrs.update(_usage_attributes(self.usage))
+            span.set_attributes(attrs)
+            if failure is not None:
+                span.set_attribute("error.type", failure.kind.value)
+                span.set_status(Status(StatusCode.ERROR, failure.message[:200]))
+            elif cancelled:
+                span.set_attribute("error.type", "cancelled")
+        span.end()
+
+
+def _request_attributes(attrs: dict[str, Any], body: Mapping[str, Any], capture: bool) -> None:
+    for key, name in (
+        ("max_tokens", "gen_ai.request.max_tokens"),
+        ("max_completion_tokens", "gen_ai.request.max_tokens"),
+        ("temperature", "gen_ai.request.temperature"),
+        ("top_p", "gen_ai.request.top_p"),
+    ):
+        v = body.get(key)
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            attrs[name] = v
+    if capture:
+        for key in ("messages", "prompt", "input"):
+            if key in body:
+                attrs["gen_ai.input.messages"] = json.dumps(body[key], ensure_ascii=False)
+                break
+
+
+def _usage_attributes(usage: Mapping[str, Any] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if not usage:
+        return out
+    for keys, name in (
+        (("prompt_tokens", "input_tokens"), "gen_ai.usage.input_tokens"),
+        (("completion_tokens", "output_tokens"), "gen_ai.usage.output_tokens"),
+    ):
+        for k in keys:
+            v = usage.get(k)
+            if isinstance(v, int) and not isinstance(v, bool):
+                out[name] = v
+                break
+    return out
+
+
+def _response_attributes(
+    span: trace.Span, body: bytes | None, usage: Mapping[str, Any] | None, s: OtelSettings
+) -> None:
+    attrs = _usage_attributes(usage)
+    try:
+        obj = json.loads(body) if body else None
+    except ValueError:
+        obj = None
+    if isinstance(obj, dict):
+        if isinstance(obj.get("model"), str):
+            attrs["gen_ai.response.model"] = obj["model"]
+        if isinstance(obj.get("id"), str):
+            attrs["gen_ai.response.id"] = obj["id"]
+        choices = [c for c in obj.get("choices") or () if isinstance(c, dict)]
+        reasons = [c["finish_reason"] for c in choices if isinstance(c.get("finish_reason"), str)]
+        if reasons:
+            attrs["gen_ai.response.finish_reasons"] = reasons
+        if s.capture_content and choices:
+            out = [c.get("message", c.get("text")) for c in choices]
+            attrs["gen_ai.output.messages"] = json.dumps(out, ensure_ascii=False)
+    span.set_attributes(attrs)
