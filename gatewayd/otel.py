@@ -46,15 +46,17 @@ from gatewayd.providers.base import (
     UpstreamFailure,
     UpstreamResponse,
 )
-from gatewayd.tracing import HeaderGetter, RequestSummary, RequestTrace, Tracing
+from gatewayd.tracing import NOOP_TRACE, HeaderGetter, RequestSummary, RequestTrace, Tracing
 
 log = get_logger(__name__)
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 #: Seconds stopService waits for the last spans to leave.
 SHUTDOWN_WAIT = 3.0
-#: Spans kept while the collector is slow or down; beyond this they are dropped.
-MAX_QUEUE = 2048
+#: Seconds between two log lines of the same kind from the SDK.
+LOG_EVERY = 60.0
+#: Probes and scrapes, every few seconds: not worth a trace each.
+UNTRACED = ("/health", "/metrics")
 
 #: ``gen_ai.operation.name`` by endpoint path.
 _OPERATIONS = {
@@ -110,14 +112,28 @@ def _exporter(s: OtelSettings) -> SpanExporter:
 
 
 class _ToTwistedLog(logging.Handler):
-    """The SDK's warnings (a collector that is down) into gatewayd's log, not stderr."""
+    """The SDK's warnings (a collector that is down) into gatewayd's log, not stderr;
+    each kind at most once a minute ("Queue full" would otherwise come once per span)."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__(level)
+        self._last: dict[str, float] = {}
+        self._skipped: dict[str, int] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
+        key = str(record.msg)
+        now = time.monotonic()
+        if now - self._last.get(key, -LOG_EVERY) < LOG_EVERY:
+            self._skipped[key] = self._skipped.get(key, 0) + 1
+            return
+        self._last[key] = now
+        skipped = self._skipped.pop(key, 0)
         try:
             message = record.getMessage()
         except Exception:
-            message = str(record.msg)
-        log.warn("opentelemetry: {message}", message=message)
+            message = key
+        more = f" (and {skipped} more like it)" if skipped else ""
+        log.warn("opentelemetry: {message}{more}", message=message, more=more)
 
 
 class OtelTracing(Tracing):
@@ -137,9 +153,9 @@ class OtelTracing(Tracing):
         if settings.sample_ratio is not None:
             sampler = ParentBased(TraceIdRatioBased(settings.sample_ratio))
         self.provider = TracerProvider(sampler=sampler, resource=resource, shutdown_on_exit=False)
-        self.provider.add_span_processor(
-            BatchSpanProcessor(_exporter(settings), max_queue_size=MAX_QUEUE)
-        )
+        # Queue bound (2048 spans), batch size and delay: the SDK's defaults, tuned by the
+        # standard OTEL_BSP_* variables. Beyond the bound spans are dropped.
+        self.provider.add_span_processor(BatchSpanProcessor(_exporter(settings)))
         self.tracer = self.provider.get_tracer("gatewayd")
         otel_log = logging.getLogger("opentelemetry")
         if not any(isinstance(h, _ToTwistedLog) for h in otel_log.handlers):
@@ -154,6 +170,8 @@ class OtelTracing(Tracing):
     def start(
         self, method: str, path: str, header: HeaderGetter, request_id: str, client: str
     ) -> RequestTrace:
+        if path.startswith(UNTRACED):
+            return NOOP_TRACE
         carrier = {}
         for name in ("traceparent", "tracestate"):
             value = header(name)

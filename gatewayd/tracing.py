@@ -20,6 +20,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 
+from gatewayd.config.errors import ConfigError
 from gatewayd.config.model import OtelSettings
 from gatewayd.log import get_logger
 from gatewayd.providers.base import AttemptLimits, Provider, ProviderRequest, UpstreamResponse
@@ -115,4 +116,7 @@ def build_tracing(settings: OtelSettings | None, reactor: Any) -> Tracing:
         return NOOP_TRACING
     from gatewayd.otel import OtelTracing
 
-    return OtelTracing(settings, reactor)
+    try:
+        return OtelTracing(settings, reactor)
+    except ValueError as e:  # the SDK's own checks of OTEL_* values
+        raise ConfigError("general_settings.otel", f"cannot start OpenTelemetry: {e}") from None
