@@ -32,6 +32,13 @@ class Options(usage.Options):
             None,
             "Twisted endpoint to listen on (tcp:..., unix:..., systemd:...); replaces host/port.",
         ],
+        [
+            "log-format",
+            None,
+            None,
+            "Log as text (the default) or json (one object per line); "
+            "overrides general_settings.log_format.",
+        ],
     ]
     optFlags: list[Any] = [["verbose", "v", "Enable verbose (debug) logging."]]
 
@@ -45,6 +52,8 @@ class Options(usage.Options):
             raise usage.UsageError("--config/-c is required: the YAML configuration file")
         if not 0 <= self["port"] <= 65535:
             raise usage.UsageError(f"--port must be 0-65535, got {self['port']}")
+        if self["log-format"] not in (None, "text", "json"):
+            raise usage.UsageError(f"--log-format must be text or json, got {self['log-format']}")
 
 
 def make_service(options: Options) -> IService:
@@ -61,6 +70,10 @@ def make_service(options: Options) -> IService:
     except ConfigError as e:
         print(f"gatewayd: config error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+    if (options["log-format"] or service.config.general.log_format) == "json":
+        from gatewayd.log import twistd_json_observer
+
+        service.log_observer = twistd_json_observer(getattr(options, "parent", None))
     try:
         # Parsed now, so that a bad endpoint (or no socket passed by systemd) is one line.
         service.listen = serverFromString(service.reactor, listen)

@@ -18,6 +18,8 @@ from twisted.application.service import Service
 from twisted.internet import endpoints
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IListeningPort, IReactorTime, IStreamServerEndpoint
+from twisted.logger import ILogObserver
+from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 
 from gatewayd import systemd
@@ -86,6 +88,15 @@ class GatewayService(Service):
     def from_file(cls, path: str, listen: str | IStreamServerEndpoint, **kw: Any) -> GatewayService:
         """Load and validate ``path`` (raises :class:`ConfigError`) and build the service."""
         return cls(load_config(path), listen, config_path=path, **kw)
+
+    #: Installed as the application's log observer (``--log-format json``): twistd
+    #: then logs through it instead of its own text observer.
+    log_observer: ILogObserver | None = None
+
+    def setServiceParent(self, parent: Any) -> None:
+        if self.log_observer is not None and isinstance(parent, Componentized):
+            parent.setComponent(ILogObserver, self.log_observer)
+        super().setServiceParent(parent)  # type: ignore[no-untyped-call]
 
     # -- what the web layer sees -----------------------------------------------
 

@@ -223,7 +223,7 @@ class GatewaySite(Site):
         access_log.info(
             '{client} "{method} {path}" {status} alias={alias} deployment={deployment} '
             "attempts={attempts} fallback={fallback} latency_ms={latency_ms:.1f} "
-            "ttfb_ms={ttfb_ms} bytes={bytes}{outcome} request_id={request_id}",
+            "ttfb_ms={_ttfb} bytes={bytes}{_outcome} request_id={request_id}",
             client=request.getClientAddress().host
             if hasattr(request.getClientAddress(), "host")
             else "-",
@@ -234,9 +234,11 @@ class GatewaySite(Site):
             deployment=request.deployment or "-",
             attempts=request.attempts,
             fallback=request.fallback or "-",
-            latency_ms=latency * 1000.0,
-            ttfb_ms="-" if request.ttfb is None else f"{request.ttfb * 1000.0:.1f}",
+            latency_ms=round(latency * 1000.0, 1),
+            _ttfb="-" if request.ttfb is None else f"{request.ttfb * 1000.0:.1f}",
+            ttfb_ms=None if request.ttfb is None else round(request.ttfb * 1000.0, 1),
             bytes=request.bytes_sent,
-            outcome=f" outcome={request.outcome}" if request.outcome else "",
+            _outcome=f" outcome={request.outcome}" if request.outcome else "",
+            outcome=request.outcome,
             request_id=request.request_id or "-",
         )
