@@ -249,6 +249,8 @@ class GatewayMetrics:
             ("result",),
             r,
         )
+        for result in ("ok", "error"):  # both series exist from the start: increase() works
+            self.reloads._metric.labels(result)
         self.last_reload = _Gauge(
             "gatewayd_config_last_reload_success_timestamp_seconds",
             "Unix time of the last successful config load (the start counts).",
