@@ -64,7 +64,7 @@ def references(expr: str) -> tuple[set[str], dict[str, set[str]]]:
     labels: dict[str, set[str]] = {}
     for metric, matchers in re.findall(r"([A-Za-z_:][\w:]*)\s*\{([^}]*)\}", text):
         labels.setdefault(metric, set()).update(re.findall(r"(\w+)\s*(?:=~|!~|!=|=)", matchers))
-    grouped = set()
+    grouped: set[str] = set()
     for group in re.findall(r"\b(?:by|without|on|ignoring)\s*\(([^)]*)\)", text):
         grouped.update(x.strip() for x in group.split(",") if x.strip())
     bare = re.sub(r"\{[^}]*\}|\[[^\]]*\]", " ", text)
