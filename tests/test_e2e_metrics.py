@@ -132,8 +132,7 @@ def test_stream_and_connection_gauges(gateway: GatewayFactory, upstream: FakeUps
         for c in held:
             c.request("GET", "/health/liveness")
             c.getresponse().read()
-        m = scrape(gw.port)
-        assert value(m, "gatewayd_client_connections") == 3
+        assert wait_until(lambda: value(scrape(gw.port), "gatewayd_client_connections") == 3)
     finally:
         for c in held:
             c.close()
