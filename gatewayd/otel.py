@@ -14,13 +14,10 @@ goes upstream as ``traceparent``. Prompts and completions are recorded only with
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
 import threading
 import time
-from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -36,6 +33,13 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
 
 from gatewayd.config.model import OtelSettings
+from gatewayd.genai import (
+    StreamFacts,
+    operation_for,
+    provider_name,
+    request_attributes,
+    response_attributes,
+)
 from gatewayd.log import get_logger
 from gatewayd.providers.base import (
     AttemptLimits,
@@ -57,34 +61,6 @@ SHUTDOWN_WAIT = 3.0
 LOG_EVERY = 60.0
 #: Probes and scrapes, every few seconds: not worth a trace each.
 UNTRACED = ("/health", "/metrics")
-
-#: ``gen_ai.operation.name`` by endpoint path.
-_OPERATIONS = {
-    "chat/completions": "chat",
-    "completions": "text_completion",
-    "embeddings": "embeddings",
-    "responses": "chat",
-    "messages": "chat",
-}
-#: ``gen_ai.provider.name`` (the convention's well-known values) by provider prefix.
-_PROVIDERS = {
-    "azure": "azure.ai.openai",
-    "azure_ai": "azure.ai.inference",
-    "mistral": "mistral_ai",
-    "xai": "x_ai",
-    "gemini": "gcp.gemini",
-    "vertex_ai": "gcp.vertex_ai",
-    "bedrock": "aws.bedrock",
-    "watsonx": "ibm.watsonx.ai",
-}
-_FINISHED = re.compile(rb'"finish_reason"\s*:\s*"')
-
-
-def operation_for(path: str) -> str:
-    for suffix, op in _OPERATIONS.items():
-        if path.rstrip("/").endswith("/" + suffix) or path == suffix:
-            return op
-    return "chat"
 
 
 def _exporter(s: OtelSettings) -> SpanExporter:
@@ -234,7 +210,7 @@ class _Trace(RequestTrace):
         op = operation_for(request.endpoint.value)
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": op,
-            "gen_ai.provider.name": _PROVIDERS.get(dep.provider.prefix, dep.provider.prefix),
+            "gen_ai.provider.name": provider_name(dep.provider.prefix),
             "gen_ai.request.model": dep.model,
             "gatewayd.deployment": dep.id,
             "gatewayd.alias": dep.model_name,
@@ -245,7 +221,7 @@ class _Trace(RequestTrace):
             if parts.hostname:
                 attributes["server.address"] = parts.hostname
             attributes["server.port"] = parts.port or (443 if parts.scheme == "https" else 80)
-        _request_attributes(attributes, request.body, self.tracing.settings.capture_content)
+        attributes.update(request_attributes(request.body, self.tracing.settings.capture_content))
         span = self.tracing.tracer.start_span(
             f"{op} {dep.model}", context=self.context, kind=SpanKind.CLIENT, attributes=attributes
         )
@@ -293,8 +269,10 @@ class _Attempt:
             return response
         if self.span.is_recording():
             self.span.set_attribute("http.response.status_code", response.status)
-            _response_attributes(
-                self.span, response.body, response.usage, self.trace.tracing.settings
+            self.span.set_attributes(
+                response_attributes(
+                    response.body, response.usage, self.trace.tracing.settings.capture_content
+                )
             )
         self.span.end()
         return response
@@ -338,11 +316,8 @@ class _TracedStream(EventStream):
         self.attempt = attempt
         self.sink: StreamSink | None = None
         self.first = True
-        self.done = False
         self.ended = False
-        self.model: str | None = None
-        self.usage: dict[str, Any] | None = None
-        self.reasons: list[str] = []
+        self.facts = StreamFacts()
 
     def start(self, sink: StreamSink) -> None:
         self.sink = sink
@@ -356,7 +331,7 @@ class _TracedStream(EventStream):
 
     def cancel(self) -> None:
         self.inner.cancel()
-        self._end(None, cancelled=not self.done)
+        self._end(None, cancelled=not self.facts.done)
 
     # -- StreamSink ------------------------------------------------------------
 
@@ -365,7 +340,7 @@ class _TracedStream(EventStream):
             self.first = False
             self.attempt.first_token()
         if self.attempt.span.is_recording():
-            self._read(data)
+            self.facts.read(data)
         assert self.sink is not None
         self.sink.event(data)
 
@@ -374,100 +349,16 @@ class _TracedStream(EventStream):
         assert self.sink is not None
         self.sink.end(failure)
 
-    def _read(self, data: bytes) -> None:
-        if data.rstrip().endswith(b"[DONE]"):
-            self.done = True
-        if not (self.model is None or b'"usage"' in data or _FINISHED.search(data)):
-            return
-        for line in data.split(b"\n"):
-            if not line.startswith(b"data:") or line.endswith(b"[DONE]"):
-                continue
-            try:
-                obj = json.loads(line[5:])
-            except ValueError:
-                continue
-            if not isinstance(obj, dict):
-                continue
-            if self.model is None and isinstance(obj.get("model"), str):
-                self.model = obj["model"]
-            if isinstance(obj.get("usage"), dict):
-                self.usage = obj["usage"]
-            for choice in obj.get("choices") or ():
-                if isinstance(choice, dict) and isinstance(choice.get("finish_reason"), str):
-                    self.reasons.append(choice["finish_reason"])
-
     def _end(self, failure: UpstreamFailure | None, cancelled: bool = False) -> None:
         if self.ended:
             return
         self.ended = True
         span = self.attempt.span
         if span.is_recording():
-            attrs: dict[str, Any] = {"gen_ai.request.stream": True}
-            if self.model:
-                attrs["gen_ai.response.model"] = self.model
-            if self.reasons:
-                attrs["gen_ai.response.finish_reasons"] = self.reasons
-            attrs.update(_usage_attributes(self.usage))
-            span.set_attributes(attrs)
+            span.set_attributes(self.facts.attributes())
             if failure is not None:
                 span.set_attribute("error.type", failure.kind.value)
                 span.set_status(Status(StatusCode.ERROR, failure.message[:200]))
             elif cancelled:
                 span.set_attribute("error.type", "cancelled")
         span.end()
-
-
-def _request_attributes(attrs: dict[str, Any], body: Mapping[str, Any], capture: bool) -> None:
-    for key, name in (
-        ("max_tokens", "gen_ai.request.max_tokens"),
-        ("max_completion_tokens", "gen_ai.request.max_tokens"),
-        ("temperature", "gen_ai.request.temperature"),
-        ("top_p", "gen_ai.request.top_p"),
-    ):
-        v = body.get(key)
-        if isinstance(v, int | float) and not isinstance(v, bool):
-            attrs[name] = v
-    if capture:
-        for key in ("messages", "prompt", "input"):
-            if key in body:
-                attrs["gen_ai.input.messages"] = json.dumps(body[key], ensure_ascii=False)
-                break
-
-
-def _usage_attributes(usage: Mapping[str, Any] | None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if not usage:
-        return out
-    for keys, name in (
-        (("prompt_tokens", "input_tokens"), "gen_ai.usage.input_tokens"),
-        (("completion_tokens", "output_tokens"), "gen_ai.usage.output_tokens"),
-    ):
-        for k in keys:
-            v = usage.get(k)
-            if isinstance(v, int) and not isinstance(v, bool):
-                out[name] = v
-                break
-    return out
-
-
-def _response_attributes(
-    span: trace.Span, body: bytes | None, usage: Mapping[str, Any] | None, s: OtelSettings
-) -> None:
-    attrs = _usage_attributes(usage)
-    try:
-        obj = json.loads(body) if body else None
-    except ValueError:
-        obj = None
-    if isinstance(obj, dict):
-        if isinstance(obj.get("model"), str):
-            attrs["gen_ai.response.model"] = obj["model"]
-        if isinstance(obj.get("id"), str):
-            attrs["gen_ai.response.id"] = obj["id"]
-        choices = [c for c in obj.get("choices") or () if isinstance(c, dict)]
-        reasons = [c["finish_reason"] for c in choices if isinstance(c.get("finish_reason"), str)]
-        if reasons:
-            attrs["gen_ai.response.finish_reasons"] = reasons
-        if s.capture_content and choices:
-            out = [c.get("message", c.get("text")) for c in choices]
-            attrs["gen_ai.output.messages"] = json.dumps(out, ensure_ascii=False)
-    span.set_attributes(attrs)
