@@ -28,6 +28,8 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from gatewayd.config.errors import ConfigError
+
 Labels = tuple[str, ...]
 Sample = tuple[Labels, float]
 
@@ -182,6 +184,12 @@ class GatewayMetrics:
     """Every metric gatewayd exports. Label names: ``alias``, ``deployment``, ``status``."""
 
     def __init__(self) -> None:
+        shared = multiprocess_dir()
+        if shared is not None and not os.path.isdir(shared):
+            raise ConfigError(
+                "PROMETHEUS_MULTIPROC_DIR",
+                f"{shared!r} is not a directory: multiprocess metrics need an existing one",
+            )
         self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
         self.requests = Counter(

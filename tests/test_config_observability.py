@@ -101,3 +101,21 @@ def test_bad_otel_environment_is_a_config_error(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "5")
     with pytest.raises(ConfigError, match=r"^general_settings\.otel: cannot start"):
         build_tracing(OtelSettings(endpoint="http://127.0.0.1:9"), Clock())
+
+
+def test_exporter_follows_the_protocol() -> None:
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+        OTLPSpanExporter as GrpcExporter,
+    )
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    from gatewayd.otel import _exporter
+
+    grpc = _exporter(OtelSettings(endpoint="http://127.0.0.1:4317", protocol="grpc"))
+    assert isinstance(grpc, GrpcExporter)
+    grpc.shutdown()
+    http = _exporter(OtelSettings(endpoint="http://collector:4318/"))
+    assert isinstance(http, OTLPSpanExporter)
+    assert http._endpoint == "http://collector:4318/v1/traces"
+    full = _exporter(OtelSettings(endpoint="http://collector:4318/v1/traces"))
+    assert full._endpoint == "http://collector:4318/v1/traces"  # type: ignore[attr-defined]

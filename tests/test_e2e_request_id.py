@@ -101,3 +101,29 @@ def test_every_response_carries_the_request_id(
     assert headers["x-request-id"] == "stream-1"
     assert upstream.last_request.headers["x-request-id"] == "stream-1"
     assert re.search(r"request_id=stream-1\b", gw.log()) or _log_has(gw, "request_id=stream-1")
+
+
+def test_anthropic_upstreams_get_the_request_id_too(gateway: GatewayFactory) -> None:
+    from test_anthropic import MESSAGE, config, json_response
+
+    with FakeUpstream(prefix="") as anthropic:
+        anthropic.enqueue(json_response(MESSAGE))
+        gw = gateway(config(anthropic))
+        status, headers, _ = post(
+            gw.port,
+            "/v1/chat/completions",
+            {**CHAT, "model": "claude"},
+            {"x-request-id": "to-anthropic"},
+        )
+        assert status == 200 and headers["x-request-id"] == "to-anthropic"
+        assert anthropic.requests[0].headers["x-request-id"] == "to-anthropic"
+
+
+def test_a_deployments_own_header_wins(gateway: GatewayFactory, upstream: FakeUpstream) -> None:
+    gw = gateway(
+        {"model_list": [openai_entry("a", upstream, headers={"x-request-id": "fixed-by-operator"})]}
+    )
+    _, headers, _ = post(gw.port, "/v1/chat/completions", {**CHAT, "model": "a"})
+    sent = [(k.lower(), v) for k, v in upstream.last_request.raw_headers]
+    assert [v for k, v in sent if k == "x-request-id"] == ["fixed-by-operator"]
+    assert headers["x-request-id"] != "fixed-by-operator"  # the client still gets its own

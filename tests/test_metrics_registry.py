@@ -128,3 +128,13 @@ def test_multiprocess_mode_renders_the_sum_over_processes(tmp_path: Path) -> Non
     s = samples(_run(_READER, first, env=env))
     assert s[("gatewayd_deployment_in_flight", labels)] == 4
     assert s[("gatewayd_requests_total", (*labels, ("status", "200")))] == 7
+
+
+def test_multiprocess_dir_must_exist(tmp_path: Path) -> None:
+    code = "from gatewayd.metrics import GatewayMetrics\nGatewayMetrics()"
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "missing")}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode != 0
+    assert "PROMETHEUS_MULTIPROC_DIR: " in done.stderr and "is not a directory" in done.stderr
