@@ -7,6 +7,7 @@ import http.client
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from conftest import MASTER_KEY, GatewayFactory, openai_entry
 from prometheus_client.openmetrics.parser import (
@@ -15,7 +16,13 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 from test_e2e_api import CHAT, post, raw
 
-from gatewayd.testing import Error, FakeUpstream, GatewayProcess, Stream
+from gatewayd.testing import (
+    Error,
+    FakeUpstream,
+    GatewayProcess,
+    Stream,
+    run_gateway_expecting_failure,
+)
 
 #: (sample name, sorted label pairs) -> value
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -197,3 +204,35 @@ def test_metrics_can_require_the_master_key(
         }
     )
     assert raw(gw2.port, "GET", "/metrics")[0] == 200
+
+
+def test_two_processes_sharing_a_multiproc_dir_report_the_sum(
+    gateway: GatewayFactory, upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    """What a --workers supervisor relies on: each daemon writes its samples into
+    PROMETHEUS_MULTIPROC_DIR, and /metrics on any of them renders the sum."""
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    config = {"model_list": [openai_entry("a", upstream)]}
+    one, two = gateway(config, env=env), gateway(config, env=env)
+    for gw, n in ((one, 2), (two, 3)):
+        for _ in range(n):
+            assert post(gw.port, "/v1/chat/completions", {**CHAT, "model": "a"})[0] == 200
+    dep = f"openai/up-model@127.0.0.1:{upstream.port}"
+    for gw in (one, two):
+        m = scrape(gw.port)
+        assert value(m, "gatewayd_requests_total", alias="a", deployment=dep, status="200") == 5
+        assert value(m, "gatewayd_upstream_latency_seconds_count", alias="a", deployment=dep) == 5
+        assert value(m, "gatewayd_deployment_cooldown", alias="a", deployment=dep) == 0
+    # Live gauges (copied into the shared files twice a second): one pooled upstream
+    # connection per process, idle.
+    origin = f"http://127.0.0.1:{upstream.port}"
+    idle = "gatewayd_upstream_connections"
+    assert wait_until(lambda: value(scrape(one.port), idle, origin=origin, state="idle") == 2)
+
+
+def test_a_missing_multiproc_dir_refuses_to_start(tmp_path: Path) -> None:
+    code, out = run_gateway_expecting_failure(
+        {"model_list": [{"model_name": "m", "params": {"model": "mock/x"}}]},
+        env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "nope")},
+    )
+    assert code == 2 and "PROMETHEUS_MULTIPROC_DIR" in out and "Traceback" not in out
