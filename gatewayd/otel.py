@@ -82,6 +82,8 @@ def _exporter(s: OtelSettings) -> SpanExporter:
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     endpoint = s.endpoint
+    if endpoint is not None and "://" not in endpoint:
+        endpoint = "http://" + endpoint  # host:port
     if endpoint is not None and not endpoint.rstrip("/").endswith("/v1/traces"):
         endpoint = endpoint.rstrip("/") + "/v1/traces"  # like OTEL_EXPORTER_OTLP_ENDPOINT
     return OTLPSpanExporter(endpoint=endpoint, headers=headers)

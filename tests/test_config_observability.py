@@ -57,7 +57,8 @@ def test_otel_settings_are_read() -> None:
     ("otel", "path", "reason"),
     [
         ({"protocol": "thrift"}, "general_settings.otel.protocol", "http/protobuf, grpc"),
-        ({"endpoint": "collector:4318"}, "general_settings.otel.endpoint", "http://"),
+        ({"endpoint": "ftp://collector"}, "general_settings.otel.endpoint", "http://"),
+        ({"endpoint": "collector"}, "general_settings.otel.endpoint", "host:port"),
         ({"sample_ratio": 2}, "general_settings.otel.sample_ratio", "0 to 1"),
         ({"sample_ratio": -1}, "general_settings.otel.sample_ratio", ""),
         ({"capture_content": "maybe"}, "general_settings.otel.capture_content", ""),
@@ -117,5 +118,7 @@ def test_exporter_follows_the_protocol() -> None:
     http = _exporter(OtelSettings(endpoint="http://collector:4318/"))
     assert isinstance(http, OTLPSpanExporter)
     assert http._endpoint == "http://collector:4318/v1/traces"
+    bare = _exporter(OtelSettings(endpoint="collector:4318"))
+    assert bare._endpoint == "http://collector:4318/v1/traces"  # type: ignore[attr-defined]
     full = _exporter(OtelSettings(endpoint="http://collector:4318/v1/traces"))
     assert full._endpoint == "http://collector:4318/v1/traces"  # type: ignore[attr-defined]

@@ -36,6 +36,7 @@ class Receiver:
 
     def __init__(self) -> None:
         self.spans: list[Span] = []
+        self.resources: list[dict[str, Any]] = []
         self.raw: list[bytes] = []
         self.lock = threading.Lock()
         receiver = self
@@ -48,6 +49,9 @@ class Receiver:
                 with receiver.lock:
                     receiver.raw.append(body)
                     for rs in req.resource_spans:
+                        receiver.resources.append(
+                            {a.key: _value(a.value) for a in rs.resource.attributes}
+                        )
                         for ss in rs.scope_spans:
                             receiver.spans.extend(ss.spans)
                 out = ExportTraceServiceResponse().SerializeToString()
@@ -139,6 +143,7 @@ def test_spans_of_a_request_with_a_retry_and_a_fallback(
     assert server.parent_span_id.hex() == CLIENT_SPAN
     assert all(c.parent_span_id == server.span_id for c in clients)
     assert len({c.span_id for c in clients}) == 3
+    assert {r["service.name"] for r in receiver.resources} == {"gw-test"}
 
     sa = attrs(server)
     assert server.name == "POST /v1/chat/completions"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
@@ -38,9 +39,10 @@ def otel_settings(reader: ValueReader, raw: Any, path: str) -> OtelSettings | No
             f"unknown protocol {protocol!r}; expected one of {', '.join(OTEL_PROTOCOLS)}",
         )
     endpoint = reader._str(d, "endpoint", path)
-    if endpoint is not None and not endpoint.startswith(("http://", "https://")):
+    if endpoint is not None and not re.match(r"^(https?://[^/\s]+(/\S*)?|[\w.-]+:\d+)$", endpoint):
         raise ConfigError(
-            f"{path}.endpoint", f"expected an http:// or https:// URL, got {endpoint!r}"
+            f"{path}.endpoint",
+            f"expected a URL like http://collector:4318 (or host:port), got {endpoint!r}",
         )
     ratio = None
     if d.get("sample_ratio") is not None:
