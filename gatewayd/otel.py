@@ -93,8 +93,9 @@ class _ToTwistedLog(logging.Handler):
     """The SDK's warnings (a collector that is down) into gatewayd's log, not stderr;
     each kind at most once a minute ("Queue full" would otherwise come once per span)."""
 
-    def __init__(self, level: int) -> None:
+    def __init__(self, level: int, reactor: Any) -> None:
         super().__init__(level)
+        self.reactor = reactor
         self._last: dict[str, float] = {}
         self._skipped: dict[str, int] = {}
 
@@ -111,7 +112,11 @@ class _ToTwistedLog(logging.Handler):
         except Exception:
             message = key
         more = f" (and {skipped} more like it)" if skipped else ""
-        log.warn("opentelemetry: {message}{more}", message=message, more=more)
+        fmt = "opentelemetry: {message}{more}"
+        if threading.current_thread() is threading.main_thread():
+            log.warn(fmt, message=message, more=more)
+        else:  # the exporter's thread: log observers belong to the reactor's
+            self.reactor.callFromThread(log.warn, fmt, message=message, more=more)
 
 
 class OtelTracing(Tracing):
@@ -137,7 +142,7 @@ class OtelTracing(Tracing):
         self.tracer = self.provider.get_tracer("gatewayd")
         otel_log = logging.getLogger("opentelemetry")
         if not any(isinstance(h, _ToTwistedLog) for h in otel_log.handlers):
-            otel_log.addHandler(_ToTwistedLog(logging.WARNING))
+            otel_log.addHandler(_ToTwistedLog(logging.WARNING, reactor))
             otel_log.propagate = False
         log.info(
             "tracing: OpenTelemetry to {endpoint} ({protocol})",
