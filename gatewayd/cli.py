@@ -19,13 +19,11 @@ from gatewayd import __version__
 
 
 class Options(usage.Options):
-    synopsis = "[options]"
     longdesc = "Run gatewayd, an OpenAI-compatible LLM gateway, on a YAML config."
 
     optParameters: list[Any] = [
         ["config", "c", None, "Path to the YAML configuration file (required)."],
         ["host", None, "0.0.0.0", "Host address to bind to."],
-        ["port", "p", 4000, "Port to listen on.", int],
         [
             "listen",
             None,
@@ -47,20 +45,60 @@ class Options(usage.Options):
         print(f"gatewayd {__version__}")
         sys.exit(0)
 
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self["port"] = 4000
+        self["backlog"] = None
+
+    def getSynopsis(self) -> str:
+        if self.parent is None:  # the gatewayd script; under twistd, twistd's own line
+            return "Usage: gatewayd -c FILE [options]"
+        return super().getSynopsis()
+
+    def _program(self) -> str:
+        return "gatewayd" if self.parent is None else "twistd gateway"
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """A bad flag is one line and a pointer to ``--help`` (exit 2), not the whole help."""
+        try:
+            super().parseOptions(options)  # type: ignore[no-untyped-call]
+        except usage.UsageError as e:
+            prog = self._program()
+            print(f"{prog}: {e}\nTry '{prog} --help' for the options.", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    def opt_port(self, value: str) -> None:
+        """Port to listen on. [default: 4000]"""
+        self["port"] = _int_flag("--port", value, 0, 65535)
+
+    opt_p = opt_port
+
+    def opt_backlog(self, value: str) -> None:
+        """listen(2) backlog; overrides general_settings.listen_backlog (default 1024)."""
+        self["backlog"] = _int_flag("--backlog", value, 1, 2**31 - 1)
+
     def postOptions(self) -> None:
         if not self["config"]:
             raise usage.UsageError("--config/-c is required: the YAML configuration file")
-        if not 0 <= self["port"] <= 65535:
-            raise usage.UsageError(f"--port must be 0-65535, got {self['port']}")
         if self["log-format"] not in (None, "text", "json"):
             raise usage.UsageError(f"--log-format must be text or json, got {self['log-format']}")
+
+
+def _int_flag(name: str, value: str, low: int, high: int) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise usage.UsageError(f"{name} must be an integer, got {value!r}") from None
+    if not low <= n <= high:
+        raise usage.UsageError(f"{name} must be {low}-{high}, got {n}")
+    return n
 
 
 def make_service(options: Options) -> IService:
     """Validate the config and build the service; a bad config exits non-zero, one line."""
     from gatewayd.config import ConfigError
     from gatewayd.log import set_verbose
-    from gatewayd.service import GatewayService, listen_description
+    from gatewayd.service import GatewayService, listen_description, with_backlog
 
     set_verbose(bool(options["verbose"]))
     _no_default_pidfile_in_foreground(options)
@@ -76,7 +114,8 @@ def make_service(options: Options) -> IService:
         service.log_observer = twistd_json_observer(getattr(options, "parent", None))
     try:
         # Parsed now, so that a bad endpoint (or no socket passed by systemd) is one line.
-        service.listen = serverFromString(service.reactor, listen)
+        backlog = options["backlog"] or service.config.general.listen_backlog
+        service.listen = serverFromString(service.reactor, with_backlog(listen, backlog))
     except Exception as e:
         reason = "no such inherited socket" if isinstance(e, IndexError) else str(e) or repr(e)
         print(f"gatewayd: cannot use listen endpoint {listen!r}: {reason}", file=sys.stderr)
@@ -103,12 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     from twisted.scripts.twistd import run
 
     args = sys.argv[1:] if argv is None else argv
-    options = Options()
-    try:
-        options.parseOptions(args)
-    except usage.UsageError as e:
-        print(f"{options}\ngatewayd: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+    Options().parseOptions(args)  # a bad flag exits 2 with one line
     sys.argv = ["gatewayd", "--nodaemon", "--pidfile=", "gateway", *args]
     run()
 

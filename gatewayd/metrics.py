@@ -57,8 +57,6 @@ LATENCY_BUCKETS = (
 #: Seconds a periodic call fires late: a healthy reactor stays in the first buckets.
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
-TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
 GaugeMode = Literal["livesum", "livemax", "max"]
 
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import sys
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet import endpoints
+from twisted.internet import endpoints, threads
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IListeningPort, IReactorTime, IStreamServerEndpoint
 from twisted.logger import ILogObserver
@@ -40,6 +41,21 @@ log = get_logger("gatewayd.service")
 def listen_description(host: str, port: int) -> str:
     """A Twisted endpoint string for ``--host``/``--port``."""
     return f"tcp:port={port}:interface={host.replace(':', chr(92) + ':')}"
+
+
+#: Endpoint types whose listen(2) backlog is ours to set (``systemd:`` sockets come set).
+_BACKLOG_TYPES = ("tcp", "tcp6", "ssl", "unix")
+
+
+def with_backlog(listen: str, backlog: int) -> str:
+    """``listen`` with ``backlog=N`` added, unless it sets one or its type has none.
+
+    Twisted's default backlog is 50: a burst of a few hundred connections overflows the
+    accept queue and the kernel drops SYNs, which clients retry only after a second."""
+    kind = listen.split(":", 1)[0].strip().lower()
+    if kind not in _BACKLOG_TYPES or re.search(r"(^|:)backlog=", listen):
+        return listen
+    return f"{listen}:backlog={backlog}"
 
 
 class GatewayService(Service):
@@ -81,6 +97,8 @@ class GatewayService(Service):
         #: gets ``listen_failure`` set and decides itself.
         self.exit_on_listen_failure = exit_on_listen_failure
         self.listen_failure: Failure | None = None
+        self._reloading = False
+        self._reload_waiters: list[Deferred[bool]] = []
         for w in config.warnings:
             log.warn("config: {warning}", warning=w)
 
@@ -135,7 +153,9 @@ class GatewayService(Service):
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
         endpoint = (
-            endpoints.serverFromString(self.reactor, self.listen)
+            endpoints.serverFromString(
+                self.reactor, with_backlog(self.listen, self.config.general.listen_backlog)
+            )
             if isinstance(self.listen, str)
             else self.listen
         )
@@ -163,10 +183,11 @@ class GatewayService(Service):
 
     def _listen_failed(self, failure: Failure) -> None:
         where = self.listen_description or str(self.listen)
-        log.critical("cannot listen on {listen}: {err}", listen=where, err=failure.value)
         self.listen_failure = failure
-        if self.exit_on_listen_failure:
+        if self.exit_on_listen_failure:  # said once, on stderr, by _stop_with_error
             self.reactor.callLater(0, self._stop_with_error, where, failure)
+        else:
+            log.critical("cannot listen on {listen}: {err}", listen=where, err=failure.value)
 
     def _stop_with_error(self, where: str, failure: Failure) -> None:
         # twistd has no exit-status hook: leave non-zero once the reactor has stopped.
@@ -177,24 +198,60 @@ class GatewayService(Service):
     def _sighup(self, signum: int, frame: Any) -> None:
         self.reactor.callFromThread(self.reload)
 
-    def reload(self) -> bool:
+    def reload(self) -> Deferred[bool]:
         """Read and validate the config file again; swap it in if valid.
 
-        An invalid file keeps the old config serving and logs why. The listening
-        address does not change. Returns True when the new config is in force.
-        """
+        The file is read, parsed and built in a thread, so serving never waits on it (a
+        huge file, a slow disk); the swap happens in the reactor thread. An invalid file
+        keeps the old config serving and logs why. The listening address does not
+        change. Call it in the reactor thread. The Deferred fires with True when the new
+        config is in force, False when it was refused (or the config came from no file).
+        Reloads asked for while one runs are served by one more reload after it."""
         if self.config_path is None:
             log.warn("reload asked, but the config did not come from a file")
-            return False
+            return succeed(False)
+        done: Deferred[bool] = Deferred()
+        self._reload_waiters.append(done)
+        if len(self._reload_waiters) == 1 and not self._reloading:
+            self._next_reload()
+        return done
+
+    def _next_reload(self) -> None:
+        waiters, self._reload_waiters = self._reload_waiters, []
+        self._reloading = True
         systemd.reloading()
-        try:
-            config = load_config(self.config_path)
-            table = self._table(config)
-        except ConfigError as e:
-            self.metrics.reloads.inc("error")
-            log.error("reload failed, keeping the running config: {err}", err=str(e))
+        assert self.config_path is not None
+        loaded = threads.deferToThreadPool(
+            self.reactor, self.reactor.getThreadPool(), self._load_and_build, self.config_path
+        )
+        d: Deferred[bool] = loaded.addCallback(self._swap)
+        d.addErrback(self._reload_failed)  # a bad file, or a bug: the old config stays
+
+        def finished(ok: bool) -> None:
             systemd.notify("READY=1")
-            return False
+            self._reloading = False
+            for w in waiters:
+                w.callback(ok)
+            if self._reload_waiters:
+                self._next_reload()
+
+        d.addCallback(finished)
+
+    def _load_and_build(self, path: str) -> tuple[GatewayConfig, RoutingTable]:
+        """In a thread: the new config and its routing table; raises ConfigError."""
+        config = load_config(path)
+        return config, self._table(config)
+
+    def _reload_failed(self, failure: Failure) -> bool:
+        self.metrics.reloads.inc("error")
+        if failure.check(ConfigError):
+            log.error("reload failed, keeping the running config: {err}", err=str(failure.value))
+        else:
+            log.failure("reload failed, keeping the running config", failure=failure)
+        return False
+
+    def _swap(self, loaded: tuple[GatewayConfig, RoutingTable]) -> bool:
+        config, table = loaded
         for w in config.warnings:
             log.warn("config: {warning}", warning=w)
         self.config = config
@@ -207,7 +264,6 @@ class GatewayService(Service):
             path=self.config_path,
             n=len(table.routes),
         )
-        systemd.notify("READY=1")
         return True
 
     def stopService(self) -> Deferred[None]:

@@ -122,3 +122,11 @@ def test_exporter_follows_the_protocol() -> None:
     assert bare._endpoint == "http://collector:4318/v1/traces"  # type: ignore[attr-defined]
     full = _exporter(OtelSettings(endpoint="http://collector:4318/v1/traces"))
     assert full._endpoint == "http://collector:4318/v1/traces"  # type: ignore[attr-defined]
+
+
+def test_litellm_json_logs_means_json() -> None:
+    doc = {"model_list": MODELS, "litellm_settings": {"json_logs": True}}
+    config = parse_config(json.dumps(doc), environ={})
+    assert config.general.log_format == "json"
+    assert not any("json_logs" in w for w in config.warnings)
+    assert general(json_logs=True, log_format="text").log_format == "text"

@@ -195,7 +195,7 @@ def test_no_sleep_when_another_healthy_deployment_is_left() -> None:
     assert h.calls("a1") + h.calls("a2") == 2
     err = outcome(d)
     assert isinstance(err, RouteError) and err.status == 503 and err.attempts == 2
-    assert "2 attempt(s) failed on a" in err.error["message"]
+    assert "2 attempt(s) failed: a: 503 upstream said 503" in err.error["message"]
 
 
 def test_retry_after_is_honoured() -> None:
@@ -491,3 +491,73 @@ def test_the_last_retry_after_reaches_the_client() -> None:
     h = Harness(conf([entry("a", "a1")]), {"a1": [http_fail(429, retry_after=42)]})
     err = outcome(h.route("a"))
     assert isinstance(err, RouteError) and err.status == 429 and err.retry_after == 42
+
+
+# -- what a failed chain says ----------------------------------------------------
+
+
+def timed_out(seconds: float) -> UpstreamFailure:
+    return UpstreamFailure(
+        FailureKind.TIMEOUT,
+        504,
+        openai_error(
+            f"upstream did not answer within {seconds:g} s", "timeout", "upstream_timeout"
+        ),
+    )
+
+
+def test_a_failed_chain_names_each_alias_and_its_last_failure() -> None:
+    h = Harness(
+        conf(
+            [entry("smart", "s1"), entry("fast", "f1"), entry("local", "l1")],
+            "  num_retries: 1\n  fallbacks: [{smart: [fast, local]}]\n",
+        ),
+        {
+            "s1": [refused(), http_fail(503)],
+            "f1": [http_fail(500), refused()],
+            "l1": [timed_out(30), timed_out(30)],
+        },
+    )
+    d = h.route("smart")
+    h.clock.pump([1.0] * 6)
+    err = outcome(d)
+    assert isinstance(err, RouteError) and err.status == 504 and err.attempts == 6
+    assert err.error["message"] == (
+        "upstream did not answer within 30 s (gatewayd: 6 attempt(s) failed: "
+        "smart: 503 upstream said 503; fast: connection refused; "
+        "local: upstream did not answer within 30 s)"
+    )
+
+
+def test_the_summary_of_a_failed_chain_is_short_whatever_the_upstreams_said() -> None:
+    aliases = [f"alias{i}" for i in range(30)]
+    long = UpstreamFailure(FailureKind.HTTP, 503, openai_error("overloaded " * 500))
+    h = Harness(
+        conf(
+            [entry(a, a + "d") for a in aliases],
+            f"  fallbacks: [{{alias0: [{', '.join(aliases[1:])}]}}]\n",
+        ),
+        {a + "d": [long] for a in aliases},
+    )
+    err = outcome(h.route("alias0"))
+    assert isinstance(err, RouteError) and err.attempts == 30
+    message = err.error["message"]
+    summary = message[len(long.message) :]
+    assert summary.startswith(" (gatewayd: 30 attempt(s) failed: alias0: 503 overloaded overloaded")
+    assert len(summary) <= 700
+    assert "alias1: 503 overloaded" in summary
+
+
+def test_request_timeout_says_what_failed_before_it() -> None:
+    h = Harness(
+        conf([entry("a", "a1")], "  request_timeout: 10\n  num_retries: 5\n"),
+        {"a1": [http_fail(503), 100.0]},
+    )
+    d = h.route("a")
+    h.clock.pump([0.5, 10.0])
+    err = outcome(d)
+    assert isinstance(err, RouteError) and err.status == 504
+    assert err.error["code"] == "request_timeout"
+    assert err.error["message"] == (
+        "request_timeout of 10 s exceeded after 2 attempt(s) (a: 503 upstream said 503)"
+    )

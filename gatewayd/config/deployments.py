@@ -19,6 +19,7 @@ from gatewayd.providers.catalog import (
     WireFormat,
     lookup,
 )
+from gatewayd.providers.endpoints import TLSSettings, tls_creator
 
 _ENTRY_KEYS = {"model_name", "params", "litellm_params", "model_info"}
 _PARAM_KEYS = {
@@ -35,9 +36,14 @@ _PARAM_KEYS = {
     "max_parallel_requests",
     "headers",
     "extra_headers",
+    "ssl_verify",
+    "ssl_certfile",
+    "ssl_keyfile",
 }
 _MOCK_KEYS = {"mock_response", "mock_latency_ms", "mock_stream_delay_ms"}
 _AZURE_KEYS = {"azure_ad_token"}
+#: Header names whose values are credentials: strings only, never a YAML number.
+_SECRET_HEADER = re.compile(r"auth|key|token|secret|password|cookie", re.IGNORECASE)
 
 
 class DeploymentSection(ValueReader):
@@ -117,12 +123,18 @@ class DeploymentSection(ValueReader):
                     f"{ppath}.api_base",
                     "must not carry a query or fragment (paths are appended to it)",
                 )
+            if "@" in urlsplit(api_base).netloc:  # the value is not shown: it holds a secret
+                raise ConfigError(
+                    f"{ppath}.api_base",
+                    "must not contain credentials (user:password@): use api_key or headers",
+                )
             api_base = api_base.rstrip("/")
             if info.prefix == "ollama" and not urlsplit(api_base).path:
                 # LiteLLM configs point at Ollama's native root; its OpenAI API is under /v1.
                 api_base += "/v1"
 
-        api_key = self._str(params, "api_key", ppath)
+        api_key = self._secret(params, "api_key", ppath)
+        self._secret(params, "azure_ad_token", ppath)
         if info.wire is WireFormat.AZURE and params.get("azure_ad_token") is None:
             # An Entra ID token (sent as a Bearer token) when no api-key is given.
             if api_key is None and not any(self.env.get(v) for v in info.key_env):
@@ -151,10 +163,13 @@ class DeploymentSection(ValueReader):
         for hk in ("headers", "extra_headers"):
             if params.get(hk) is not None:
                 h = self._mapping(params[hk], f"{ppath}.{hk}")
-                for k, v in h.items():
-                    if isinstance(v, bool) or not isinstance(v, str | int | float):
-                        raise ConfigError(f"{ppath}.{hk}.{k}", f"expected a string, got {kind(v)}")
-                    headers[k] = str(v)
+                for k in h:
+                    if _SECRET_HEADER.search(k):
+                        self._secret(h, k, f"{ppath}.{hk}")
+                    value = self._str(h, k, f"{ppath}.{hk}")
+                    if value is None:
+                        raise ConfigError(f"{ppath}.{hk}.{k}", "expected a string, got null")
+                    headers[k] = value
 
         extra = {k: params[k] for k in extra_keys if k in params}
         if info.wire is WireFormat.MOCK:
@@ -162,8 +177,7 @@ class DeploymentSection(ValueReader):
 
         info_id = None
         if isinstance(entry.get("model_info"), dict):
-            raw_id = entry["model_info"].get("id")
-            info_id = str(raw_id) if raw_id is not None else None
+            info_id = self._str(entry["model_info"], "id", f"{path}.model_info")
 
         return Deployment(
             model_name=name,
@@ -181,6 +195,7 @@ class DeploymentSection(ValueReader):
             headers=MappingProxyType(headers),
             extra=MappingProxyType(extra),
             index=index,
+            **_tls(self, params, ppath),
         )
 
     def _opt_weight(self, params: Mapping[str, Any], ppath: str) -> float | None:
@@ -195,6 +210,47 @@ class DeploymentSection(ValueReader):
         for k in ("mock_latency_ms", "mock_stream_delay_ms"):
             if extra.get(k) is not None:
                 extra[k] = self._num(extra, k, ppath, integer=False, minimum=0)
+
+
+def _tls(reader: ValueReader, params: Mapping[str, Any], ppath: str) -> dict[str, Any]:
+    """``ssl_verify`` (true, false or a CA bundle path), ``ssl_certfile``/``ssl_keyfile``:
+    each file readable and the whole set loadable now, not at the first request."""
+    raw = params.get("ssl_verify")
+    verify: bool | str = True
+    if isinstance(raw, bool):
+        verify = raw
+    elif raw is not None:
+        text = reader._str(params, "ssl_verify", ppath) or ""
+        low = text.strip().lower()
+        verify = (
+            low in ("true", "1", "yes") if low in ("true", "false", "1", "0", "yes", "no") else text
+        )
+    certfile = reader._str(params, "ssl_certfile", ppath)
+    keyfile = reader._str(params, "ssl_keyfile", ppath)
+    if keyfile is not None and certfile is None:
+        raise ConfigError(f"{ppath}.ssl_keyfile", "needs ssl_certfile (the client certificate)")
+    for key, value in (
+        ("ssl_verify", verify),
+        ("ssl_certfile", certfile),
+        ("ssl_keyfile", keyfile),
+    ):
+        if isinstance(value, str):
+            try:
+                with open(value, "rb"):
+                    pass
+            except OSError as e:
+                raise ConfigError(f"{ppath}.{key}", f"cannot read {value}: {e.strerror}") from None
+    # The trust settings alone first, then with the client certificate: the error
+    # names the key whose file would not load.
+    for key, settings in (
+        ("ssl_verify", TLSSettings(verify)),
+        ("ssl_certfile", TLSSettings(verify, certfile, keyfile)),
+    ):
+        try:
+            tls_creator(settings, b"localhost")
+        except Exception as e:  # OpenSSL's errors for a bad PEM, a key that does not match
+            raise ConfigError(f"{ppath}.{key}", f"cannot load the TLS files: {e}") from None
+    return {"ssl_verify": verify, "ssl_certfile": certfile, "ssl_keyfile": keyfile}
 
 
 def _default_id(prefix: str, model: str, api_base: str | None) -> str:

@@ -33,6 +33,36 @@ GENERAL_KEYS = {
     "cors_allow_origins",
     "otel",
     "log_format",
+    "json_logs",
+    "listen_backlog",
+}
+
+#: Keys gatewayd knows from LiteLLM configs but does not act on, with what is missing.
+#: Any of them in any settings section is warned about by name (never with its value).
+#: The one table: remove a key from it when gatewayd implements it.
+NOT_HONOURED: dict[str, str] = {
+    "cache": "response caching is not implemented",
+    "cache_params": "response caching is not implemented",
+    "success_callback": "logging callbacks are not implemented",
+    "failure_callback": "logging callbacks are not implemented",
+    "callbacks": "logging callbacks are not implemented",
+    "service_callback": "logging callbacks are not implemented",
+    "drop_params": "unsupported parameters are never dropped",
+    "modify_params": "parameters are never modified",
+    "set_verbose": "use -v/--verbose",
+    "redis_host": "there is no shared (Redis) state store",
+    "redis_port": "there is no shared (Redis) state store",
+    "redis_password": "there is no shared (Redis) state store",
+    "redis_url": "there is no shared (Redis) state store",
+    "database_url": "there is no database",
+    "store_model_in_db": "there is no database",
+    "alerting": "alerting is not implemented",
+    "retry_policy": "use num_retries",
+    "allowed_fails_policy": "use allowed_fails",
+    "model_group_alias": "aliases are model_list[].model_name",
+    "enable_pre_call_checks": "pre-call checks are not implemented",
+    "max_budget": "budgets are not implemented",
+    "budget_duration": "budgets are not implemented",
 }
 
 
@@ -49,13 +79,17 @@ class GeneralSection(ValueReader):
             body = self._mapping(raw[section], section)
             for k, v in body.items():
                 if k not in GENERAL_KEYS:
-                    # LiteLLM's other settings (general_settings' are warned about below):
-                    # not ours, so an unset os.environ/VAR in them is no error either.
+                    # Not ours: warned about by name, and an unset os.environ/VAR in it is
+                    # no error (LiteLLM configs carry many such keys).
+                    reason = NOT_HONOURED.get(k)
+                    self.warnings.append(
+                        f"{section}.{k}: not honoured by gatewayd ({reason}), ignored"
+                        if reason
+                        else f"{section}.{k}: unknown key, ignored"
+                    )
                     continue
                 merged[k] = self.resolve(v, f"{section}.{k}")
                 origin[k] = section
-            if section == "general_settings":
-                self._unknown(body, GENERAL_KEYS, section)
 
         self._origin = origin
 
@@ -64,9 +98,21 @@ class GeneralSection(ValueReader):
 
         g = merged
         master_key = g.get("master_key")
-        if master_key is not None:
-            if not isinstance(master_key, str) or not master_key:
-                raise ConfigError(f"{p('master_key')}.master_key", "must be a non-empty string")
+        if "master_key" in g:
+            # Present but empty would run an open gateway by mistake: refuse it.
+            where = f"{p('master_key')}.master_key"
+            if master_key is None:
+                raise ConfigError(
+                    where, "is empty: set a non-empty string, or remove the key for no auth"
+                )
+            if not isinstance(master_key, str):
+                raise ConfigError(
+                    where,
+                    f"must be a non-empty string, got {kind(master_key)}: quote the value "
+                    "so that it is read as written",
+                )
+            if not master_key:
+                raise ConfigError(where, "must be a non-empty string (it is empty)")
         strategy = self._str(g, "routing_strategy", p("routing_strategy")) or "simple-shuffle"
         if strategy not in ROUTING_STRATEGIES:
             raise ConfigError(
@@ -108,6 +154,7 @@ class GeneralSection(ValueReader):
             cors_allow_origins=self._origins(g.get("cors_allow_origins"), p("cors_allow_origins")),
             otel=otel_settings(self, g.get("otel"), f"{p('otel')}.otel"),
             log_format=log_format(self, g, p("log_format")),
+            listen_backlog=self._int(g, "listen_backlog", p("listen_backlog"), 1024, 1),
         )
 
     def _origins(self, v: Any, section: str) -> tuple[str, ...]:

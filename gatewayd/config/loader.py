@@ -8,6 +8,8 @@ its path (``model_list[2].params.model: ...``). The sections are read by
 from __future__ import annotations
 
 import os
+import re
+import stat
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,11 +23,51 @@ from gatewayd.config.values import kind
 
 _TOP_KEYS = {"model_list", "general_settings", "router_settings", "litellm_settings"}
 
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
+_BOOL = "tag:yaml.org,2002:bool"
+_DATE = "tag:yaml.org,2002:timestamp"
+# libyaml's parser is several times faster than the pure-Python one; same errors and marks.
+_BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class Loader(_BaseLoader):  # type: ignore[valid-type,misc]
+    """PyYAML's safe loader, reading YAML 1.1's odd numbers and booleans as written.
+
+    YAML 1.1 reads ``0123`` as 83, ``0x1A`` as 26, ``1:30`` as 90, ``12_345`` as 12345
+    and ``no``/``on`` as booleans, and ``2024-10-21`` as a date: an unquoted key, name or
+    version would silently become another value. Here only plain decimal numbers and
+    ``true``/``false`` are typed; every other plain scalar stays the string as written."""
+
+    yaml_implicit_resolvers = {
+        first: [(tag, rx) for tag, rx in resolvers if tag not in (_INT, _FLOAT, _BOOL, _DATE)]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+
+Loader.add_implicit_resolver(
+    _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+Loader.add_implicit_resolver(_INT, re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$"), list("-+0123456789"))
+Loader.add_implicit_resolver(
+    _FLOAT,
+    re.compile(
+        r"^(?:[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+0123456789."),
+)
+
 
 def load_config(path: str, environ: Mapping[str, str] | None = None) -> GatewayConfig:
     """Read and validate the file at ``path``; raise :class:`ConfigError` naming the problem."""
     try:
-        with open(path, encoding="utf-8") as f:
+        # O_NONBLOCK: opening a FIFO nobody writes must not hang (it is refused just below).
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise ConfigError("", f"cannot read config file {path}: not a regular file")
+        with open(fd, encoding="utf-8") as f:
             text = f.read()
     except OSError as e:
         raise ConfigError("", f"cannot read config file {path}: {e.strerror or e}") from None
@@ -40,7 +82,7 @@ def parse_config(
     """Validate YAML text into a :class:`GatewayConfig`; raise :class:`ConfigError`."""
     env = os.environ if environ is None else environ
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=Loader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -45,6 +45,11 @@ class Deployment:
     extra: Mapping[str, Any] = field(default_factory=_empty, repr=False)
     #: Position in ``model_list``, for messages.
     index: int = 0
+    #: TLS to the upstream: verify against the system store (True), not at all (False),
+    #: or against a CA bundle (its path); a client certificate for mutual TLS.
+    ssl_verify: bool | str = True
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
 
 
 OTEL_PROTOCOLS = ("http/protobuf", "grpc")
@@ -100,6 +105,8 @@ class GeneralSettings:
     otel: OtelSettings | None = None
     #: ``text`` or ``json`` (one object per line); ``--log-format`` wins.
     log_format: str = "text"
+    #: The listen(2) backlog: connections the kernel queues before gatewayd accepts them.
+    listen_backlog: int = 1024
 
 
 @dataclass(frozen=True)

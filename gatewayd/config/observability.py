@@ -76,7 +76,10 @@ def _headers(v: Any, path: str) -> Mapping[str, str]:
 
 
 def log_format(reader: ValueReader, g: Mapping[str, Any], section: str) -> str:
-    value = reader._str(g, "log_format", section) or "text"
+    """``log_format``, or LiteLLM's ``json_logs: true`` when it is absent."""
+    value = reader._str(g, "log_format", section)
+    if value is None:
+        value = "json" if reader._bool(g, "json_logs", section) else "text"
     if value not in LOG_FORMATS:
         raise ConfigError(
             f"{section}.log_format", f"unknown format {value!r}; expected one of text, json"

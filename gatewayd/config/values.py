@@ -132,9 +132,22 @@ class ValueReader:
         v = d.get(key)
         if v is None:
             return None
-        if isinstance(v, bool) or not isinstance(v, str | int | float):
+        if isinstance(v, float):  # str(1.10) is "1.1": not what was written
+            raise ConfigError(f"{path}.{key}", "expected a string, got a number: quote the value")
+        if isinstance(v, bool) or not isinstance(v, str | int):
             raise ConfigError(f"{path}.{key}", f"expected a string, got {kind(v)}")
         return str(v)
+
+    def _secret(self, d: Mapping[str, Any], key: str, path: str) -> str | None:
+        """A key or token: a string or absent. Never coerced (YAML may have made a number of
+        it), and the value is never put in the message."""
+        v = d.get(key)
+        if v is None or isinstance(v, str):
+            return v
+        raise ConfigError(
+            f"{path}.{key}",
+            f"expected a string, got {kind(v)}: quote the value so that it is read as written",
+        )
 
     def _mapping(self, v: Any, path: str) -> dict[str, Any]:
         if not isinstance(v, dict):

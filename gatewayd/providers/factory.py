@@ -8,6 +8,7 @@ from gatewayd.config.model import Deployment
 from gatewayd.providers.anthropic import AnthropicProvider
 from gatewayd.providers.base import Provider
 from gatewayd.providers.catalog import WireFormat
+from gatewayd.providers.endpoints import TLSSettings
 from gatewayd.providers.http import UpstreamAgents
 from gatewayd.providers.mock import MockProvider
 from gatewayd.providers.openai import OpenAICompatibleProvider
@@ -16,12 +17,15 @@ from gatewayd.providers.openai import OpenAICompatibleProvider
 def build_provider(deployment: Deployment, agents: UpstreamAgents, clock: IReactorTime) -> Provider:
     """The provider client for one deployment."""
     wire = deployment.provider.wire
+    tls = TLSSettings(deployment.ssl_verify, deployment.ssl_certfile, deployment.ssl_keyfile)
     if wire is WireFormat.MOCK:
         return MockProvider(deployment, clock)
     if wire in (WireFormat.OPENAI, WireFormat.AZURE, WireFormat.AZURE_AI):
         assert deployment.api_base is not None
-        return OpenAICompatibleProvider(deployment, agents.agent_for(deployment.api_base), clock)
+        return OpenAICompatibleProvider(
+            deployment, agents.agent_for(deployment.api_base, tls), clock
+        )
     if wire is WireFormat.ANTHROPIC:
         assert deployment.api_base is not None
-        return AnthropicProvider(deployment, agents.agent_for(deployment.api_base), clock)
+        return AnthropicProvider(deployment, agents.agent_for(deployment.api_base, tls), clock)
     raise ValueError(f"provider {deployment.provider.prefix!r} is not implemented")

@@ -3,6 +3,11 @@
 Params: ``mock_response`` (the text), ``mock_latency_ms`` (before the answer or
 the first stream event), ``mock_stream_delay_ms`` (between stream events).
 Streams go through the same relay as a real upstream's, flow control included.
+
+It is a reference for client tests, so its answers have the fields and shapes
+OpenAI's have (``refusal``, ``logprobs``, ``service_tier``, ``system_fingerprint``,
+usage details), honour ``n``, ``max_tokens``, lists of prompts, token arrays,
+``dimensions`` and ``encoding_format``, and refuse bad values with OpenAI's 400.
 """
 
 from __future__ import annotations
@@ -26,13 +31,20 @@ from gatewayd.providers.base import (
     Provider,
     ProviderRequest,
     StreamSink,
+    UpstreamFailure,
     UpstreamResponse,
 )
+from gatewayd.providers.mock_input import Item, flag, integer, invalid, items, token_count
 from gatewayd.providers.sse import DONE, data_event
 
 DEFAULT_RESPONSE = "Hello! This is the gatewayd mock provider answering."
 DEFAULT_STREAM_DELAY_MS = 20.0
 EMBEDDING_DIMENSIONS = 16
+#: OpenAI's own limits: ``n`` up to 128, embeddings up to 3072 dimensions.
+MAX_N = 128
+MAX_DIMENSIONS = 3072
+SYSTEM_FINGERPRINT = "fp_gatewayd_mock"
+SERVICE_TIER = "default"
 
 
 def _tokens(text: str) -> int:
@@ -40,9 +52,24 @@ def _tokens(text: str) -> int:
 
 
 def _prompt_tokens(body: dict[str, Any]) -> int:
-    return max(
-        1, len(json.dumps(body.get("messages", body.get("prompt", body.get("input", ""))))) // 4
-    )
+    return max(1, len(json.dumps(body.get("messages", ""))) // 4)
+
+
+def _usage(prompt: int, completion: int, details: bool) -> dict[str, Any]:
+    usage: dict[str, Any] = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+    if details:  # chat answers carry them; legacy completions do not
+        usage["prompt_tokens_details"] = {"cached_tokens": 0, "audio_tokens": 0}
+        usage["completion_tokens_details"] = {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        }
+    return usage
 
 
 class MockProvider(Provider):
@@ -63,7 +90,13 @@ class MockProvider(Provider):
 
         def answer() -> None:
             call.clear()
-            d.callback(self._answer(request))
+            try:
+                response = self._answer(request)
+            except UpstreamFailure as f:
+                f.deployment = self.deployment.id
+                d.errback(f)
+            else:
+                d.callback(response)
 
         if self.latency > 0:
             call.append(self._clock.callLater(self.latency, answer))
@@ -72,67 +105,101 @@ class MockProvider(Provider):
         return d
 
     def _answer(self, request: ProviderRequest) -> UpstreamResponse:
+        """The answer, or raises the :class:`UpstreamFailure` OpenAI's 400 would be."""
         body = request.body
-        created = int(time.time())
-        model = self.deployment.model
         if request.endpoint is Endpoint.EMBEDDINGS:
             embeddings = self._embeddings(body)
             return UpstreamResponse(
                 200, body=json.dumps(embeddings).encode(), usage=embeddings["usage"]
             )
-        usage = {
-            "prompt_tokens": _prompt_tokens(body),
-            "completion_tokens": _tokens(self.text),
-        }
-        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         chat = request.endpoint is Endpoint.CHAT
+        n = integer(body, "n", 1, 1, MAX_N) or 1
+        text, finish = self._text(body)
+        if chat:
+            prompts: list[Item] = [""]
+            prompt_tokens = _prompt_tokens(body)
+        else:
+            prompts = items(body, "prompt")
+            prompt_tokens = sum(token_count(p) for p in prompts)
+        echo = not chat and flag(body, "echo")
+        # One choice per prompt and per n, numbered as OpenAI does: prompt * n + j.
+        texts = [
+            (p if echo and isinstance(p, str) else "") + text for p in prompts for _ in range(n)
+        ]
+        usage = _usage(prompt_tokens, _tokens(text) * len(texts), chat)
         ident = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
+        head = {"id": ident, "created": int(time.time()), "model": self.deployment.model}
         if request.stream:
             stream_options = body.get("stream_options")
             include_usage = isinstance(stream_options, dict) and bool(
                 stream_options.get("include_usage")
             )
-            events = _stream_events(ident, created, model, self.text, chat, usage, include_usage)
+            events = _stream_events(head, texts, finish, chat, usage if include_usage else None)
             return UpstreamResponse(200, stream=MockStream(self._clock, events, self.stream_delay))
         if chat:
             payload: dict[str, Any] = {
-                "id": ident,
+                **head,
                 "object": "chat.completion",
-                "created": created,
-                "model": model,
                 "choices": [
                     {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": self.text},
+                        "index": i,
+                        "message": {
+                            "role": "assistant",
+                            "content": t,
+                            "refusal": None,
+                            "annotations": [],
+                        },
                         "logprobs": None,
-                        "finish_reason": "stop",
+                        "finish_reason": finish,
                     }
+                    for i, t in enumerate(texts)
                 ],
                 "usage": usage,
+                "service_tier": SERVICE_TIER,
+                "system_fingerprint": SYSTEM_FINGERPRINT,
             }
         else:
             payload = {
-                "id": ident,
+                **head,
                 "object": "text_completion",
-                "created": created,
-                "model": model,
                 "choices": [
-                    {"index": 0, "text": self.text, "logprobs": None, "finish_reason": "stop"}
+                    {"index": i, "text": t, "logprobs": None, "finish_reason": finish}
+                    for i, t in enumerate(texts)
                 ],
                 "usage": usage,
+                "system_fingerprint": SYSTEM_FINGERPRINT,
             }
         return UpstreamResponse(200, body=json.dumps(payload).encode(), usage=usage)
 
+    def _text(self, body: dict[str, Any]) -> tuple[str, str]:
+        """The answer text and its ``finish_reason``: cut to ``max_completion_tokens`` /
+        ``max_tokens`` words (``length``) when that is fewer than the text has."""
+        limit = integer(body, "max_completion_tokens", None, 1, 2**31)
+        if limit is None:
+            limit = integer(body, "max_tokens", None, 1, 2**31)
+        words = self.text.split(" ")
+        if limit is not None and limit < len(words):
+            return " ".join(words[:limit]), "length"
+        return self.text, "stop"
+
     def _embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
-        raw = body.get("input", "")
-        inputs = raw if isinstance(raw, list) else [raw]
-        b64 = body.get("encoding_format") == "base64"
+        inputs = items(body, "input")
+        size = integer(body, "dimensions", EMBEDDING_DIMENSIONS, 1, MAX_DIMENSIONS)
+        assert size is not None
+        encoding = body.get("encoding_format")
+        if encoding not in (None, "float", "base64"):
+            raise invalid(
+                "Invalid value for 'encoding_format': expected 'float' or 'base64'.",
+                "encoding_format",
+            )
         data = []
         for i, item in enumerate(inputs):
-            vec = _vector(json.dumps(item))
-            emb: Any = base64.b64encode(struct.pack(f"<{len(vec)}f", *vec)).decode() if b64 else vec
+            vec = _vector(json.dumps(item), size)
+            emb: Any = vec
+            if encoding == "base64":  # little-endian float32, as OpenAI sends it
+                emb = base64.b64encode(struct.pack(f"<{len(vec)}f", *vec)).decode()
             data.append({"object": "embedding", "index": i, "embedding": emb})
-        tokens = sum(_tokens(json.dumps(x)) for x in inputs)
+        tokens = sum(token_count(x) for x in inputs)
         return {
             "object": "list",
             "data": data,
@@ -141,67 +208,56 @@ class MockProvider(Provider):
         }
 
 
-def _vector(text: str) -> list[float]:
-    """A deterministic unit vector for ``text``: same input, same embedding."""
+def _vector(text: str, size: int = EMBEDDING_DIMENSIONS) -> list[float]:
+    """A deterministic unit vector for ``text``: same input and size, same embedding."""
     digest = hashlib.sha256(text.encode()).digest()
-    vals = [(b - 127.5) / 127.5 for b in digest[:EMBEDDING_DIMENSIONS]]
+    block = 1
+    while len(digest) < size:  # more dimensions than one digest: hash on with a counter
+        digest += hashlib.sha256(text.encode() + b"\0" + str(block).encode()).digest()
+        block += 1
+    vals = [(b - 127.5) / 127.5 for b in digest[:size]]
     norm = sum(v * v for v in vals) ** 0.5 or 1.0
     return [v / norm for v in vals]
 
 
 def _stream_events(
-    ident: str,
-    created: int,
-    model: str,
-    text: str,
+    head: dict[str, Any],
+    texts: list[str],
+    finish: str,
     chat: bool,
-    usage: dict[str, int],
-    include_usage: bool,
+    usage: dict[str, Any] | None,
 ) -> list[bytes]:
-    words = text.split(" ")
-    pieces = [w if i == 0 else " " + w for i, w in enumerate(words)]
+    """OpenAI's chunks: each carries one choice (``index`` says which), choices take turns;
+    with ``include_usage`` every chunk has ``usage: null`` and a last chunk with no
+    choices has the usage."""
     obj = "chat.completion.chunk" if chat else "text_completion"
+    extra: dict[str, Any] = {"system_fingerprint": SYSTEM_FINGERPRINT}
+    if chat:
+        extra["service_tier"] = SERVICE_TIER
 
-    def chunk(delta: dict[str, Any] | str | None, finish: str | None) -> bytes:
-        choice: dict[str, Any] = {"index": 0}
-        if chat:
-            choice["delta"] = delta
-        else:
-            choice["text"] = delta
+    def chunk(index: int, piece: dict[str, Any] | str, finish_reason: str | None) -> bytes:
+        choice: dict[str, Any] = {"index": index}
+        choice["delta" if chat else "text"] = piece
         choice["logprobs"] = None
-        choice["finish_reason"] = finish
-        payload: dict[str, Any] = {
-            "id": ident,
-            "object": obj,
-            "created": created,
-            "model": model,
-            "choices": [choice],
-        }
-        if include_usage:
+        choice["finish_reason"] = finish_reason
+        payload: dict[str, Any] = {**head, "object": obj, "choices": [choice], **extra}
+        if usage is not None:
             payload["usage"] = None
         return data_event(payload)
 
+    split = [t.split(" ") for t in texts]
+    pieces = [[w if i == 0 else " " + w for i, w in enumerate(words)] for words in split]
     events = []
     if chat:
-        events.append(chunk({"role": "assistant", "content": ""}, None))
-        events += [chunk({"content": p}, None) for p in pieces]
-        events.append(chunk({}, "stop"))
-    else:
-        events += [chunk(p, None) for p in pieces]
-        events.append(chunk("", "stop"))
-    if include_usage:
-        events.append(
-            data_event(
-                {
-                    "id": ident,
-                    "object": obj,
-                    "created": created,
-                    "model": model,
-                    "choices": [],
-                    "usage": usage,
-                }
-            )
-        )
+        role = {"role": "assistant", "content": "", "refusal": None}
+        events += [chunk(i, role, None) for i in range(len(texts))]
+    for step in range(max(len(p) for p in pieces)):
+        for i, mine in enumerate(pieces):
+            if step < len(mine):
+                events.append(chunk(i, {"content": mine[step]} if chat else mine[step], None))
+    events += [chunk(i, {} if chat else "", finish) for i in range(len(texts))]
+    if usage is not None:
+        events.append(data_event({**head, "object": obj, "choices": [], **extra, "usage": usage}))
     events.append(DONE)
     return events
 

@@ -27,11 +27,23 @@ def upstream_body(request: ProviderRequest, model: str) -> bytes:
 
 def dump_json(obj: Any) -> bytes:
     """Compact UTF-8 JSON; ASCII escapes only when the text holds a lone surrogate
-    (legal in JSON text, not encodable as UTF-8)."""
+    (legal in JSON text, not encodable as UTF-8).
+
+    Raises ValueError for NaN or Infinity (a client's ``1e999`` parses as one):
+    Python would write them as bare words that no JSON parser accepts."""
     try:
-        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except ValueError as e:
+        if isinstance(e, UnicodeError):
+            raise
+        raise ValueError(
+            "the request holds a number JSON cannot carry (NaN, Infinity, or one too large "
+            "for a double such as 1e999)"
+        ) from None
+    try:
+        return text.encode("utf-8")
     except UnicodeEncodeError:
-        return json.dumps(obj, separators=(",", ":")).encode("ascii")
+        return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode("ascii")
 
 
 class OpenAICompatibleProvider(HTTPProvider):

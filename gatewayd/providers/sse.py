@@ -4,6 +4,10 @@ Upstreams send events split across reads, several in one read, with ``\\n``,
 ``\\r\\n`` or ``\\r`` line endings, comments and ``event:`` lines. The framer
 hands out each complete event (normalised to ``\\n`` endings, ending in a blank
 line) as soon as its terminating blank line has arrived.
+
+Framing is linear in the bytes fed (each byte is searched once), and one event
+may hold at most ``max_event`` bytes: past that :class:`EventTooLarge` is raised
+rather than buffering an endless event.
 """
 
 from __future__ import annotations
@@ -12,40 +16,61 @@ import json
 from typing import Any
 
 DONE = b"data: [DONE]\n\n"
+#: The largest SSE event accepted from an upstream (one chunk, not a whole stream).
+MAX_EVENT_BYTES = 8 * 1024 * 1024
+
+
+class EventTooLarge(ValueError):
+    """An upstream event grew past the framer's bound without ending."""
 
 
 class SSEFramer:
     """Incremental splitter: :meth:`feed` bytes, get back the events they completed."""
 
-    __slots__ = ("_buf", "_skip_lf")
+    __slots__ = ("_buf", "_max", "_skip_lf")
 
-    def __init__(self) -> None:
-        self._buf = b""
+    def __init__(self, max_event: int = MAX_EVENT_BYTES) -> None:
+        self._buf = bytearray()
+        self._max = max_event
         # The last read ended in \r: a \n starting the next read is its other half.
         self._skip_lf = False
 
     def feed(self, data: bytes) -> list[bytes]:
-        """Add ``data``; return every event it completed, in order."""
+        """Add ``data``; return every event it completed, in order.
+
+        Raises :class:`EventTooLarge` when one event passes ``max_event`` bytes."""
         if self._skip_lf and data.startswith(b"\n"):
             data = data[1:]
         self._skip_lf = False
         if b"\r" in data:
             self._skip_lf = data.endswith(b"\r")
             data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        buf = self._buf + data
-        parts = buf.split(b"\n\n")
-        self._buf = parts.pop()
+        buf = self._buf
+        # Only the new bytes (and the one before them: a blank line may straddle the
+        # reads) are searched: rescanning the whole buffer made a long event quadratic.
+        start = max(0, len(buf) - 1)
+        buf += data
+        i = buf.find(b"\n\n", start)
         out = []
-        for p in parts:
-            p = p.lstrip(b"\n")  # stray blank lines between events
-            if p:
-                out.append(p + b"\n\n")
+        pos = 0
+        while i != -1:
+            if i - pos > self._max:
+                raise EventTooLarge(f"an upstream event is larger than {self._max} bytes")
+            event = bytes(buf[pos:i]).lstrip(b"\n")  # stray blank lines between events
+            if event:
+                out.append(event + b"\n\n")
+            pos = i + 2
+            i = buf.find(b"\n\n", pos)
+        if pos:
+            del buf[:pos]  # cheap: a bytearray drops its head without copying the rest
+        if len(buf) > self._max:
+            raise EventTooLarge(f"an upstream event is larger than {self._max} bytes")
         return out
 
     @property
     def pending(self) -> bytes:
         """Bytes of an event not yet complete."""
-        return self._buf
+        return bytes(self._buf)
 
 
 def event_data(event: bytes) -> bytes | None:
@@ -64,8 +89,11 @@ def is_done(event: bytes) -> bool:
 
 
 def data_event(payload: dict[str, Any]) -> bytes:
-    """One ``data:`` event carrying ``payload`` as JSON."""
-    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+    """One ``data:`` event carrying ``payload`` as JSON (never NaN or Infinity:
+    raises ValueError instead of sending what no JSON parser reads)."""
+    return (
+        b"data: " + json.dumps(payload, separators=(",", ":"), allow_nan=False).encode() + b"\n\n"
+    )
 
 
 def comment_event(text: str = "") -> bytes:

@@ -7,10 +7,6 @@ to translate the response, errors and stream events.
 
 from __future__ import annotations
 
-import email.utils
-import json
-import math
-import time
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -18,12 +14,14 @@ from typing import Any
 from twisted.internet import error as net_error
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseFailed, ResponseNeverReceived
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IResponse
 
 from gatewayd.config.model import Deployment
+from gatewayd.log import get_logger
 from gatewayd.providers.base import (
     AttemptLimits,
     FailureKind,
@@ -33,74 +31,23 @@ from gatewayd.providers.base import (
     UpstreamResponse,
     openai_error,
 )
-from gatewayd.providers.http import BodyCollector, BytesProducer, StreamReader, _describe
+from gatewayd.providers.encoding import Decoder, DecodingError, decoder_for
+from gatewayd.providers.http import BodyCollector, BytesProducer, _describe
+from gatewayd.providers.redact import Redactor, loggable_url, split_credentials
+from gatewayd.providers.replies import error_object, passable_headers
+
+# Re-exported: translating providers import these from here.
+from gatewayd.providers.replies import error_type_for as error_type_for
+from gatewayd.providers.replies import retry_after_seconds as retry_after_seconds
+from gatewayd.providers.stream import StreamReader
+from gatewayd.providers.wirejson import loads_strict, normalise_error
+
+log = get_logger(__name__)
 
 #: Largest JSON response accepted from an upstream (embeddings of big batches are large).
 MAX_RESPONSE_BODY = 256 * 1024 * 1024
 #: Error bodies are small; more is noise.
 MAX_ERROR_BODY = 1024 * 1024
-
-_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    408: "timeout",
-    409: "conflict_error",
-    413: "invalid_request_error",
-    422: "invalid_request_error",
-    429: "rate_limit_error",
-}
-
-
-def error_type_for(status: int) -> str:
-    """OpenAI's error ``type`` for an HTTP status."""
-    return _ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
-
-
-def retry_after_seconds(headers: Headers, now: float | None = None) -> float | None:
-    """The wait an upstream asked for: ``retry-after-ms``, or ``Retry-After`` in seconds
-    or as an HTTP date. None when absent or unreadable."""
-    ms = headers.getRawHeaders(b"retry-after-ms")
-    if ms:
-        try:
-            millis = float(ms[0])
-        except ValueError:
-            millis = math.nan
-        if math.isfinite(millis):
-            return max(0.0, millis / 1000.0)
-    ra = headers.getRawHeaders(b"retry-after")
-    if not ra:
-        return None
-    value = ra[0].decode("latin-1").strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        return max(0.0, seconds) if math.isfinite(seconds) else None
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
-_PASS_HEADER_PREFIXES = (b"x-", b"openai-")
-#: Hop and infrastructure headers that say nothing about the answer.
-_DROP_HEADER_PREFIXES = (b"x-gatewayd-", b"x-forwarded-", b"x-powered-by", b"x-real-ip")
-
-
-def passable_headers(headers: Headers) -> list[tuple[bytes, bytes]]:
-    """Upstream response headers worth showing the client (request ids, rate limits)."""
-    out: list[tuple[bytes, bytes]] = []
-    for name, values in headers.getAllRawHeaders():
-        low = name.lower()
-        if low.startswith(_PASS_HEADER_PREFIXES) and not low.startswith(_DROP_HEADER_PREFIXES):
-            out.extend((low, v) for v in values)
-    return out
 
 
 class HTTPProvider(Provider):
@@ -114,11 +61,10 @@ class HTTPProvider(Provider):
         self._agent = agent
         self._clock = clock
         # What an upstream might echo back that must never reach a client or a log.
-        secrets = [deployment.api_key, *deployment.headers.values()]
+        _, url_credentials = split_credentials(deployment.api_base or "")
+        secrets = [deployment.api_key, *deployment.headers.values(), *url_credentials]
         secrets.append(deployment.extra.get("azure_ad_token"))
-        self._secrets = sorted(
-            {x for x in secrets if isinstance(x, str) and len(x) >= 6}, key=len, reverse=True
-        )
+        self._redactor = Redactor(secrets)
 
     # -- translation hooks -----------------------------------------------------
 
@@ -131,18 +77,21 @@ class HTTPProvider(Provider):
     ) -> tuple[bytes, dict[str, Any]]:
         """The client's JSON body from the upstream's, and the parsed object (for usage).
 
-        Pass-through checks the body is a JSON object and sends its bytes on unchanged."""
+        Pass-through checks the body is a JSON object (strict JSON: no NaN or Infinity)
+        and sends its bytes on unchanged."""
         try:
-            parsed = json.loads(body)
-        except ValueError:
-            parsed = None
+            parsed = loads_strict(body)
+        except ValueError as e:
+            raise self._bad_response(
+                f"upstream returned a success status with a body that is not JSON: {e}"
+            ) from None
         if not isinstance(parsed, dict):
             raise self._bad_response("upstream returned a success status with a non-JSON body")
         return body, parsed
 
     def translate_error(self, status: int, headers: Headers, body: bytes) -> UpstreamFailure:
         """An :class:`UpstreamFailure` in OpenAI's shape from an upstream error response."""
-        error = _error_object(status, body)
+        error = error_object(status, body)
         return UpstreamFailure(
             FailureKind.HTTP,
             status,
@@ -158,7 +107,9 @@ class HTTPProvider(Provider):
     # -- the attempt -----------------------------------------------------------
 
     def send(self, request: ProviderRequest, limits: AttemptLimits) -> Deferred[UpstreamResponse]:
-        d = Deferred.fromCoroutine(self._attempt(request, limits))
+        started = self._clock.seconds()
+        sent: list[str] = []  # the URL, once built
+        d = Deferred.fromCoroutine(self._attempt(request, limits, sent))
         # Our own timer rather than addTimeout: cancelling an Agent request can surface as
         # ResponseNeverReceived, and a timeout must still read as a timeout (504).
         timed_out: list[bool] = []
@@ -179,18 +130,42 @@ class HTTPProvider(Provider):
                     return Failure(CancelledError())  # the caller gave up: not a failure
             return result
 
+        def trace(result: Any) -> Any:
+            # -v only: the URL (no credentials, no query secrets), status and time.
+            if isinstance(result, Failure) and not isinstance(result.value, UpstreamFailure):
+                return result  # a cancellation
+            failure: UpstreamFailure | None = None
+            if isinstance(result, Failure):
+                assert isinstance(result.value, UpstreamFailure)
+                failure = result.value
+            log.debug(
+                "upstream attempt {deployment}: POST {url} -> {status} {outcome} in {ms} ms",
+                deployment=self.deployment.id,
+                url=_LazyURL(sent),
+                status=failure.status if failure is not None else result.status,
+                outcome=failure.kind.value if failure is not None else "ok",
+                ms=_LazyMillis(self._clock.seconds() - started),
+            )
+            return result
+
         d.addBoth(settle)
         d.addErrback(self._map_failure, limits)
         d.addErrback(self._redact)
+        d.addBoth(trace)
         return d
 
     def _redact(self, failure: Failure) -> Failure:
         """Scrub our secrets from an error, however deep an upstream echoed them."""
-        if self._secrets and isinstance(failure.value, UpstreamFailure):
-            failure.value.error = _scrub(failure.value.error, self._secrets)
+        if self._redactor and isinstance(failure.value, UpstreamFailure):
+            try:
+                failure.value.error = self._redactor.value(failure.value.error)
+            except RecursionError:
+                failure.value.error = openai_error("upstream error (too deeply nested to show)")
         return failure
 
-    async def _attempt(self, request: ProviderRequest, limits: AttemptLimits) -> UpstreamResponse:
+    async def _attempt(
+        self, request: ProviderRequest, limits: AttemptLimits, sent: list[str]
+    ) -> UpstreamResponse:
         try:
             url, headers, body = self.build_request(request)
         except UpstreamFailure:
@@ -210,10 +185,35 @@ class HTTPProvider(Provider):
         for name, value in request.headers:  # a deployment's own `headers:` win
             if not headers.hasHeader(name):
                 headers.setRawHeaders(name, [value])
+        # Credentials in api_base are never sent in the URL (nor logged, nor shown).
+        clean, _ = split_credentials(url.decode("ascii"))
+        url = clean.encode("ascii")
+        sent.append(clean)
+        if not headers.hasHeader(b"accept-encoding"):
+            headers.setRawHeaders(b"accept-encoding", [b"identity"])
         response: IResponse = await self._agent.request(b"POST", url, headers, BytesProducer(body))
+        try:
+            decoder = decoder_for(response.headers)
+        except DecodingError as e:
+            response.deliverBody(_Discard())
+            if 200 <= response.code < 300:
+                raise self._bad_response(str(e)) from None
+            raise self._generic_error(response.code, response.headers, str(e).encode()) from None
+        if not 200 <= response.code < 300 and not 400 <= response.code < 600:
+            # A redirect (never followed) or a status outside HTTP's: not an answer the
+            # client can use, and its status must not reach the client as is.
+            response.deliverBody(_Discard())
+            where = (response.headers.getRawHeaders(b"location") or [b""])[0]
+            hint = f" to {loggable_url(where.decode('latin-1'))}" if where else ""
+            raise self._bad_response(
+                f"upstream answered HTTP {response.code}{hint} (redirects are not followed: "
+                "check api_base)"
+                if 300 <= response.code < 400
+                else f"upstream answered with status {response.code}"
+            )
         if not 200 <= response.code < 300:
-            error_body = await _collect(response, MAX_ERROR_BODY)
-            raise self.translate_error(response.code, response.headers, error_body)
+            error_body = await _collect(response, MAX_ERROR_BODY, decoder)
+            raise self._read_error(response.code, response.headers, error_body)
         passed = passable_headers(response.headers)
         ctype = (response.headers.getRawHeaders(b"content-type") or [b""])[0].lower()
         if request.stream and b"text/event-stream" in ctype:
@@ -223,16 +223,53 @@ class HTTPProvider(Provider):
                 self.stream_translator(request),
                 self.deployment.id,
                 self.stream_requires_done,
+                decoder,
+                self._redactor,
             )
             response.deliverBody(reader)
             await reader.first_bytes
             return UpstreamResponse(response.code, passed, stream=reader)
-        data = await _collect(response, MAX_RESPONSE_BODY)
-        body, parsed = self.translate_response(request, data)
+        data = await _collect(response, MAX_RESPONSE_BODY, decoder)
+        if b"NaN" in data or b"Infinity" in data:
+            # Translating providers parse leniently; no NaN/Infinity gets past here (the
+            # substring test keeps the common case to one parse).
+            try:
+                loads_strict(data)
+            except ValueError as e:
+                raise self._bad_response(
+                    f"upstream returned a success status with a body that is not JSON: {e}"
+                ) from None
+        try:
+            body, parsed = self.translate_response(request, data)
+            if body is not data and (b"NaN" in body or b"Infinity" in body):
+                loads_strict(body)  # a translation must not make NaN/Infinity either
+        except UpstreamFailure:
+            raise
+        except Exception as e:  # a body of a shape the translation cannot take
+            raise self._bad_response(
+                f"upstream returned a success body the gateway cannot read ({type(e).__name__})"
+            ) from None
         usage = parsed.get("usage")
         return UpstreamResponse(
             response.code, passed, body=body, usage=usage if isinstance(usage, dict) else None
         )
+
+    def _read_error(self, status: int, headers: Headers, body: bytes) -> UpstreamFailure:
+        """The failure for an error response: secrets scrubbed from the raw bytes before
+        anything is parsed or cut, fields in OpenAI's schema, never an exception."""
+        body = self._redactor.data(body)
+        try:
+            failure = self.translate_error(status, headers, body)
+        except Exception:  # a translating provider that cannot read this body
+            failure = self._generic_error(status, headers, body)
+        try:
+            failure.error = normalise_error(failure.error, error_type_for(status))
+        except (ValueError, RecursionError):
+            failure.error = openai_error(failure.message, error_type_for(status))
+        return failure
+
+    def _generic_error(self, status: int, headers: Headers, body: bytes) -> UpstreamFailure:
+        return HTTPProvider.translate_error(self, status, headers, body)
 
     def _bad_response(self, message: str) -> UpstreamFailure:
         return UpstreamFailure(
@@ -271,6 +308,7 @@ class HTTPProvider(Provider):
             ResponseFailed,
             OSError,
         ):
+            # OSError covers a socket that could not even be created (EMFILE, ENOBUFS).
             return Failure(
                 UpstreamFailure(
                     FailureKind.CONNECT,
@@ -286,16 +324,26 @@ class HTTPProvider(Provider):
         return failure
 
 
-def _scrub(value: Any, secrets: list[str]) -> Any:
-    if isinstance(value, str):
-        for secret in secrets:
-            value = value.replace(secret, "***")
-        return value
-    if isinstance(value, dict):
-        return {k: _scrub(v, secrets) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_scrub(v, secrets) for v in value]
-    return value
+class _LazyURL:
+    """The attempt's URL for a debug line, made loggable only if the line is written."""
+
+    def __init__(self, sent: list[str]) -> None:
+        self._sent = sent
+
+    def __str__(self) -> str:
+        return loggable_url(self._sent[0]) if self._sent else "(not built)"
+
+
+class _LazyMillis:
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+
+    def __str__(self) -> str:
+        return f"{self._seconds * 1000:.1f}"
+
+
+class _Discard(Protocol):
+    """Reads and drops a body the gateway will not use (so the connection is freed)."""
 
 
 def _is_cancellation(failure: Failure) -> bool:
@@ -306,42 +354,10 @@ def _is_cancellation(failure: Failure) -> bool:
     return any(isinstance(r, Failure) and r.check(CancelledError) for r in reasons)
 
 
-async def _collect(response: IResponse, limit: int) -> bytes:
-    collector = BodyCollector(limit)
+async def _collect(response: IResponse, limit: int, decoder: Decoder | None = None) -> bytes:
+    collector = BodyCollector(limit, decoder)
     response.deliverBody(collector)
     return await collector.done
-
-
-def _error_object(status: int, body: bytes) -> dict[str, Any]:
-    """OpenAI's error object from whatever an upstream sent with an error status.
-
-    An upstream's own ``error`` object passes through whole (extra fields kept).
-    """
-    parsed: Any = None
-    try:
-        parsed = json.loads(body) if body else None
-    except ValueError:
-        parsed = None
-    err_type = error_type_for(status)
-    if isinstance(parsed, dict):
-        inner = parsed.get("error")
-        if isinstance(inner, dict):
-            out = dict(inner)
-            out.setdefault("message", "")
-            out.setdefault("type", err_type)
-            out.setdefault("param", None)
-            out.setdefault("code", None)
-            return out
-        if isinstance(inner, str):  # Ollama, llama.cpp and others
-            return openai_error(inner, err_type)
-        if "detail" in parsed:  # FastAPI servers (vLLM)
-            detail = parsed["detail"]
-            return openai_error(detail if isinstance(detail, str) else json.dumps(detail), err_type)
-        if isinstance(parsed.get("message"), str):
-            return openai_error(parsed["message"], err_type)
-    text = body[:300].decode("utf-8", "replace").strip()
-    message = f"upstream returned HTTP {status}" + (f": {text}" if text else "")
-    return openai_error(message, err_type)
 
 
 def bearer_headers(key: str | None, extra: Sequence[tuple[str, str]] = ()) -> Headers:

@@ -6,15 +6,26 @@ that a reload keeps what is known about upstreams that stay.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet.interfaces import IReactorTime
 
 
+class Watcher(Protocol):
+    """An index over deployments (an alias's pool) that follows their state."""
+
+    def changed(self, deployment_id: str) -> None: ...
+
+
 @dataclass
 class DeploymentHealth:
-    """What is known about one deployment right now."""
+    """What is known about one deployment right now.
+
+    Change ``cooldown_until`` and ``in_flight`` through :class:`Cooldowns`, which tells
+    the watchers (the pools that index this deployment).
+    """
 
     consecutive_fails: int = 0
     cooldown_until: float = 0.0
@@ -23,6 +34,12 @@ class DeploymentHealth:
     last_error_status: int | None = None
     successes: int = 0
     failures: int = 0
+    #: Told of cooldown changes; ``busy_watchers`` of in-flight changes too. Weak
+    #: references: a pool of a replaced table goes away with its last request.
+    watchers: list[weakref.ref[Watcher]] = field(default_factory=list, repr=False, compare=False)
+    busy_watchers: list[weakref.ref[Watcher]] = field(
+        default_factory=list, repr=False, compare=False
+    )
 
     def cooling(self, now: float) -> bool:
         return now < self.cooldown_until
@@ -63,11 +80,36 @@ class Cooldowns:
         h = self.states.get(deployment_id)
         return h is not None and h.cooling(self.now())
 
+    def changed(self, deployment_id: str, busy: bool = False) -> None:
+        """Tell the watchers of a deployment that its cooldown (or, ``busy``, its
+        in-flight count) changed."""
+        h = self.states.get(deployment_id)
+        if h is None:
+            return
+        refs = h.busy_watchers if busy else h.watchers
+        dead = False
+        for ref in refs:
+            w = ref()
+            if w is None:
+                dead = True
+            else:
+                w.changed(deployment_id)
+        if dead:
+            refs[:] = [r for r in refs if r() is not None]
+        if not busy and h.busy_watchers:
+            self.changed(deployment_id, busy=True)
+
+    def add_in_flight(self, deployment_id: str, delta: int) -> None:
+        self.get(deployment_id).in_flight += delta
+        self.changed(deployment_id, busy=True)
+
     def success(self, deployment_id: str) -> None:
         h = self.get(deployment_id)
         h.consecutive_fails = 0
-        h.cooldown_until = 0.0
+        was_cooling, h.cooldown_until = h.cooldown_until, 0.0
         h.successes += 1
+        if was_cooling:
+            self.changed(deployment_id)
 
     def failure(
         self,
@@ -90,6 +132,7 @@ class Cooldowns:
             length = retry_after if retry_after is not None else self.cooldown_time
             # The count stays up: a failed probe after the cooldown re-trips at once.
             h.cooldown_until = self.now() + length
+            self.changed(deployment_id)
             return length > 0
         return False
 
@@ -98,3 +141,9 @@ class Cooldowns:
         for k in list(self.states):
             if k not in ids:
                 del self.states[k]
+
+    def prune_watchers(self) -> None:
+        """Drop the references to pools that are gone (after a reload): O(deployments)."""
+        for h in self.states.values():
+            h.watchers[:] = [r for r in h.watchers if r() is not None]
+            h.busy_watchers[:] = [r for r in h.busy_watchers if r() is not None]

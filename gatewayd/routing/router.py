@@ -10,7 +10,7 @@ wait for capacity.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,7 @@ from gatewayd.routing.balancer import Balancer
 from gatewayd.routing.classify import Verdict, classify
 from gatewayd.routing.cooldown import Cooldowns, DeploymentHealth
 from gatewayd.routing.fallback import FallbackChain
+from gatewayd.routing.pool import AliasPool
 from gatewayd.routing.retry import RetryPolicy
 from gatewayd.routing.table import Route, RoutingTable
 from gatewayd.tracing import trace_of
@@ -83,10 +84,16 @@ class _AllCoolingDown(Exception):
     """Every deployment of the alias is in cooldown and a fallback is left."""
 
 
+#: Longest reason given per alias in the summary of a failed chain, and of the summary.
+REASON_CHARS = 80
+SUMMARY_CHARS = 600
+
+
 @dataclass
 class _Progress:
     attempts: int = 0
-    failed: list[str] = field(default_factory=list)
+    #: Each alias tried, in order, with a short reason for its last failure.
+    failed: dict[str, str] = field(default_factory=dict)
     #: Timed out or cancelled by the client: no further attempt may start.
     stopped: bool = False
 
@@ -106,9 +113,10 @@ class Router:
         self.metrics = metrics or GatewayMetrics()
         g = table.config.general
         self.health = Cooldowns(clock, g.allowed_fails, g.cooldown_time)
-        self.balancer = Balancer(g.routing_strategy, self.health, self.rng)
+        self.balancer = Balancer(self.health)
         self.table = table
         self._apply(g)
+        self._pools = self._index(table)
         self.metrics.in_flight.collect = lambda: self._gauge(lambda h, now: h.in_flight)
         self.metrics.cooldown.collect = lambda: self._gauge(lambda h, now: h.cooling(now))
 
@@ -123,7 +131,6 @@ class Router:
     def _apply(self, g: GeneralSettings) -> None:
         self.health.allowed_fails = g.allowed_fails
         self.health.cooldown_time = g.cooldown_time
-        self.balancer.strategy = g.routing_strategy
         self.policy = RetryPolicy(num_retries=g.num_retries, max_retry_after=g.max_retry_after)
 
     def swap(self, table: RoutingTable) -> None:
@@ -132,6 +139,17 @@ class Router:
         self.table = table
         self._apply(table.config.general)
         self.health.retain_only({d.id for d in table.config.deployments} | self._in_flight_ids())
+        self._pools = self._index(table)  # the old pools go now, or with their last request
+        self.health.prune_watchers()
+
+    def _index(self, table: RoutingTable) -> Mapping[str, AliasPool]:
+        """One pool per alias: built once per table (O(deployments)), then kept up to
+        date by health changes, so that a request's picks do not walk the alias."""
+        strategy = table.config.general.routing_strategy
+        return {
+            alias: AliasPool(routes, self.health, strategy)
+            for alias, routes in table.routes.items()
+        }
 
     def _in_flight_ids(self) -> set[str]:
         return {k for k, h in self.health.states.items() if h.in_flight}
@@ -143,10 +161,10 @@ class Router:
 
         The alias must exist in the current table (the caller checks, to answer 404).
         """
-        table = self.table
+        table, pools = self.table, self._pools
         progress = _Progress()
         timeout = table.config.general.request_timeout
-        inner = Deferred.fromCoroutine(self._route(table, alias, request, progress))
+        inner = Deferred.fromCoroutine(self._route(table, pools, alias, request, progress))
         expired: list[bool] = []
 
         def stop() -> None:
@@ -183,10 +201,12 @@ class Router:
                 ),
                 0,
             )
+        so_far = f" ({_summary(progress)})" if progress.failed else ""
         return RouteError(
             504,
             openai_error(
-                f"request_timeout of {timeout:g} s exceeded after {progress.attempts} attempt(s)",
+                f"request_timeout of {timeout:g} s exceeded after {progress.attempts} attempt(s)"
+                + so_far,
                 "timeout",
                 "request_timeout",
             ),
@@ -194,19 +214,25 @@ class Router:
         )
 
     async def _route(
-        self, table: RoutingTable, alias: str, request: ProviderRequest, progress: _Progress
+        self,
+        table: RoutingTable,
+        pools: Mapping[str, AliasPool],
+        alias: str,
+        request: ProviderRequest,
+        progress: _Progress,
     ) -> RouteResult:
         chain = FallbackChain(table, alias)
         last: UpstreamFailure | None = None
         while True:
             current = chain.current
             try:
-                result = await self._alias(table, current, request, progress, chain.has_next())
+                result = await self._alias(
+                    table, pools[current], current, request, progress, chain.has_next()
+                )
             except _AllCoolingDown:
-                progress.failed.append(f"{current} (all deployments cooling down)")
+                progress.failed[current] = "all deployments cooling down"
             except UpstreamFailure as f:
                 last = f
-                progress.failed.append(current)
                 verdict = classify(f)
                 if verdict is Verdict.CLIENT or (
                     verdict is Verdict.CONTEXT_WINDOW and not chain.switch_to_context_window()
@@ -225,8 +251,7 @@ class Router:
         raise self._exhausted(last, progress)
 
     def _exhausted(self, last: UpstreamFailure | None, progress: _Progress) -> RouteError:
-        where = ", ".join(progress.failed)
-        summary = f"gatewayd: {progress.attempts} attempt(s) failed on {where}"
+        summary = f"gatewayd: {progress.attempts} attempt(s) failed: {_summary(progress)}"
         if last is None:
             return RouteError(
                 503,
@@ -246,16 +271,16 @@ class Router:
     async def _alias(
         self,
         table: RoutingTable,
+        pool: AliasPool,
         alias: str,
         request: ProviderRequest,
         progress: _Progress,
         can_skip: bool,
     ) -> RouteResult:
-        routes = table.routes[alias]
         tried: set[str] = set()
         retries = self.policy.num_retries
         for n in range(retries + 1):
-            route = await self._pick(alias, routes, tried, can_skip)
+            route = await self._pick(alias, pool, tried, can_skip)
             tried.add(route.id)
             release = self.balancer.acquire(route)
             progress.attempts += 1
@@ -269,6 +294,7 @@ class Router:
                     release()
                     raise CancelledError() from None
                 self.metrics.attempts.inc(alias, route.id, _outcome(f))
+                progress.failed[alias] = _reason(f)
                 verdict = classify(f)
                 # Health first: release() may wake a queued request that must already
                 # see a cooldown this failure trips.
@@ -282,7 +308,7 @@ class Router:
                 release()
                 wait = None
                 if verdict is Verdict.RETRY and n < retries:
-                    wait = self._wait_before(n + 1, f, routes, tried, can_skip)
+                    wait = self._wait_before(n + 1, f, pool, tried, can_skip)
                 log.info(
                     "{alias}: attempt {n} on {dep} failed: {status} {msg}{then}",
                     alias=alias,
@@ -336,7 +362,7 @@ class Router:
         self,
         retry: int,
         f: UpstreamFailure,
-        routes: Sequence[Route],
+        pool: AliasPool,
         tried: set[str],
         can_skip: bool,
     ) -> float | None:
@@ -344,31 +370,54 @@ class Router:
         it: none while another healthy deployment is left; give up when the upstream asked
         for too long a wait, or when every deployment is cooling down and a fallback is
         left (never wait on a deployment known to be down)."""
-        healthy = [r for r in routes if not self.health.is_cooling(r.id)]
-        if any(r.id not in tried for r in healthy):
+        pool.refresh()
+        if pool.has_healthy_untried(tried):
             return 0.0
-        if not healthy and can_skip:
+        if not pool.healthy_count and can_skip:
             return None
         return self.policy.wait_before_retry(retry, f.retry_after, self.rng)
 
-    async def _pick(
-        self, alias: str, routes: Sequence[Route], tried: set[str], can_skip: bool
-    ) -> Route:
+    async def _pick(self, alias: str, pool: AliasPool, tried: set[str], can_skip: bool) -> Route:
         """A deployment for the next attempt: healthy and untried first; waits (FIFO)
-        while all are at ``max_parallel_requests``."""
+        while all are at ``max_parallel_requests``. O(log n) in the alias's deployments."""
         while True:
-            healthy = [r for r in routes if not self.health.is_cooling(r.id)]
-            if not healthy:
-                if can_skip:
-                    raise _AllCoolingDown()
+            pool.refresh()
+            choice = None
+            if pool.healthy_count:
+                choice = pool.choose(tried, self.rng)
+            elif can_skip:
+                raise _AllCoolingDown()
+            else:
                 # Nowhere else to go: probe the one whose cooldown ends first.
-                healthy = [min(routes, key=lambda r: self.health.get(r.id).cooldown_until)]
-            untried = [r for r in healthy if r.id not in tried]
-            choice = self.balancer.choose(untried) or self.balancer.choose(healthy)
+                probe = pool.soonest()
+                choice = probe if self.balancer.has_room(probe) else None
             if choice is not None:
                 assert isinstance(choice, Route)
                 return choice
             await self.balancer.wait_for_room(alias)
+
+
+def _reason(f: UpstreamFailure) -> str:
+    """A short reason for the chain's summary: the status of an HTTP error and the start
+    of the message (upstream messages are scrubbed of keys by the provider layer)."""
+    message = " ".join(f.message.split())
+    if f.deployment and f"{f.deployment}: " in message:
+        # "could not reach upstream openai/x@host: ConnectionRefusedError: ...": the alias
+        # is named already, the cause is what is worth the room.
+        message = message.split(f"{f.deployment}: ", 1)[1]
+    if len(message) > REASON_CHARS:
+        message = message[: REASON_CHARS - 3].rstrip() + "..."
+    if f.kind is FailureKind.HTTP:
+        return f"{f.status} {message}".rstrip()
+    return message or f.kind.value
+
+
+def _summary(progress: _Progress) -> str:
+    """``smart: 503 overloaded; fast: upstream did not answer within 30 s``, bounded."""
+    text = "; ".join(f"{alias}: {why}" for alias, why in progress.failed.items())
+    if len(text) > SUMMARY_CHARS:
+        text = text[: SUMMARY_CHARS - 3].rstrip() + "..."
+    return text
 
 
 def _outcome(f: UpstreamFailure) -> str:

@@ -86,6 +86,12 @@ class _Server(ThreadingHTTPServer):
 
     def _serve_connection(self, sock: socket.socket, client_address: Any) -> None:
         try:
+            if self.fake.tls is not None:
+                # The handshake runs in the connection's thread; a failed one (an
+                # untrusted or missing client certificate) is an OSError: ignored.
+                sock.settimeout(10)
+                sock = self.fake.tls.wrap_socket(sock, server_side=True)
+                sock.settimeout(None)
             self.finish_request(sock, client_address)
         except Exception:
             self.handle_error(sock, client_address)

@@ -46,6 +46,7 @@ import base64
 import hashlib
 import json
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -130,6 +131,7 @@ class FakeUpstream:
         content: str = DEFAULT_CONTENT,
         models: Sequence[str] = DEFAULT_MODELS,
         embedding_dim: int = 8,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
             raise ValueError(f"prefix must be empty or start (and not end) with '/': {prefix!r}")
@@ -137,6 +139,8 @@ class FakeUpstream:
         self.content = content
         self.models: list[str] = list(models)
         self.embedding_dim = embedding_dim
+        #: Serve HTTPS with this server context (see :mod:`gatewayd.testing.tlsfiles`).
+        self.tls = tls
         self._default: BehaviourLike = Reply() if default is None else default
         self._lock = threading.Condition(threading.Lock())
         self._queue: deque[BehaviourLike] = deque()
@@ -221,8 +225,8 @@ class FakeUpstream:
 
     @property
     def origin(self) -> str:
-        """``http://127.0.0.1:PORT`` without the prefix."""
-        return f"http://{_HOST}:{self.port}"
+        """``http://127.0.0.1:PORT`` (``https://`` with ``tls``) without the prefix."""
+        return f"{'https' if self.tls else 'http'}://{_HOST}:{self.port}"
 
     @property
     def url(self) -> str:

@@ -8,6 +8,7 @@ it in its own error shape.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,21 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite(text: str) -> float:
+    """A JSON number too large for a float (``1e999``) would reach upstreams as ``Infinity``,
+    which is not JSON: refuse it here."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotFinite(text)
+    return value
+
+
+class _NotFinite(ValueError):
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text if len(text) <= 40 else text[:37] + "..."
+
+
 def parse_body(request: GatewayRequest) -> tuple[dict[str, Any], bytes]:
     """The request's JSON object and its raw bytes; raises :class:`BodyError`."""
     if request.too_large:
@@ -41,7 +57,14 @@ def parse_body(request: GatewayRequest) -> tuple[dict[str, Any], bytes]:
     assert request.content is not None
     raw = request.content.read()
     try:
-        body = json.loads(raw, parse_constant=_no_constants)
+        body = json.loads(raw, parse_constant=_no_constants, parse_float=_finite)
+    except _NotFinite as e:
+        raise BodyError(
+            400,
+            f"request body has the number {e.text}, which is out of range "
+            "(numbers must be finite double-precision values)",
+            "invalid_number",
+        ) from None
     except RecursionError:
         raise BodyError(400, "request body is nested too deeply", "invalid_json") from None
     except ValueError as e:

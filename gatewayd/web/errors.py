@@ -31,3 +31,16 @@ def write_error_object(request: Request, status: int, error: dict[str, Any]) -> 
     request.setResponseCode(status)
     request.setHeader(b"content-type", b"application/json")
     return error_json(error)
+
+
+def write_unauthorized(request: Request) -> bytes:
+    """The 401 for a missing or wrong master key (with its ``WWW-Authenticate``)."""
+    request.setHeader(b"www-authenticate", b'Bearer realm="gatewayd"')
+    return write_error(
+        request,
+        401,
+        "invalid or missing API key: send it as 'Authorization: Bearer KEY', "
+        "'x-api-key' or 'api-key'",
+        "authentication_error",
+        "invalid_api_key",
+    )

@@ -9,6 +9,7 @@ from typing import Any
 
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.http import RESPONSES, HTTPChannel, _GenericHTTPChannelProtocol
 from twisted.web.server import Request, Site
 
 from gatewayd import reqid
@@ -18,7 +19,7 @@ from gatewayd.metrics import GatewayMetrics
 from gatewayd.providers.base import openai_error
 from gatewayd.reqid import request_id
 from gatewayd.tracing import NOOP_TRACE, NOOP_TRACING, RequestSummary, RequestTrace, Tracing
-from gatewayd.web.errors import write_error_object
+from gatewayd.web.errors import error_json, write_error_object
 
 access_log = Logger(namespace="gatewayd.access")
 log = get_logger("gatewayd.web")
@@ -33,9 +34,6 @@ class GatewayRequest(Request):
     """A request whose body is dropped, not stored, past the size limit."""
 
     max_body_size: int = 64 * 1024 * 1024
-    # Bodies are JSON: skip Twisted's form parsing, which parses Content-Type with the
-    # email package on every POST (a tenth of the per-request CPU when profiled).
-    _parsePOSTFormSubmission = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
@@ -58,6 +56,14 @@ class GatewayRequest(Request):
         site = getattr(self.channel, "site", None)
         if isinstance(site, GatewaySite):
             self.max_body_size = site.settings().max_request_body_size
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        # The absolute form (``POST http://host/v1/chat/completions``, RFC 9112 3.2.2),
+        # which some proxies and clients send, names the same resource as its path.
+        if path[:8].lower().startswith((b"http://", b"https://")):
+            rest = path.split(b"//", 1)[1]
+            path = b"/" + rest.split(b"/", 1)[1] if b"/" in rest else b"/"
+        super().requestReceived(command, path, version)  # type: ignore[no-untyped-call]
 
     def process(self) -> None:
         self.request_id = request_id(self.getHeader(reqid.HEADER))
@@ -162,10 +168,82 @@ class GatewayRequest(Request):
                 site.log(self)
 
 
+def master_key_for(request: Request) -> str | None:
+    """The master key in force for ``request``'s site (None: no key, or not our site)."""
+    site = getattr(request, "site", None)
+    return site.settings().master_key if isinstance(site, GatewaySite) else None
+
+
+class GatewayChannel(HTTPChannel):
+    """Twisted's HTTP/1.1 parser, answering what it refuses in OpenAI's JSON shape.
+
+    Twisted answers a malformed request (bad request line, header, length or chunked
+    framing) with a bare ``400`` and no headers or body; and it sends ``100 Continue``
+    to any ``Expect`` even when the announced body is over the limit."""
+
+    _rejected = False
+
+    def allHeadersReceived(self) -> None:
+        request = self.requests[-1]
+        expect = request.requestHeaders.getRawHeaders(b"expect")
+        if (
+            isinstance(request, GatewayRequest)
+            and expect
+            and expect[0].lower() == b"100-continue"
+            and self.length is not None
+            and self.length > request.max_body_size
+        ):
+            # Refuse before the client uploads the body, instead of inviting it.
+            self.reject(
+                413,
+                f"request body larger than max_request_body_size ({request.max_body_size} bytes)",
+                "request_too_large",
+            )
+            return
+        super().allHeadersReceived()  # type: ignore[no-untyped-call]
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        self.reject(400, "malformed HTTP request", "bad_request")
+
+    def reject(self, status: int, message: str, code: str) -> None:
+        """Answer ``status`` with an OpenAI-shaped error, log it, and close the connection."""
+        if self._rejected or self.transport is None:
+            return
+        self._rejected = True
+        body = error_json(openai_error(message, "invalid_request_error", code))
+        reason = RESPONSES.get(status, b"Error")
+        request = self.requests[-1] if self.requests else None
+        rid = request_id(request.getHeader(reqid.HEADER) if request is not None else None)
+        if isinstance(request, GatewayRequest):
+            request.request_id = rid
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+            b"x-request-id: %s\r\nconnection: close\r\n\r\n%s"
+            % (status, reason, len(body), rid.encode("ascii"), body)
+        )
+        site = getattr(self, "site", None)
+        if isinstance(request, GatewayRequest) and isinstance(site, GatewaySite):
+            if request.method == Request.method:  # not parsed yet: what the channel saw
+                request.method = getattr(self, "_command", b"-")
+                request.uri = getattr(self, "_path", b"-")
+            request.outcome = "rejected"
+            site.access_line(request, status, len(body))
+        self.loseConnection()  # type: ignore[no-untyped-call]
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self._rejected:  # nothing more is read from a connection being closed
+            super().dataReceived(data)  # type: ignore[no-untyped-call]
+
+
 class GatewaySite(Site):
     """A :class:`Site` with one structured access-log line per request."""
 
     requestFactory = GatewayRequest
+
+    def protocol(self) -> Any:
+        """Each connection's protocol: :class:`GatewayChannel`, inside Twisted's wrapper
+        that would switch to HTTP/2 after TLS ALPN."""
+        return _GenericHTTPChannelProtocol(GatewayChannel())  # type: ignore[no-untyped-call]
 
     def __init__(
         self,
@@ -174,6 +252,11 @@ class GatewaySite(Site):
         metrics: GatewayMetrics | None = None,
         **kw: Any,
     ) -> None:
+        # Bodies are JSON: no form parsing, which runs Content-Type through the email
+        # package on every POST (a tenth of the per-request CPU when profiled) and answers
+        # a bare 400 to a JSON body labelled multipart/form-data. Twisted sets it on each
+        # request from the Site, so this is where it must be said.
+        kw.setdefault("parsePOSTFormSubmission", False)
         super().__init__(resource, **kw)  # type: ignore[no-untyped-call]
         #: The general settings in force (they change on reload).
         self.settings = settings
@@ -202,9 +285,15 @@ class GatewaySite(Site):
     def log(self, request: Any) -> None:
         if not isinstance(request, GatewayRequest) or request.logged:
             return
+        status = request.code if request.finished or request.startedWriting else 499
+        self.access_line(request, status, request.bytes_sent)
+
+    def access_line(self, request: GatewayRequest, status: int, sent: int) -> None:
+        """The request's one access-log line (and its metrics)."""
+        if request.logged:
+            return
         request.logged = True
         latency = time.monotonic() - request.started
-        status = request.code if request.finished or request.startedWriting else 499
         if request.alias is not None:
             self.metrics.requests.inc(request.alias, request.deployment or "-", str(status))
             if request.upstream_seconds is not None:
@@ -237,7 +326,7 @@ class GatewaySite(Site):
             latency_ms=round(latency * 1000.0, 1),
             _ttfb="-" if request.ttfb is None else f"{request.ttfb * 1000.0:.1f}",
             ttfb_ms=None if request.ttfb is None else round(request.ttfb * 1000.0, 1),
-            bytes=request.bytes_sent,
+            bytes=sent,
             _outcome=f" outcome={request.outcome}" if request.outcome else "",
             outcome=request.outcome,
             request_id=request.request_id or "-",

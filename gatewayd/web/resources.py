@@ -27,9 +27,9 @@ from gatewayd.providers.sse import comment_event, data_event
 from gatewayd.routing import RouteError, Router, RouteResult
 from gatewayd.web.auth import is_authorized
 from gatewayd.web.body import BodyError, model_alias, parse_body, stream_flag
-from gatewayd.web.errors import write_error, write_error_object
+from gatewayd.web.errors import write_error, write_error_object, write_unauthorized
 from gatewayd.web.relay import StreamRelay
-from gatewayd.web.request import GatewayRequest
+from gatewayd.web.request import GatewayRequest, master_key_for
 
 log = get_logger(__name__)
 
@@ -74,6 +74,8 @@ class JSONResource(Resource):
                 for m in dir(self)
                 if m.startswith("render_") and m != "render_HEAD"
             )
+            if not allowed:  # a node of the tree (/v1, /v1/chat), not an endpoint
+                return NotFound().render(request)
             request.setHeader(b"allow", ", ".join(allowed).encode())
             return write_error(
                 request,
@@ -91,6 +93,9 @@ class NotFound(JSONResource):
     isLeaf = True
 
     def render(self, request: Request) -> bytes:
+        # With a master key, an unknown path must not reveal which paths exist.
+        if not is_authorized(request, master_key_for(request)):
+            return write_unauthorized(request)
         return write_error(
             request,
             404,
@@ -270,7 +275,8 @@ class Exchange:
         else:
             r.setHeader(b"x-gatewayd-attempts", str(err.attempts).encode())
             if err.retry_after is not None and err.status in (429, 503, 529):
-                r.setHeader(b"retry-after", str(math.ceil(err.retry_after)).encode())
+                # An upstream's 0 (or less) would tell clients to hammer: at least 1 s.
+                r.setHeader(b"retry-after", b"%d" % max(1, math.ceil(err.retry_after)))
             body = write_error_object(r, err.status, err.error)
             r.setHeader(b"content-length", str(len(body)).encode())
             r.write(body)

@@ -1,0 +1,254 @@
+"""Connecting to upstreams: TCP with fast failover between addresses, and TLS settings.
+
+Twisted's ``HostnameEndpoint`` waits its whole attempt delay (0.3 s) after a refused
+connection even when there is no other address to try, so a dead local server cost
+0.3 s or more per deployment before its fallback. Here an IP literal is connected to
+directly, and for a name the next address is tried as soon as one fails (and after
+``ATTEMPT_DELAY`` if it is merely slow, as RFC 8305 says). A connection that cannot even
+start (``EMFILE``: out of file descriptors) fails its Deferred at once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from OpenSSL import SSL
+from twisted.internet import error as net_error
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
+from twisted.internet.interfaces import (
+    IOpenSSLClientConnectionCreator,
+    IProtocol,
+    IProtocolFactory,
+    IStreamClientEndpoint,
+)
+from twisted.internet.ssl import (
+    Certificate,
+    CertificateOptions,
+    PrivateCertificate,
+    optionsForClientTLS,
+    platformTrust,
+    trustRootFromCertificates,
+)
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+#: Seconds before a second address is tried while the first is still connecting.
+ATTEMPT_DELAY = 0.3
+#: Seconds for one TCP connect.
+CONNECT_TIMEOUT = 30
+
+
+@dataclass(frozen=True)
+class TLSSettings:
+    """A deployment's TLS client settings: part of its connection pool's key.
+
+    ``verify`` is True (the system's trust store, ``SSL_CERT_FILE`` honoured), False
+    (no verification) or the path of a PEM CA bundle; ``certfile``/``keyfile`` a client
+    certificate for mutual TLS."""
+
+    verify: bool | str = True
+    certfile: str | None = None
+    keyfile: str | None = None
+
+
+def _ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+@implementer(IStreamClientEndpoint)
+class FastFailoverEndpoint:
+    """TCP to ``host:port``: an IP literal directly, a name through ``resolve`` (the
+    system resolver in a thread by default) with every address tried in turn."""
+
+    def __init__(
+        self,
+        reactor: Any,
+        host: str,
+        port: int,
+        resolve: Callable[[str, int], Deferred[list[str]]] | None = None,
+    ) -> None:
+        self._reactor = reactor
+        self._host = host
+        self._port = port
+        self._literal = _ip_literal(host)
+        self._resolve = resolve or (lambda h, p: getaddrinfo_in_thread(reactor, h, p))
+
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+        """Fires with the connected protocol, or fails with the last connect error."""
+        if self._literal is not None:
+            return _Race(self._reactor, [self._literal.compressed], self._port).run(protocolFactory)
+        try:
+            resolved = self._resolve(self._host, self._port)
+        except Exception:
+            return fail()
+
+        def race(found: list[str]) -> Deferred[IProtocol]:
+            if not found:
+                raise net_error.DNSLookupError(f"no address found for {self._host}")
+            return _Race(self._reactor, found, self._port).run(protocolFactory)
+
+        return resolved.addCallback(race)
+
+
+def getaddrinfo_in_thread(reactor: Any, host: str, port: int) -> Deferred[list[str]]:
+    """The addresses of ``host`` from the system resolver, in the reactor's thread pool.
+
+    Twisted's resolver only catches ``gaierror``: out of file descriptors, getaddrinfo
+    raises a plain OSError (EAI_SYSTEM), its Deferred fails unhandled and the connection
+    attempt hangs until the timeout. Here every error fails the returned Deferred."""
+
+    def lookup() -> list[str]:
+        try:
+            found = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+        except socket.gaierror:
+            return []
+        hosts: list[str] = []
+        for family, _, _, _, sockaddr in found:
+            if family in (socket.AF_INET, socket.AF_INET6) and sockaddr[0] not in hosts:
+                hosts.append(str(sockaddr[0]))
+        return hosts
+
+    try:
+        return deferToThreadPool(reactor, reactor.getThreadPool(), lookup)
+    except Exception:  # a thread pool that cannot start
+        return fail()
+
+
+class _Race:
+    """Connection attempts to ``hosts`` in order; the first to connect wins."""
+
+    def __init__(self, reactor: Any, hosts: list[str], port: int) -> None:
+        self._reactor = reactor
+        self._hosts = list(hosts)
+        self._port = port
+        self._pending: list[Deferred[IProtocol]] = []
+        self._failures: list[Failure] = []
+        self._timer: Any = None
+        self._done = False
+        self._winner: Deferred[IProtocol] = Deferred(self._cancel)
+
+    def run(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
+        self._factory = factory
+        self._next()
+        return self._winner
+
+    def _next(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        if not self._hosts:
+            self._maybe_fail()
+            return
+        host = self._hosts.pop(0)
+        cls = TCP6ClientEndpoint if ":" in host else TCP4ClientEndpoint
+        try:
+            attempt = cls(self._reactor, host, self._port, timeout=CONNECT_TIMEOUT).connect(
+                self._factory
+            )
+        except Exception:  # endpoints fail their Deferred; be sure anyway
+            attempt = fail()
+        if self._hosts:
+            self._timer = self._reactor.callLater(ATTEMPT_DELAY, self._next)
+        self._pending.append(attempt)
+        attempt.addCallbacks(self._won, self._lost, callbackArgs=(attempt,), errbackArgs=(attempt,))
+
+    def _won(self, protocol: IProtocol, attempt: Deferred[IProtocol]) -> None:
+        self._pending.remove(attempt)
+        if self._done:
+            return
+        self._finish()
+        self._winner.callback(protocol)
+
+    def _lost(self, failure: Failure, attempt: Deferred[IProtocol]) -> None:
+        self._pending.remove(attempt)
+        if self._done:
+            return
+        self._failures.append(failure)
+        if self._hosts:
+            self._next()  # at once: a refusal is an answer, not a reason to wait
+        else:
+            self._maybe_fail()
+
+    def _maybe_fail(self) -> None:
+        if not self._pending and not self._done:
+            self._finish()
+            self._winner.errback(self._failures[-1])
+
+    def _finish(self) -> None:
+        self._done = True
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        for d in list(self._pending):
+            d.cancel()
+
+    def _cancel(self, _: Deferred[IProtocol]) -> None:
+        self._finish()
+        self._winner.errback(net_error.ConnectingCancelledError(None))
+
+
+# -- TLS --------------------------------------------------------------------------
+
+
+def _trust_root(verify: str) -> Any:
+    """The certificates of a PEM bundle as a Twisted trust root."""
+    with open(verify, "rb") as f:
+        pem = f.read()
+    marker = b"-----BEGIN CERTIFICATE-----"
+    certs = [Certificate.loadPEM(marker + part) for part in pem.split(marker)[1:]]
+    if not certs:
+        raise ValueError(f"{verify}: no PEM certificate in the file")
+    return trustRootFromCertificates(certs)
+
+
+def _client_certificate(settings: TLSSettings) -> PrivateCertificate | None:
+    if settings.certfile is None:
+        return None
+    with open(settings.certfile, "rb") as f:
+        cert = f.read()
+    key = cert
+    if settings.keyfile is not None:
+        with open(settings.keyfile, "rb") as f:
+            key = f.read()
+    client: PrivateCertificate = PrivateCertificate.loadPEM(cert + b"\n" + key)
+    return client
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class _Unverified:
+    """TLS with no certificate check (``ssl_verify: false``), SNI still sent."""
+
+    def __init__(self, host: bytes, client: PrivateCertificate | None) -> None:
+        kw: dict[str, Any] = {}
+        if client is not None:
+            kw = {"privateKey": client.privateKey.original, "certificate": client.original}
+        self._context = CertificateOptions(verify=False, **kw).getContext()
+        self._host = host
+
+    def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
+        connection = SSL.Connection(self._context, None)
+        connection.set_app_data(tlsProtocol)
+        connection.set_tlsext_host_name(self._host)
+        return connection
+
+
+def tls_creator(settings: TLSSettings, host: bytes) -> IOpenSSLClientConnectionCreator:
+    """The TLS connection creator for one upstream host under ``settings``.
+
+    Raises OSError or ValueError for unreadable files (checked at config load too)."""
+    client = _client_certificate(settings)
+    if settings.verify is False:
+        return _Unverified(host, client)
+    root = platformTrust() if settings.verify is True else _trust_root(settings.verify)
+    name = host.decode("ascii")
+    if client is None:
+        return optionsForClientTLS(name, trustRoot=root)
+    return optionsForClientTLS(name, trustRoot=root, clientCertificate=client)

@@ -1,0 +1,44 @@
+"""Strict JSON for upstream bytes, and OpenAI's error object made to its schema.
+
+Python's :mod:`json` reads and writes ``NaN`` and ``Infinity``, which are not JSON,
+and raises RecursionError (not ValueError) on deep nesting. Everything the gateway
+reads from an upstream goes through :func:`loads_strict`, which turns both into
+ValueError, so that such a body is a bad upstream response and never a 500.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, NoReturn
+
+
+def _no_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not JSON")
+
+
+def loads_strict(data: bytes | str) -> Any:
+    """``json.loads`` that refuses NaN/Infinity and too-deep nesting with ValueError
+    (UnicodeDecodeError, a ValueError too, for bytes that are not UTF-8)."""
+    try:
+        return json.loads(data, parse_constant=_no_constant)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def _as_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, allow_nan=False)
+
+
+def normalise_error(error: dict[str, Any], default_type: str) -> dict[str, Any]:
+    """``error`` with OpenAI's four fields made to its schema: ``message`` and ``type``
+    strings, ``param`` and ``code`` a string or null (llama.cpp sends an integer
+    ``code``). Other fields are kept as they are."""
+    out = dict(error)
+    message = out.get("message")
+    out["message"] = "" if message is None else _as_text(message)
+    kind = out.get("type")
+    out["type"] = _as_text(kind) if kind not in (None, "") else default_type
+    for key in ("param", "code"):
+        value = out.get(key)
+        out[key] = None if value is None else _as_text(value)
+    return out
