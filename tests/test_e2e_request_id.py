@@ -127,3 +127,23 @@ def test_a_deployments_own_header_wins(gateway: GatewayFactory, upstream: FakeUp
     sent = [(k.lower(), v) for k, v in upstream.last_request.raw_headers]
     assert [v for k, v in sent if k == "x-request-id"] == ["fixed-by-operator"]
     assert headers["x-request-id"] != "fixed-by-operator"  # the client still gets its own
+
+
+def test_requests_the_http_parser_refuses_carry_one_too(
+    gateway: GatewayFactory, upstream: FakeUpstream
+) -> None:
+    import socket
+
+    gw = gateway({"model_list": [openai_entry("a", upstream)]})
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as s:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n")
+        data = b""
+        while not data.endswith(b"}") and len(data) < 65536:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head = data.split(b"\r\n\r\n", 1)[0].decode().lower()
+    assert head.startswith("http/1.1 400")
+    (line,) = [x for x in head.split("\r\n") if x.startswith("x-request-id:")]
+    assert uuid.UUID(line.split(":", 1)[1].strip())
