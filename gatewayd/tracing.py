@@ -83,7 +83,11 @@ def trace_of(request: ProviderRequest) -> RequestTrace:
 
 
 def otel_installed() -> bool:
-    return importlib.util.find_spec("opentelemetry.sdk") is not None
+    """Whether the ``otel`` extra (the OpenTelemetry SDK) is importable."""
+    try:
+        return importlib.util.find_spec("opentelemetry.sdk") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _env_enabled() -> bool:

@@ -130,3 +130,21 @@ def test_litellm_json_logs_means_json() -> None:
     assert config.general.log_format == "json"
     assert not any("json_logs" in w for w in config.warnings)
     assert general(json_logs=True, log_format="text").log_format == "text"
+
+
+def test_without_the_otel_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+
+    def missing(name: str, *args: Any) -> Any:
+        return None if name.startswith("opentelemetry") else real(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", missing)
+    with pytest.raises(ConfigError, match=r"^general_settings\.otel: .*gatewayd\[otel\]"):
+        general(otel={"endpoint": "http://collector:4318"})
+    assert general(otel={"enabled": False}).otel == OtelSettings(enabled=False)
+    # The environment alone cannot stop the gateway: tracing stays off, with a warning.
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)
+    assert build_tracing(None, Clock()) is NOOP_TRACING

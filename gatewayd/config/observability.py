@@ -58,11 +58,18 @@ def otel_settings(reader: ValueReader, raw: Any, path: str) -> OtelSettings | No
         capture_content=reader._bool(d, "capture_content", path),
         headers=_headers(d.get("headers"), f"{path}.headers"),
     )
-    if settings.enabled and importlib.util.find_spec("opentelemetry.sdk") is None:
+    if settings.enabled and not _otel_installed():
         raise ConfigError(
             path, "tracing needs OpenTelemetry: pip install 'gatewayd[otel]' (or remove the key)"
         )
     return settings
+
+
+def _otel_installed() -> bool:
+    try:
+        return importlib.util.find_spec("opentelemetry.sdk") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _headers(v: Any, path: str) -> Mapping[str, str]:
