@@ -30,6 +30,13 @@ class Options(usage.Options):
             None,
             "Twisted endpoint to listen on (tcp:..., unix:..., systemd:...); replaces host/port.",
         ],
+        [
+            "log-format",
+            None,
+            None,
+            "Log as text (the default) or json (one object per line); "
+            "overrides general_settings.log_format.",
+        ],
     ]
     optFlags: list[Any] = [["verbose", "v", "Enable verbose (debug) logging."]]
 
@@ -78,6 +85,8 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if not self["config"]:
             raise usage.UsageError("--config/-c is required: the YAML configuration file")
+        if self["log-format"] not in (None, "text", "json"):
+            raise usage.UsageError(f"--log-format must be text or json, got {self['log-format']}")
 
 
 def _int_flag(name: str, value: str, low: int, high: int) -> int:
@@ -105,6 +114,10 @@ def make_service(options: Options) -> IService:
     except ConfigError as e:
         print(f"gatewayd: config error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+    if (options["log-format"] or service.config.general.log_format) == "json":
+        from gatewayd.log import twistd_json_observer
+
+        service.log_observer = twistd_json_observer(getattr(options, "parent", None))
     fd = workers.worker_fd()
     if fd is not None:  # a worker of --workers N: serves on the supervisor's socket
         return workers.as_worker(service, fd)

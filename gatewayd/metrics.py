@@ -1,14 +1,34 @@
-"""Prometheus metrics in the text exposition format, without a client library.
+"""Every metric gatewayd exports, kept by :mod:`prometheus_client`.
 
 A leaf module: the router and the web layer record into one :class:`GatewayMetrics`
-owned by the service; ``GET /metrics`` renders it.
+owned by the service; ``GET /metrics`` renders it. Each instance has its own
+:class:`~prometheus_client.CollectorRegistry` (never the global default), so several
+gateways embedded in one process, or in one test run, do not clash.
+
+Several worker processes: set ``PROMETHEUS_MULTIPROC_DIR`` to an empty directory shared by
+all of them *before* they start (``prometheus_client`` picks its storage at import). Then
+every process writes its samples into that directory and any one of them renders the sum
+(:class:`~prometheus_client.multiprocess.MultiProcessCollector`). Gauges read from
+callbacks are pushed into the shared files by :meth:`GatewayMetrics.refresh`, which the
+service calls periodically in that mode. See docs/observability.md.
 """
 
 from __future__ import annotations
 
-import bisect
-import math
+import os
 from collections.abc import Callable, Iterable, Sequence
+from typing import Literal
+
+from prometheus_client import CollectorRegistry, values
+from prometheus_client import Counter as _Counter
+from prometheus_client import Gauge as _Gauge
+from prometheus_client import Histogram as _Histogram
+from prometheus_client.exposition import choose_encoder, generate_latest
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+from gatewayd.config.errors import ConfigError
 
 Labels = tuple[str, ...]
 Sample = tuple[Labels, float]
@@ -34,196 +54,287 @@ LATENCY_BUCKETS = (
     120,
     300,
 )
+#: Seconds a periodic call fires late: a healthy reactor stays in the first buckets.
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+GaugeMode = Literal["livesum", "livemax", "max"]
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+def multiprocess_dir() -> str | None:
+    """The shared directory when ``prometheus_client`` runs in multiprocess mode, else None.
+
+    The variable alone is not enough: it must have been set before ``prometheus_client``
+    was imported, or this process writes nothing there."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")
+    if path and values.ValueClass is not values.MutexValue:
+        return path
+    return None
 
 
-def _labels(names: Sequence[str], values: Sequence[str], extra: str = "") -> str:
-    parts = [f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True)]
-    if extra:
-        parts.append(extra)
-    return "{" + ",".join(parts) + "}" if parts else ""
+class Counter:
+    """``inc(*label_values, amount=1)`` over a :class:`prometheus_client.Counter`."""
+
+    def __init__(
+        self, name: str, help: str, labelnames: Sequence[str], registry: CollectorRegistry
+    ) -> None:
+        self.name = name
+        self.labelnames = tuple(labelnames)
+        self._metric = _Counter(name, help, self.labelnames, registry=registry)
+        # Label sets are never removed: cache the children (labels() locks and validates).
+        self._children: dict[Labels, _Counter] = {}
+
+    def inc(self, *labels: str, amount: float = 1.0) -> None:
+        if not self.labelnames:
+            self._metric.inc(amount)
+            return
+        child = self._children.get(labels)
+        if child is None:
+            child = self._children[labels] = self._metric.labels(*labels)
+        child.inc(amount)
 
 
-def _num(v: float) -> str:
-    if v == math.inf:
-        return "+Inf"
-    return repr(float(v)) if not float(v).is_integer() else str(int(v))
+class Histogram:
+    """``observe(value, *label_values)`` over a :class:`prometheus_client.Histogram`."""
+
+    def __init__(
+        self,
+        name: str,
+        help: str,
+        labelnames: Sequence[str],
+        registry: CollectorRegistry,
+        buckets: Sequence[float] = LATENCY_BUCKETS,
+    ) -> None:
+        self.name = name
+        self.labelnames = tuple(labelnames)
+        self._metric = _Histogram(name, help, self.labelnames, registry=registry, buckets=buckets)
+        self._children: dict[Labels, _Histogram] = {}
+
+    def observe(self, value: float, *labels: str) -> None:
+        if not self.labelnames:
+            self._metric.observe(value)
+            return
+        child = self._children.get(labels)
+        if child is None:
+            child = self._children[labels] = self._metric.labels(*labels)
+        child.observe(value)
 
 
-class Metric:
-    kind = "untyped"
+class Gauge:
+    """A gauge read at scrape time from ``collect`` (in-flight counts, cooldown states).
 
-    def __init__(self, name: str, help: str, labelnames: Sequence[str] = ()) -> None:
+    ``collect`` is an attribute the gauge's owner sets; it returns ``(label_values,
+    value)`` pairs. In one process the registry calls it on every scrape; in
+    multiprocess mode :meth:`refresh` copies its values into a shared
+    :class:`prometheus_client.Gauge` (``mode`` says how the processes' values combine)."""
+
+    def __init__(
+        self,
+        name: str,
+        help: str,
+        labelnames: Sequence[str],
+        registry: CollectorRegistry,
+        mode: GaugeMode = "livesum",
+    ) -> None:
         self.name = name
         self.help = help
         self.labelnames = tuple(labelnames)
+        self.collect: Callable[[], Iterable[Sample]] = lambda: ()
+        self._shared: _Gauge | None = None
+        self._seen: set[Labels] = set()
+        if multiprocess_dir() is not None:
+            self._shared = _Gauge(
+                name, help, self.labelnames, registry=None, multiprocess_mode=mode
+            )
+        else:
+            registry.register(_GaugeCollector(self))
 
-    def header(self) -> list[str]:
-        return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
+    def family(self) -> GaugeMetricFamily:
+        family = GaugeMetricFamily(self.name, self.help, labels=self.labelnames)
+        for labels, value in self.collect():
+            family.add_metric(list(labels), value)
+        return family
 
-    def lines(self) -> list[str]:
-        raise NotImplementedError
-
-
-class Counter(Metric):
-    kind = "counter"
-
-    def __init__(self, name: str, help: str, labelnames: Sequence[str] = ()) -> None:
-        super().__init__(name, help, labelnames)
-        self.values: dict[Labels, float] = {}
-
-    def inc(self, *labels: str, amount: float = 1.0) -> None:
-        self.values[labels] = self.values.get(labels, 0.0) + amount
-
-    def lines(self) -> list[str]:
-        return [
-            f"{self.name}{_labels(self.labelnames, k)} {_num(v)}"
-            for k, v in sorted(self.values.items())
-        ]
-
-
-class Gauge(Metric):
-    """A gauge read at scrape time from a callback (in-flight counts, cooldown states)."""
-
-    kind = "gauge"
-
-    def __init__(
-        self,
-        name: str,
-        help: str,
-        labelnames: Sequence[str] = (),
-        collect: Callable[[], Iterable[Sample]] | None = None,
-    ) -> None:
-        super().__init__(name, help, labelnames)
-        self.collect = collect or (lambda: ())
-
-    def lines(self) -> list[str]:
-        return [f"{self.name}{_labels(self.labelnames, k)} {_num(v)}" for k, v in self.collect()]
+    def refresh(self) -> None:
+        """Multiprocess mode: write the callback's current values to the shared files.
+        Label sets that went away (a reload) are set to 0: the files cannot drop them."""
+        if self._shared is None:
+            return
+        now: set[Labels] = set()
+        for labels, value in self.collect():
+            now.add(tuple(labels))
+            (self._shared.labels(*labels) if self.labelnames else self._shared).set(value)
+        for gone in self._seen - now:
+            self._shared.labels(*gone).set(0)
+        self._seen = now
 
 
-class Histogram(Metric):
-    kind = "histogram"
+class _GaugeCollector(Collector):
+    """What the registry calls for a :class:`Gauge` (whose callback may be replaced)."""
 
-    def __init__(
-        self,
-        name: str,
-        help: str,
-        labelnames: Sequence[str] = (),
-        buckets: Sequence[float] = LATENCY_BUCKETS,
-    ) -> None:
-        super().__init__(name, help, labelnames)
-        self.buckets = tuple(buckets)
-        self.values: dict[Labels, tuple[list[int], list[float]]] = {}
+    def __init__(self, gauge: Gauge) -> None:
+        self.gauge = gauge
 
-    def observe(self, value: float, *labels: str) -> None:
-        entry = self.values.get(labels)
-        if entry is None:
-            entry = self.values[labels] = ([0] * (len(self.buckets) + 1), [0.0])
-        entry[0][bisect.bisect_left(self.buckets, value)] += 1
-        entry[1][0] += value
-
-    def lines(self) -> list[str]:
-        out = []
-        for k, (counts, total) in sorted(self.values.items()):
-            cumulative = 0
-            for bound, n in zip((*self.buckets, math.inf), counts, strict=True):
-                cumulative += n
-                le = f'le="{_num(bound)}"'
-                out.append(f"{self.name}_bucket{_labels(self.labelnames, k, le)} {cumulative}")
-            out.append(f"{self.name}_sum{_labels(self.labelnames, k)} {_num(total[0])}")
-            out.append(f"{self.name}_count{_labels(self.labelnames, k)} {cumulative}")
-        return out
+    def collect(self) -> Iterable[Metric]:
+        return [self.gauge.family()]
 
 
 class GatewayMetrics:
     """Every metric gatewayd exports. Label names: ``alias``, ``deployment``, ``status``."""
 
     def __init__(self) -> None:
+        shared = multiprocess_dir()
+        if shared is not None and not os.path.isdir(shared):
+            raise ConfigError(
+                "PROMETHEUS_MULTIPROC_DIR",
+                f"{shared!r} is not a directory: multiprocess metrics need an existing one",
+            )
+        self.registry = CollectorRegistry(auto_describe=False)
+        r = self.registry
         self.requests = Counter(
             "gatewayd_requests_total",
             "Requests answered, by alias, the deployment that answered, and HTTP status.",
             ("alias", "deployment", "status"),
+            r,
         )
         self.attempts = Counter(
             "gatewayd_upstream_attempts_total",
             "Upstream attempts by alias, deployment and outcome (ok, or the failure kind).",
             ("alias", "deployment", "outcome"),
+            r,
         )
         self.retries = Counter(
-            "gatewayd_retries_total", "Attempts made again on the same alias.", ("alias",)
+            "gatewayd_retries_total", "Attempts made again on the same alias.", ("alias",), r
         )
         self.fallbacks = Counter(
             "gatewayd_fallbacks_total",
             "Requests answered by a fallback alias.",
             ("alias", "fallback"),
+            r,
         )
         self.stream_failures = Counter(
             "gatewayd_stream_failures_total",
             "Streams that broke off after their first byte (ended with an in-band error).",
             ("alias", "deployment"),
+            r,
         )
         self.tokens = Counter(
             "gatewayd_tokens_total",
             "Tokens reported by upstreams' usage objects, by kind (prompt, completion).",
             ("alias", "deployment", "kind"),
+            r,
         )
         self.key_requests = Counter(
             "gatewayd_key_requests_total",
             "Requests by client key name (never the key), alias and HTTP status.",
             ("key", "alias", "status"),
+            r,
         )
         self.key_tokens = Counter(
             "gatewayd_key_tokens_total",
             "Tokens by client key name, alias and kind (prompt, completion); a stream that "
             "reported no usage counts its reservation.",
             ("key", "alias", "kind"),
+            r,
         )
         self.spend = Counter(
             "gatewayd_spend_usd_total",
             "Spend in USD at the deployments' input/output_cost_per_token, by key name, alias "
             "and deployment.",
             ("key", "alias", "deployment"),
+            r,
         )
         self.state_store_outages = Counter(
             "gatewayd_state_store_outages_total",
             "Times the shared state store became unreachable.",
+            (),
+            r,
         )
         self.state_store_up = Gauge(
-            "gatewayd_state_store_up", "1 while the shared state store answers (or none is set)."
+            "gatewayd_state_store_up",
+            "1 while the shared state store answers (or none is set).",
+            (),
+            r,
+            mode="livemax",
         )
         self.upstream_latency = Histogram(
             "gatewayd_upstream_latency_seconds",
             "Time an upstream took to answer (a whole JSON body, or a stream's first byte).",
             ("alias", "deployment"),
+            r,
         )
         self.ttft = Histogram(
             "gatewayd_time_to_first_token_seconds",
             "Streams: time from the request to the first event written to the client.",
             ("alias", "deployment"),
+            r,
         )
         self.overhead = Histogram(
             "gatewayd_overhead_seconds",
             "Time spent in the gateway itself: total latency minus upstream time "
             "(JSON answers on the first attempt).",
+            (),
+            r,
         )
-        self.streams_in_flight = Gauge(
-            "gatewayd_streams_in_flight", "Streams being relayed right now."
+        self.reactor_lag = Histogram(
+            "gatewayd_reactor_lag_seconds",
+            "How late a periodic call fired: the event loop was blocked this long.",
+            (),
+            r,
+            LAG_BUCKETS,
         )
-        self.in_flight = Gauge(
+        self.reloads = Counter(
+            "gatewayd_config_reloads_total",
+            "Config reloads by result (ok, error).",
+            ("result",),
+            r,
+        )
+        for result in ("ok", "error"):  # both series exist from the start: increase() works
+            self.reloads._metric.labels(result)
+        self.last_reload = _Gauge(
+            "gatewayd_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful config load (the start counts).",
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.streams_in_flight = self._gauge(
+            "gatewayd_streams_in_flight", "Streams being relayed right now.", ()
+        )
+        self.in_flight = self._gauge(
             "gatewayd_deployment_in_flight",
             "Upstream requests in flight per deployment.",
             ("alias", "deployment"),
         )
-        self.cooldown = Gauge(
+        self.cooldown = self._gauge(
             "gatewayd_deployment_cooldown",
             "1 while a deployment is in cooldown, else 0.",
             ("alias", "deployment"),
+            "livemax",
+        )
+        self.client_connections = self._gauge(
+            "gatewayd_client_connections", "Client connections open right now.", ()
+        )
+        self.upstream_connections = self._gauge(
+            "gatewayd_upstream_connections",
+            "Pooled upstream connections per origin, by state (in_use, idle).",
+            ("origin", "state"),
         )
         self.open_streams = 0
         self.streams_in_flight.collect = lambda: [((), float(self.open_streams))]
+
+    def _gauge(
+        self, name: str, help: str, labelnames: Sequence[str], mode: GaugeMode = "livesum"
+    ) -> Gauge:
+        return Gauge(name, help, labelnames, self.registry, mode)
+
+    def gauges(self) -> list[Gauge]:
+        return [
+            self.streams_in_flight,
+            self.in_flight,
+            self.cooldown,
+            self.client_connections,
+            self.upstream_connections,
+            self.state_store_up,
+        ]
 
     def count_usage(self, alias: str, deployment: str, usage: dict[str, object] | None) -> None:
         """Add an OpenAI ``usage`` object's token counts."""
@@ -234,31 +345,27 @@ class GatewayMetrics:
             if isinstance(n, int) and n > 0:
                 self.tokens.inc(alias, deployment, kind, amount=n)
 
-    def all(self) -> list[Metric]:
-        return [
-            self.requests,
-            self.attempts,
-            self.retries,
-            self.fallbacks,
-            self.stream_failures,
-            self.tokens,
-            self.upstream_latency,
-            self.ttft,
-            self.overhead,
-            self.streams_in_flight,
-            self.in_flight,
-            self.cooldown,
-            self.key_requests,
-            self.key_tokens,
-            self.spend,
-            self.state_store_outages,
-            self.state_store_up,
-        ]
+    def refresh(self) -> None:
+        """Multiprocess mode: push the callback gauges' values into the shared files."""
+        for g in self.gauges():
+            g.refresh()
+
+    def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
+        """The body and content type for ``GET /metrics``: OpenMetrics when ``accept``
+        asks for it, else the Prometheus text format. In multiprocess mode, the sum
+        over every process writing to the shared directory."""
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self._source()), content_type
 
     def render(self) -> bytes:
-        """The exposition text for ``GET /metrics``."""
-        lines: list[str] = []
-        for m in self.all():
-            lines += m.header()
-            lines += m.lines()
-        return ("\n".join(lines) + "\n").encode()
+        """The Prometheus text format."""
+        return generate_latest(self._source())
+
+    def _source(self) -> CollectorRegistry:
+        path = multiprocess_dir()
+        if path is None:
+            return self.registry
+        self.refresh()
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path)  # type: ignore[no-untyped-call]
+        return merged

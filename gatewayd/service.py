@@ -19,6 +19,8 @@ from twisted.application.service import Service
 from twisted.internet import endpoints, threads
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IListeningPort, IReactorTime, IStreamServerEndpoint
+from twisted.logger import ILogObserver
+from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 
 from gatewayd import systemd
@@ -27,10 +29,12 @@ from gatewayd.limits import Limiter
 from gatewayd.limits.setup import build_limiter
 from gatewayd.limits.usagelog import UsageLog
 from gatewayd.log import get_logger
-from gatewayd.metrics import GatewayMetrics
+from gatewayd.metrics import GatewayMetrics, multiprocess_dir
 from gatewayd.providers.factory import build_provider
 from gatewayd.providers.http import UpstreamAgents
+from gatewayd.reactorlag import ReactorLag
 from gatewayd.routing import Router, RoutingTable, build_table
+from gatewayd.tracing import build_tracing
 from gatewayd.web.request import GatewaySite
 from gatewayd.web.resources import build_root
 
@@ -87,6 +91,9 @@ class GatewayService(Service):
         #: Key and deployment limits on the state store (memory, or shared Redis).
         self.state = build_limiter(config.general, reactor, self.metrics, self._router)
         self.site = GatewaySite(build_root(self), lambda: self.config.general, self.metrics)
+        self._observe()
+        self.tracing = build_tracing(config.general.otel, reactor)
+        self.site.tracing = self.tracing
         self.port: IListeningPort | None = None
         self._ready = False
         #: How the listen address reads in messages (the endpoint string).
@@ -104,6 +111,15 @@ class GatewayService(Service):
     def from_file(cls, path: str, listen: str | IStreamServerEndpoint, **kw: Any) -> GatewayService:
         """Load and validate ``path`` (raises :class:`ConfigError`) and build the service."""
         return cls(load_config(path), listen, config_path=path, **kw)
+
+    #: Installed as the application's log observer (``--log-format json``): twistd
+    #: then logs through it instead of its own text observer.
+    log_observer: ILogObserver | None = None
+
+    def setServiceParent(self, parent: Any) -> None:
+        if self.log_observer is not None and isinstance(parent, Componentized):
+            parent.setComponent(ILogObserver, self.log_observer)
+        super().setServiceParent(parent)  # type: ignore[no-untyped-call]
 
     # -- what the web layer sees -----------------------------------------------
 
@@ -128,6 +144,20 @@ class GatewayService(Service):
         clock: IReactorTime = self.reactor
         return clock
 
+    def _observe(self) -> None:
+        """Metrics read from the service itself, and the reactor-lag probe."""
+        m = self.metrics
+        m.last_reload.set(self.reactor.seconds())
+        m.client_connections.collect = lambda: [((), float(self.site.open_connections))]
+        m.upstream_connections.collect = lambda: [
+            s
+            for origin, busy, idle in self.agents.pool_stats()
+            for s in (((origin, "in_use"), float(busy)), ((origin, "idle"), float(idle)))
+        ]
+        # In multiprocess mode the probe's tick also publishes the callback gauges.
+        tick = m.refresh if multiprocess_dir() else None
+        self.lag = ReactorLag(self.reactor, m.reactor_lag.observe, tick=tick)
+
     # -- lifecycle -------------------------------------------------------------
 
     def _table(self, config: GatewayConfig) -> RoutingTable:
@@ -143,6 +173,7 @@ class GatewayService(Service):
             if isinstance(self.listen, str)
             else self.listen
         )
+        self.lag.start()
         d = endpoint.listen(self.site)
         d.addCallbacks(self._listening, self._listen_failed)
         if self.handle_sighup and hasattr(signal, "SIGHUP"):
@@ -226,6 +257,7 @@ class GatewayService(Service):
         return config, self._table(config)
 
     def _reload_failed(self, failure: Failure) -> bool:
+        self.metrics.reloads.inc("error")
         if failure.check(ConfigError):
             log.error("reload failed, keeping the running config: {err}", err=str(failure.value))
         else:
@@ -240,6 +272,8 @@ class GatewayService(Service):
         self._router.swap(table)
         self.state.reloaded(config.general)
         self.agents.retain_only([d.api_base for d in config.deployments if d.api_base])
+        self.metrics.reloads.inc("ok")
+        self.metrics.last_reload.set(self.reactor.seconds())
         log.info(
             "config reloaded from {path}: {n} model alias(es)",
             path=self.config_path,
@@ -249,6 +283,7 @@ class GatewayService(Service):
 
     def stopService(self) -> Deferred[None]:
         super().stopService()  # type: ignore[no-untyped-call]
+        self.lag.stop()
         self._ready = False
         systemd.notify("STOPPING=1")
         d: Deferred[Any] = succeed(None)
@@ -256,6 +291,7 @@ class GatewayService(Service):
             d = Deferred.fromCoroutine(self._drain())
         d.addBoth(lambda _: self.agents.close())
         d.addBoth(lambda _: self.state.stop())
+        d.addBoth(lambda _: self.tracing.shutdown())
         d.addBoth(lambda _: None)
         return d
 

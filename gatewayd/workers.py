@@ -383,9 +383,9 @@ def _forget_metrics(tmpdir: str, pid: int | None) -> None:
     if pid is None or not tmpdir:
         return
     with contextlib.suppress(Exception):
-        from prometheus_client import multiprocess  # type: ignore[import-not-found,unused-ignore]
+        from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(pid, os.path.join(tmpdir, "metrics"))
+        multiprocess.mark_process_dead(pid, os.path.join(tmpdir, "metrics"))  # type: ignore[no-untyped-call]
 
 
 def supervisor_for(

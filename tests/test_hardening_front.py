@@ -360,7 +360,7 @@ def site() -> Iterator[GatewaySite]:
 
 
 def exchange(site: GatewaySite, data: bytes) -> tuple[bytes, StringTransport]:
-    proto = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))  # type: ignore[no-untyped-call]
+    proto = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
     assert proto is not None
     transport = StringTransport()
     proto.makeConnection(transport)

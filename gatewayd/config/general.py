@@ -11,6 +11,7 @@ from typing import Any
 from gatewayd.config.errors import ConfigError
 from gatewayd.config.keys import KeySection
 from gatewayd.config.model import ROUTING_STRATEGIES, GeneralSettings
+from gatewayd.config.observability import log_format, otel_settings
 from gatewayd.config.values import kind
 
 GENERAL_KEYS = {
@@ -32,6 +33,9 @@ GENERAL_KEYS = {
     "require_auth_for_metrics_endpoint",
     "cors_allow_origins",
     "workers",
+    "otel",
+    "log_format",
+    "json_logs",
     "listen_backlog",
     "state_store",
     "state_store_failure",
@@ -56,7 +60,6 @@ NOT_HONOURED: dict[str, str] = {
     "drop_params": "unsupported parameters are never dropped",
     "modify_params": "parameters are never modified",
     "set_verbose": "use -v/--verbose",
-    "json_logs": "logs are text lines",
     "database_url": "there is no database",
     "store_model_in_db": "there is no database",
     "alerting": "alerting is not implemented",
@@ -158,6 +161,8 @@ class GeneralSection(KeySection):
             ),
             cors_allow_origins=self._origins(g.get("cors_allow_origins"), p("cors_allow_origins")),
             workers=self._int(g, "workers", p("workers"), 1, 1),
+            otel=otel_settings(self, g.get("otel"), f"{p('otel')}.otel"),
+            log_format=log_format(self, g, p("log_format")),
             listen_backlog=self._int(g, "listen_backlog", p("listen_backlog"), 1024, 1),
             state_store=self._state_store(g, p, raw),
             state_store_failure=self._state_failure(g, p),

@@ -58,6 +58,29 @@ class Deployment:
     ssl_keyfile: str | None = None
 
 
+OTEL_PROTOCOLS = ("http/protobuf", "grpc")
+LOG_FORMATS = ("text", "json")
+
+
+@dataclass(frozen=True)
+class OtelSettings:
+    """``general_settings.otel``: OpenTelemetry traces (docs/observability.md).
+    A field left unset falls back to the standard ``OTEL_*`` environment variable."""
+
+    enabled: bool = True
+    #: The collector's base URL (``http://host:4318``; ``/v1/traces`` is added for HTTP).
+    endpoint: str | None = None
+    #: ``http/protobuf`` or ``grpc``.
+    protocol: str | None = None
+    service_name: str | None = None
+    #: Fraction of new traces sampled (a client's sampled ``traceparent`` is followed).
+    sample_ratio: float | None = None
+    #: Record prompts and completions on spans (off: they may be personal data).
+    capture_content: bool = False
+    #: Headers for the collector (an auth token): never logged.
+    headers: Mapping[str, str] = field(default_factory=_empty, repr=False)
+
+
 @dataclass(frozen=True)
 class GeneralSettings:
     """``general_settings`` (and LiteLLM's ``router_settings``/``litellm_settings``)."""
@@ -86,6 +109,10 @@ class GeneralSettings:
     cors_allow_origins: tuple[str, ...] = ()
     #: Worker processes behind one socket (``--workers`` wins); read at start only.
     workers: int = 1
+    #: OpenTelemetry tracing; None: only if the OTEL_EXPORTER_OTLP_* variables say so.
+    otel: OtelSettings | None = None
+    #: ``text`` or ``json`` (one object per line); ``--log-format`` wins.
+    log_format: str = "text"
     #: The listen(2) backlog: connections the kernel queues before gatewayd accepts them.
     listen_backlog: int = 1024
     #: ``redis://[:password@]host:port/db`` shared by every instance; None = in memory.

@@ -83,6 +83,10 @@ class ProviderRequest:
     endpoint: Endpoint
     body: dict[str, Any]
     stream: bool = False
+    #: Extra headers for every attempt (``x-request-id``, ``traceparent``): never secrets.
+    headers: tuple[tuple[str, str], ...] = ()
+    #: The request's trace (:class:`gatewayd.tracing.RequestTrace`); a no-op when off.
+    trace: Any = None
 
 
 class StreamSink(Protocol):

@@ -7,6 +7,7 @@ decoded, cancelled and, for streams, paused (``treq.collect`` cannot pause).
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -65,6 +66,10 @@ class _QuietPool(HTTPConnectionPool):
     class _factory(_HTTP11ClientFactory):
         noisy = False
 
+    def __init__(self, reactor: Any, persistent: bool = True) -> None:
+        super().__init__(reactor, persistent)  # type: ignore[no-untyped-call]
+        self._opened: weakref.WeakSet[Any] = weakref.WeakSet()
+
     def getConnection(self, key: Any, endpoint: IStreamClientEndpoint) -> Deferred[Any]:
         d: Deferred[Any] = super().getConnection(key, endpoint)
 
@@ -74,6 +79,21 @@ class _QuietPool(HTTPConnectionPool):
             return connection
 
         return d.addCallback(replaying)
+
+    def _newConnection(self, key: Any, endpoint: IStreamClientEndpoint) -> Deferred[Any]:
+        d: Deferred[Any] = super()._newConnection(key, endpoint)
+        return d.addCallback(self._track)
+
+    def _track(self, connection: Any) -> Any:
+        self._opened.add(connection)  # weak: a closed connection leaves by itself
+        return connection
+
+    def connection_counts(self) -> tuple[int, int]:
+        """(in use, idle): read-only, for metrics. Every connection starts in
+        ``_newConnection``; one in the pool's idle lists is QUIESCENT."""
+        idle = sum(len(c) for c in self._connections.values())
+        busy = sum(1 for c in list(self._opened) if c.state not in ("QUIESCENT", "CONNECTION_LOST"))
+        return busy, idle
 
 
 @implementer(IAgentEndpointFactory)
@@ -111,7 +131,7 @@ class UpstreamAgents:
 
     def __init__(self, reactor: Any) -> None:
         self._reactor = reactor
-        self._agents: dict[tuple[str, TLSSettings], tuple[Agent, HTTPConnectionPool]] = {}
+        self._agents: dict[tuple[str, TLSSettings], tuple[Agent, _QuietPool]] = {}
 
     def agent_for(self, url: str, tls: TLSSettings = DEFAULT_TLS) -> IAgent:
         key = (origin_of(url), tls)
@@ -124,6 +144,15 @@ class UpstreamAgents:
             agent = Agent.usingEndpointFactory(self._reactor, endpoints, pool)
             self._agents[key] = (agent, pool)
         return self._agents[key][0]
+
+    def pool_stats(self) -> list[tuple[str, int, int]]:
+        """``(origin, connections in use, idle connections)`` per upstream origin."""
+        out: dict[str, tuple[int, int]] = {}
+        for (origin, _), (_, pool) in self._agents.items():
+            busy, idle = pool.connection_counts()
+            was = out.get(origin, (0, 0))
+            out[origin] = (was[0] + busy, was[1] + idle)
+        return [(origin, busy, idle) for origin, (busy, idle) in out.items()]
 
     def retain_only(self, urls: list[str]) -> None:
         """Close the pools of origins no longer used (after a reload)."""

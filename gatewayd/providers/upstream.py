@@ -182,6 +182,9 @@ class HTTPProvider(Provider):
                     "invalid_request",
                 ),
             ) from None
+        for name, value in request.headers:  # a deployment's own `headers:` win
+            if not headers.hasHeader(name):
+                headers.setRawHeaders(name, [value])
         # Credentials in api_base are never sent in the URL (nor logged, nor shown).
         clean, _ = split_credentials(url.decode("ascii"))
         url = clean.encode("ascii")

@@ -38,6 +38,7 @@ from gatewayd.routing.fallback import FallbackChain
 from gatewayd.routing.pool import AliasPool
 from gatewayd.routing.retry import RetryPolicy
 from gatewayd.routing.table import Route, RoutingTable
+from gatewayd.tracing import trace_of
 
 log = get_logger(__name__)
 
@@ -318,8 +319,8 @@ class Router:
             progress.attempts += 1
             started = self.clock.seconds()
             try:
-                response = await route.provider.send(
-                    request, _limits(route.deployment, request, table)
+                response = await trace_of(request).send(
+                    route.provider, request, _limits(route.deployment, request, table)
                 )
             except UpstreamFailure as f:
                 if ticket is not None:

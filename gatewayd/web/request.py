@@ -12,16 +12,22 @@ from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES, HTTPChannel, _GenericHTTPChannelProtocol
 from twisted.web.server import Request, Site
 
+from gatewayd import reqid
 from gatewayd.config.model import GeneralSettings
 from gatewayd.log import get_logger
 from gatewayd.metrics import GatewayMetrics
 from gatewayd.providers.base import openai_error
+from gatewayd.reqid import request_id
+from gatewayd.tracing import NOOP_TRACE, NOOP_TRACING, RequestSummary, RequestTrace, Tracing
 from gatewayd.web.errors import error_json, write_error_object
 
 access_log = Logger(namespace="gatewayd.access")
 log = get_logger("gatewayd.web")
 
-_EXPOSED = b"x-gatewayd-model, x-gatewayd-deployment, x-gatewayd-attempts, x-gatewayd-fallback"
+_EXPOSED = (
+    b"x-gatewayd-model, x-gatewayd-deployment, x-gatewayd-attempts, x-gatewayd-fallback, "
+    b"x-request-id"
+)
 
 
 class GatewayRequest(Request):
@@ -47,6 +53,9 @@ class GatewayRequest(Request):
         self.key_name: str | None = None  # the client key's name (never the key)
         self.usage: dict[str, Any] | None = None  # a stream's usage, for the limits
         self.logged = False
+        #: The client's ``x-request-id`` or a minted one (set in :meth:`process`).
+        self.request_id = ""
+        self.trace: RequestTrace = NOOP_TRACE
         site = getattr(self.channel, "site", None)
         if isinstance(site, GatewaySite):
             self.max_body_size = site.settings().max_request_body_size
@@ -60,8 +69,18 @@ class GatewayRequest(Request):
         super().requestReceived(command, path, version)  # type: ignore[no-untyped-call]
 
     def process(self) -> None:
+        self.request_id = request_id(self.getHeader(reqid.HEADER))
+        self.setHeader(reqid.HEADER, self.request_id.encode("ascii"))  # every response
         site = getattr(self.channel, "site", None)
         if isinstance(site, GatewaySite):
+            if site.tracing.enabled:
+                self.trace = site.tracing.start(
+                    self.method.decode("ascii", "replace"),
+                    self.path.decode("utf-8", "replace"),
+                    self._header,
+                    self.request_id,
+                    getattr(self.getClientAddress(), "host", "-"),
+                )
             site.active_requests += 1
 
             def done(_: object) -> None:
@@ -71,6 +90,20 @@ class GatewayRequest(Request):
             if self._cors(site.settings().cors_allow_origins):
                 return  # a preflight, answered here
         super().process()  # type: ignore[no-untyped-call]
+
+    def _header(self, name: str) -> str | None:
+        value = self.getHeader(name.encode("ascii"))
+        return None if value is None else value.decode("latin-1")
+
+    def upstream_headers(self) -> tuple[tuple[str, str], ...]:
+        """Headers every upstream attempt carries: the request id, and the client's
+        W3C trace context (replaced by the attempt's own span when tracing is on)."""
+        out = [("x-request-id", self.request_id)]
+        for name in (b"traceparent", b"tracestate"):
+            value = self.getHeader(name)
+            if value is not None and len(value) <= 512 and all(32 <= c < 127 for c in value):
+                out.append((name.decode(), value.decode("ascii")))
+        return tuple(out)
 
     def _cors(self, allowed: tuple[str, ...]) -> bool:
         """Add CORS headers for an allowed ``Origin``; answer a preflight. True if answered."""
@@ -182,11 +215,15 @@ class GatewayChannel(HTTPChannel):
         self._rejected = True
         body = error_json(openai_error(message, "invalid_request_error", code))
         reason = RESPONSES.get(status, b"Error")
+        request = self.requests[-1] if self.requests else None
+        rid = request_id(request.getHeader(reqid.HEADER) if request is not None else None)
+        if isinstance(request, GatewayRequest):
+            request.request_id = rid
         self.transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-            b"connection: close\r\n\r\n%s" % (status, reason, len(body), body)
+            b"x-request-id: %s\r\nconnection: close\r\n\r\n%s"
+            % (status, reason, len(body), rid.encode("ascii"), body)
         )
-        request = self.requests[-1] if self.requests else None
         site = getattr(self, "site", None)
         if isinstance(request, GatewayRequest) and isinstance(site, GatewaySite):
             if request.method == Request.method:  # not parsed yet: what the channel saw
@@ -230,6 +267,23 @@ class GatewaySite(Site):
         self.noisy = False
         #: Requests received and not yet finished (the SIGTERM drain waits on these).
         self.active_requests = 0
+        #: Client connections open now (a metric).
+        self.open_connections = 0
+        #: Starts each request's trace (a no-op unless tracing is configured).
+        self.tracing: Tracing = NOOP_TRACING
+
+    def buildProtocol(self, addr: Any) -> Any:
+        channel = super().buildProtocol(addr)  # type: ignore[no-untyped-call]
+        if channel is not None:
+            self.open_connections += 1
+            lost = channel.connectionLost
+
+            def connectionLost(reason: Failure) -> None:
+                self.open_connections -= 1
+                lost(reason)
+
+            channel.connectionLost = connectionLost
+        return channel
 
     def log(self, request: Any) -> None:
         if not isinstance(request, GatewayRequest) or request.logged:
@@ -249,10 +303,21 @@ class GatewaySite(Site):
                 self.metrics.key_requests.inc(request.key_name, request.alias, str(status))
             if request.upstream_seconds is not None:
                 self.metrics.overhead.observe(max(0.0, latency - request.upstream_seconds))
+        if request.trace is not NOOP_TRACE:
+            request.trace.finish(
+                RequestSummary(
+                    status,
+                    request.alias,
+                    request.deployment,
+                    request.attempts,
+                    request.fallback,
+                    request.outcome,
+                )
+            )
         access_log.info(
             '{client} "{method} {path}" {status} alias={alias} deployment={deployment} '
             "attempts={attempts} fallback={fallback} latency_ms={latency_ms:.1f} "
-            "ttfb_ms={ttfb_ms} bytes={bytes}{key}{outcome}",
+            "ttfb_ms={_ttfb} bytes={bytes}{_key}{_outcome} request_id={request_id}",
             client=request.getClientAddress().host
             if hasattr(request.getClientAddress(), "host")
             else "-",
@@ -263,9 +328,13 @@ class GatewaySite(Site):
             deployment=request.deployment or "-",
             attempts=request.attempts,
             fallback=request.fallback or "-",
-            latency_ms=latency * 1000.0,
-            ttfb_ms="-" if request.ttfb is None else f"{request.ttfb * 1000.0:.1f}",
+            latency_ms=round(latency * 1000.0, 1),
+            _ttfb="-" if request.ttfb is None else f"{request.ttfb * 1000.0:.1f}",
+            ttfb_ms=None if request.ttfb is None else round(request.ttfb * 1000.0, 1),
             bytes=sent,
-            outcome=f" outcome={request.outcome}" if request.outcome else "",
-            key=f" key={request.key_name}" if request.key_name else "",
+            _outcome=f" outcome={request.outcome}" if request.outcome else "",
+            outcome=request.outcome,
+            request_id=request.request_id or "-",
+            _key=f" key={request.key_name}" if request.key_name else "",
+            key=request.key_name,
         )

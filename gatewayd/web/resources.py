@@ -179,7 +179,10 @@ class CompletionResource(AuthedResource):
             alias=alias,
             body=raw[:2000].decode("utf-8", "replace"),  # the body carries no keys
         )
-        Exchange(self.gateway, request, alias, ProviderRequest(self.endpoint, body, bool(stream)))
+        call = ProviderRequest(
+            self.endpoint, body, bool(stream), request.upstream_headers(), request.trace
+        )
+        Exchange(self.gateway, request, alias, call)
         return NOT_DONE_YET
 
 
@@ -428,7 +431,7 @@ class KeyInfo(AuthedResource):
 
 
 class Metrics(JSONResource):
-    """GET /metrics: Prometheus text format; open unless
+    """GET /metrics: Prometheus text format (OpenMetrics when asked); open unless
     ``require_auth_for_metrics_endpoint`` is set."""
 
     isLeaf = True
@@ -449,8 +452,10 @@ class Metrics(JSONResource):
                 "authentication_error",
                 "invalid_api_key",
             )
-        request.setHeader(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
-        return self.gateway.metrics.render()
+        accept = request.getHeader(b"accept")
+        body, ctype = self.gateway.metrics.exposition(accept.decode("latin-1") if accept else None)
+        request.setHeader(b"content-type", ctype.encode())
+        return body
 
 
 def build_root(gateway: Gateway) -> Resource:

@@ -1,0 +1,93 @@
+"""GenAI semantic-convention attributes from OpenAI-shaped bodies and stream events."""
+
+from __future__ import annotations
+
+import json
+
+from gatewayd.genai import (
+    StreamFacts,
+    operation_for,
+    provider_name,
+    request_attributes,
+    response_attributes,
+)
+
+
+def test_operation_and_provider_names() -> None:
+    assert operation_for("chat/completions") == "chat"
+    assert operation_for("/v1/chat/completions") == "chat"
+    assert operation_for("/completions") == "text_completion"
+    assert operation_for("/v1/embeddings") == "embeddings"
+    assert provider_name("azure") == "azure.ai.openai"
+    assert provider_name("anthropic") == "anthropic"
+    assert provider_name("groq") == "groq"
+
+
+def test_request_attributes_keep_content_out_unless_captured() -> None:
+    body: dict[str, object] = {
+        "model": "a",
+        "messages": [{"role": "user", "content": "secret prompt"}],
+        "max_completion_tokens": 9,
+        "temperature": 0.2,
+        "top_p": True,  # not a number
+    }
+    attrs = request_attributes(body, capture=False)
+    assert attrs == {"gen_ai.request.max_tokens": 9, "gen_ai.request.temperature": 0.2}
+    captured = request_attributes(body, capture=True)
+    assert "secret prompt" in captured["gen_ai.input.messages"]
+
+
+def test_response_attributes() -> None:
+    body = {
+        "id": "chatcmpl-1",
+        "model": "gpt-x-2025",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "hi"},
+                "finish_reason": "stop",
+            },
+            {
+                "index": 1,
+                "message": {"role": "assistant", "content": "yo"},
+                "finish_reason": "length",
+            },
+        ],
+    }
+    usage = {"prompt_tokens": 3, "completion_tokens": 2}
+    attrs = response_attributes(json.dumps(body).encode(), usage, capture=False)
+    assert attrs == {
+        "gen_ai.response.model": "gpt-x-2025",
+        "gen_ai.response.id": "chatcmpl-1",
+        "gen_ai.response.finish_reasons": ["stop", "length"],
+        "gen_ai.usage.input_tokens": 3,
+        "gen_ai.usage.output_tokens": 2,
+    }
+    assert (
+        "yo" in response_attributes(json.dumps(body).encode(), None, True)["gen_ai.output.messages"]
+    )
+    assert response_attributes(b"not json", None, False) == {}
+
+
+def chunk(**fields: object) -> bytes:
+    return b"data: " + json.dumps({"object": "chat.completion.chunk", **fields}).encode() + b"\n\n"
+
+
+def test_stream_facts_read_only_what_events_carry() -> None:
+    facts = StreamFacts()
+    facts.read(
+        chunk(model="m-1", choices=[{"delta": {"role": "assistant"}, "finish_reason": None}])
+    )
+    facts.read(chunk(model="m-1", choices=[{"delta": {"content": "x"}, "finish_reason": None}]))
+    facts.read(chunk(model="m-1", choices=[{"delta": {}, "finish_reason": "tool_calls"}]))
+    facts.read(chunk(model="m-1", choices=[], usage={"prompt_tokens": 5, "completion_tokens": 7}))
+    assert not facts.done
+    facts.read(b"data: [DONE]\n\n")
+    assert facts.done
+    assert facts.attributes() == {
+        "gen_ai.request.stream": True,
+        "gen_ai.response.model": "m-1",
+        "gen_ai.response.finish_reasons": ["tool_calls"],
+        "gen_ai.usage.input_tokens": 5,
+        "gen_ai.usage.output_tokens": 7,
+    }
