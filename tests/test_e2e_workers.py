@@ -110,6 +110,35 @@ def test_two_workers_both_answer(two_workers: tuple[GatewayProcess, set[int]]) -
     assert status == 200 and body["object"] == "chat.completion" and int(pid) in pids
 
 
+def test_metrics_are_summed_over_the_workers(two_workers: tuple[GatewayProcess, set[int]]) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    gw, pids = two_workers
+    seen: set[int] = set()
+    sent = 0
+    for _ in range(400):  # bounded: until both workers answered at least once
+        status, pid, _ = chat(gw.port, "a")
+        sent += 1
+        assert status == 200
+        seen.add(int(pid))
+        if seen == pids and sent >= 10:
+            break
+    assert seen == pids
+
+    def total(text: str) -> float:
+        return sum(
+            s.value
+            for f in text_string_to_metric_families(text)
+            for s in f.samples
+            if s.name == "gatewayd_requests_total" and s.labels.get("alias") == "a"
+        )
+
+    for _ in range(6):  # whichever worker answers the scrape, it reports every request
+        status, _, body = raw(gw.port, "GET", "/metrics", b"", {"connection": "close"})
+        assert status == 200
+        assert total(body.decode()) == sent
+
+
 def test_general_settings_workers(gateway: GatewayFactory, upstream: FakeUpstream) -> None:
     gw = gateway(config(upstream, "a", workers=2))
     assert wait_until(lambda: len(children(gw.pid)) == 2), gw.log()
