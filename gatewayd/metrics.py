@@ -139,13 +139,14 @@ class Histogram(Metric):
 
 
 class GatewayMetrics:
-    """Every metric gatewayd exports. Label names: ``alias``, ``deployment``, ``status``."""
+    """Every metric gatewayd exports. Label names: ``alias``, ``deployment``, ``status``, ``dialect``."""
 
     def __init__(self) -> None:
         self.requests = Counter(
             "gatewayd_requests_total",
-            "Requests answered, by alias, the deployment that answered, and HTTP status.",
-            ("alias", "deployment", "status"),
+            "Requests answered, by alias, the deployment that answered, HTTP status and "
+            "the client's dialect (chat, responses, messages).",
+            ("alias", "deployment", "status", "dialect"),
         )
         self.attempts = Counter(
             "gatewayd_upstream_attempts_total",

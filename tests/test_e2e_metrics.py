@@ -43,8 +43,8 @@ def test_metrics_count_requests_retries_and_fallbacks(
     requests = samples(text, "gatewayd_requests_total")
     dep_a = f"openai/up-model@127.0.0.1:{upstream.port}"
     dep_b = f"openai/up-model@127.0.0.1:{upstream2.port}"
-    assert requests[f'{{alias="a",deployment="{dep_a}",status="200"}}'] == 1
-    assert requests[f'{{alias="a",deployment="{dep_b}",status="200"}}'] == 1
+    assert requests[f'{{alias="a",deployment="{dep_a}",status="200",dialect="chat"}}'] == 1
+    assert requests[f'{{alias="a",deployment="{dep_b}",status="200",dialect="chat"}}'] == 1
     assert samples(text, "gatewayd_retries_total")['{alias="a"}'] == 2
     assert samples(text, "gatewayd_fallbacks_total")['{alias="a",fallback="b"}'] == 1
     attempts = samples(text, "gatewayd_upstream_attempts_total")

@@ -30,6 +30,9 @@ GENERAL_KEYS = {
     "graceful_shutdown_timeout",
     "require_auth_for_metrics_endpoint",
     "cors_allow_origins",
+    "drop_params",
+    "response_store_ttl",
+    "response_store_max_bytes",
 }
 
 
@@ -103,6 +106,13 @@ class GeneralSection(ValueReader):
                 g, "require_auth_for_metrics_endpoint", p("require_auth_for_metrics_endpoint")
             ),
             cors_allow_origins=self._origins(g.get("cors_allow_origins"), p("cors_allow_origins")),
+            drop_params=self._bool(g, "drop_params", p("drop_params")),
+            response_store_ttl=self._float(
+                g, "response_store_ttl", p("response_store_ttl"), 3600.0, positive=True
+            ),
+            response_store_max_bytes=self._int(
+                g, "response_store_max_bytes", p("response_store_max_bytes"), 64 * 1024 * 1024, 0
+            ),
         )
 
     def _origins(self, v: Any, section: str) -> tuple[str, ...]:

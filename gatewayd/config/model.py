@@ -73,6 +73,12 @@ class GeneralSettings:
     require_auth_for_metrics_endpoint: bool = False
     #: Browser origins allowed by CORS (``*`` for any); none by default.
     cors_allow_origins: tuple[str, ...] = ()
+    #: Drop request fields the chosen upstream's dialect cannot express (else a 400).
+    drop_params: bool = False
+    #: Seconds a Responses answer is kept for ``previous_response_id`` and GET.
+    response_store_ttl: float = 3600.0
+    #: Upper bound of the in-memory Responses store (oldest entries go first).
+    response_store_max_bytes: int = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from twisted.web.iweb import IAgent, IResponse
 from gatewayd.config.model import Deployment
 from gatewayd.providers.base import (
     AttemptLimits,
+    Endpoint,
     FailureKind,
     Provider,
     ProviderRequest,
@@ -219,7 +220,8 @@ class HTTPProvider(Provider):
                 limits.idle_timeout,
                 self.stream_translator(request),
                 self.deployment.id,
-                self.stream_requires_done,
+                # Native Messages/Responses streams end without [DONE].
+                self.stream_requires_done and request.endpoint is Endpoint.CHAT,
             )
             response.deliverBody(reader)
             await reader.first_bytes

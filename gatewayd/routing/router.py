@@ -30,6 +30,7 @@ from gatewayd.providers.base import (
     UpstreamResponse,
     openai_error,
 )
+from gatewayd.providers.dialect import send_in_dialect
 from gatewayd.routing.balancer import Balancer
 from gatewayd.routing.classify import Verdict, classify
 from gatewayd.routing.cooldown import Cooldowns, DeploymentHealth
@@ -251,6 +252,8 @@ class Router:
         can_skip: bool,
     ) -> RouteResult:
         routes = table.routes[alias]
+        if request.pin is not None:  # a native upstream's response id: only it knows it
+            routes = tuple(r for r in routes if r.id == request.pin) or routes
         tried: set[str] = set()
         retries = self.policy.num_retries
         for n in range(retries + 1):
@@ -260,8 +263,8 @@ class Router:
             progress.attempts += 1
             started = self.clock.seconds()
             try:
-                response = await route.provider.send(
-                    request, _limits(route.deployment, request, table)
+                response = await send_in_dialect(
+                    route.provider, request, _limits(route.deployment, request, table)
                 )
             except UpstreamFailure as f:
                 if progress.stopped:  # the attempt failed because we abandoned it

@@ -38,6 +38,8 @@ class GatewayRequest(Request):
         self._body_bytes = 0
         # Filled by the handlers for the access log.
         self.alias: str | None = None
+        #: The client's API dialect (chat, responses, messages): a metrics label.
+        self.dialect = "chat"
         self.deployment: str | None = None
         self.attempts = 0
         self.fallback: str | None = None
@@ -156,13 +158,15 @@ class GatewaySite(Site):
         latency = time.monotonic() - request.started
         status = request.code if request.finished or request.startedWriting else 499
         if request.alias is not None:
-            self.metrics.requests.inc(request.alias, request.deployment or "-", str(status))
+            self.metrics.requests.inc(
+                request.alias, request.deployment or "-", str(status), request.dialect
+            )
             if request.upstream_seconds is not None:
                 self.metrics.overhead.observe(max(0.0, latency - request.upstream_seconds))
         access_log.info(
             '{client} "{method} {path}" {status} alias={alias} deployment={deployment} '
             "attempts={attempts} fallback={fallback} latency_ms={latency_ms:.1f} "
-            "ttfb_ms={ttfb_ms} bytes={bytes}{outcome}",
+            "ttfb_ms={ttfb_ms} bytes={bytes} dialect={dialect}{outcome}",
             client=request.getClientAddress().host
             if hasattr(request.getClientAddress(), "host")
             else "-",
@@ -176,5 +180,6 @@ class GatewaySite(Site):
             latency_ms=latency * 1000.0,
             ttfb_ms="-" if request.ttfb is None else f"{request.ttfb * 1000.0:.1f}",
             bytes=request.bytes_sent,
+            dialect=request.dialect,
             outcome=f" outcome={request.outcome}" if request.outcome else "",
         )
