@@ -220,7 +220,10 @@ def usage_of(usage: Any) -> dict[str, Any]:
     cdet = _dict(u.get("completion_tokens_details"))
     return {
         "input_tokens": inp,
-        "input_tokens_details": {"cached_tokens": int(pdet.get("cached_tokens") or 0)},
+        "input_tokens_details": {
+            "cached_tokens": int(pdet.get("cached_tokens") or 0),
+            "cache_write_tokens": int(pdet.get("cache_write_tokens") or 0),
+        },
         "output_tokens": outp,
         "output_tokens_details": {"reasoning_tokens": int(cdet.get("reasoning_tokens") or 0)},
         "total_tokens": int(u.get("total_tokens") or inp + outp),

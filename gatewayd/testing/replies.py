@@ -163,7 +163,7 @@ def native_response(record: RecordedRequest, text: str = "Native hello") -> dict
         "truncation": "disabled",
         "usage": {
             "input_tokens": 5,
-            "input_tokens_details": {"cached_tokens": 0},
+            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
             "output_tokens": 2,
             "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": 7,
