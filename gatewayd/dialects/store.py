@@ -60,7 +60,10 @@ class MemoryResponseStore:
         return succeed(None)
 
     def delete(self, key: str) -> Deferred[bool]:
-        return succeed(self._drop(key))
+        entry = self._entries.get(key)
+        live = entry is not None and entry[0] > self.clock.seconds()
+        self._drop(key)
+        return succeed(live)
 
     def _drop(self, key: str) -> bool:
         entry = self._entries.pop(key, None)

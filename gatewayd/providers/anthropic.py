@@ -19,11 +19,11 @@ from twisted.web.http_headers import Headers
 
 from gatewayd.dialects.anthropic_chat import (
     DEFAULT_MAX_TOKENS,
-    StreamTranslator,
     structured_tool,
     to_anthropic,
     to_openai,
 )
+from gatewayd.dialects.anthropic_stream import StreamTranslator
 from gatewayd.dialects.errors import TranslationError
 from gatewayd.providers.base import (
     Endpoint,
