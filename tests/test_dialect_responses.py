@@ -229,3 +229,19 @@ def test_native_dialects_and_config_keys() -> None:
             environ={},
         )
     assert "response_store_ttl" in str(bad.value)
+
+
+def test_native_urls() -> None:
+    from gatewayd.providers.base import Endpoint, ProviderRequest
+    from gatewayd.providers.openai import OpenAICompatibleProvider
+
+    def url(model: str, extra: str = "") -> str:
+        template = "model_list: [{model_name: a, params: {model: %s, api_base: 'http://h/v1'%s}}]"
+        dep = _deployment(template % (model, extra))
+        provider = OpenAICompatibleProvider(dep, None, Clock())  # type: ignore[arg-type]
+        return provider.url_for(ProviderRequest(Endpoint.RESPONSES, {}))
+
+    assert url("openai/x") == "http://h/v1/responses"
+    assert url("azure/dep", ", api_version: 2025-04-01-preview") == (
+        "http://h/v1/openai/responses?api-version=2025-04-01-preview"
+    )

@@ -1,4 +1,4 @@
-# mypy: disable-error-code="call-overload,arg-type,list-item,index"
+# mypy: disable-error-code="call-overload,arg-type,list-item,index,union-attr"
 """The Anthropic Messages dialect end to end: the official anthropic SDK against the real
 daemon, in front of an OpenAI-format upstream (translated) and an Anthropic one (native)."""
 
@@ -305,3 +305,30 @@ def test_drop_params_drops_what_cannot_be_translated(
     )
     assert reply.content[0].type == "text"
     assert [t["function"]["name"] for t in upstream.last_request.json()["tools"]] == ["get_weather"]
+
+
+def test_retries_and_fallbacks_cross_dialects(
+    gateway: GatewayFactory, upstream: FakeUpstream, claude: AnthropicUpstream
+) -> None:
+    """A native attempt that fails falls back to a translated one, and back again."""
+    gw = gateway(
+        {
+            "model_list": [claude_entry("c", claude), openai_entry("m", upstream)],
+            "general_settings": {"fallbacks": [{"c": ["m"]}, {"m": ["c"]}]},
+        }
+    )
+    claude.enqueue(AnthropicError(529))
+    raw = client(gw.base_url).messages.with_raw_response.create(
+        model="c", max_tokens=5, messages=HI
+    )
+    assert raw.headers["x-gatewayd-fallback"] == "m"
+    assert raw.headers["x-gatewayd-attempts"] == "2"
+    assert raw.parse().content[0].text == "Hello from fake upstream"
+    upstream.enqueue(Error(503))
+    r = post(
+        gw.base_url + "/messages", {"model": "m", "max_tokens": 5, "messages": HI, "stream": True}
+    )
+    assert r.headers["x-gatewayd-fallback"] == "c"
+    events = check_message_events(r.content)
+    assert events[-1].type == "message_stop"
+    assert claude.last_request.json()["stream"] is True
