@@ -32,7 +32,8 @@ class ResponsesStream(Translating):
         self.finish_reason: str | None = None
         #: The open output item: its index in output, kind, accumulated text.
         self.item: dict[str, Any] | None = None
-        self.text = ""
+        #: The open item's text so far, in pieces (joined once, at its end).
+        self.pieces: list[str] = []
         self.calls: dict[int, int] = {}  # chat tool_call index -> output index
 
     def _event(self, kind: str, **fields: Any) -> bytes:
@@ -57,7 +58,7 @@ class ResponsesStream(Translating):
         out = self._close()
         self.response["output"].append(item)
         self.item = item
-        self.text = ""
+        self.pieces = []
         out.append(
             self._event(
                 "response.output_item.added", output_index=self._index(), item=copy.deepcopy(item)
@@ -81,16 +82,18 @@ class ResponsesStream(Translating):
             return []
         self.item = None
         index = self.response["output"].index(item)
+        text = "".join(self.pieces)
+        self.pieces = []
         out: list[bytes] = []
         if item["type"] == "message":
-            part = {"type": "output_text", "text": self.text, "annotations": [], "logprobs": []}
+            part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
             out.append(
                 self._event(
                     "response.output_text.done",
                     item_id=item["id"],
                     output_index=index,
                     content_index=0,
-                    text=self.text,
+                    text=text,
                     logprobs=[],
                 )
             )
@@ -105,7 +108,7 @@ class ResponsesStream(Translating):
             )
             item["content"] = [part]
         elif item["type"] == "reasoning":
-            item["content"] = [{"type": "reasoning_text", "text": self.text}]
+            item["content"] = [{"type": "reasoning_text", "text": text}]
         elif item["type"] == "function_call":
             out.append(
                 self._event(
@@ -134,7 +137,7 @@ class ResponsesStream(Translating):
             if isinstance(reasoning, str) and reasoning:
                 if self.item is None or self.item["type"] != "reasoning":
                     out += self._open({"id": new_id("rs"), "type": "reasoning", "summary": []})
-                self.text += reasoning
+                self.pieces.append(reasoning)
                 out.append(
                     self._event(
                         "response.reasoning_text.delta",
@@ -156,7 +159,7 @@ class ResponsesStream(Translating):
                             "content": [],
                         }
                     )
-                self.text += text
+                self.pieces.append(text)
                 out.append(
                     self._event(
                         "response.output_text.delta",
