@@ -245,3 +245,17 @@ def test_native_urls() -> None:
     assert url("azure/dep", ", api_version: 2025-04-01-preview") == (
         "http://h/v1/openai/responses?api-version=2025-04-01-preview"
     )
+
+
+def test_an_in_band_error_then_a_broken_end_is_said_once() -> None:
+    from gatewayd.dialects.messages_stream import MessagesStream
+    from gatewayd.providers.sse import data_event
+
+    error = {"message": "Overloaded", "type": "overloaded_error", "param": None, "code": None}
+    for stage in (ResponsesStream({"model": "m"}, "resp_1", "m"), MessagesStream("m")):
+        out = stage.feed(
+            b"".join(chat_stream(content="a b").pieces[:2]) + data_event({"error": error})
+        )
+        out += stage.fail(502, {"message": "ended without [DONE]"})
+        assert out.count(b"event: error") == 1, out
+        assert b"ended without" not in out

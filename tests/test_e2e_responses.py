@@ -367,3 +367,14 @@ def test_agents_sdk_tool_loop(gateway: GatewayFactory, upstream: FakeUpstream) -
 
     assert asyncio.run(streamed()) == "Sunny in Nice"
     assert calls == ["Nice"]
+
+
+def test_anthropic_error_event_mid_stream(
+    gateway: GatewayFactory, claude: AnthropicUpstream
+) -> None:
+    gw = gateway({"model_list": [claude_entry("c", claude)]})
+    claude.enqueue(AnthropicReply(error_after=4))
+    raw = post(gw.base_url + "/responses", {"model": "c", "input": "x", "stream": True})
+    kinds = [e.type for e in check_response_events(raw.content)]
+    assert kinds.count("error") == 1 and kinds[-1] == "response.failed"
+    assert "response.completed" not in kinds

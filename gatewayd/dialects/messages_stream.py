@@ -135,5 +135,7 @@ class MessagesStream(Translating):
         return out
 
     def fail(self, status: int, error: dict[str, Any]) -> bytes:
-        self.finished = True  # no message_stop after an error
+        if self.failed:  # an in-band error, then the broken stream's end: say it once
+            return b""
+        self.failed = self.finished = True  # no message_stop after an error
         return named_event("error", anthropic_error(status, error))

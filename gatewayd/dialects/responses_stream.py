@@ -224,7 +224,9 @@ class ResponsesStream(Translating):
         return out
 
     def fail(self, status: int, error: dict[str, Any]) -> bytes:
-        self.finished = True
+        if self.failed:  # an in-band error, then the broken stream's end: say it once
+            return b""
+        self.failed = self.finished = True
         out = [] if self.started else self._start()
         code = error.get("code") or error.get("type") or "server_error"
         message = str(error.get("message") or "upstream error")

@@ -64,6 +64,8 @@ class Translating(Stage):
         self._framer = SSEFramer()
         #: The OpenAI usage object the stream reported, for metrics.
         self.usage: dict[str, Any] | None = None
+        #: The error event went out: nothing follows it.
+        self.failed = False
 
     def feed(self, data: bytes) -> bytes:
         out: list[bytes] = []
