@@ -231,6 +231,12 @@ def test_function_calls_against_anthropic(
     assert (
         sent[1]["content"][-1]["type"] == "tool_use" and sent[1]["content"][-1]["id"] == "toolu_1"
     )
+    # Claude sees its own signed thinking again (it refuses tool results without it).
+    assert sent[1]["content"][0] == {
+        "type": "thinking",
+        "thinking": "Need weather.",
+        "signature": "s",
+    }
     assert sent[2]["content"][0] == {
         "type": "tool_result",
         "tool_use_id": "toolu_1",

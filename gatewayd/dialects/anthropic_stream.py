@@ -118,6 +118,8 @@ class StreamTranslator:
             return [self._chunk({"content": delta.get("text", "")})]
         if dkind == "thinking_delta":
             return [self._chunk({"reasoning_content": delta.get("thinking", "")})]
+        if dkind == "signature_delta":  # needed to send the thinking back in a later turn
+            return [self._chunk({"thinking_signature": delta.get("signature", "")})]
         if dkind == "input_json_delta":
             block = int(data.get("index", 0))
             if block in self.structured_blocks:

@@ -113,10 +113,24 @@ def input_messages(items: Any, drop: bool) -> list[dict[str, Any]]:
                 output = output if isinstance(output, str) else ""
             out.append({"role": "tool", "tool_call_id": item.get("call_id"), "content": output})
         elif kind == "reasoning":
-            continue  # another model's reasoning is not replayed
+            # Replayed only with Anthropic's signature (in encrypted_content), which a
+            # Claude upstream needs to see its thinking again; else not replayed.
+            signature = item.get("encrypted_content")
+            if isinstance(signature, str) and signature:
+                parts = item.get("content") or []
+                text = "".join(p.get("text", "") for p in parts if isinstance(p, dict))
+                out.append(
+                    {
+                        "role": "assistant",
+                        "content": None,
+                        "reasoning_content": text,
+                        "thinking_signature": signature,
+                    }
+                )
         elif not drop:
             raise untranslatable(f"{where} ({kind})", TARGET)
-    return out
+    # A replayed reasoning with nothing after it in its turn is no message.
+    return [m for m in out if m["role"] != "assistant" or m.get("content") or m.get("tool_calls")]
 
 
 def _tools(tools: Any, drop: bool) -> list[dict[str, Any]]:
@@ -284,13 +298,16 @@ def call_item(
     }
 
 
-def reasoning_item(text: str, item_id: str | None = None) -> dict[str, Any]:
-    return {
+def reasoning_item(text: str, item_id: str | None = None, signature: Any = None) -> dict[str, Any]:
+    item: dict[str, Any] = {
         "id": item_id or new_id("rs"),
         "type": "reasoning",
         "summary": [],
         "content": [{"type": "reasoning_text", "text": text}],
     }
+    if isinstance(signature, str) and signature:
+        item["encrypted_content"] = signature  # Anthropic's thinking signature
+    return item
 
 
 def finish(response: dict[str, Any], finish_reason: str | None, usage: Any) -> dict[str, Any]:
@@ -317,7 +334,9 @@ def from_chat(
     msg = choice.get("message") or {}
     reasoning = msg.get("reasoning_content") or msg.get("reasoning")
     if isinstance(reasoning, str) and reasoning:
-        response["output"].append(reasoning_item(reasoning))
+        response["output"].append(
+            reasoning_item(reasoning, signature=msg.get("thinking_signature"))
+        )
     text = msg.get("content")
     if isinstance(text, str) and text:
         response["output"].append(message_item(text))

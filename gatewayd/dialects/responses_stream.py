@@ -147,6 +147,9 @@ class ResponsesStream(Translating):
                         delta=reasoning,
                     )
                 )
+            signature = delta.get("thinking_signature")
+            if isinstance(signature, str) and self.item and self.item["type"] == "reasoning":
+                self.item["encrypted_content"] = self.item.get("encrypted_content", "") + signature
             text = delta.get("content")
             if isinstance(text, str) and text:
                 if self.item is None or self.item["type"] != "message":
