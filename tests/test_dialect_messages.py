@@ -270,3 +270,39 @@ def test_egress_refuses_what_anthropic_cannot_do(field: dict[str, Any]) -> None:
     assert info.value.param == next(iter(field))
     assert "drop_params" in info.value.message
     assert "n" not in to_anthropic(body, "c", drop_params=True)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"messages": [{"role": "user", "content": [5]}]},
+        {"messages": [{"role": "assistant", "content": [{"type": "tool_use", "input": 3}]}]},
+        {"messages": [{"role": "user", "content": "x"}], "tools": [5, {"name": "f"}]},
+        {"messages": [{"role": "user", "content": "x"}], "tool_choice": {"type": "bogus"}},
+        {"messages": [5]},
+        {"messages": [{"role": "user", "content": [{"type": "tool_result", "content": 5}]}]},
+        {"messages": [{"role": "user", "content": [{"type": "image", "source": 5}]}]},
+    ],
+)
+def test_garbage_is_a_client_error_never_a_crash(body: dict[str, Any]) -> None:
+    """Whatever the shape, a 400 through the provider seam, not an internal error."""
+    from twisted.internet.task import Clock
+
+    from gatewayd.config import parse_config
+    from gatewayd.dialects import Dialect
+    from gatewayd.providers.base import AttemptLimits, Endpoint, ProviderRequest, UpstreamFailure
+    from gatewayd.providers.dialect import send_in_dialect
+    from gatewayd.providers.mock import MockProvider
+
+    (dep,) = parse_config(
+        "model_list: [{model_name: a, params: {model: mock/x}}]", environ={}
+    ).deployments
+    call = ProviderRequest(
+        Endpoint.MESSAGES, {"model": "a", "max_tokens": 5, **body}, dialect=Dialect.MESSAGES
+    )
+    results: list[Any] = []
+    send_in_dialect(MockProvider(dep, Clock()), call, AttemptLimits(5, 5)).addBoth(results.append)
+    (result,) = results
+    if not isinstance(getattr(result, "value", None), UpstreamFailure):
+        return  # translated into something acceptable
+    assert result.value.status == 400

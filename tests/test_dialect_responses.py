@@ -259,3 +259,28 @@ def test_an_in_band_error_then_a_broken_end_is_said_once() -> None:
         out += stage.fail(502, {"message": "ended without [DONE]"})
         assert out.count(b"event: error") == 1, out
         assert b"ended without" not in out
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"input": [5]},
+        {"input": [{"type": "function_call_output", "output": [5]}]},
+        {"input": [{"role": "user", "content": [5]}]},
+        {"input": "x", "tools": [5]},
+        {"input": "x", "text": {"format": 5}},
+        {"input": "x", "reasoning": "high"},
+    ],
+)
+def test_garbage_is_a_client_error_never_a_crash(body: dict[str, Any]) -> None:
+    from gatewayd.providers.base import AttemptLimits, Endpoint, ProviderRequest, UpstreamFailure
+    from gatewayd.providers.dialect import send_in_dialect
+    from gatewayd.providers.mock import MockProvider
+
+    dep = _deployment("model_list: [{model_name: a, params: {model: mock/x}}]")
+    call = ProviderRequest(Endpoint.RESPONSES, {"model": "a", **body}, dialect=Dialect.RESPONSES)
+    results: list[Any] = []
+    send_in_dialect(MockProvider(dep, Clock()), call, AttemptLimits(5, 5)).addBoth(results.append)
+    (result,) = results
+    if isinstance(getattr(result, "value", None), UpstreamFailure):
+        assert result.value.status == 400

@@ -183,8 +183,9 @@ def to_chat(body: dict[str, Any], drop: bool = False) -> dict[str, Any]:
     for key in ("temperature", "top_p", "top_k"):
         if body.get(key) is not None:
             chat[key] = body[key]
-    if body.get("stop_sequences"):
-        chat["stop"] = list(body["stop_sequences"])
+    stops = body.get("stop_sequences")
+    if stops:
+        chat["stop"] = [stops] if isinstance(stops, str) else list(stops)
     tools = _tools(body.get("tools"), drop)
     if tools:
         chat["tools"] = tools

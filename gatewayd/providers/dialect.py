@@ -77,6 +77,14 @@ def send_in_dialect(
     except TranslationError as e:
         error = openai_error(e.message, "invalid_request_error", "unsupported_parameter", e.param)
         return fail(UpstreamFailure(FailureKind.HTTP, 400, error, deployment=dep.id))
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        # A field of a shape the translation cannot take: the client's mistake, not ours.
+        error = openai_error(
+            f"this request cannot be translated: {type(e).__name__}: {e}",
+            "invalid_request_error",
+            "invalid_request",
+        )
+        return fail(UpstreamFailure(FailureKind.HTTP, 400, error, deployment=dep.id))
     chat = ProviderRequest(Endpoint.CHAT, body, request.stream, drop_params=request.drop_params)
     return provider.send(chat, limits)
 
