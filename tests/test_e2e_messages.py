@@ -253,6 +253,10 @@ def test_errors_in_anthropic_shape(gateway: GatewayFactory, upstream: FakeUpstre
     assert missing.value.body["error"]["type"] == "not_found_error"
     url = gw.base_url + "/messages"
     key = {"x-api-key": MASTER_KEY}
+    for body in ({"model": "m", "messages": HI}, {"model": "m", "max_tokens": 5}):
+        refused = post(url, body, key)
+        assert refused.status_code == 400
+        assert refused.json()["error"]["type"] == "invalid_request_error"
     bad = post(url, b"{not json", key)
     assert bad.status_code == 400
     assert bad.json()["error"]["type"] == "invalid_request_error" and bad.json()["type"] == "error"

@@ -53,6 +53,12 @@ class MessagesResource(RoutedResource):
         if isinstance(parsed, bytes):
             return parsed
         body, stream = parsed
+        # What Anthropic itself requires, checked here so every upstream answers alike.
+        tokens = body.get("max_tokens")
+        if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
+            return self.error(request, 400, "max_tokens: Field required (a positive integer)")
+        if not isinstance(body.get("messages"), list):
+            return self.error(request, 400, "messages: Field required (a list)")
         assert request.alias is not None
         call = ProviderRequest(
             Endpoint.MESSAGES,
