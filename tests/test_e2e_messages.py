@@ -10,12 +10,12 @@ from typing import Any
 
 import anthropic
 import pytest
-from conftest import MASTER_KEY, GatewayFactory, openai_entry
+from conftest import MASTER_KEY, GatewayFactory, openai_entry, sdk
 from dialect_checks import check_message, check_message_events, post, request
 
 from gatewayd.testing import Error, FakeUpstream, StreamThenCut
 from gatewayd.testing.anthropic_upstream import AnthropicError, AnthropicReply, AnthropicUpstream
-from gatewayd.testing.replies import chat_reply, chat_stream
+from gatewayd.testing.replies import chat_reply, chat_stream, json_reply, responses_reply
 
 ANT_KEY = "sk-ant-SECRET-123456"
 HI = [{"role": "user", "content": "Hi"}]
@@ -336,3 +336,36 @@ def test_retries_and_fallbacks_cross_dialects(
     events = check_message_events(r.content)
     assert events[-1].type == "message_stop"
     assert claude.last_request.json()["stream"] is True
+
+
+def test_api_dialects_makes_an_openai_compatible_server_native(
+    gateway: GatewayFactory, upstream: FakeUpstream
+) -> None:
+    entry = {
+        "model_name": "local",
+        "params": {
+            "model": "vllm/qwen",
+            "api_base": upstream.url,
+            "api_dialects": ["chat", "messages", "responses"],
+        },
+    }
+    gw = gateway({"model_list": [entry]})
+    message = {
+        "id": "msg_local",
+        "type": "message",
+        "role": "assistant",
+        "model": "qwen",
+        "content": [{"type": "text", "text": "native local"}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 3, "output_tokens": 2},
+        "x_server_extra": 1,
+    }
+    upstream.enqueue(json_reply(message), responses_reply("native responses"))
+    r = post(gw.base_url + "/messages", {"model": "local", "max_tokens": 5, "messages": HI})
+    assert r.json() == message
+    assert upstream.last_request.bare_path == "/v1/messages"
+    assert upstream.last_request.json() == {"model": "qwen", "max_tokens": 5, "messages": HI}
+    out = sdk(gw.base_url).responses.create(model="local", input="x")
+    assert out.output_text == "native responses"
+    assert upstream.last_request.bare_path == "/v1/responses"
