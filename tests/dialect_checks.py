@@ -92,7 +92,8 @@ def request(
     data = None if body is None else body if isinstance(body, bytes) else json.dumps(body).encode()
     h = {"content-type": "application/json", **(headers or {})}
     try:
-        conn.request(method, parts.path, body=data, headers=h)
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        conn.request(method, target, body=data, headers=h)
         resp = conn.getresponse()
         return Reply(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
     finally:

@@ -384,3 +384,33 @@ def test_anthropic_error_event_mid_stream(
     kinds = [e.type for e in check_response_events(raw.content)]
     assert kinds.count("error") == 1 and kinds[-1] == "response.failed"
     assert "response.completed" not in kinds
+
+
+def test_input_items_list(gateway: GatewayFactory, upstream: FakeUpstream) -> None:
+    from openai.types.responses import ResponseItem
+    from pydantic import TypeAdapter
+
+    gw = gateway({"model_list": [local_entry("m", upstream)]})
+    c = sdk(gw.base_url)
+    upstream.enqueue(chat_reply(calls=[("call_1", "get_weather", {"city": "Oslo"})]))
+    first = c.responses.create(model="m", input="Weather?", tools=[WEATHER])
+    second = c.responses.create(
+        model="m",
+        previous_response_id=first.id,
+        input=[{"type": "function_call_output", "call_id": "call_1", "output": "cold"}],
+    )
+    page = c.responses.input_items.list(second.id, order="asc")
+    kinds = [i.type for i in page.data]
+    assert kinds == ["message", "function_call", "function_call_output"]
+    raw = request("GET", f"{gw.base_url}/responses/{second.id}/input_items?limit=2")
+    body = raw.json()
+    assert body["object"] == "list" and body["has_more"] is True and len(body["data"]) == 2
+    assert body["data"][0]["type"] == "function_call_output"  # newest first by default
+    adapter: TypeAdapter[Any] = TypeAdapter(ResponseItem)
+    for item in body["data"]:
+        adapter.validate_json(json.dumps(item), strict=True)
+    after = request(
+        "GET", f"{gw.base_url}/responses/{second.id}/input_items?after={body['last_id']}"
+    )
+    assert [i["type"] for i in after.json()["data"]] == ["message"]
+    assert request("GET", f"{gw.base_url}/responses/resp_nope/input_items").status_code == 404

@@ -361,3 +361,37 @@ def output_text(response: dict[str, Any]) -> str:
         for part in item.get("content") or []
         if part.get("type") == "output_text"
     )
+
+
+def listed_items(items: list[Any], response_id: str) -> list[dict[str, Any]]:
+    """Input items as ``GET /responses/{id}/input_items`` lists them: each with an id
+    (stable for the response), message content as typed parts."""
+    out: list[dict[str, Any]] = []
+    tag = response_id.removeprefix("resp_")
+    for i, raw in enumerate(items):
+        if not isinstance(raw, dict):
+            continue
+        item = dict(raw)
+        kind = item.setdefault("type", "message")
+        if kind == "message":
+            item.setdefault("id", f"msg_{tag}_{i}")
+            item.setdefault("status", "completed")
+            content = item.get("content")
+            assistant = item.get("role") == "assistant"
+            if isinstance(content, str):
+                part: dict[str, Any] = (
+                    {"type": "output_text", "text": content, "annotations": []}
+                    if assistant
+                    else {"type": "input_text", "text": content}
+                )
+                item["content"] = [part]
+        elif kind == "function_call":
+            item.setdefault("id", f"fc_{tag}_{i}")
+            item.setdefault("status", "completed")
+        elif kind == "function_call_output":
+            item.setdefault("id", f"fco_{tag}_{i}")
+            item.setdefault("status", "completed")
+        else:
+            item.setdefault("id", f"item_{tag}_{i}")
+        out.append(item)
+    return out

@@ -1,5 +1,5 @@
 """The OpenAI Responses dialect: POST /v1/responses, GET and DELETE
-/v1/responses/{id}, POST /v1/responses/{id}/cancel.
+/v1/responses/{id}, GET /v1/responses/{id}/input_items, POST /v1/responses/{id}/cancel.
 
 ``previous_response_id`` is resolved here, before routing: a response this gateway
 made (translated from chat) is replayed as input items; one a native upstream made
@@ -17,6 +17,7 @@ from twisted.web.resource import IResource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from gatewayd.dialects import Dialect
+from gatewayd.dialects.responses import listed_items
 from gatewayd.dialects.store import ResponseStore, StoredResponse
 from gatewayd.log import get_logger
 from gatewayd.providers.base import Endpoint, ProviderRequest
@@ -154,15 +155,20 @@ class StoredResponseResource(RoutedResource):
     isLeaf = False
     dialect = Dialect.RESPONSES
 
-    def __init__(self, parent: ResponsesResource, response_id: str, cancel: bool = False) -> None:
+    def __init__(
+        self, parent: ResponsesResource, response_id: str, cancel: bool = False, items: bool = False
+    ) -> None:
         super().__init__(parent.gateway)
         self.parent = parent
         self.response_id = response_id
         self.cancel = cancel
+        self.items = items
 
     def getChild(self, path: bytes, request: Request) -> IResource:
-        if path == b"cancel" and not self.cancel:
+        if path == b"cancel" and not self.cancel and not self.items:
             return StoredResponseResource(self.parent, self.response_id, cancel=True)
+        if path == b"input_items" and not self.cancel and not self.items:
+            return StoredResponseResource(self.parent, self.response_id, items=True)
         if path == b"":
             return self
         return NotFound()
@@ -191,10 +197,41 @@ class StoredResponseResource(RoutedResource):
     def render_GET(self, request: GatewayRequest) -> int | bytes:
         if self.cancel:
             return NotFound().render(request)
+        if self.items:
+            return self._lookup(request, self._input_items)
         return self._lookup(request, lambda r, s: self._json(r, s.response))
 
+    def _input_items(self, request: GatewayRequest, stored: StoredResponse) -> bytes:
+        """``{"object": "list", "data", "first_id", "last_id", "has_more"}``; ``order``
+        (``desc``, the default, or ``asc``), ``limit`` (default 20) and ``after`` apply."""
+        args = request.args or {}
+        order = (args.get(b"order") or [b"desc"])[0]
+        try:
+            limit = max(1, min(100, int((args.get(b"limit") or [b"20"])[0])))
+        except ValueError:
+            return self.error(request, 400, "limit must be an integer", param="limit")
+        items = listed_items(stored.input_items, self.response_id)
+        if order != b"asc":
+            items.reverse()
+        after = (args.get(b"after") or [None])[0]
+        if after is not None:
+            ids = [i["id"] for i in items]
+            key = after.decode("utf-8", "replace")
+            items = items[ids.index(key) + 1 :] if key in ids else []
+        page = items[:limit]
+        return self._json(
+            request,
+            {
+                "object": "list",
+                "data": page,
+                "first_id": page[0]["id"] if page else None,
+                "last_id": page[-1]["id"] if page else None,
+                "has_more": len(items) > limit,
+            },
+        )
+
     def render_DELETE(self, request: GatewayRequest) -> int | bytes:
-        if self.cancel:
+        if self.cancel or self.items:
             return NotFound().render(request)
 
         def delete(r: GatewayRequest, s: StoredResponse) -> bytes:
@@ -204,7 +241,7 @@ class StoredResponseResource(RoutedResource):
         return self._lookup(request, delete)
 
     def render_POST(self, request: GatewayRequest) -> int | bytes:
-        if not self.cancel:
+        if not self.cancel or self.items:
             return NotFound().render(request)
         # Every response here ran in the foreground and is finished by the time it can
         # be looked up: only background responses can be cancelled.
