@@ -179,7 +179,7 @@ class _GaugeCollector(Collector):
 
 
 class GatewayMetrics:
-    """Every metric gatewayd exports. Label names: ``alias``, ``deployment``, ``status``."""
+    """Every metric gatewayd exports. Label names: ``alias``, ``deployment``, ``status``, ``dialect``."""
 
     def __init__(self) -> None:
         shared = multiprocess_dir()
@@ -192,8 +192,9 @@ class GatewayMetrics:
         r = self.registry
         self.requests = Counter(
             "gatewayd_requests_total",
-            "Requests answered, by alias, the deployment that answered, and HTTP status.",
-            ("alias", "deployment", "status"),
+            "Requests answered, by alias, the deployment that answered, HTTP status and "
+            "the client's dialect (chat, responses, messages).",
+            ("alias", "deployment", "status", "dialect"),
             r,
         )
         self.attempts = Counter(

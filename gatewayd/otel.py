@@ -50,7 +50,15 @@ from gatewayd.providers.base import (
     UpstreamFailure,
     UpstreamResponse,
 )
-from gatewayd.tracing import NOOP_TRACE, HeaderGetter, RequestSummary, RequestTrace, Tracing
+from gatewayd.tracing import (
+    NOOP_TRACE,
+    HeaderGetter,
+    RequestSummary,
+    RequestTrace,
+    Sender,
+    Tracing,
+    _plain_send,
+)
 
 log = get_logger(__name__)
 
@@ -211,7 +219,11 @@ class _Trace(RequestTrace):
         self.context = trace.set_span_in_context(span)
 
     def send(
-        self, provider: Provider, request: ProviderRequest, limits: AttemptLimits
+        self,
+        provider: Provider,
+        request: ProviderRequest,
+        limits: AttemptLimits,
+        sender: Sender = _plain_send,
     ) -> Deferred[UpstreamResponse]:
         dep = provider.deployment
         op = operation_for(request.endpoint.value)
@@ -235,7 +247,7 @@ class _Trace(RequestTrace):
         carrier: dict[str, str] = {}
         _PROPAGATOR.inject(carrier, context=trace.set_span_in_context(span))
         headers = tuple(h for h in request.headers if h[0] not in ("traceparent", "tracestate"))
-        d = provider.send(replace(request, headers=headers + tuple(carrier.items())), limits)
+        d = sender(provider, replace(request, headers=headers + tuple(carrier.items())), limits)
         attempt = _Attempt(self, span)
         d.addCallbacks(attempt.succeeded, attempt.failed)
         return d

@@ -25,6 +25,17 @@ from gatewayd.config.model import OtelSettings
 from gatewayd.log import get_logger
 from gatewayd.providers.base import AttemptLimits, Provider, ProviderRequest, UpstreamResponse
 
+#: How an attempt is sent: ``Provider.send``, or the dialect-aware
+#: :func:`gatewayd.providers.dialect.send_in_dialect`.
+Sender = Callable[[Provider, ProviderRequest, AttemptLimits], "Deferred[UpstreamResponse]"]
+
+
+def _plain_send(
+    provider: Provider, request: ProviderRequest, limits: AttemptLimits
+) -> Deferred[UpstreamResponse]:
+    return provider.send(request, limits)
+
+
 log = get_logger(__name__)
 
 #: Reads one request header (lower-case name) or None.
@@ -47,11 +58,15 @@ class RequestTrace:
     """One request's trace. This base class is the no-op used when tracing is off."""
 
     def send(
-        self, provider: Provider, request: ProviderRequest, limits: AttemptLimits
+        self,
+        provider: Provider,
+        request: ProviderRequest,
+        limits: AttemptLimits,
+        sender: Sender = _plain_send,
     ) -> Deferred[UpstreamResponse]:
-        """One upstream attempt, in a client span when tracing: ``provider.send``'s
-        Deferred (same result, same cancellation)."""
-        return provider.send(request, limits)
+        """One upstream attempt, in a client span when tracing: ``sender``'s Deferred
+        (same result, same cancellation)."""
+        return sender(provider, request, limits)
 
     def finish(self, summary: RequestSummary) -> None:
         """The request is answered (or the client left): end the server span."""

@@ -82,9 +82,9 @@ def test_metrics_count_requests_retries_and_fallbacks(
     dep_a = f"openai/up-model@127.0.0.1:{upstream.port}"
     dep_b = f"openai/up-model@127.0.0.1:{upstream2.port}"
     req = "gatewayd_requests_total"
-    assert value(m, req, alias="a", deployment=dep_a, status="200") == 1
-    assert value(m, req, alias="a", deployment=dep_b, status="200") == 1
-    assert value(m, req, alias="b", deployment=dep_b, status="200") == 3
+    assert value(m, req, alias="a", deployment=dep_a, status="200", dialect="chat") == 1
+    assert value(m, req, alias="a", deployment=dep_b, status="200", dialect="chat") == 1
+    assert value(m, req, alias="b", deployment=dep_b, status="200", dialect="chat") == 3
     # Every routed request counted once; the unknown alias is not a series.
     assert sum(v for (n, _), v in m.items() if n == req) == 5
     assert value(m, "gatewayd_retries_total", alias="a") == 2
@@ -220,7 +220,8 @@ def test_two_processes_sharing_a_multiproc_dir_report_the_sum(
     dep = f"openai/up-model@127.0.0.1:{upstream.port}"
     for gw in (one, two):
         m = scrape(gw.port)
-        assert value(m, "gatewayd_requests_total", alias="a", deployment=dep, status="200") == 5
+        req = "gatewayd_requests_total"
+        assert value(m, req, alias="a", deployment=dep, status="200", dialect="chat") == 5
         assert value(m, "gatewayd_upstream_latency_seconds_count", alias="a", deployment=dep) == 5
         assert value(m, "gatewayd_deployment_cooldown", alias="a", deployment=dep) == 0
     # Live gauges (copied into the shared files twice a second): one pooled upstream

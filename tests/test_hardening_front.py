@@ -143,12 +143,12 @@ def test_litellm_and_router_keys_not_honoured_are_warned_about_by_name() -> None
     for key in (
         "litellm_settings.cache",
         "litellm_settings.success_callback",
-        "litellm_settings.drop_params",
         "litellm_settings.some_new_litellm_key",
         "router_settings.retry_policy",
     ):
         assert key in text, key
     assert "router_settings.num_retries" not in text  # honoured
+    assert "drop_params" not in text and c.general.drop_params  # honoured (dialects)
     assert "redis_host" not in text and "redis_password" not in text  # read as the state store
     assert "hunter2" not in text and "RateLimitErrorRetries" not in text  # never values
     assert c.general.num_retries == 2

@@ -28,11 +28,12 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 def test_instances_have_their_own_registry() -> None:
     a, b = GatewayMetrics(), GatewayMetrics()  # a second one would clash in a shared registry
-    a.requests.inc("x", "d", "200")
-    a.requests.inc("x", "d", "200")
-    b.requests.inc("x", "d", "500")
+    a.requests.inc("x", "d", "200", "chat")
+    a.requests.inc("x", "d", "200", "chat")
+    b.requests.inc("x", "d", "500", "chat")
     sa, sb = samples(a.render().decode()), samples(b.render().decode())
-    key = ("gatewayd_requests_total", (("alias", "x"), ("deployment", "d"), ("status", "200")))
+    labels = (("alias", "x"), ("deployment", "d"), ("dialect", "chat"), ("status", "200"))
+    key = ("gatewayd_requests_total", labels)
     assert sa[key] == 2 and key not in sb
     assert "gatewayd_requests_total" not in REGISTRY._names_to_collectors
 
@@ -82,7 +83,7 @@ import os, sys
 from gatewayd.metrics import GatewayMetrics
 n = int(sys.argv[1])
 m = GatewayMetrics()
-m.requests.inc("a", "d", "200", amount=n)
+m.requests.inc("a", "d", "200", "chat", amount=n)
 m.upstream_latency.observe(0.2, "a", "d")
 m.in_flight.collect = lambda: [(("a", "d"), float(n))]
 m.refresh()
@@ -120,14 +121,14 @@ def test_multiprocess_mode_renders_the_sum_over_processes(tmp_path: Path) -> Non
     _run(_WRITER, "4", env=env)
     s = samples(_run(_READER, env=env))
     labels = (("alias", "a"), ("deployment", "d"))
-    assert s[("gatewayd_requests_total", (*labels, ("status", "200")))] == 7
+    assert s[("gatewayd_requests_total", (*labels, ("dialect", "chat"), ("status", "200")))] == 7
     assert s[("gatewayd_upstream_latency_seconds_count", labels)] == 2
     assert s[("gatewayd_deployment_in_flight", labels)] == 7
     # A dead worker's live gauges leave the sum (the supervisor calls mark_process_dead);
     # its counters stay counted.
     s = samples(_run(_READER, first, env=env))
     assert s[("gatewayd_deployment_in_flight", labels)] == 4
-    assert s[("gatewayd_requests_total", (*labels, ("status", "200")))] == 7
+    assert s[("gatewayd_requests_total", (*labels, ("dialect", "chat"), ("status", "200")))] == 7
 
 
 def test_multiprocess_dir_must_exist(tmp_path: Path) -> None:

@@ -41,6 +41,8 @@ _PARAM_KEYS = {
     "ssl_keyfile",
     "input_cost_per_token",
     "output_cost_per_token",
+    "api_dialects",
+    "drop_params",
 }
 _MOCK_KEYS = {"mock_response", "mock_latency_ms", "mock_stream_delay_ms"}
 _AZURE_KEYS = {"azure_ad_token"}
@@ -174,6 +176,7 @@ class DeploymentSection(ValueReader):
                     headers[k] = value
 
         extra = {k: params[k] for k in extra_keys if k in params}
+        extra.update(_dialect_params(params, ppath))
         if info.wire is WireFormat.MOCK:
             self._check_mock(extra, ppath)
 
@@ -269,6 +272,27 @@ def _prices(r: ValueReader, params: Mapping[str, Any], info: Any, ppath: str) ->
             out[k] = r._float(
                 r.resolve(info, "model_info"), k, ppath.rsplit(".", 1)[0] + ".model_info", 0.0
             )
+    return out
+
+
+def _dialect_params(params: Mapping[str, Any], ppath: str) -> dict[str, Any]:
+    """``api_dialects`` (what the upstream speaks natively) and ``drop_params``."""
+    out: dict[str, Any] = {}
+    dialects = params.get("api_dialects")
+    if dialects is not None:
+        known = ("chat", "responses", "messages")
+        if isinstance(dialects, str):
+            dialects = [dialects]
+        if not isinstance(dialects, list) or any(d not in known for d in dialects):
+            raise ConfigError(
+                f"{ppath}.api_dialects", f"expected a list of {', '.join(known)}, got {dialects!r}"
+            )
+        out["api_dialects"] = tuple(dialects)
+    drop = params.get("drop_params")
+    if drop is not None:
+        if not isinstance(drop, bool):
+            raise ConfigError(f"{ppath}.drop_params", f"expected true or false, got {kind(drop)}")
+        out["drop_params"] = drop
     return out
 
 

@@ -42,6 +42,9 @@ GENERAL_KEYS = {
     "usage_log",
     "usage_log_max_bytes",
     "usage_log_backups",
+    "drop_params",
+    "response_store_ttl",
+    "response_store_max_bytes",
 }
 
 #: LiteLLM's spellings of the state store, read by :mod:`gatewayd.config.keys`.
@@ -57,7 +60,6 @@ NOT_HONOURED: dict[str, str] = {
     "failure_callback": "logging callbacks are not implemented",
     "callbacks": "logging callbacks are not implemented",
     "service_callback": "logging callbacks are not implemented",
-    "drop_params": "unsupported parameters are never dropped",
     "modify_params": "parameters are never modified",
     "set_verbose": "use -v/--verbose",
     "database_url": "there is no database",
@@ -171,6 +173,13 @@ class GeneralSection(KeySection):
                 g, "usage_log_max_bytes", p("usage_log_max_bytes"), 100 * 1024 * 1024, 1
             ),
             usage_log_backups=self._int(g, "usage_log_backups", p("usage_log_backups"), 5),
+            drop_params=self._bool(g, "drop_params", p("drop_params")),
+            response_store_ttl=self._float(
+                g, "response_store_ttl", p("response_store_ttl"), 3600.0, positive=True
+            ),
+            response_store_max_bytes=self._int(
+                g, "response_store_max_bytes", p("response_store_max_bytes"), 64 * 1024 * 1024, 0
+            ),
         )
 
     def _origins(self, v: Any, section: str) -> tuple[str, ...]:

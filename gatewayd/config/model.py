@@ -123,6 +123,12 @@ class GeneralSettings:
     usage_log: str | None = None
     usage_log_max_bytes: int = 100 * 1024 * 1024
     usage_log_backups: int = 5
+    #: Drop request fields the chosen upstream's dialect cannot express (else a 400).
+    drop_params: bool = False
+    #: Seconds a Responses answer is kept for ``previous_response_id`` and GET.
+    response_store_ttl: float = 3600.0
+    #: Upper bound of the in-memory Responses store (oldest entries go first).
+    response_store_max_bytes: int = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from twisted.internet.defer import Deferred
 
 from gatewayd.config.model import Deployment
+from gatewayd.dialects import Dialect
 
 
 class Endpoint(Enum):
@@ -26,6 +27,10 @@ class Endpoint(Enum):
     CHAT = "chat/completions"
     COMPLETIONS = "completions"
     EMBEDDINGS = "embeddings"
+    #: Native pass-through of the other dialects (see :mod:`gatewayd.providers.dialect`).
+    RESPONSES = "responses"
+    MESSAGES = "messages"
+    COUNT_TOKENS = "messages/count_tokens"
 
 
 class FailureKind(Enum):
@@ -78,7 +83,11 @@ class UpstreamFailure(Exception):
 
 @dataclass(frozen=True)
 class ProviderRequest:
-    """An OpenAI-shaped request as the client sent it (``model`` is the alias)."""
+    """A request as the client sent it (``model`` is the alias).
+
+    ``dialect`` is the client's: a Messages or Responses body is passed through to a
+    deployment that speaks it natively, else translated to chat per attempt
+    (:func:`gatewayd.providers.dialect.send_in_dialect`)."""
 
     endpoint: Endpoint
     body: dict[str, Any]
@@ -87,6 +96,13 @@ class ProviderRequest:
     headers: tuple[tuple[str, str], ...] = ()
     #: The request's trace (:class:`gatewayd.tracing.RequestTrace`); a no-op when off.
     trace: Any = None
+    dialect: Dialect = Dialect.CHAT
+    #: ``general_settings.drop_params``: drop what cannot be translated instead of a 400.
+    drop_params: bool = False
+    #: Client headers a native upstream should see (``anthropic-beta`` ...).
+    forward_headers: tuple[tuple[str, str], ...] = ()
+    #: Only this deployment may answer (a native upstream's ``previous_response_id``).
+    pin: str | None = None
 
 
 class StreamSink(Protocol):
@@ -131,6 +147,8 @@ class UpstreamResponse:
     stream: EventStream | None = None
     #: The OpenAI ``usage`` object of a JSON answer, when it had one.
     usage: dict[str, Any] | None = None
+    #: The dialect of ``body``/``stream``: the client's (native) or chat (to translate back).
+    dialect: Dialect = Dialect.CHAT
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from urllib.parse import quote, urlsplit
 
 from twisted.web.http_headers import Headers
 
-from gatewayd.providers.base import ProviderRequest
+from gatewayd.providers.base import Endpoint, ProviderRequest
 from gatewayd.providers.catalog import WireFormat
 from gatewayd.providers.upstream import HTTPProvider, bearer_headers
 
@@ -66,6 +66,8 @@ class OpenAICompatibleProvider(HTTPProvider):
         if wire is WireFormat.AZURE:
             if base.endswith("/openai/v1"):  # the v1 surface: model in the body, no version
                 return f"{base}/{path}"
+            if request.endpoint is Endpoint.RESPONSES:  # not per deployment: model in the body
+                return f"{base}/openai/{path}?api-version={quote(dep.api_version or '', safe='')}"
             return (
                 f"{base}/openai/deployments/{quote(dep.model, safe='')}/{path}"
                 f"?api-version={quote(dep.api_version or '', safe='')}"

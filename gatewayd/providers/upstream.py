@@ -24,6 +24,7 @@ from gatewayd.config.model import Deployment
 from gatewayd.log import get_logger
 from gatewayd.providers.base import (
     AttemptLimits,
+    Endpoint,
     FailureKind,
     Provider,
     ProviderRequest,
@@ -222,7 +223,8 @@ class HTTPProvider(Provider):
                 limits.idle_timeout,
                 self.stream_translator(request),
                 self.deployment.id,
-                self.stream_requires_done,
+                # Native Messages/Responses streams end without [DONE].
+                self.stream_requires_done and request.endpoint is Endpoint.CHAT,
                 decoder,
                 self._redactor,
             )

@@ -31,6 +31,7 @@ from gatewayd.providers.base import (
     UpstreamResponse,
     openai_error,
 )
+from gatewayd.providers.dialect import send_in_dialect
 from gatewayd.routing.balancer import Balancer
 from gatewayd.routing.classify import Verdict, classify
 from gatewayd.routing.cooldown import Cooldowns, DeploymentHealth
@@ -308,6 +309,10 @@ class Router:
         progress: _Progress,
         can_skip: bool,
     ) -> RouteResult:
+        if request.pin is not None:  # a native upstream's response id: only it knows it
+            pinned = [r for r in table.routes[alias] if r.id == request.pin]
+            if pinned:
+                pool = AliasPool(pinned, self.health, table.config.general.routing_strategy)
         tried: set[str] = set()
         retries = self.policy.num_retries
         for n in range(retries + 1):
@@ -320,7 +325,10 @@ class Router:
             started = self.clock.seconds()
             try:
                 response = await trace_of(request).send(
-                    route.provider, request, _limits(route.deployment, request, table)
+                    route.provider,
+                    request,
+                    _limits(route.deployment, request, table),
+                    send_in_dialect,
                 )
             except UpstreamFailure as f:
                 if ticket is not None:

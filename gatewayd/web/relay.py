@@ -2,7 +2,10 @@
 
 Registered on the client's request as a streaming push producer, so the client's
 transport pauses and resumes the upstream read directly (backpressure end to end).
-Translation happens before (in the provider's stream reader); metrics can sit here.
+The provider's stream reader translates the upstream's events to chat; a
+:class:`~gatewayd.dialects.stages.Stage` here turns them into the client's
+dialect (the identity for chat clients) and words a mid-stream failure as that
+dialect's error event.
 """
 
 from __future__ import annotations
@@ -15,10 +18,10 @@ from typing import Any
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
+from gatewayd.dialects.stages import Stage
 from gatewayd.log import get_logger
 from gatewayd.metrics import GatewayMetrics
 from gatewayd.providers.base import EventStream, UpstreamFailure
-from gatewayd.providers.sse import DONE, data_event
 from gatewayd.web.request import GatewayRequest
 
 log = get_logger(__name__)
@@ -36,17 +39,23 @@ class StreamRelay:
         on_end: Callable[[UpstreamFailure | None], None],
         metrics: GatewayMetrics,
         alias: str,
+        stage: Stage | None = None,
     ) -> None:
         self.request = request
         self.metrics = metrics
         self.alias = alias
+        self.stage = stage or Stage()
         self._first = True
         self.stream = stream
         self._on_end = on_end
         self.client_gone = False
         self.ended = False
-        self.saw_done = False
         self.usage: dict[str, Any] | None = None
+
+    @property
+    def saw_done(self) -> bool:
+        """The stream reached its dialect's end marker."""
+        return self.stage.complete
 
     def begin(self) -> None:
         """Start relaying: register for flow control and disconnects, attach to the stream."""
@@ -64,16 +73,17 @@ class StreamRelay:
     def event(self, data: bytes) -> None:
         if self.client_gone or self.ended:
             return
-        if data.endswith(DONE):
-            self.saw_done = True
         if b'"usage"' in data:  # parse only the events that can carry usage
             self._note_usage(data)
+        out = self.stage.feed(data)
+        if not out:
+            return
         if self._first:
             self._first = False
             self.metrics.ttft.observe(
                 time.monotonic() - self.request.started, self.alias, self.request.deployment or "-"
             )
-        self.request.write(data)
+        self.request.write(out)
 
     def end(self, failure: UpstreamFailure | None) -> None:
         if self.ended:
@@ -89,7 +99,11 @@ class StreamRelay:
                     msg=failure.message,
                 )
                 self.request.outcome = "upstream_broke_mid_stream"
-                self.request.write(data_event({"error": failure.error}))
+                self.request.write(self.stage.fail(failure.status, failure.error))
+            else:
+                tail = self.stage.end()
+                if tail:
+                    self.request.write(tail)
             self.request.unregisterProducer()
             self.request.finish()
         self._on_end(failure)

@@ -42,6 +42,8 @@ class GatewayRequest(Request):
         self._body_bytes = 0
         # Filled by the handlers for the access log.
         self.alias: str | None = None
+        #: The client's API dialect (chat, responses, messages): a metrics label.
+        self.dialect = "chat"
         self.deployment: str | None = None
         self.attempts = 0
         self.fallback: str | None = None
@@ -298,7 +300,9 @@ class GatewaySite(Site):
         request.logged = True
         latency = time.monotonic() - request.started
         if request.alias is not None:
-            self.metrics.requests.inc(request.alias, request.deployment or "-", str(status))
+            self.metrics.requests.inc(
+                request.alias, request.deployment or "-", str(status), request.dialect
+            )
             if request.key_name is not None:
                 self.metrics.key_requests.inc(request.key_name, request.alias, str(status))
             if request.upstream_seconds is not None:
@@ -317,7 +321,8 @@ class GatewaySite(Site):
         access_log.info(
             '{client} "{method} {path}" {status} alias={alias} deployment={deployment} '
             "attempts={attempts} fallback={fallback} latency_ms={latency_ms:.1f} "
-            "ttfb_ms={_ttfb} bytes={bytes}{_key}{_outcome} request_id={request_id}",
+            "ttfb_ms={_ttfb} bytes={bytes} dialect={dialect}{_key}{_outcome} "
+            "request_id={request_id}",
             client=request.getClientAddress().host
             if hasattr(request.getClientAddress(), "host")
             else "-",
@@ -332,6 +337,7 @@ class GatewaySite(Site):
             _ttfb="-" if request.ttfb is None else f"{request.ttfb * 1000.0:.1f}",
             ttfb_ms=None if request.ttfb is None else round(request.ttfb * 1000.0, 1),
             bytes=sent,
+            dialect=request.dialect,
             _outcome=f" outcome={request.outcome}" if request.outcome else "",
             outcome=request.outcome,
             request_id=request.request_id or "-",

@@ -1,6 +1,8 @@
 """The resource tree: reads like a route table (see :func:`build_root`).
 
 POST /v1/chat/completions   POST /v1/completions   POST /v1/embeddings
+POST /v1/messages           POST /v1/messages/count_tokens        (web/messages.py)
+POST /v1/responses          GET|DELETE /v1/responses/{id}  POST .../cancel  (web/responses.py)
 GET  /v1/models             GET  /v1/models/{id}
 (the same without /v1)
 GET  /health/liveliness  /health/liveness  /health/readiness  /health
@@ -9,51 +11,26 @@ GET  /health/liveliness  /health/liveness  /health/readiness  /health
 from __future__ import annotations
 
 import json
-import math
 import time
-from typing import Any, Protocol
+from typing import Any
 
-from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
-from twisted.python.failure import Failure
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
-from gatewayd.limits import Limiter, store_health
+from gatewayd.dialects import Dialect
+from gatewayd.limits import store_health
 from gatewayd.log import get_logger
-from gatewayd.metrics import GatewayMetrics
 from gatewayd.providers.base import Endpoint, ProviderRequest, openai_error
-from gatewayd.providers.sse import comment_event, data_event
-from gatewayd.routing import RouteError, Router, RouteResult
-from gatewayd.web.admission import admitted_route
+from gatewayd.web.answers import Answer
 from gatewayd.web.auth import authenticate, is_authorized
 from gatewayd.web.body import BodyError, model_alias, parse_body, stream_flag
-from gatewayd.web.errors import write_error, write_error_object, write_unauthorized
+from gatewayd.web.errors import write_error, write_unauthorized
+from gatewayd.web.exchange import Exchange, Gateway, write_json_error
 from gatewayd.web.keyinfo import render_key_info
-from gatewayd.web.relay import StreamRelay
 from gatewayd.web.request import GatewayRequest, master_key_for
 
 log = get_logger(__name__)
-
-
-class Gateway(Protocol):
-    """What the web layer needs of the running service."""
-
-    @property
-    def router(self) -> Router: ...
-
-    @property
-    def ready(self) -> bool: ...
-
-    @property
-    def clock(self) -> IReactorTime: ...
-
-    @property
-    def metrics(self) -> GatewayMetrics: ...
-
-    @property
-    def limiter(self) -> Limiter: ...
 
 
 def _json(request: Request, payload: Any, status: int = 200) -> bytes:
@@ -63,7 +40,27 @@ def _json(request: Request, payload: Any, status: int = 200) -> bytes:
 
 
 class JSONResource(Resource):
-    """A resource whose every error (unknown path, wrong method) is OpenAI-shaped."""
+    """A resource whose every error (unknown path, wrong method) is in its dialect's
+    shape (OpenAI's unless ``answer`` says otherwise)."""
+
+    answer = Answer()
+    #: The dialect of this path (the ``dialect`` metrics label and access-log field).
+    dialect = Dialect.CHAT
+
+    def error(
+        self,
+        request: Request,
+        status: int,
+        message: str,
+        type: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+    ) -> bytes:
+        """Set the status and JSON headers; return the error body to write."""
+        assert isinstance(request, GatewayRequest)
+        return write_json_error(
+            request, self.answer, status, openai_error(message, type, code, param)
+        )
 
     def getChild(self, path: bytes, request: Request) -> IResource:
         if path == b"" and self.isLeaf is False and not self.children.get(b""):
@@ -71,6 +68,8 @@ class JSONResource(Resource):
         return NotFound()
 
     def render(self, request: Request) -> bytes | int:
+        if isinstance(request, GatewayRequest):
+            request.dialect = self.dialect.value
         method = request.method.decode("ascii", "replace")
         # Twisted's Resource answers HEAD with render_GET: only where there is one.
         lookup = "GET" if method == "HEAD" else method
@@ -83,7 +82,7 @@ class JSONResource(Resource):
             if not allowed:  # a node of the tree (/v1, /v1/chat), not an endpoint
                 return NotFound().render(request)
             request.setHeader(b"allow", ", ".join(allowed).encode())
-            return write_error(
+            return self.error(
                 request,
                 405,
                 f"method {method} is not allowed on {request.path.decode('utf-8', 'replace')}",
@@ -124,7 +123,7 @@ class AuthedResource(JSONResource):
             request.caller, request.key_name = caller, caller.name
         if caller is None:
             request.setHeader(b"www-authenticate", b'Bearer realm="gatewayd"')
-            return write_error(
+            return self.error(
                 request,
                 401,
                 "invalid or missing API key: send it as 'Authorization: Bearer KEY', "
@@ -135,34 +134,31 @@ class AuthedResource(JSONResource):
         return super().render(request)
 
 
-class CompletionResource(AuthedResource):
-    """POST chat/completions, completions, embeddings: parse, route, answer or stream."""
+class RoutedResource(AuthedResource):
+    """A POST whose JSON body names an alias: parsed the same for every dialect."""
 
     isLeaf = True
 
-    def __init__(self, gateway: Gateway, endpoint: Endpoint) -> None:
-        super().__init__(gateway)
-        self.endpoint = endpoint
-
-    def render_POST(self, request: GatewayRequest) -> bytes | int:
+    def parse(self, request: GatewayRequest, endpoint: str) -> tuple[dict[str, Any], bool] | bytes:
+        """The body and its ``stream`` flag, with ``request.alias`` set; or the error body
+        (in this resource's dialect) to answer with."""
         try:
             body, raw = parse_body(request)
             alias = model_alias(body)
             stream = stream_flag(body)
         except BodyError as e:
-            return write_error(request, e.status, e.message, e.type, e.code, e.param)
-        router = self.gateway.router
-        if alias not in router.table.routes:
-            return write_error(
+            return self.error(request, e.status, e.message, e.type, e.code, e.param)
+        if alias not in self.gateway.router.table.routes:
+            return self.error(
                 request,
                 404,
                 f"The model '{alias}' does not exist or is not configured on this gateway",
-                "invalid_request_error",
+                "not_found_error" if self.dialect is Dialect.MESSAGES else "invalid_request_error",
                 "model_not_found",
                 "model",
             )
         if not request.caller.allows(alias):
-            return write_error(
+            return self.error(
                 request,
                 403,
                 f"this key may not use the model '{alias}'",
@@ -170,150 +166,37 @@ class CompletionResource(AuthedResource):
                 "model_not_allowed",
                 "model",
             )
-        if stream and self.endpoint is Endpoint.EMBEDDINGS:
-            stream = False
         request.alias = alias
         log.debug(
             "{endpoint} for {alias}: {body}",
-            endpoint=self.endpoint.value,
+            endpoint=endpoint,
             alias=alias,
             body=raw[:2000].decode("utf-8", "replace"),  # the body carries no keys
         )
-        call = ProviderRequest(
-            self.endpoint, body, bool(stream), request.upstream_headers(), request.trace
-        )
-        Exchange(self.gateway, request, alias, call)
+        return body, stream
+
+    def drop_params(self) -> bool:
+        return self.gateway.router.table.config.general.drop_params
+
+
+class CompletionResource(RoutedResource):
+    """POST chat/completions, completions, embeddings: parse, route, answer or stream."""
+
+    def __init__(self, gateway: Gateway, endpoint: Endpoint) -> None:
+        super().__init__(gateway)
+        self.endpoint = endpoint
+
+    def render_POST(self, request: GatewayRequest) -> bytes | int:
+        parsed = self.parse(request, self.endpoint.value)
+        if isinstance(parsed, bytes):
+            return parsed
+        body, stream = parsed
+        if stream and self.endpoint is Endpoint.EMBEDDINGS:
+            stream = False
+        assert request.alias is not None
+        call = ProviderRequest(self.endpoint, body, stream, drop_params=self.drop_params())
+        Exchange(self.gateway, request, request.alias, call)
         return NOT_DONE_YET
-
-
-class Exchange:
-    """One routed request: waits for the router, then answers or relays the stream.
-
-    A client disconnect at any point cancels the routing (and with it the upstream)."""
-
-    def __init__(
-        self, gateway: Gateway, request: GatewayRequest, alias: str, call: ProviderRequest
-    ) -> None:
-        self.request = request
-        self.alias = alias
-        self.call = call
-        self.metrics = gateway.metrics
-        self.gone = False
-        self.heartbeat: LoopingCall | None = None
-        self.committed = False  # headers sent (heartbeats): errors must go in-band
-        g = gateway.router.table.config.general
-        self.deferred = admitted_route(gateway, request, alias, call)
-        request.notifyFinish().addErrback(self._lost)
-        if call.stream and g.stream_heartbeat_interval > 0 and not self.deferred.called:
-            self._start_heartbeat(gateway.clock, g.stream_heartbeat_interval)
-        self.deferred.addCallbacks(self._routed, self._failed)
-        self.deferred.addErrback(self._bug)
-
-    def _lost(self, _: Failure) -> None:
-        self.gone = True
-        self._stop_heartbeat()
-        self.deferred.cancel()
-
-    def _start_heartbeat(self, clock: IReactorTime, interval: float) -> None:
-        self._sse_headers()
-        self.committed = True
-        self.request.write(comment_event("gatewayd: waiting for upstream"))
-        self.heartbeat = LoopingCall(lambda: self.request.write(comment_event("keepalive")))
-        self.heartbeat.clock = clock
-        self.heartbeat.start(interval, now=False)
-
-    def _stop_heartbeat(self) -> None:
-        if self.heartbeat is not None and self.heartbeat.running:
-            self.heartbeat.stop()
-
-    def _sse_headers(self) -> None:
-        r = self.request
-        r.setResponseCode(200)
-        r.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
-        r.setHeader(b"cache-control", b"no-cache")
-        r.setHeader(b"x-accel-buffering", b"no")
-
-    def _describe(self, result: RouteResult) -> None:
-        r = self.request
-        r.deployment = result.deployment
-        r.attempts = result.attempts
-        r.fallback = result.fallback
-        if self.committed:
-            return
-        r.setHeader(b"x-gatewayd-model", result.alias.encode())
-        r.setHeader(b"x-gatewayd-deployment", result.deployment.encode())
-        r.setHeader(b"x-gatewayd-attempts", str(result.attempts).encode())
-        if result.fallback:
-            r.setHeader(b"x-gatewayd-fallback", result.fallback.encode())
-        for name, value in result.response.headers:
-            if not r.responseHeaders.hasHeader(name):
-                r.responseHeaders.addRawHeader(name, value)
-
-    def _routed(self, result: RouteResult) -> None:
-        self._stop_heartbeat()
-        response = result.response
-        if self.gone:  # raced with a disconnect
-            if response.stream is not None:
-                response.stream.cancel()
-            result.finish(None)
-            return
-        self._describe(result)
-        r = self.request
-        if response.stream is None:
-            if self.committed:  # heartbeats went out as SSE; the answer cannot be JSON now
-                r.write(data_event({"error": openai_error("upstream answered without streaming")}))
-            else:
-                body = response.body or b""
-                self.metrics.count_usage(self.alias, result.deployment, response.usage)
-                if result.attempts == 1:  # overhead is only clean without retries
-                    r.upstream_seconds = result.upstream_seconds
-                r.setResponseCode(response.status)
-                r.setHeader(b"content-type", b"application/json")
-                r.setHeader(b"content-length", str(len(body)).encode())
-                r.write(body)
-            r.finish()
-            return
-        if not self.committed:
-            self._sse_headers()
-        StreamRelay(r, response.stream, result.finish, self.metrics, self.alias).begin()
-
-    def _failed(self, failure: Failure) -> None:
-        self._stop_heartbeat()
-        if self.gone:
-            return
-        r = self.request
-        err = failure.value
-        if not isinstance(err, RouteError):
-            failure.raiseException()
-        assert isinstance(err, RouteError)
-        r.attempts = err.attempts
-        r.deployment = err.deployment
-        if self.committed:
-            r.write(data_event({"error": err.error}))
-        else:
-            r.setHeader(b"x-gatewayd-attempts", str(err.attempts).encode())
-            for name, value in err.headers:
-                r.setHeader(name, value)
-            if err.retry_after is not None and err.status in (429, 503, 529):
-                # An upstream's 0 (or less) would tell clients to hammer: at least 1 s.
-                r.setHeader(b"retry-after", b"%d" % max(1, math.ceil(err.retry_after)))
-            body = write_error_object(r, err.status, err.error)
-            r.setHeader(b"content-length", str(len(body)).encode())
-            r.write(body)
-        r.finish()
-
-    def _bug(self, failure: Failure) -> None:
-        if failure.check(Exception) and not self.gone:
-            log.failure("internal error while handling a request", failure)
-            r = self.request
-            if r.finished:
-                return
-            error = openai_error("internal error in gatewayd", "api_error", "internal_error")
-            if not r.startedWriting:
-                r.write(write_error_object(r, 500, error))
-            else:  # headers already went out (heartbeats): say it in-band
-                r.write(data_event({"error": error}))
-            r.finish()
 
 
 class ModelsResource(AuthedResource):
@@ -460,7 +343,16 @@ class Metrics(JSONResource):
 
 def build_root(gateway: Gateway) -> Resource:
     """The whole tree, ``/v1`` and bare paths alike."""
+    # The dialects' resources build on the ones above.
+    from gatewayd.dialects.store import MemoryResponseStore
+    from gatewayd.web.messages import MessagesResource
+    from gatewayd.web.responses import ResponsesResource
+
     created = int(time.time())
+    # The Responses store outlives reloads: the tree is built once.
+    store = MemoryResponseStore(
+        gateway.clock, gateway.router.table.config.general.response_store_max_bytes
+    )
     api = JSONResource()
     chat = JSONResource()
     chat.putChild(b"completions", CompletionResource(gateway, Endpoint.CHAT))
@@ -468,6 +360,8 @@ def build_root(gateway: Gateway) -> Resource:
     api.putChild(b"completions", CompletionResource(gateway, Endpoint.COMPLETIONS))
     api.putChild(b"embeddings", CompletionResource(gateway, Endpoint.EMBEDDINGS))
     api.putChild(b"models", ModelsResource(gateway, created))
+    api.putChild(b"messages", MessagesResource(gateway))
+    api.putChild(b"responses", ResponsesResource(gateway, store))
 
     health = Health(gateway)
     health.putChild(b"liveliness", Liveness())

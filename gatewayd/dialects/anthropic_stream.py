@@ -1,0 +1,130 @@
+"""Anthropic Messages stream events in, OpenAI ``chat.completion.chunk`` events out:
+the streaming half of the ``anthropic/`` provider's translation."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from gatewayd.dialects.anthropic_chat import STOP_REASONS, chat_usage
+from gatewayd.providers.sse import DONE, data_event, event_data
+
+
+class StreamTranslator:
+    """Anthropic stream events in, OpenAI ``chat.completion.chunk`` events out."""
+
+    def __init__(self, include_usage: bool, forced_tool: str | None = None) -> None:
+        self.include_usage = include_usage
+        self.forced_tool = forced_tool
+        self.id = ""
+        self.model = ""
+        self.created = int(time.time())
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.tool_index = -1
+        self.block_tools: dict[int, int] = {}  # content block index -> tool call index
+        self.structured_blocks: set[int] = set()
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        payload: dict[str, Any] = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+        if self.include_usage:
+            payload["usage"] = None
+        return data_event(payload)
+
+    def __call__(self, event: bytes) -> list[bytes]:
+        raw = event_data(event)
+        if raw is None:
+            return []
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return []
+        kind = data.get("type")
+        if kind == "message_start":
+            msg = data.get("message") or {}
+            self.id = msg.get("id", "")
+            self.model = msg.get("model", "")
+            self.input_tokens = int((msg.get("usage") or {}).get("input_tokens") or 0)
+            return [self._chunk({"role": "assistant", "content": ""})]
+        if kind == "content_block_start":
+            return self._block_start(data)
+        if kind == "content_block_delta":
+            return self._delta(data)
+        if kind == "message_delta":
+            usage = data.get("usage") or {}
+            self.output_tokens = int(usage.get("output_tokens") or self.output_tokens)
+            reason = (data.get("delta") or {}).get("stop_reason")
+            finish = STOP_REASONS.get(reason or "", "stop")
+            if finish == "tool_calls" and self.structured_blocks and self.tool_index < 0:
+                finish = "stop"
+            return [self._chunk({}, finish)]
+        if kind == "message_stop":
+            out = []
+            if self.include_usage:
+                out.append(
+                    data_event(
+                        {
+                            "id": self.id,
+                            "object": "chat.completion.chunk",
+                            "created": self.created,
+                            "model": self.model,
+                            "choices": [],
+                            "usage": chat_usage(self.input_tokens, self.output_tokens),
+                        }
+                    )
+                )
+            out.append(DONE)
+            return out
+        if kind == "error":
+            err = data.get("error") or {}
+            error = {
+                "message": err.get("message", "upstream error"),
+                "type": err.get("type", "api_error"),
+                "param": None,
+                "code": None,
+            }
+            return [data_event({"error": error})]
+        return []  # ping, content_block_stop, and event types added later
+
+    def _block_start(self, data: dict[str, Any]) -> list[bytes]:
+        block = data.get("content_block") or {}
+        if block.get("type") != "tool_use":
+            return []
+        index = int(data.get("index", 0))
+        if self.forced_tool is not None and block.get("name") == self.forced_tool:
+            self.structured_blocks.add(index)
+            return []
+        self.tool_index += 1
+        self.block_tools[index] = self.tool_index
+        call = {
+            "index": self.tool_index,
+            "id": block.get("id"),
+            "type": "function",
+            "function": {"name": block.get("name"), "arguments": ""},
+        }
+        return [self._chunk({"tool_calls": [call]})]
+
+    def _delta(self, data: dict[str, Any]) -> list[bytes]:
+        delta = data.get("delta") or {}
+        dkind = delta.get("type")
+        if dkind == "text_delta":
+            return [self._chunk({"content": delta.get("text", "")})]
+        if dkind == "thinking_delta":
+            return [self._chunk({"reasoning_content": delta.get("thinking", "")})]
+        if dkind == "signature_delta":  # needed to send the thinking back in a later turn
+            return [self._chunk({"thinking_signature": delta.get("signature", "")})]
+        if dkind == "input_json_delta":
+            block = int(data.get("index", 0))
+            if block in self.structured_blocks:
+                return [self._chunk({"content": delta.get("partial_json", "")})]
+            index = self.block_tools.get(block, self.tool_index)
+            call = {"index": index, "function": {"arguments": delta.get("partial_json", "")}}
+            return [self._chunk({"tool_calls": [call]})]
+        return []
