@@ -30,6 +30,9 @@ PROMQL = {
     *("and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring"),
     *("group_left", "group_right", "changes", "resets", "sort", "sort_desc", "label_values"),
 }
+DASH_KEY = "sk-dash-SECRET-1234"
+AUTH = {"authorization": f"Bearer {DASH_KEY}"}
+
 #: Labels the Prometheus server adds to every series it scrapes.
 TARGET_LABELS = {"instance", "job"}
 
@@ -124,17 +127,22 @@ def test_every_expression_uses_exported_metrics(
 ) -> None:
     gw = gateway(
         {
-            "model_list": [openai_entry("a", upstream), openai_entry("b", upstream2)],
+            "model_list": [
+                openai_entry("a", upstream, input_cost_per_token=1e-6),
+                openai_entry("b", upstream2),
+            ],
             "general_settings": {"num_retries": 1, "fallbacks": [{"a": ["b"]}]},
+            # A client key, so that the key and spend families have series too.
+            "keys": [{"key": DASH_KEY, "name": "dash"}],
         }
     )
     # Traffic that fills every family: a retry, a fallback, a stream, a broken stream.
     upstream.enqueue(Error(503))
     upstream.enqueue(Error(503))
-    assert post(gw.port, "/v1/chat/completions", {**CHAT, "model": "a"})[0] == 200
+    assert post(gw.port, "/v1/chat/completions", {**CHAT, "model": "a"}, AUTH)[0] == 200
     upstream.enqueue(Stream(events=2))
     stream = json.dumps({**CHAT, "model": "a", "stream": True}).encode()
-    headers = {"content-type": "application/json"}
+    headers = {"content-type": "application/json", **AUTH}
     assert raw(gw.port, "POST", "/v1/chat/completions", stream, headers)[0] == 200
     upstream.enqueue(StreamThenCut(events=2))
     raw(gw.port, "POST", "/v1/chat/completions", stream, headers)

@@ -246,3 +246,24 @@ def test_a_hung_redis_costs_a_short_timeout_not_a_hang(
         return bool(call(a.port, "GET", "/health", key=None)[2]["state_store"]["status"] == "ok")
 
     wait_until(back)
+
+
+def test_a_previous_response_id_from_one_instance_works_on_the_other(
+    gateway: GatewayFactory, redis: RedisServer, upstream: FakeUpstream
+) -> None:
+    # vllm/ speaks Chat Completions only: the gateway translates and keeps the history.
+    entry = {"model_name": "fast", "params": {"model": "vllm/up", "api_base": upstream.url}}
+    config = {"model_list": [entry], "general_settings": {"state_store": redis.url}}
+    a, b = gateway(config), gateway(config)
+    status, _, first = call(a.port, "POST", "/v1/responses", {"model": "fast", "input": "one"})
+    assert status == 200 and first["id"].startswith("resp_")
+    follow = {"model": "fast", "input": "two", "previous_response_id": first["id"]}
+    status, _, second = call(b.port, "POST", "/v1/responses", follow)
+    assert status == 200, second
+    sent = upstream.requests[-1].json()["messages"]
+    texts = [m.get("content") for m in sent]
+    assert texts[0] == "one" and texts[-1] == "two" and len(sent) == 3  # one, answer, two
+    assert call(b.port, "GET", f"/v1/responses/{first['id']}")[0] == 200
+    # Deleted through b, gone for a too.
+    assert call(b.port, "DELETE", f"/v1/responses/{first['id']}")[0] == 200
+    assert call(a.port, "GET", f"/v1/responses/{first['id']}")[0] == 404

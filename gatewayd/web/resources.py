@@ -344,15 +344,24 @@ class Metrics(JSONResource):
 def build_root(gateway: Gateway) -> Resource:
     """The whole tree, ``/v1`` and bare paths alike."""
     # The dialects' resources build on the ones above.
-    from gatewayd.dialects.store import MemoryResponseStore
+    from gatewayd.dialects.store import MemoryResponseStore, ResponseStore
     from gatewayd.web.messages import MessagesResource
     from gatewayd.web.responses import ResponsesResource
 
     created = int(time.time())
     # The Responses store outlives reloads: the tree is built once.
-    store = MemoryResponseStore(
-        gateway.clock, gateway.router.table.config.general.response_store_max_bytes
-    )
+    general = gateway.router.table.config.general
+    local = MemoryResponseStore(gateway.clock, general.response_store_max_bytes)
+    store: ResponseStore = local
+    if general.state_store is not None:  # shared by every instance (Redis)
+        from gatewayd.state.failover import FailoverStore
+        from gatewayd.state.responses import SharedResponseStore
+
+        shared = gateway.limiter.store
+        # Straight to Redis: when it is down the bounded local copy answers instead.
+        if isinstance(shared, FailoverStore):
+            shared = shared.primary
+        store = SharedResponseStore(shared, local)
     api = JSONResource()
     chat = JSONResource()
     chat.putChild(b"completions", CompletionResource(gateway, Endpoint.CHAT))
