@@ -49,7 +49,8 @@ for i = 1, #KEYS do
       redis.call('HSET', key, 's', tostring(start), 'u', tostring(used))
       redis.call('PEXPIRE', key, math.max(1, math.ceil((start + span - now) * 1000)))
     end
-  elseif ok == 1 and not peek then
+  elseif ok == 1 and not peek and redis.call('EXISTS', key .. ':dead:' .. arg) == 0 then
+    -- (A lease its gateway gave up on, see ABANDON, is not taken.)
     redis.call('ZADD', key, now + span, arg)
     used = used + 1
     -- The set lives as long as its longest lease (leases may differ: cooldowns).
@@ -80,6 +81,19 @@ for i = 1, nw do
 end
 for i = nw + 1, #KEYS do
   redis.call('ZREM', KEYS[i], ARGV[nw + 1 + i])
+end
+return 0
+"""
+
+#: KEYS: lease sets; ARGV: (lease id, milliseconds) per key. Frees each lease and
+#: leaves a tombstone for that long, so that a TAKE of it that reaches the server later
+#: (its gateway timed out waiting, and gave up) does not take it: in either order, the
+#: slot ends up free.
+ABANDON = r"""
+for i = 1, #KEYS do
+  local lease = ARGV[2 * i - 1]
+  redis.call('ZREM', KEYS[i], lease)
+  redis.call('SET', KEYS[i] .. ':dead:' .. lease, '1', 'PX', ARGV[2 * i])
 end
 return 0
 """
