@@ -58,3 +58,24 @@ def test_with_a_master_key_a_client_key_on_an_unknown_path_is_404(
     assert status(gw.port, "/nope", MASTER_KEY) == 404
     assert status(gw.port, "/nope", "sk-wrong") == 401
     assert status(gw.port, "/nope", CLIENT_KEY) == 404
+
+
+def test_a_429_says_too_many_requests(gateway: GatewayFactory, upstream: FakeUpstream) -> None:
+    gw = gateway(
+        {
+            "model_list": [openai_entry("fast", upstream)],
+            "keys": [{"name": "client", "key": CLIENT_KEY, "rpm": 1}],
+        }
+    )
+    reasons = []
+    for _ in range(2):
+        conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+        body = '{"model": "fast", "messages": [{"role": "user", "content": "hi"}]}'
+        conn.request(
+            "POST", "/v1/chat/completions", body, {"Authorization": f"Bearer {CLIENT_KEY}"}
+        )
+        resp = conn.getresponse()
+        resp.read()
+        conn.close()
+        reasons.append((resp.status, resp.reason))
+    assert reasons == [(200, "OK"), (429, "Too Many Requests")]
