@@ -10,7 +10,7 @@ from test_state_store import deferred_test
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
-from gatewayd.state import LeaseTake, StoreUnavailable
+from gatewayd.state import LeaseTake, StoreUnavailable, WindowTake
 from gatewayd.state.address import RedisAddress
 from gatewayd.state.redis import RedisStore
 from gatewayd.testing.redis import RedisServer, redis_available
@@ -88,5 +88,45 @@ async def test_a_shared_cooldown_lease_is_not_given_back(server: RedisServer) ->
         finally:
             server.resume()
         assert await _held(server, "cooldowns", b":1\r\n")
+    finally:
+        await store.close()
+
+
+@deferred_test
+async def test_a_budget_take_that_timed_out_is_undone_not_spent(server: RedisServer) -> None:
+    # A reservation whose answer was lost would count against the key's budget for the
+    # whole period (and its rpm for the minute): undone once Redis answers.
+    store = await _store(server)
+    try:
+        budget = WindowTake("k:spend", 10_000, 1025, 86400)
+        assert (await store.take([budget])).ok  # the window opens: 1025 used
+        server.pause()
+        try:
+            with pytest.raises(StoreUnavailable):
+                await store.take([budget])
+        finally:
+            server.resume()
+        for _ in range(50):  # bounded: 10 s
+            await deferLater(reactor, 0.2)
+            (u,) = await store.peek([budget])
+            if u.used == 1025:
+                break
+        assert u.used == 1025
+    finally:
+        await store.close()
+
+
+@deferred_test
+async def test_a_take_given_up_before_it_ran_does_nothing(server: RedisServer) -> None:
+    store = await _store(server)
+    try:
+        store._undo_take("t1")  # the undo reaches Redis first (another connection)
+        await deferLater(reactor, 0.3)
+        from gatewayd.state import scripts
+
+        args = ["0", "take:t1", "w", "5", "1.0", "60.0"]
+        assert await store._script(scripts.TAKE, ["gatewayd:k:late"], args) == [0, 0]
+        (u,) = await store.peek([WindowTake("k:late", 5, 1, 60)])
+        assert u.used == 0
     finally:
         await store.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -92,6 +93,8 @@ class RedisStore:
         self._gave_up = False
         #: Leases to give back: (full key, lease id) -> when the lease expires anyway.
         self._orphans: dict[tuple[str, str], float] = {}
+        #: Takes whose answer was lost, to undo: take id -> when its memo expires.
+        self._lost_takes: dict[str, float] = {}
         self._orphan_timer: Any = None
         factory = getattr(self._redis, "_factory", None)
         if factory is not None:
@@ -192,18 +195,21 @@ class RedisStore:
             ok, refused, usage = r
             return TakeResult(ok, tuple(usage), None if ok else refused)
 
-        d = self._run(takes, "take").addCallback(result)
-        leases = [t for t in takes if isinstance(t, LeaseTake) and t.abandon]
-        if leases:
+        if any(isinstance(t, LeaseTake) and not t.abandon for t in takes):
+            return self._run(takes, "take").addCallback(result)
+        tid = uuid.uuid4().hex
+        d = self._run(takes, f"take:{tid}").addCallback(result)
 
-            def lost(f: Failure) -> Failure:
-                # Timed out or cancelled: the server may still run the take (a hung
-                # Redis runs it when it wakes up), and nobody would release its slot.
-                if not f.check(_NotSent):
-                    self._give_back([(PREFIX + t.key, t.lease, t.ttl) for t in leases])
-                return f
+        def lost(f: Failure) -> Failure:
+            # Timed out or cancelled: the server may still run the take (a hung Redis
+            # runs it when it wakes up), and nobody would settle its reservation or
+            # release its slot (an hour for a parallel slot, a whole budget period
+            # for tokens and USD): undo it once Redis answers.
+            if not f.check(_NotSent):
+                self._undo_take(tid)
+            return f
 
-            d.addErrback(lost)
+        d.addErrback(lost)
         return d
 
     def peek(self, takes: Sequence[Take]) -> Deferred[tuple[Usage, ...]]:
@@ -257,12 +263,32 @@ class RedisStore:
             self._orphans[(key, lease)] = now + (ttl if ttl is not None else 3600.0)
         self._schedule_give_back(0.0)
 
+    def _undo_take(self, tid: str) -> None:
+        if len(self._lost_takes) < MAX_ORPHANS:
+            self._lost_takes[tid] = self.clock.seconds() + scripts.TAKE_MEMO_MS / 1000
+        self._schedule_give_back(0.0)
+
     def _schedule_give_back(self, delay: float) -> None:
         if self._orphan_timer is None or not self._orphan_timer.active():
             self._orphan_timer = self.clock.callLater(delay, self._flush_orphans)
 
     def _flush_orphans(self) -> None:
         now = self.clock.seconds()
+        for t in [t for t, until in self._lost_takes.items() if until <= now]:
+            del self._lost_takes[t]  # its memo expired on the server too
+        if self._lost_takes:
+            tids = list(self._lost_takes)
+
+            def undone(_: Any) -> None:
+                for t in tids:
+                    self._lost_takes.pop(t, None)
+
+            def retry(f: Failure) -> None:
+                log.debug("state store: undoing lost takes: {err}", err=f.getErrorMessage())
+                self._schedule_give_back(ORPHAN_RETRY)
+
+            undo_args = [*tids, str(scripts.TAKE_MEMO_MS)]
+            self._script(scripts.UNDO_TAKE, [], undo_args).addCallbacks(undone, retry)
         for k in [k for k, until in self._orphans.items() if until <= now]:
             del self._orphans[k]  # expired on the server too
         items = list(self._orphans.items())
