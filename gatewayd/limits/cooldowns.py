@@ -48,7 +48,7 @@ class SharedCooldowns:
         ttl = until - self.clock.seconds()
         if ttl <= 0:
             return
-        d = self.store.take([LeaseTake(KEY, _UNBOUNDED, deployment_id, ttl)])
+        d = self.store.take([LeaseTake(KEY, _UNBOUNDED, deployment_id, ttl, abandon=False)])
         d.addErrback(self._lost)
 
     def sync(self) -> None:

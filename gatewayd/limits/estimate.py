@@ -14,6 +14,10 @@ from typing import Any
 
 #: Completion tokens reserved when the request names no maximum.
 DEFAULT_COMPLETION_TOKENS = 1024
+#: The most completion tokens one request reserves, whatever its ``max_tokens`` and
+#: ``n`` say (``1e23`` is valid JSON): past 2**53 the counters' float sums lose the
+#: tokens already counted, and Redis keeps 14 significant digits. No model answers more.
+MAX_COMPLETION_TOKENS = 10**9
 _CHARS_PER_TOKEN = 4
 _MAX_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 _PROMPT_FIELDS = ("messages", "prompt", "input", "system", "instructions", "tools")
@@ -53,7 +57,7 @@ def estimate(
     n = body.get("n")
     if isinstance(n, int) and not isinstance(n, bool) and n > 1:
         completion *= n
-    return Estimate(max(1, prompt), completion)
+    return Estimate(max(1, prompt), min(completion, MAX_COMPLETION_TOKENS))
 
 
 @dataclass(frozen=True)

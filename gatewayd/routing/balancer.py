@@ -24,9 +24,6 @@ class Candidate(Protocol):
     def weight(self) -> float | None: ...
 
     @property
-    def rpm(self) -> int | None: ...
-
-    @property
     def max_parallel_requests(self) -> int | None: ...
 
 

@@ -1,8 +1,8 @@
 """The deployments of one alias, indexed so that a pick does not walk all of them.
 
 A deployment is *open* when it is not cooling down and below its
-``max_parallel_requests``. The pool keeps the open ones in sum trees (by weight,
-by rpm, by count) and, for ``least-busy``, grouped by requests in flight. It is told
+``max_parallel_requests``. The pool keeps the open ones in sum trees (by weight
+and by count) and, for ``least-busy``, grouped by requests in flight. It is told
 when a deployment's state changes (:meth:`AliasPool.changed`: a failure, a success,
 a slot taken or freed) and finds cooldowns that ran out from a heap of their end
 times, so each pick costs O(log n) plus O(k log n) for the k deployments this
@@ -37,7 +37,6 @@ class AliasPool:
         self._until = [0.0] * n  # the cooldown end last pushed on the heap
         self._ends: list[tuple[float, int]] = []  # (cooldown end, position), lazily cleaned
         self._by_weight = SumTree(n)
-        self._by_rpm = SumTree(n)
         self._by_count = SumTree(n)
         self._busy = FewestFirst() if strategy == "least-busy" else None
         me = cast("weakref.ref[Watcher]", weakref.ref(self))
@@ -74,7 +73,6 @@ class AliasPool:
             self._open[i] = is_open
             r = self.routes[i]
             self._by_weight.set(i, float(r.weight or 0.0) if is_open else 0.0)
-            self._by_rpm.set(i, float(r.rpm or 0) if is_open else 0.0)
             self._by_count.set(i, 1.0 if is_open else 0.0)
         if self._busy is not None:
             self._busy.place(i, self._states[i].in_flight if is_open else None)
@@ -130,10 +128,11 @@ class AliasPool:
         if self._busy is not None:
             i = self._busy.fewest(rng)
             return None if i is None else self.routes[i]
-        # simple-shuffle: by weight when an open one has a weight, else by rpm, else even.
+        # simple-shuffle: by weight when an open one has a weight, else even. ``rpm`` is
+        # a limit, not a weight (behaviour.md): the limiter skips a deployment at it.
         tree = self._by_weight
         if tree.total <= 0:
-            tree = self._by_rpm if self._by_rpm.total > 0 else self._by_count
+            tree = self._by_count
         return self.routes[tree.find(rng.random() * tree.total)]
 
     def open_ids(self) -> list[str]:

@@ -315,10 +315,17 @@ class Router:
                 pool = AliasPool(pinned, self.health, table.config.general.routing_strategy)
         tried: set[str] = set()
         retries = self.policy.num_retries
+        #: The last failure, when its retry skipped the backoff for another deployment.
+        owed: UpstreamFailure | None = None
         for n in range(retries + 1):
             route, ticket = await self._pick_admitted(
                 alias, pool, tried, can_skip, request, progress
             )
+            if owed is not None and route.id in tried:
+                # The other deployment was at its rpm/tpm: back off as for a lone one.
+                skip = tried | progress.limited.keys()
+                await self._owed_backoff(n, owed, pool, skip, can_skip, ticket)
+            owed = None
             tried.add(route.id)
             release = self.balancer.acquire(route)
             progress.attempts += 1
@@ -368,6 +375,8 @@ class Router:
                 self.metrics.retries.inc(alias)
                 if wait > 0:
                     await deferLater(self.clock, wait)
+                else:
+                    owed = f
                 continue
             except BaseException:
                 if ticket is not None:
@@ -412,6 +421,29 @@ class Router:
                 self.health.failure(route.id, failure.message, failure.status, transient=False)
 
         return finish
+
+    async def _owed_backoff(
+        self,
+        retry: int,
+        f: UpstreamFailure,
+        pool: AliasPool,
+        skip: set[str],
+        can_skip: bool,
+        ticket: Any,
+    ) -> None:
+        """Sleep the backoff a retry skipped for a deployment that then turned out to be
+        at its limit; re-raise ``f`` (giving the reservation back) when the wait would be
+        too long or every deployment is cooling down and a fallback is left."""
+        wait = self._wait_before(retry, f, pool, skip, can_skip)
+        try:
+            if wait is None:
+                raise f
+            if wait > 0:
+                await deferLater(self.clock, wait)
+        except BaseException:
+            if ticket is not None:
+                ticket.settle(None, served=False)  # never sent
+            raise
 
     def _wait_before(
         self,

@@ -46,6 +46,10 @@ class LeaseTake:
     limit: int
     lease: str
     ttl: float
+    #: One request's slot: when the take's answer is lost (a timeout, a cancel), the
+    #: store gives the slot back, since the server may still apply it. False for a
+    #: lease that is not one request's (a shared cooldown, named by its deployment).
+    abandon: bool = True
 
 
 Take = WindowTake | LeaseTake

@@ -9,6 +9,8 @@ once with :class:`StoreUnavailable` (txredisapi reconnects in the background).
 from __future__ import annotations
 
 import hashlib
+import math
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,9 +19,11 @@ from twisted.internet.defer import Deferred, TimeoutError, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
+from gatewayd.log import get_logger
 from gatewayd.state import scripts
 from gatewayd.state.address import RedisAddress
 from gatewayd.state.base import (
+    LeaseTake,
     StoreUnavailable,
     Take,
     TakeResult,
@@ -27,7 +31,17 @@ from gatewayd.state.base import (
     WindowTake,
 )
 
+log = get_logger(__name__)
+
 PREFIX = "gatewayd:"
+#: Seconds between tries to give back slots whose release could not reach Redis.
+ORPHAN_RETRY = 1.0
+#: At most this many slots waiting to be given back (each expires by itself anyway).
+MAX_ORPHANS = 10_000
+
+
+class _NotSent(StoreUnavailable):
+    """The command never left this process (no connection): nothing to undo."""
 
 
 def _no_delay(add: Any) -> Any:
@@ -77,6 +91,11 @@ class RedisStore:
             replyTimeout=max(2.0, timeout * 4),
         )
         self._gave_up = False
+        #: Leases to give back: (full key, lease id) -> when the lease expires anyway.
+        self._orphans: dict[tuple[str, str], float] = {}
+        #: Takes whose answer was lost, to undo: take id -> when its memo expires.
+        self._lost_takes: dict[str, float] = {}
+        self._orphan_timer: Any = None
         factory = getattr(self._redis, "_factory", None)
         if factory is not None:
             factory.maxDelay = 2.0  # resume sharing soon after Redis is back
@@ -93,11 +112,11 @@ class RedisStore:
             first = getattr(self._redis, "_connected", None)
             if not self._gave_up and isinstance(first, Deferred) and not first.called:
                 return self._after_first_connection(first, method, args)
-            return fail(StoreUnavailable(f"not connected to {self.address!r}"))
+            return fail(_NotSent(f"not connected to {self.address!r}"))
         try:
             d: Deferred[Any] = getattr(self._redis, method)(*args)
         except Exception as e:  # txredisapi raises ConnectionError synchronously
-            return fail(StoreUnavailable(f"{self.address!r}: {e}"))
+            return fail(_NotSent(f"{self.address!r}: {e}"))
         d.addTimeout(self.timeout, self.clock)
 
         def unavailable(f: Failure) -> Failure:
@@ -131,7 +150,7 @@ class RedisStore:
         def gave_up(f: Failure) -> Failure:
             if f.check(TimeoutError):
                 self._gave_up = True
-                raise StoreUnavailable(f"cannot connect to {self.address!r}")
+                raise _NotSent(f"cannot connect to {self.address!r}")
             return f
 
         gate.addCallbacks(go, gave_up)
@@ -176,7 +195,22 @@ class RedisStore:
             ok, refused, usage = r
             return TakeResult(ok, tuple(usage), None if ok else refused)
 
-        return self._run(takes, "take").addCallback(result)
+        if any(isinstance(t, LeaseTake) and not t.abandon for t in takes):
+            return self._run(takes, "take").addCallback(result)
+        tid = uuid.uuid4().hex
+        d = self._run(takes, f"take:{tid}").addCallback(result)
+
+        def lost(f: Failure) -> Failure:
+            # Timed out or cancelled: the server may still run the take (a hung Redis
+            # runs it when it wakes up), and nobody would settle its reservation or
+            # release its slot (an hour for a parallel slot, a whole budget period
+            # for tokens and USD): undo it once Redis answers.
+            if not f.check(_NotSent):
+                self._undo_take(tid)
+            return f
+
+        d.addErrback(lost)
+        return d
 
     def peek(self, takes: Sequence[Take]) -> Deferred[tuple[Usage, ...]]:
         return self._run(takes, "peek").addCallback(lambda r: tuple(r[2]))
@@ -193,10 +227,88 @@ class RedisStore:
         for _, start, delta in windows:
             args += [_n(start), repr(float(delta))]
         args += [lease for _, lease in leases]
-        return self._script(scripts.SETTLE_MANY, keys, args).addCallback(lambda _: None)
+        d = self._script(scripts.SETTLE_MANY, keys, args).addCallback(lambda _: None)
+        if leases:
+            self._retry_release_on_failure(d, leases)
+        return d
 
     def release(self, key: str, lease: str) -> Deferred[None]:
-        return self._call("zrem", PREFIX + key, lease).addCallback(lambda _: None)
+        d = self._call("zrem", PREFIX + key, lease).addCallback(lambda _: None)
+        self._retry_release_on_failure(d, [(key, lease)])
+        return d
+
+    # -- slots that must be given back -------------------------------------------
+
+    def _retry_release_on_failure(
+        self, d: Deferred[None], leases: Sequence[tuple[str, str]]
+    ) -> None:
+        """A release that did not reach Redis would hold its slot until the lease
+        expires (an hour for a key's parallel slot): keep trying."""
+
+        def lost(f: Failure) -> Failure:
+            self._give_back([(PREFIX + k, lease, None) for k, lease in leases])
+            return f
+
+        d.addErrback(lost)
+
+    def _give_back(self, leases: Sequence[tuple[str, str, float | None]]) -> None:
+        """Free these leases (and refuse their late takes) as soon as Redis answers;
+        retried every :data:`ORPHAN_RETRY` s until done or the lease has expired."""
+        now = self.clock.seconds()
+        for key, lease, ttl in leases:
+            if len(self._orphans) >= MAX_ORPHANS:
+                log.warn("state store: too many slots to give back; the rest expire by themselves")
+                break
+            # Unknown ttl (a release): the longest a lease lives.
+            self._orphans[(key, lease)] = now + (ttl if ttl is not None else 3600.0)
+        self._schedule_give_back(0.0)
+
+    def _undo_take(self, tid: str) -> None:
+        if len(self._lost_takes) < MAX_ORPHANS:
+            self._lost_takes[tid] = self.clock.seconds() + scripts.TAKE_MEMO_MS / 1000
+        self._schedule_give_back(0.0)
+
+    def _schedule_give_back(self, delay: float) -> None:
+        if self._orphan_timer is None or not self._orphan_timer.active():
+            self._orphan_timer = self.clock.callLater(delay, self._flush_orphans)
+
+    def _flush_orphans(self) -> None:
+        now = self.clock.seconds()
+        for t in [t for t, until in self._lost_takes.items() if until <= now]:
+            del self._lost_takes[t]  # its memo expired on the server too
+        if self._lost_takes:
+            tids = list(self._lost_takes)
+
+            def undone(_: Any) -> None:
+                for t in tids:
+                    self._lost_takes.pop(t, None)
+
+            def retry(f: Failure) -> None:
+                log.debug("state store: undoing lost takes: {err}", err=f.getErrorMessage())
+                self._schedule_give_back(ORPHAN_RETRY)
+
+            undo_args = [*tids, str(scripts.TAKE_MEMO_MS)]
+            self._script(scripts.UNDO_TAKE, [], undo_args).addCallbacks(undone, retry)
+        for k in [k for k, until in self._orphans.items() if until <= now]:
+            del self._orphans[k]  # expired on the server too
+        items = list(self._orphans.items())
+        if not items:
+            return
+        keys = [key for (key, _), _ in items]
+        args: list[str] = []
+        for (_, lease), until in items:
+            args += [lease, str(max(1, math.ceil((until - now) * 1000)))]
+
+        def done(_: Any) -> None:
+            for k, until in items:
+                if self._orphans.get(k) == until:
+                    del self._orphans[k]
+
+        def again(f: Failure) -> None:
+            log.debug("state store: giving back slots: {err}", err=f.getErrorMessage())
+            self._schedule_give_back(ORPHAN_RETRY)
+
+        self._script(scripts.ABANDON, keys, args).addCallbacks(done, again)
 
     def members(self, key: str) -> Deferred[dict[str, float]]:
         now = _n(self.clock.seconds())
@@ -219,6 +331,8 @@ class RedisStore:
         return self._call("delete", PREFIX + key).addCallback(lambda _: None)
 
     def close(self) -> Deferred[None]:
+        if self._orphan_timer is not None and self._orphan_timer.active():
+            self._orphan_timer.cancel()
         d: Deferred[Any] = self._redis.disconnect()
         return d.addBoth(lambda _: None)
 

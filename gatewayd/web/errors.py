@@ -27,8 +27,12 @@ def write_error(
     return write_error_object(request, status, openai_error(message, type, code, param))
 
 
+#: Reason phrases Twisted does not know (it would send "Unknown Status").
+_REASONS = {429: b"Too Many Requests", 529: b"Site Overloaded"}
+
+
 def write_error_object(request: Request, status: int, error: dict[str, Any]) -> bytes:
-    request.setResponseCode(status)
+    request.setResponseCode(status, _REASONS.get(status))
     request.setHeader(b"content-type", b"application/json")
     return error_json(error)
 
