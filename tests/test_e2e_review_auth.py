@@ -1,11 +1,7 @@
 """Review: an unknown path answers 401 to whoever the gateway would refuse, and 404 to
 whoever it would serve, whichever keys are configured (issue 7: "answer 401 before
 revealing which paths exist"; behaviour.md: with ``keys:`` every request needs a key).
-
-Strict xfail until ``NotFound.render`` in gatewayd/web/resources.py authenticates like
-the API resources (``authenticate(request, config)``) instead of checking only the
-master key: today a valid client key gets 401 on an unknown path when a master key is
-set, and anyone gets 404 when only ``keys:`` is configured. Remove the marks with the fix.
+``/metrics`` with ``require_auth_for_metrics_endpoint`` and ``keys:`` alone needs a key.
 """
 
 from __future__ import annotations
@@ -13,7 +9,6 @@ from __future__ import annotations
 import http.client
 from typing import Any
 
-import pytest
 from conftest import MASTER_KEY, GatewayFactory, openai_entry
 
 from gatewayd.testing import FakeUpstream
@@ -38,7 +33,6 @@ def config(upstream: FakeUpstream, **general: Any) -> dict[str, Any]:
     }
 
 
-@pytest.mark.xfail(strict=True, reason="resources.NotFound checks only the master key")
 def test_with_keys_only_a_wrong_key_on_an_unknown_path_is_401(
     gateway: GatewayFactory, upstream: FakeUpstream
 ) -> None:
@@ -50,7 +44,6 @@ def test_with_keys_only_a_wrong_key_on_an_unknown_path_is_401(
     assert status(gw.port, "/nope", CLIENT_KEY) == 404
 
 
-@pytest.mark.xfail(strict=True, reason="resources.NotFound checks only the master key")
 def test_with_a_master_key_a_client_key_on_an_unknown_path_is_404(
     gateway: GatewayFactory, upstream: FakeUpstream
 ) -> None:
@@ -81,7 +74,6 @@ def test_a_429_says_too_many_requests(gateway: GatewayFactory, upstream: FakeUps
     assert reasons == [(200, "OK"), (429, "Too Many Requests")]
 
 
-@pytest.mark.xfail(strict=True, reason="resources.Metrics checks only the master key")
 def test_metrics_that_require_auth_are_not_open_with_keys_only(
     gateway: GatewayFactory, upstream: FakeUpstream
 ) -> None:
@@ -89,3 +81,4 @@ def test_metrics_that_require_auth_are_not_open_with_keys_only(
     gw = gateway(config(upstream, require_auth_for_metrics_endpoint=True))
     assert status(gw.port, "/metrics", None) == 401
     assert status(gw.port, "/metrics", "sk-wrong") == 401
+    assert status(gw.port, "/metrics", CLIENT_KEY) == 200

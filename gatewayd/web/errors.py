@@ -31,8 +31,13 @@ def write_error(
 _REASONS = {429: b"Too Many Requests", 529: b"Site Overloaded"}
 
 
-def write_error_object(request: Request, status: int, error: dict[str, Any]) -> bytes:
+def set_status(request: Request, status: int) -> None:
+    """``setResponseCode`` with a reason phrase for the codes Twisted does not know."""
     request.setResponseCode(status, _REASONS.get(status))
+
+
+def write_error_object(request: Request, status: int, error: dict[str, Any]) -> bytes:
+    set_status(request, status)
     request.setHeader(b"content-type", b"application/json")
     return error_json(error)
 

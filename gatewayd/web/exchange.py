@@ -19,6 +19,7 @@ from gatewayd.providers.sse import comment_event
 from gatewayd.routing import RouteError, Router, RouteResult
 from gatewayd.web.admission import admitted_route
 from gatewayd.web.answers import Answer
+from gatewayd.web.errors import set_status
 from gatewayd.web.relay import StreamRelay
 from gatewayd.web.request import GatewayRequest
 
@@ -48,7 +49,7 @@ def write_json_error(
     request: GatewayRequest, answer: Answer, status: int, error: dict[str, Any]
 ) -> bytes:
     """Set the status and JSON headers; the error body in the answer's dialect."""
-    request.setResponseCode(status)
+    set_status(request, status)
     request.setHeader(b"content-type", b"application/json")
     return answer.error(status, error)
 

@@ -98,8 +98,13 @@ class NotFound(JSONResource):
     isLeaf = True
 
     def render(self, request: Request) -> bytes:
-        # With a master key, an unknown path must not reveal which paths exist.
-        if not is_authorized(request, master_key_for(request)):
+        # With a master key or client keys, an unknown path must not reveal which paths
+        # exist: the caller is authenticated as on the API paths first.
+        root = getattr(getattr(request, "site", None), "resource", None)
+        if isinstance(root, Root):
+            if authenticate(request, root.gateway.router.table.config) is None:
+                return write_unauthorized(request)
+        elif not is_authorized(request, master_key_for(request)):
             return write_unauthorized(request)
         return write_error(
             request,
@@ -324,9 +329,13 @@ class Metrics(JSONResource):
         self.gateway = gateway
 
     def render_GET(self, request: Request) -> bytes:
-        general = self.gateway.router.table.config.general
-        if general.require_auth_for_metrics_endpoint and not is_authorized(
-            request, general.master_key
+        config = self.gateway.router.table.config
+        general = config.general
+        if general.require_auth_for_metrics_endpoint and not (
+            # The master key; with none set, any client key (with neither, it is open).
+            is_authorized(request, general.master_key)
+            if general.master_key is not None
+            else authenticate(request, config) is not None
         ):
             return write_error(
                 request,
@@ -339,6 +348,14 @@ class Metrics(JSONResource):
         body, ctype = self.gateway.metrics.exposition(accept.decode("latin-1") if accept else None)
         request.setHeader(b"content-type", ctype.encode())
         return body
+
+
+class Root(JSONResource):
+    """The root of the tree: knows the gateway, for :class:`NotFound`'s authentication."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.gateway = gateway
 
 
 def build_root(gateway: Gateway) -> Resource:
@@ -377,7 +394,7 @@ def build_root(gateway: Gateway) -> Resource:
     health.putChild(b"liveness", Liveness())
     health.putChild(b"readiness", Readiness(gateway))
 
-    root = JSONResource()
+    root = Root(gateway)
     root.putChild(b"v1", api)
     for name, child in api.children.items():
         root.putChild(name, child)
