@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -20,7 +19,7 @@ from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
 from gatewayd.config.model import Deployment, GeneralSettings
-from gatewayd.limits import Estimate, Limiter, LimitExceeded, Refusal, Spent, estimate
+from gatewayd.limits import Limiter, LimitExceeded, Spent, estimate
 from gatewayd.log import get_logger
 from gatewayd.metrics import GatewayMetrics, Sample
 from gatewayd.providers.base import (
@@ -28,88 +27,29 @@ from gatewayd.providers.base import (
     FailureKind,
     ProviderRequest,
     UpstreamFailure,
-    UpstreamResponse,
-    openai_error,
 )
 from gatewayd.providers.dialect import send_in_dialect
 from gatewayd.routing.balancer import Balancer
 from gatewayd.routing.classify import Verdict, classify
 from gatewayd.routing.cooldown import Cooldowns, DeploymentHealth
 from gatewayd.routing.fallback import FallbackChain
+from gatewayd.routing.outcome import (
+    AllCoolingDown,
+    AllLimited,
+    Progress,
+    RouteError,
+    RouteResult,
+    exhausted,
+    outcome_label,
+    reason,
+    timed_out,
+)
 from gatewayd.routing.pool import AliasPool
 from gatewayd.routing.retry import RetryPolicy
 from gatewayd.routing.table import Route, RoutingTable
 from gatewayd.tracing import trace_of
 
 log = get_logger(__name__)
-
-
-@dataclass
-class RouteResult:
-    """The first success, and what it took to get it."""
-
-    response: UpstreamResponse
-    alias: str
-    deployment: str
-    attempts: int
-    fallback: str | None
-    #: Call when a stream has been relayed to its end (frees the deployment's slot).
-    finish: Callable[[UpstreamFailure | None], None] = field(default=lambda _: None)
-    #: Seconds the answering upstream took (JSON body, or a stream's first byte).
-    upstream_seconds: float = 0.0
-    #: Deployment limit reservations to settle with the real usage (gatewayd.limits).
-    tickets: list[Any] = field(default_factory=list)
-
-
-class RouteError(Exception):
-    """Every attempt failed, or the request is the client's own problem.
-
-    ``status`` and ``error`` are what the client gets, in OpenAI's shape.
-    """
-
-    def __init__(
-        self,
-        status: int,
-        error: dict[str, Any],
-        attempts: int,
-        deployment: str | None = None,
-        retry_after: float | None = None,
-        headers: tuple[tuple[bytes, bytes], ...] = (),
-    ) -> None:
-        super().__init__(error.get("message", ""))
-        #: Extra response headers (``x-ratelimit-*`` on a 429 of our own).
-        self.headers = headers
-        self.status = status
-        self.error = error
-        self.attempts = attempts
-        self.deployment = deployment
-        #: The last upstream's Retry-After, for the client to honour.
-        self.retry_after = retry_after
-
-
-class _AllCoolingDown(Exception):
-    """Every deployment of the alias is in cooldown and a fallback is left."""
-
-
-#: Longest reason given per alias in the summary of a failed chain, and of the summary.
-REASON_CHARS = 80
-SUMMARY_CHARS = 600
-
-
-class _AllLimited(Exception):
-    """Every deployment of the alias is at its rpm/tpm limit."""
-
-
-@dataclass
-class _Progress:
-    attempts: int = 0
-    #: Each alias tried, in order, with a short reason for its last failure.
-    failed: dict[str, str] = field(default_factory=dict)
-    #: Timed out or cancelled by the client: no further attempt may start.
-    stopped: bool = False
-    #: Deployments at their rpm/tpm limit in this request, and why.
-    limited: dict[str, Refusal] = field(default_factory=dict)
-    estimate: Estimate | None = None
 
 
 class Router:
@@ -180,7 +120,7 @@ class Router:
         The alias must exist in the current table (the caller checks, to answer 404).
         """
         table, pools = self.table, self._pools
-        progress = _Progress()
+        progress = Progress()
         timeout = table.config.general.request_timeout
         inner = Deferred.fromCoroutine(self._route(table, pools, alias, request, progress))
         expired: list[bool] = []
@@ -201,35 +141,11 @@ class Router:
             if timer.active():
                 timer.cancel()
             if expired and isinstance(result, Failure):
-                return Failure(self._timed_out(alias, timeout, progress))
+                return Failure(timed_out(alias, timeout, progress))
             return result
 
         inner.addBoth(settle).chainDeferred(outer)
         return outer
-
-    def _timed_out(self, alias: str, timeout: float, progress: _Progress) -> RouteError:
-        if progress.attempts == 0:
-            return RouteError(
-                503,
-                openai_error(
-                    f"no deployment of {alias!r} could be tried within request_timeout "
-                    f"({timeout:g} s): all were at max_parallel_requests",
-                    "service_unavailable",
-                    "no_deployment_available",
-                ),
-                0,
-            )
-        so_far = f" ({_summary(progress)})" if progress.failed else ""
-        return RouteError(
-            504,
-            openai_error(
-                f"request_timeout of {timeout:g} s exceeded after {progress.attempts} attempt(s)"
-                + so_far,
-                "timeout",
-                "request_timeout",
-            ),
-            progress.attempts,
-        )
 
     async def _route(
         self,
@@ -237,7 +153,7 @@ class Router:
         pools: Mapping[str, AliasPool],
         alias: str,
         request: ProviderRequest,
-        progress: _Progress,
+        progress: Progress,
     ) -> RouteResult:
         chain = FallbackChain(table, alias)
         last: UpstreamFailure | None = None
@@ -247,9 +163,9 @@ class Router:
                 result = await self._alias(
                     table, pools[current], current, request, progress, chain.has_next()
                 )
-            except _AllCoolingDown:
+            except AllCoolingDown:
                 progress.failed[current] = "all deployments cooling down"
-            except _AllLimited:
+            except AllLimited:
                 progress.failed[current] = "all deployments at their rate limits"
             except UpstreamFailure as f:
                 last = f
@@ -268,35 +184,7 @@ class Router:
                 return result
             if not chain.advance():
                 break
-        raise self._exhausted(last, progress)
-
-    def _exhausted(self, last: UpstreamFailure | None, progress: _Progress) -> RouteError:
-        summary = f"gatewayd: {progress.attempts} attempt(s) failed: {_summary(progress)}"
-        if last is None and progress.limited:
-            soonest = min(progress.limited.values(), key=lambda r: r.retry_after)
-            return RouteError(
-                429,
-                openai_error(
-                    f"{soonest.message()} ({summary})", "rate_limit_error", "rate_limit_exceeded"
-                ),
-                progress.attempts,
-                soonest.name,
-                max(1.0, soonest.retry_after),
-                soonest.headers,
-            )
-        if last is None:
-            return RouteError(
-                503,
-                openai_error(
-                    f"no deployment could be tried ({summary})",
-                    "service_unavailable",
-                    "no_deployment_available",
-                ),
-                progress.attempts,
-            )
-        error = dict(last.error)
-        error["message"] = f"{last.message} ({summary})" if last.message else summary
-        return RouteError(last.status, error, progress.attempts, last.deployment, last.retry_after)
+        raise exhausted(last, progress)
 
     # -- one alias -------------------------------------------------------------
 
@@ -306,7 +194,7 @@ class Router:
         pool: AliasPool,
         alias: str,
         request: ProviderRequest,
-        progress: _Progress,
+        progress: Progress,
         can_skip: bool,
     ) -> RouteResult:
         if request.pin is not None:  # a native upstream's response id: only it knows it
@@ -343,8 +231,8 @@ class Router:
                 if progress.stopped:  # the attempt failed because we abandoned it
                     release()
                     raise CancelledError() from None
-                self.metrics.attempts.inc(alias, route.id, _outcome(f))
-                progress.failed[alias] = _reason(f)
+                self.metrics.attempts.inc(alias, route.id, outcome_label(f))
+                progress.failed[alias] = reason(f)
                 verdict = classify(f)
                 # Health first: release() may wake a queued request that must already
                 # see a cooldown this failure trips.
@@ -471,10 +359,10 @@ class Router:
         tried: set[str],
         can_skip: bool,
         request: ProviderRequest,
-        progress: _Progress,
+        progress: Progress,
     ) -> tuple[Route, Any]:
         """:meth:`_pick`, skipping deployments at their rpm/tpm limit (each refusal is
-        remembered for this request); raises :class:`_AllLimited` when none is left."""
+        remembered for this request); raises :class:`AllLimited` when none is left."""
         if self.limiter is None:
             return await self._pick(alias, pool, tried, can_skip), None
         while True:
@@ -484,7 +372,7 @@ class Router:
                 # Every untried deployment is limited: a tried one that is not, if any.
                 route = await self._pick(alias, pool, set(limited), can_skip)
                 if route.id in limited:
-                    raise _AllLimited()
+                    raise AllLimited()
             if route.deployment.rpm is None and route.deployment.tpm is None:
                 return route, None
             if progress.estimate is None:
@@ -505,7 +393,7 @@ class Router:
             if pool.healthy_count:
                 choice = pool.choose(tried, self.rng)
             elif can_skip:
-                raise _AllCoolingDown()
+                raise AllCoolingDown()
             else:
                 # Nowhere else to go: probe the one whose cooldown ends first.
                 probe = pool.soonest()
@@ -514,34 +402,6 @@ class Router:
                 assert isinstance(choice, Route)
                 return choice
             await self.balancer.wait_for_room(alias)
-
-
-def _reason(f: UpstreamFailure) -> str:
-    """A short reason for the chain's summary: the status of an HTTP error and the start
-    of the message (upstream messages are scrubbed of keys by the provider layer)."""
-    message = " ".join(f.message.split())
-    if f.deployment and f"{f.deployment}: " in message:
-        # "could not reach upstream openai/x@host: ConnectionRefusedError: ...": the alias
-        # is named already, the cause is what is worth the room.
-        message = message.split(f"{f.deployment}: ", 1)[1]
-    if len(message) > REASON_CHARS:
-        message = message[: REASON_CHARS - 3].rstrip() + "..."
-    if f.kind is FailureKind.HTTP:
-        return f"{f.status} {message}".rstrip()
-    return message or f.kind.value
-
-
-def _summary(progress: _Progress) -> str:
-    """``smart: 503 overloaded; fast: upstream did not answer within 30 s``, bounded."""
-    text = "; ".join(f"{alias}: {why}" for alias, why in progress.failed.items())
-    if len(text) > SUMMARY_CHARS:
-        text = text[: SUMMARY_CHARS - 3].rstrip() + "..."
-    return text
-
-
-def _outcome(f: UpstreamFailure) -> str:
-    """A low-cardinality label for a failed attempt: ``http_503``, ``connect``, ``timeout``."""
-    return f"http_{f.status}" if f.kind is FailureKind.HTTP else f.kind.value
 
 
 def _limits(dep: Deployment, request: ProviderRequest, table: RoutingTable) -> AttemptLimits:
