@@ -5,11 +5,21 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from twisted.logger import Logger, LogLevel, LogPublisher, textFileLogObserver
+from twisted.logger import ILogObserver, Logger, LogLevel, LogPublisher, textFileLogObserver
 from twisted.python.failure import Failure
+from zope.interface import provider
 
 from gatewayd import log as gwlog
 from gatewayd.log import emit_text, event_as_json, text_observer
+
+
+def _collect(events: list[dict[str, Any]]) -> ILogObserver:
+    @provider(ILogObserver)
+    def observe(event: dict[str, Any]) -> None:
+        events.append(event)
+
+    result: ILogObserver = observe
+    return result
 
 
 def _both(emit: Any) -> tuple[str, str]:
@@ -43,14 +53,16 @@ def test_prebuilt_text_is_written_as_its_template_would_be() -> None:
 
 def test_prebuilt_text_is_the_json_message_and_fields_stay() -> None:
     events: list[dict[str, Any]] = []
-    emit_text(Logger(namespace="n", observer=events.append), LogLevel.info, "the {line}", {"a": 1})
+    emit_text(
+        Logger(namespace="n", observer=_collect(events)), LogLevel.info, "the {line}", {"a": 1}
+    )
     out = event_as_json(events[0])
     assert '"message": "the {line}"' in out and '"a": 1' in out and "_text" not in out
 
 
 def test_debug_is_not_even_built_when_not_verbose() -> None:
     events: list[dict[str, Any]] = []
-    logger = gwlog.GatewayLogger(namespace="n", observer=events.append)
+    logger = gwlog.GatewayLogger(namespace="n", observer=_collect(events))
     logger.debug("x {y}", y=1)
     assert events == []
     gwlog.set_verbose(True)
