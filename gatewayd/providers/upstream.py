@@ -65,6 +65,8 @@ class HTTPProvider(Provider):
         secrets = [deployment.api_key, *deployment.headers.values(), *url_credentials]
         secrets.append(deployment.extra.get("azure_ad_token"))
         self._redactor = Redactor(secrets)
+        #: URLs built by build_request, without credentials (bytes to send, text to log).
+        self._clean_urls: dict[bytes, tuple[bytes, str]] = {}
 
     # -- translation hooks -----------------------------------------------------
 
@@ -188,9 +190,15 @@ class HTTPProvider(Provider):
             if not headers.hasHeader(name):
                 headers.setRawHeaders(name, [value])
         # Credentials in api_base are never sent in the URL (nor logged, nor shown).
-        clean, _ = split_credentials(url.decode("ascii"))
-        url = clean.encode("ascii")
-        sent.append(clean)
+        # A deployment's URL is the same every time: split once (urlsplit per request).
+        known = self._clean_urls.get(url)
+        if known is None:
+            clean, _ = split_credentials(url.decode("ascii"))
+            if len(self._clean_urls) >= 64:
+                self._clean_urls.clear()
+            known = self._clean_urls[url] = (clean.encode("ascii"), clean)
+        url = known[0]
+        sent.append(known[1])
         if not headers.hasHeader(b"accept-encoding"):
             headers.setRawHeaders(b"accept-encoding", [b"identity"])
         response: IResponse = await self._agent.request(b"POST", url, headers, BytesProducer(body))
