@@ -114,10 +114,12 @@ def make_service(options: Options) -> IService:
     except ConfigError as e:
         print(f"gatewayd: config error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    if (options["log-format"] or service.config.general.log_format) == "json":
-        from gatewayd.log import twistd_json_observer
+    from gatewayd.log import twistd_json_observer, twistd_text_observer
 
+    if (options["log-format"] or service.config.general.log_format) == "json":
         service.log_observer = twistd_json_observer(getattr(options, "parent", None))
+    else:  # twistd's text lines, made cheaper (the access log writes one per request)
+        service.log_observer = twistd_text_observer(getattr(options, "parent", None))
     fd = workers.worker_fd()
     if fd is not None:  # a worker of --workers N: serves on the supervisor's socket
         return workers.as_worker(service, fd)

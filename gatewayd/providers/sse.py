@@ -56,9 +56,13 @@ class SSEFramer:
         while i != -1:
             if i - pos > self._max:
                 raise EventTooLarge(f"an upstream event is larger than {self._max} bytes")
-            event = bytes(buf[pos:i]).lstrip(b"\n")  # stray blank lines between events
+            # One copy, with its blank line; stray blank lines between events are dropped
+            # (all-newline "events" strip to nothing).
+            event = bytes(buf[pos : i + 2])
+            if event[0] == 10:  # b"\n"
+                event = event.lstrip(b"\n")
             if event:
-                out.append(event + b"\n\n")
+                out.append(event)
             pos = i + 2
             i = buf.find(b"\n\n", pos)
         if pos:

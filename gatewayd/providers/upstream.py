@@ -21,7 +21,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IResponse
 
 from gatewayd.config.model import Deployment
-from gatewayd.log import get_logger
+from gatewayd.log import get_logger, is_verbose
 from gatewayd.providers.base import (
     AttemptLimits,
     Endpoint,
@@ -66,6 +66,8 @@ class HTTPProvider(Provider):
         secrets = [deployment.api_key, *deployment.headers.values(), *url_credentials]
         secrets.append(deployment.extra.get("azure_ad_token"))
         self._redactor = Redactor(secrets)
+        #: URLs built by build_request, without credentials (bytes to send, text to log).
+        self._clean_urls: dict[bytes, tuple[bytes, str]] = {}
 
     # -- translation hooks -----------------------------------------------------
 
@@ -120,40 +122,42 @@ class HTTPProvider(Provider):
             d.cancel()
 
         timer = self._clock.callLater(limits.timeout, expire)
+        verbose = is_verbose()
 
+        # One callback for the whole outcome (it was four links of the chain): the timer
+        # stopped, a failure mapped to an UpstreamFailure and scrubbed, the -v trace.
         def settle(result: Any) -> Any:
             if timer.active():
                 timer.cancel()
             if isinstance(result, Failure):
                 if timed_out:
-                    return Failure(TimeoutError())
-                if _is_cancellation(result):
+                    result = Failure(TimeoutError())
+                elif _is_cancellation(result):
                     return Failure(CancelledError())  # the caller gave up: not a failure
-            return result
-
-        def trace(result: Any) -> Any:
-            # -v only: the URL (no credentials, no query secrets), status and time.
-            if isinstance(result, Failure) and not isinstance(result.value, UpstreamFailure):
-                return result  # a cancellation
-            failure: UpstreamFailure | None = None
-            if isinstance(result, Failure):
-                assert isinstance(result.value, UpstreamFailure)
-                failure = result.value
-            log.debug(
-                "upstream attempt {deployment}: POST {url} -> {status} {outcome} in {ms} ms",
-                deployment=self.deployment.id,
-                url=_LazyURL(sent),
-                status=failure.status if failure is not None else result.status,
-                outcome=failure.kind.value if failure is not None else "ok",
-                ms=_LazyMillis(self._clock.seconds() - started),
-            )
+                result = self._redact(self._map_failure(result, limits))
+            if verbose:
+                self._trace(result, sent, started)
             return result
 
         d.addBoth(settle)
-        d.addErrback(self._map_failure, limits)
-        d.addErrback(self._redact)
-        d.addBoth(trace)
         return d
+
+    def _trace(self, result: Any, sent: list[str], started: float) -> None:
+        """-v only: the URL (no credentials, no query secrets), status and time."""
+        if isinstance(result, Failure) and not isinstance(result.value, UpstreamFailure):
+            return  # a cancellation
+        failure: UpstreamFailure | None = None
+        if isinstance(result, Failure):
+            assert isinstance(result.value, UpstreamFailure)
+            failure = result.value
+        log.debug(
+            "upstream attempt {deployment}: POST {url} -> {status} {outcome} in {ms} ms",
+            deployment=self.deployment.id,
+            url=_LazyURL(sent),
+            status=failure.status if failure is not None else result.status,
+            outcome=failure.kind.value if failure is not None else "ok",
+            ms=_LazyMillis(self._clock.seconds() - started),
+        )
 
     def _redact(self, failure: Failure) -> Failure:
         """Scrub our secrets from an error, however deep an upstream echoed them."""
@@ -187,9 +191,15 @@ class HTTPProvider(Provider):
             if not headers.hasHeader(name):
                 headers.setRawHeaders(name, [value])
         # Credentials in api_base are never sent in the URL (nor logged, nor shown).
-        clean, _ = split_credentials(url.decode("ascii"))
-        url = clean.encode("ascii")
-        sent.append(clean)
+        # A deployment's URL is the same every time: split once (urlsplit per request).
+        known = self._clean_urls.get(url)
+        if known is None:
+            clean, _ = split_credentials(url.decode("ascii"))
+            if len(self._clean_urls) >= 64:
+                self._clean_urls.clear()
+            known = self._clean_urls[url] = (clean.encode("ascii"), clean)
+        url = known[0]
+        sent.append(known[1])
         if not headers.hasHeader(b"accept-encoding"):
             headers.setRawHeaders(b"accept-encoding", [b"identity"])
         response: IResponse = await self._agent.request(b"POST", url, headers, BytesProducer(body))

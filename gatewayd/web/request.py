@@ -7,14 +7,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES, HTTPChannel, _GenericHTTPChannelProtocol
 from twisted.web.server import Request, Site
 
 from gatewayd import reqid
 from gatewayd.config.model import GeneralSettings
-from gatewayd.log import get_logger
+from gatewayd.log import emit_text, get_logger
 from gatewayd.metrics import GatewayMetrics
 from gatewayd.providers.base import openai_error
 from gatewayd.reqid import request_id
@@ -318,29 +318,47 @@ class GatewaySite(Site):
                     request.outcome,
                 )
             )
-        access_log.info(
-            '{client} "{method} {path}" {status} alias={alias} deployment={deployment} '
-            "attempts={attempts} fallback={fallback} latency_ms={latency_ms:.1f} "
-            "ttfb_ms={_ttfb} bytes={bytes} dialect={dialect}{_key}{_outcome} "
-            "request_id={request_id}",
-            client=request.getClientAddress().host
-            if hasattr(request.getClientAddress(), "host")
-            else "-",
-            method=request.method.decode("ascii", "replace"),
-            path=request.uri.decode("utf-8", "replace").split("?", 1)[0],
-            status=status,
-            alias=request.alias or "-",
-            deployment=request.deployment or "-",
-            attempts=request.attempts,
-            fallback=request.fallback or "-",
-            latency_ms=round(latency * 1000.0, 1),
-            _ttfb="-" if request.ttfb is None else f"{request.ttfb * 1000.0:.1f}",
-            ttfb_ms=None if request.ttfb is None else round(request.ttfb * 1000.0, 1),
-            bytes=sent,
-            dialect=request.dialect,
-            _outcome=f" outcome={request.outcome}" if request.outcome else "",
-            outcome=request.outcome,
-            request_id=request.request_id or "-",
-            _key=f" key={request.key_name}" if request.key_name else "",
-            key=request.key_name,
+        ttfb = request.ttfb
+        client = getattr(request.getClientAddress(), "host", "-")
+        method = request.method.decode("ascii", "replace")
+        path = request.uri.decode("utf-8", "replace").split("?", 1)[0]
+        alias = request.alias or "-"
+        deployment = request.deployment or "-"
+        fallback = request.fallback or "-"
+        latency_ms = round(latency * 1000.0, 1)
+        ttfb_ms = None if ttfb is None else round(ttfb * 1000.0, 1)
+        outcome = request.outcome
+        rid = request.request_id or "-"
+        key = request.key_name
+        dialect = request.dialect
+        # Built here, not through twisted.logger's str.format of a template: the line
+        # is the same, at a fraction of the cost (one per request).
+        text = (
+            f'{client} "{method} {path}" {status} alias={alias} deployment={deployment} '
+            f"attempts={request.attempts} fallback={fallback} latency_ms={latency_ms:.1f} "
+            f"ttfb_ms={'-' if ttfb is None else f'{ttfb * 1000.0:.1f}'} bytes={sent} "
+            f"dialect={dialect}{f' key={key}' if key else ''}"
+            f"{f' outcome={outcome}' if outcome else ''} request_id={rid}"
+        )
+        emit_text(
+            access_log,
+            LogLevel.info,
+            text,
+            {
+                "client": client,
+                "method": method,
+                "path": path,
+                "status": status,
+                "alias": alias,
+                "deployment": deployment,
+                "attempts": request.attempts,
+                "fallback": fallback,
+                "latency_ms": latency_ms,
+                "ttfb_ms": ttfb_ms,
+                "bytes": sent,
+                "dialect": dialect,
+                "outcome": outcome,
+                "request_id": rid,
+                "key": key,
+            },
         )

@@ -20,7 +20,7 @@ from zope.interface import implementer
 
 from gatewayd.dialects import Dialect
 from gatewayd.limits import store_health
-from gatewayd.log import get_logger
+from gatewayd.log import get_logger, is_verbose
 from gatewayd.providers.base import Endpoint, ProviderRequest, openai_error
 from gatewayd.web.answers import Answer
 from gatewayd.web.auth import authenticate, is_authorized
@@ -172,12 +172,13 @@ class RoutedResource(AuthedResource):
                 "model",
             )
         request.alias = alias
-        log.debug(
-            "{endpoint} for {alias}: {body}",
-            endpoint=endpoint,
-            alias=alias,
-            body=raw[:2000].decode("utf-8", "replace"),  # the body carries no keys
-        )
+        if is_verbose():  # the slice and decode cost on every request otherwise
+            log.debug(
+                "{endpoint} for {alias}: {body}",
+                endpoint=endpoint,
+                alias=alias,
+                body=raw[:2000].decode("utf-8", "replace"),  # the body carries no keys
+            )
         return body, stream
 
     def drop_params(self) -> bool:
