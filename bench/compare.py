@@ -73,6 +73,15 @@ def config(upstream_port: int) -> dict[str, object]:
     }
 
 
+def start_upstream(tmp: Path, cpus: str) -> tuple[Proc, int, dict[str, Path], Path]:
+    """The nginx upstream with fixed answers on ``cpus``, the request bodies for wrk and
+    the config file for the gateways: ``(nginx, its port, bodies, config path)``."""
+    upstream, port = start_nginx("upstream", "nginx-upstream.conf.in", tmp / "upstream", cpus)
+    cfg = tmp / "config.yaml"
+    cfg.write_text(yaml.safe_dump(config(port), sort_keys=False))
+    return upstream, port, bodies(tmp), cfg
+
+
 def bodies(directory: Path) -> dict[str, Path]:
     out = {}
     for mode, extra in (("json", {}), ("stream", {"stream": True})):
@@ -202,13 +211,8 @@ def main() -> None:
     procs: list[Proc] = []
     rows: list[Row] = []
     try:
-        upstream, up_port = start_nginx(
-            "upstream", "nginx-upstream.conf.in", tmp / "upstream", args.load_cpus
-        )
+        upstream, up_port, files, cfg = start_upstream(tmp, args.load_cpus)
         procs.append(upstream)
-        files = bodies(tmp)
-        cfg = tmp / "config.yaml"
-        cfg.write_text(yaml.safe_dump(config(up_port), sort_keys=False))
         direct = {"json": "/plain/v1/chat/completions", "stream": "/sse/v1/chat/completions"}
         api = {"json": "/v1/chat/completions", "stream": "/v1/chat/completions"}
 

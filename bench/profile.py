@@ -23,9 +23,8 @@ import threading
 from collections import Counter
 from pathlib import Path
 
-import yaml
-from compare import bodies, config, start_gatewayd
-from harness import Proc, start_nginx, wrk
+from compare import start_gatewayd, start_upstream
+from harness import Proc, wrk
 
 #: The event loop's own frames: everything under them is work for requests.
 _LOOP = ("EPollReactor.doPoll ", "ReactorBase.runUntilCurrent ")
@@ -114,13 +113,8 @@ def main() -> None:
     procs: list[Proc] = []
     out: list[str] = []
     try:
-        upstream, up_port = start_nginx(
-            "upstream", "nginx-upstream.conf.in", tmp / "upstream", args.load_cpus
-        )
+        upstream, _, files, cfg = start_upstream(tmp, args.load_cpus)
         procs.append(upstream)
-        files = bodies(tmp)
-        cfg = tmp / "config.yaml"
-        cfg.write_text(yaml.safe_dump(config(up_port), sort_keys=False))
         gw, port = start_gatewayd(tmp, cfg, 1, args.target_cpus)
         procs.append(gw)
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
