@@ -8,6 +8,8 @@ passed on to a native upstream.
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.web.resource import IResource
 from twisted.web.server import NOT_DONE_YET, Request
 
@@ -59,17 +61,7 @@ class MessagesResource(RoutedResource):
             return self.error(request, 400, "max_tokens: Field required (a positive integer)")
         if not isinstance(body.get("messages"), list):
             return self.error(request, 400, "messages: Field required (a list)")
-        assert request.alias is not None
-        call = ProviderRequest(
-            Endpoint.MESSAGES,
-            body,
-            stream,
-            dialect=Dialect.MESSAGES,
-            drop_params=self.drop_params(),
-            forward_headers=forwarded(request),
-        )
-        Exchange(self.gateway, request, request.alias, call, MessagesAnswer(request.alias))
-        return NOT_DONE_YET
+        return _exchange(self, request, Endpoint.MESSAGES, body, stream)
 
 
 class CountTokensResource(RoutedResource):
@@ -84,14 +76,25 @@ class CountTokensResource(RoutedResource):
         if isinstance(parsed, bytes):
             return parsed
         body, _ = parsed
-        assert request.alias is not None
-        call = ProviderRequest(
-            Endpoint.COUNT_TOKENS,
-            body,
-            False,
-            dialect=Dialect.MESSAGES,
-            drop_params=self.drop_params(),
-            forward_headers=forwarded(request),
-        )
-        Exchange(self.gateway, request, request.alias, call, MessagesAnswer(request.alias))
-        return NOT_DONE_YET
+        return _exchange(self, request, Endpoint.COUNT_TOKENS, body, False)
+
+
+def _exchange(
+    resource: RoutedResource,
+    request: GatewayRequest,
+    endpoint: Endpoint,
+    body: dict[str, Any],
+    stream: bool,
+) -> int:
+    """Route a Messages-dialect request; the answer is worded in Anthropic's shapes."""
+    assert request.alias is not None
+    call = ProviderRequest(
+        endpoint,
+        body,
+        stream,
+        dialect=Dialect.MESSAGES,
+        drop_params=resource.drop_params(),
+        forward_headers=forwarded(request),
+    )
+    Exchange(resource.gateway, request, request.alias, call, MessagesAnswer(request.alias))
+    return NOT_DONE_YET
