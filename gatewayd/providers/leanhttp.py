@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 #: Most bytes of status lines and headers (interim responses included) before a body.
 MAX_HEAD = 64 * 1024
 
+#: One for every complete body, as Twisted's ``connectionDone``: read, never changed.
+_DONE = Failure(ResponseDone())
 _VERSIONS = {"1.1": (b"HTTP", 1, 1), "1.0": (b"HTTP", 1, 0)}
 
 
@@ -241,7 +243,7 @@ class LeanConnection(Protocol):
             self._agent.retire(self)
             self.close()
         if response is not None:
-            response._finish(Failure(ResponseDone()))
+            response._finish(_DONE)
 
     # -- httptools callbacks -------------------------------------------------------
 
