@@ -234,6 +234,15 @@ async def test_a_url_of_another_origin_is_refused(server: ScriptedServer) -> Non
         await post(agent, "http://elsewhere.test/v1")
 
 
+@deferred_test
+async def test_a_url_that_would_break_the_request_line_is_refused(server: ScriptedServer) -> None:
+    agent = agent_for(server)
+    for bad in ("/v1 x", "/v1\r\nX-Injected: 1"):
+        with pytest.raises(ValueError):
+            await post(agent, server.url + bad)
+    assert server.requests == []
+
+
 def test_the_switch_picks_twisteds_agent(monkeypatch: pytest.MonkeyPatch) -> None:
     url = "http://127.0.0.1:9/v1"
     assert isinstance(UpstreamAgents(reactor=None).agent_for(url), LeanAgent)

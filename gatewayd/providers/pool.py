@@ -171,7 +171,10 @@ class LeanAgent:
         return exchange.deferred
 
     def _learn(self, uri: bytes) -> tuple[bytes, bytes]:
-        """The request target and Host line of a URL, checked to be of this origin."""
+        """The request target and Host line of a URL, checked to be of this origin and
+        to hold nothing that would end the request line (once per URL, not per request)."""
+        if any(c <= 0x20 or c >= 0x7F for c in uri.strip()):
+            raise ValueError(f"{uri!r} holds a character not allowed in a URL")
         parts = urlsplit(uri.decode("ascii").strip())
         if f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}" != self._origin:
             raise ValueError(f"{uri!r} is not a URL of {self._origin}")
