@@ -58,15 +58,21 @@ class _Conn(Protocol):
 
 
 class ScriptedServer:
-    def __init__(self) -> None:
+    """Listens on 127.0.0.1 (with TLS when given ``tls``: Twisted's server options)."""
+
+    def __init__(self, tls: Any = None) -> None:
         self.script: list[Action] = []
         self.requests: list[bytes] = []
         self.connections: list[_Conn] = []
         self.lost: list[_Conn] = []
         factory = Factory.forProtocol(lambda: _Conn(self))
         factory.noisy = False
-        self.port = reactor.listenTCP(0, factory, interface="127.0.0.1")
-        self.url = f"http://127.0.0.1:{self.port.getHost().port}"
+        if tls is None:
+            self.port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        else:
+            self.port = reactor.listenSSL(0, factory, tls, interface="127.0.0.1")
+        scheme = "https" if tls is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.port.getHost().port}"
 
     def act(self, conn: _Conn) -> None:
         action = self.script.pop(0) if self.script else HANG
@@ -79,7 +85,8 @@ class ScriptedServer:
 
     def stop(self) -> Deferred[Any]:
         for conn in self.connections:
-            conn.transport.abortConnection()  # type: ignore[union-attr]
+            if conn not in self.lost:
+                conn.transport.abortConnection()  # type: ignore[union-attr]
         d: Deferred[Any] = self.port.stopListening()
         return d
 

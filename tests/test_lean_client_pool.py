@@ -4,6 +4,7 @@ connection retry, flow control, cancellation, idle timeout, bounds and stats."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import pytest
@@ -12,6 +13,7 @@ from lean_server import CLOSE, HANG, Body, ScriptedServer, ok, reactor, until
 from test_lean_client import agent_for, post, read
 from twisted.internet.defer import CancelledError, gatherResults
 from twisted.internet.error import ConnectingCancelledError
+from twisted.internet.ssl import PrivateCertificate
 from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock
 from twisted.web.client import ResponseDone, ResponseFailed, ResponseNeverReceived
@@ -19,6 +21,7 @@ from twisted.web.client import ResponseDone, ResponseFailed, ResponseNeverReceiv
 from gatewayd.providers.body import BytesProducer
 from gatewayd.providers.endpoints import TLSSettings
 from gatewayd.providers.pool import LeanAgent
+from gatewayd.testing.tlsfiles import make_tls_files
 
 F = TypeVar("F", bound=Callable[..., Any])
 deferred_test = cast(Callable[[F], F], pytest_twisted.ensureDeferred)
@@ -217,3 +220,35 @@ async def test_close_closes_the_idle_connections(server: ScriptedServer) -> None
     await agent.close()
     assert agent.connection_counts() == (0, 0)
     await until(lambda: len(server.lost) == 1, "the server to see the close")
+
+
+@deferred_test
+async def test_over_tls_connections_are_reused_and_pausing_reaches_the_socket(
+    tmp_path: Path,
+) -> None:
+    files = make_tls_files(tmp_path)
+    pem = files.server_cert.read_bytes() + files.server_key.read_bytes()
+    tls_server = ScriptedServer(PrivateCertificate.loadPEM(pem).options())
+    try:
+        size = 4 * 1024 * 1024
+        big = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"x" * size
+        tls_server.script = [ok(b"one"), big]
+        agent = LeanAgent(reactor, tls_server.url, TLSSettings(verify=str(files.ca)), 8, 60)
+        assert (await read(await post(agent, tls_server.url + "/")))[0] == b"one"
+        response = await post(agent, tls_server.url + "/")
+        body = Body()
+        response.deliverBody(body)
+        transport: Any = body.transport
+        transport.pauseProducing()
+        await deferLater(reactor, 0.1, lambda: None)
+        seen = len(body.data)
+        await deferLater(reactor, 0.3, lambda: None)
+        assert len(body.data) == seen < size
+        transport.resumeProducing()
+        await body.ended
+        assert len(body.data) == size and body.reason is not None
+        assert body.reason.check(ResponseDone)
+        assert len(tls_server.connections) == 1 and agent.connection_counts() == (0, 1)
+        await agent.close()
+    finally:
+        await tls_server.stop()
