@@ -16,7 +16,6 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent
 
 from gatewayd.config.model import Deployment
-
 from gatewayd.providers.base import Endpoint, ProviderRequest
 from gatewayd.providers.catalog import WireFormat
 from gatewayd.providers.upstream import HTTPProvider, bearer_headers, copy_headers

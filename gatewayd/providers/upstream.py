@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.internet import error as net_error
-from twisted.internet.defer import CancelledError, Deferred, TimeoutError
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
@@ -112,7 +112,7 @@ class HTTPProvider(Provider):
     def send(self, request: ProviderRequest, limits: AttemptLimits) -> Deferred[UpstreamResponse]:
         started = self._clock.seconds()
         sent: list[str] = []  # the URL, once built
-        d = Deferred.fromCoroutine(self._attempt(request, limits, sent))
+        d = self._attempt(request, limits, sent)
         # Our own timer rather than addTimeout: cancelling an Agent request can surface as
         # ResponseNeverReceived, and a timeout must still read as a timeout (504).
         timed_out: list[bool] = []
@@ -168,9 +168,19 @@ class HTTPProvider(Provider):
                 failure.value.error = openai_error("upstream error (too deeply nested to show)")
         return failure
 
-    async def _attempt(
+    def _attempt(
         self, request: ProviderRequest, limits: AttemptLimits, sent: list[str]
-    ) -> UpstreamResponse:
+    ) -> Deferred[UpstreamResponse]:
+        """Fires with the :class:`UpstreamResponse`. Callbacks, not a coroutine: a
+        coroutine's driver costs more than the two steps it would save writing."""
+        try:
+            url, headers, body = self._prepare(request, sent)
+            d = self._agent.request(b"POST", url, headers, BytesProducer(body))
+        except Exception:
+            return fail()
+        return d.addCallback(self._answered, request, limits)
+
+    def _prepare(self, request: ProviderRequest, sent: list[str]) -> tuple[bytes, Headers, bytes]:
         try:
             url, headers, body = self.build_request(request)
         except UpstreamFailure:
@@ -198,11 +208,15 @@ class HTTPProvider(Provider):
             if len(self._clean_urls) >= 64:
                 self._clean_urls.clear()
             known = self._clean_urls[url] = (clean.encode("ascii"), clean)
-        url = known[0]
         sent.append(known[1])
         if not headers.hasHeader(b"accept-encoding"):
             headers.setRawHeaders(b"accept-encoding", [b"identity"])
-        response: IResponse = await self._agent.request(b"POST", url, headers, BytesProducer(body))
+        return known[0], headers, body
+
+    def _answered(
+        self, response: IResponse, request: ProviderRequest, limits: AttemptLimits
+    ) -> UpstreamResponse | Deferred[UpstreamResponse]:
+        """The response's status and headers are in: its body read, or its stream begun."""
         try:
             decoder = decoder_for(response.headers)
         except DecodingError as e:
@@ -223,8 +237,12 @@ class HTTPProvider(Provider):
                 else f"upstream answered with status {response.code}"
             )
         if not 200 <= response.code < 300:
-            error_body = await _collect(response, MAX_ERROR_BODY, decoder)
-            raise self._read_error(response.code, response.headers, error_body)
+            status, headers = response.code, response.headers
+
+            def refused(error_body: bytes) -> UpstreamResponse:
+                raise self._read_error(status, headers, error_body)
+
+            return _collect(response, MAX_ERROR_BODY, decoder).addCallback(refused)
         passed = passable_headers(response.headers)
         ctype = (response.headers.getRawHeaders(b"content-type") or [b""])[0].lower()
         if request.stream and b"text/event-stream" in ctype:
@@ -239,9 +257,18 @@ class HTTPProvider(Provider):
                 self._redactor,
             )
             response.deliverBody(reader)
-            await reader.first_bytes
-            return UpstreamResponse(response.code, passed, stream=reader)
-        data = await _collect(response, MAX_RESPONSE_BODY, decoder)
+            code = response.code
+            return reader.first_bytes.addCallback(
+                lambda _: UpstreamResponse(code, passed, stream=reader)
+            )
+        code = response.code
+        return _collect(response, MAX_RESPONSE_BODY, decoder).addCallback(
+            self._read_body, request, code, passed
+        )
+
+    def _read_body(
+        self, data: bytes, request: ProviderRequest, code: int, passed: Any
+    ) -> UpstreamResponse:
         if b"NaN" in data or b"Infinity" in data:
             # Translating providers parse leniently; no NaN/Infinity gets past here (the
             # substring test keeps the common case to one parse).
@@ -263,7 +290,7 @@ class HTTPProvider(Provider):
             ) from None
         usage = parsed.get("usage")
         return UpstreamResponse(
-            response.code, passed, body=body, usage=usage if isinstance(usage, dict) else None
+            code, passed, body=body, usage=usage if isinstance(usage, dict) else None
         )
 
     def _read_error(self, status: int, headers: Headers, body: bytes) -> UpstreamFailure:
@@ -366,10 +393,11 @@ def _is_cancellation(failure: Failure) -> bool:
     return any(isinstance(r, Failure) and r.check(CancelledError) for r in reasons)
 
 
-async def _collect(response: IResponse, limit: int, decoder: Decoder | None = None) -> bytes:
+def _collect(response: IResponse, limit: int, decoder: Decoder | None = None) -> Deferred[bytes]:
+    """Fires with the (decoded) body, at most ``limit`` bytes."""
     collector = BodyCollector(limit, decoder)
     response.deliverBody(collector)
-    return await collector.done
+    return collector.done
 
 
 def copy_headers(headers: Headers) -> Headers:
