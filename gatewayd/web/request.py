@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -227,6 +228,8 @@ class _HTTPDate:
 
 
 _http_date = _HTTPDate()
+#: Which successful requests get an access line under ``access_log_sample_rate``.
+_sampler = random.Random()
 
 
 class GatewayChannel(HTTPChannel):
@@ -382,6 +385,14 @@ class GatewaySite(Site):
                     request.outcome,
                 )
             )
+        g = self.settings()
+        if not g.access_log or (
+            g.access_log_sample_rate < 1.0
+            and status < 400
+            and request.outcome is None
+            and _sampler.random() >= g.access_log_sample_rate
+        ):
+            return  # counted above; no line (errors always get one when sampling)
         ttfb = request.ttfb
         client = getattr(request.getClientAddress(), "host", "-")
         method = request.method.decode("ascii", "replace")
