@@ -12,6 +12,7 @@ from urllib.parse import unquote_to_bytes as unquote
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES, HTTPChannel, _GenericHTTPChannelProtocol, datetimeToString
+from twisted.web.http_headers import Headers
 from twisted.web.server import Request, Site, version
 
 from gatewayd import reqid
@@ -22,6 +23,7 @@ from gatewayd.providers.base import openai_error
 from gatewayd.reqid import request_id
 from gatewayd.tracing import NOOP_TRACE, NOOP_TRACING, RequestSummary, RequestTrace, Tracing
 from gatewayd.web.errors import error_json, write_error_object
+from gatewayd.writethrough import write_through
 
 access_log = Logger(namespace="gatewayd.access")
 log = get_logger("gatewayd.web")
@@ -190,7 +192,16 @@ class GatewayRequest(Request):
         if self.ttfb is None:
             self.ttfb = time.monotonic() - self.started
         self.bytes_sent += len(data)
-        super().write(data)  # type: ignore[no-untyped-call]
+        channel = self.channel
+        if self.startedWriting or not isinstance(channel, GatewayChannel):
+            super().write(data)  # type: ignore[no-untyped-call]
+            return
+        # The first write: the status line, headers and first bytes leave in one send.
+        channel.cork()
+        try:
+            super().write(data)  # type: ignore[no-untyped-call]
+        finally:
+            channel.uncork()
 
     def connectionLost(self, reason: Failure) -> None:
         finished = self.finished
@@ -273,6 +284,42 @@ class GatewayChannel(HTTPChannel):
             )
             return
         super().allHeadersReceived()  # type: ignore[no-untyped-call]
+
+    # -- writing: at once when nothing is queued (gatewayd.writethrough) -----------
+
+    _corked: list[bytes] | None = None
+
+    def cork(self) -> None:
+        """Hold what is written until :meth:`uncork`, to send it as one."""
+        self._corked = []
+
+    def uncork(self) -> None:
+        parts, self._corked = self._corked, None
+        if parts:
+            write_through(self.transport, b"".join(parts))
+
+    def _send(self, data: bytes) -> None:
+        if self._corked is not None:
+            self._corked.append(data)
+        else:
+            write_through(self.transport, data)
+
+    def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
+        if not isinstance(headers, Headers):
+            super().writeHeaders(version, code, reason, headers)  # type: ignore[no-untyped-call]
+            return
+        parts = [version, b" ", code, b" ", reason, b"\r\n"]
+        for name, values in headers.getAllRawHeaders():
+            for value in values:
+                parts.extend((name, b": ", value, b"\r\n"))
+        parts.append(b"\r\n")
+        self._send(b"".join(parts))
+
+    def write(self, data: bytes) -> None:
+        self._send(data)
+
+    def writeSequence(self, iovec: Any) -> None:
+        self._send(b"".join(iovec))
 
     def _respondToBadRequestAndDisconnect(self) -> None:
         self.reject(400, "malformed HTTP request", "bad_request")
