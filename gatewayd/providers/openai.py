@@ -28,6 +28,10 @@ def upstream_body(request: ProviderRequest, model: str) -> bytes:
     return dump_json(body)
 
 
+#: One encoder for every body: ``json.dumps`` with arguments builds one per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
 def dump_json(obj: Any) -> bytes:
     """Compact UTF-8 JSON; ASCII escapes only when the text holds a lone surrogate
     (legal in JSON text, not encodable as UTF-8).
@@ -35,7 +39,7 @@ def dump_json(obj: Any) -> bytes:
     Raises ValueError for NaN or Infinity (a client's ``1e999`` parses as one):
     Python would write them as bare words that no JSON parser accepts."""
     try:
-        text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        text = _ENCODER.encode(obj)
     except ValueError as e:
         if isinstance(e, UnicodeError):
             raise

@@ -17,7 +17,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseFailed, ResponseNeverReceived
-from twisted.web.http_headers import Headers
+from twisted.web.http_headers import Headers, _nameEncoder
 from twisted.web.iweb import IAgent, IResponse
 
 from gatewayd.config.model import Deployment
@@ -197,9 +197,11 @@ class HTTPProvider(Provider):
                     "invalid_request",
                 ),
             ) from None
+        raw = headers._rawHeaders  # gatewayd's own names and values: no re-checking
         for name, value in request.headers:  # a deployment's own `headers:` win
-            if not headers.hasHeader(name):
-                headers.setRawHeaders(name, [value])
+            key = _header_key(name)
+            if key not in raw:
+                raw[key] = [value.encode("latin-1")]
         # Credentials in api_base are never sent in the URL (nor logged, nor shown).
         # A deployment's URL is the same every time: split once (urlsplit per request).
         known = self._clean_urls.get(url)
@@ -209,8 +211,8 @@ class HTTPProvider(Provider):
                 self._clean_urls.clear()
             known = self._clean_urls[url] = (clean.encode("ascii"), clean)
         sent.append(known[1])
-        if not headers.hasHeader(b"accept-encoding"):
-            headers.setRawHeaders(b"accept-encoding", [b"identity"])
+        if _ACCEPT_ENCODING not in raw:
+            raw[_ACCEPT_ENCODING] = [b"identity"]
         return known[0], headers, body
 
     def _answered(
@@ -398,6 +400,19 @@ def _collect(response: IResponse, limit: int, decoder: Decoder | None = None) ->
     collector = BodyCollector(limit, decoder)
     response.deliverBody(collector)
     return collector.done
+
+
+_ACCEPT_ENCODING = _nameEncoder.encode(b"accept-encoding")
+_KEYS: dict[str, bytes] = {}
+
+
+def _header_key(name: str) -> bytes:
+    """``name`` as :class:`Headers` keys it; gatewayd adds a handful of names, so the
+    encoding (and its check) is done once per name."""
+    key = _KEYS.get(name)
+    if key is None:
+        key = _KEYS[name] = _nameEncoder.encode(name)
+    return key
 
 
 def copy_headers(headers: Headers) -> Headers:

@@ -20,7 +20,15 @@ from gatewayd.web.admission import admitted_route
 from gatewayd.web.answers import Answer
 from gatewayd.web.errors import set_status
 from gatewayd.web.relay import StreamRelay
-from gatewayd.web.request import GatewayRequest
+from gatewayd.web.request import (
+    CONTENT_LENGTH,
+    CONTENT_TYPE,
+    X_GATEWAYD_ATTEMPTS,
+    X_GATEWAYD_DEPLOYMENT,
+    X_GATEWAYD_MODEL,
+    GatewayRequest,
+    header_value,
+)
 
 log = get_logger("gatewayd.web.resources")
 
@@ -127,9 +135,9 @@ class Exchange:
         r.fallback = result.fallback
         if self.committed:
             return
-        r.setHeader(b"x-gatewayd-model", result.alias.encode())
-        r.setHeader(b"x-gatewayd-deployment", result.deployment.encode())
-        r.setHeader(b"x-gatewayd-attempts", str(result.attempts).encode())
+        r.put_header(X_GATEWAYD_MODEL, header_value(result.alias))
+        r.put_header(X_GATEWAYD_DEPLOYMENT, header_value(result.deployment))
+        r.put_header(X_GATEWAYD_ATTEMPTS, b"%d" % result.attempts)
         if result.fallback:
             r.setHeader(b"x-gatewayd-fallback", result.fallback.encode())
         for name, value in result.response.headers:
@@ -156,8 +164,8 @@ class Exchange:
                 if result.attempts == 1:  # overhead is only clean without retries
                     r.upstream_seconds = result.upstream_seconds
                 r.setResponseCode(response.status)
-                r.setHeader(b"content-type", b"application/json")
-                r.setHeader(b"content-length", str(len(body)).encode())
+                r.put_header(CONTENT_TYPE, b"application/json")
+                r.put_header(CONTENT_LENGTH, b"%d" % len(body))
                 r.write(body)
             r.finish()
             return

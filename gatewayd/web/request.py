@@ -12,7 +12,7 @@ from urllib.parse import unquote_to_bytes as unquote
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES, HTTPChannel, _GenericHTTPChannelProtocol, datetimeToString
-from twisted.web.http_headers import Headers
+from twisted.web.http_headers import Headers, _nameEncoder, _sanitizeLinearWhitespace
 from twisted.web.server import Request, Site, version
 
 from gatewayd import reqid
@@ -80,7 +80,8 @@ class GatewayRequest(Request):
 
     def process(self) -> None:
         self.request_id = request_id(self.getHeader(reqid.HEADER))
-        self.setHeader(reqid.HEADER, self.request_id.encode("ascii"))  # every response
+        # Every response carries it (a sane id: safe characters only, see reqid).
+        self.put_header(_X_REQUEST_ID, self.request_id.encode("ascii"))
         site = getattr(self.channel, "site", None)
         if isinstance(site, GatewaySite):
             if site.tracing.enabled:
@@ -102,9 +103,8 @@ class GatewayRequest(Request):
         second (``gmtime`` and formatting per request otherwise); no encoders (gatewayd's
         resources have none)."""
         self.site = self.channel.site  # type: ignore[attr-defined]
-        headers = self.responseHeaders
-        headers.setRawHeaders(b"server", [version])
-        headers.setRawHeaders(b"date", [_http_date()])
+        self.put_header(_SERVER, version)
+        self.put_header(_DATE, _http_date())
         self.prepath = []
         self.postpath = list(map(unquote, self.path[1:].split(b"/")))
         if self.path == b"*":
@@ -114,6 +114,12 @@ class GatewayRequest(Request):
             self.render(self.site.getResourceFor(self))
         except BaseException:
             self.processingFailed(Failure())
+
+    def put_header(self, name: bytes, value: bytes) -> None:
+        """``setHeader`` for gatewayd's own headers: ``name`` one of this module's
+        canonical constants, ``value`` known to be safe (no CR or LF: digits, constants,
+        checked ids), so neither needs Twisted's per-call encoding and checking."""
+        self.responseHeaders._rawHeaders[name] = [value]
 
     def _uncount(self) -> None:
         site, self._counted = self._counted, None
@@ -221,6 +227,34 @@ def master_key_for(request: Request) -> str | None:
     """The master key in force for ``request``'s site (None: no key, or not our site)."""
     site = getattr(request, "site", None)
     return site.settings().master_key if isinstance(site, GatewaySite) else None
+
+
+def canonical(name: bytes) -> bytes:
+    """A header name as :class:`Headers` keys it (for :meth:`GatewayRequest.put_header`)."""
+    key: bytes = _nameEncoder.encode(name)
+    return key
+
+
+_X_REQUEST_ID = canonical(reqid.HEADER)
+_SERVER = canonical(b"server")
+_DATE = canonical(b"date")
+CONTENT_TYPE = canonical(b"content-type")
+CONTENT_LENGTH = canonical(b"content-length")
+X_GATEWAYD_ATTEMPTS = canonical(b"x-gatewayd-attempts")
+X_GATEWAYD_MODEL = canonical(b"x-gatewayd-model")
+X_GATEWAYD_DEPLOYMENT = canonical(b"x-gatewayd-deployment")
+_VALUES: dict[str, bytes] = {}
+
+
+def header_value(text: str) -> bytes:
+    """``text`` (an alias, a deployment id: names from the config) as a header value,
+    encoded and cleaned of line breaks as ``setHeader`` would, once per distinct name."""
+    value = _VALUES.get(text)
+    if value is None:
+        if len(_VALUES) >= 4096:
+            _VALUES.clear()
+        value = _VALUES[text] = _sanitizeLinearWhitespace(text.encode("utf-8"))
+    return value
 
 
 class _HTTPDate:
