@@ -19,24 +19,18 @@ import io
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
-# bench/profile.py would shadow the standard library's profile, which cProfile imports.
-_bench = sys.path.pop(0)
-import cProfile  # noqa: E402
-import pstats  # noqa: E402
-
-sys.path.insert(0, _bench)
-
 from harness import chat_answer, stream_answer
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import succeed
 from twisted.internet.testing import StringTransport
 from twisted.logger import FileLogObserver, globalLogBeginner
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from twisted.web.http_headers import Headers
-from zope.interface import implementer
 from twisted.web.iweb import IAgent
+from zope.interface import implementer
 
 from gatewayd.config import parse_config
 from gatewayd.log import _text_formatter
@@ -129,19 +123,36 @@ def run(service: GatewayService, raw: bytes, n: int, wanted: bytes) -> float:
     return (time.process_time() - started) / n * 1e6
 
 
+def _cprofile() -> tuple[Any, Any]:
+    """cProfile and pstats: bench/profile.py would shadow the standard library's
+    ``profile``, which cProfile imports."""
+    here = str(Path(__file__).resolve().parent)
+    saved = sys.path[:]
+    sys.path[:] = [p for p in sys.path if str(Path(p or ".").resolve()) != here]
+    try:
+        import cProfile
+        import pstats
+    finally:
+        sys.path[:] = saved
+    return cProfile, pstats
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--requests", type=int, default=20000)
     ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
     sink = io.StringIO()
-    globalLogBeginner.beginLoggingTo([FileLogObserver(sink, _text_formatter())], redirectStandardIO=False)
+    globalLogBeginner.beginLoggingTo(
+        [FileLogObserver(sink, _text_formatter())], redirectStandardIO=False
+    )
     service = build()
     cases = [
         ("json", request_bytes("plain", False), b"chat.completion"),
         ("stream", request_bytes("sse", True), b"[DONE]"),
     ]
     if args.profile:
+        cProfile, pstats = _cprofile()
         for name, raw, wanted in cases:
             prof = cProfile.Profile()
             prof.enable()
