@@ -92,7 +92,7 @@ def build() -> GatewayService:
         "router_settings": {"num_retries": 2},
         "general_settings": {"master_key": MASTER_KEY},
     }
-    provider_http.UpstreamAgents.agent_for = lambda self, url, tls=None: _InstantAgent()  # type: ignore[method-assign,assignment,misc]
+    provider_http.UpstreamAgents.agent_for = lambda self, url, tls=None: _InstantAgent()  # type: ignore[method-assign]
     return GatewayService(parse_config(json.dumps(doc)), "tcp:0")
 
 
