@@ -193,8 +193,9 @@ class StreamReader(Protocol, EventStream):
             failure = self._bad_failure
         elif self._idle_failure is not None:
             failure = self._idle_failure
-        elif not reason.check(ResponseDone, PotentialDataLoss):
-            if reason.check(CancelledError):
+        elif not isinstance(reason.value, ResponseDone | PotentialDataLoss):
+            # isinstance, not Failure.check: check names every class of the hierarchy.
+            if isinstance(reason.value, CancelledError):
                 failure = None
             else:
                 failure = UpstreamFailure(
@@ -212,7 +213,7 @@ class StreamReader(Protocol, EventStream):
                 # A clean end with a last event missing its blank line: deliver it anyway.
                 tail = self._framer.pending.rstrip(b"\r\n") + b"\n\n"
                 failure = self._deliver_tail(tail)
-            truncated = self._require_done or reason.check(PotentialDataLoss)
+            truncated = self._require_done or isinstance(reason.value, PotentialDataLoss)
             if failure is None and truncated and not self._done_seen and self.first_bytes.called:
                 failure = UpstreamFailure(
                     FailureKind.CONNECT,

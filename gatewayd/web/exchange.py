@@ -21,8 +21,10 @@ from gatewayd.web.answers import Answer
 from gatewayd.web.errors import set_status
 from gatewayd.web.relay import StreamRelay
 from gatewayd.web.request import (
+    CACHE_CONTROL,
     CONTENT_LENGTH,
     CONTENT_TYPE,
+    X_ACCEL_BUFFERING,
     X_GATEWAYD_ATTEMPTS,
     X_GATEWAYD_DEPLOYMENT,
     X_GATEWAYD_MODEL,
@@ -124,9 +126,9 @@ class Exchange:
     def _sse_headers(self) -> None:
         r = self.request
         r.setResponseCode(200)
-        r.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
-        r.setHeader(b"cache-control", b"no-cache")
-        r.setHeader(b"x-accel-buffering", b"no")
+        r.put_header(CONTENT_TYPE, b"text/event-stream; charset=utf-8")
+        r.put_header(CACHE_CONTROL, b"no-cache")
+        r.put_header(X_ACCEL_BUFFERING, b"no")
 
     def _describe(self, result: RouteResult) -> None:
         r = self.request

@@ -242,6 +242,8 @@ CONTENT_TYPE = canonical(b"content-type")
 CONTENT_LENGTH = canonical(b"content-length")
 X_GATEWAYD_ATTEMPTS = canonical(b"x-gatewayd-attempts")
 X_GATEWAYD_MODEL = canonical(b"x-gatewayd-model")
+CACHE_CONTROL = canonical(b"cache-control")
+X_ACCEL_BUFFERING = canonical(b"x-accel-buffering")
 X_GATEWAYD_DEPLOYMENT = canonical(b"x-gatewayd-deployment")
 _VALUES: dict[str, bytes] = {}
 
