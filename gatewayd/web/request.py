@@ -105,6 +105,19 @@ class GatewayRequest(Request):
         self.site = self.channel.site  # type: ignore[attr-defined]
         self.put_header(_SERVER, version)
         self.put_header(_DATE, _http_date())
+        site = self.site
+        leaf = site.leaf_for(self.path) if isinstance(site, GatewaySite) else None
+        if leaf is not None:
+            # A fixed path to a leaf (POST /v1/chat/completions): where Twisted's walk
+            # down the tree would end, with the same prepath, found in one lookup.
+            self.prepath = list(leaf[1])
+            self.postpath = []
+            self.sitepath: list[bytes] = []
+            try:
+                self.render(leaf[0])
+            except BaseException:
+                self.processingFailed(Failure())
+            return
         self.prepath = []
         self.postpath = list(map(unquote, self.path[1:].split(b"/")))
         if self.path == b"*":
@@ -390,6 +403,20 @@ class GatewayChannel(HTTPChannel):
             super().dataReceived(data)  # type: ignore[no-untyped-call]
 
 
+def _fixed_leaves(resource: Any, prefix: bytes) -> dict[bytes, tuple[Any, tuple[bytes, ...]]]:
+    """Every leaf under ``resource`` reached through ``children`` alone, by full path."""
+    out: dict[bytes, tuple[Any, tuple[bytes, ...]]] = {}
+    for name, child in getattr(resource, "children", {}).items():
+        path = prefix + b"/" + name
+        if not name or len(path) > 256:
+            continue
+        if getattr(child, "isLeaf", False):
+            out[path] = (child, tuple(path[1:].split(b"/")))
+        else:
+            out.update(_fixed_leaves(child, path))
+    return out
+
+
 class GatewaySite(Site):
     """A :class:`Site` with one structured access-log line per request."""
 
@@ -423,6 +450,16 @@ class GatewaySite(Site):
         self.open_connections = 0
         #: Starts each request's trace (a no-op unless tracing is configured).
         self.tracing: Tracing = NOOP_TRACING
+
+    _leaves: tuple[Any, dict[bytes, tuple[Any, tuple[bytes, ...]]]] | None = None
+
+    def leaf_for(self, path: bytes) -> tuple[Any, tuple[bytes, ...]] | None:
+        """The leaf resource at ``path`` when it is one of the tree's fixed paths, with
+        its path segments; None otherwise (the tree is walked as usual)."""
+        leaves = self._leaves
+        if leaves is None or leaves[0] is not self.resource:
+            leaves = self._leaves = (self.resource, _fixed_leaves(self.resource, b""))
+        return leaves[1].get(path)
 
     def buildProtocol(self, addr: Any) -> Any:
         channel = super().buildProtocol(addr)  # type: ignore[no-untyped-call]
