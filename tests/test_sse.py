@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gatewayd.providers.sse import SSEFramer, event_data, is_done
+from gatewayd.providers.sse import EventTooLarge, SSEFramer, event_data, is_done, split_block
 
 EVENTS = [
     b'data: {"a":1}\n\n',
@@ -68,3 +68,35 @@ def test_event_data_and_done() -> None:
     assert event_data(b": comment\n\n") is None
     assert is_done(b"data: [DONE]\n\n")
     assert not is_done(b'data: {"text": "[DONE]"}\n\n')
+
+
+@given(
+    st.lists(st.sampled_from([*EVENTS, b"\n", b"\n\n", b"\r\n"]), max_size=12),
+    st.lists(st.integers(min_value=0, max_value=400), max_size=12),
+    st.integers(min_value=8, max_value=64),
+)
+def test_feed_block_is_the_join_of_feed(parts: list[bytes], cuts: list[int], bound: int) -> None:
+    """The block reader gives the bytes the event reader gives, joined, and fails the
+    same way past the bound: stray blank lines and all, whatever the reads."""
+    data = b"".join(parts)
+    points = sorted({min(c, len(data)) for c in cuts})
+    pieces = [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
+    by_event, by_block = SSEFramer(bound), SSEFramer(bound)
+    for p in pieces:
+        try:
+            want: bytes | type[Exception] = b"".join(by_event.feed(p))
+        except EventTooLarge:
+            want = EventTooLarge
+        try:
+            got: bytes | type[Exception] = by_block.feed_block(p)
+        except EventTooLarge:
+            got = EventTooLarge
+        assert got == want
+        if want is EventTooLarge:
+            return
+        assert by_block.pending == by_event.pending
+
+
+def test_split_block_gives_the_events_back() -> None:
+    block = SSEFramer().feed_block(STREAM)
+    assert block == STREAM and split_block(block) == EVENTS

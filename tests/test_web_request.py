@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 
+from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import Request
 from twisted.web.test.requesthelper import DummyChannel
 
-from gatewayd.web.request import GatewayRequest
+from gatewayd.config.model import GeneralSettings
+from gatewayd.web.request import GatewayRequest, GatewaySite
 
 
 def test_processing_failure_is_a_json_500_without_a_traceback() -> None:
@@ -28,3 +32,42 @@ def test_processing_failure_is_a_json_500_without_a_traceback() -> None:
     assert b"application/json" in head.lower()
     assert json.loads(body)["error"]["code"] == "internal_error"
     assert b"sk-should-not-show" not in written and b"Traceback" not in written
+
+
+class _Leaf(Resource):
+    isLeaf = True
+
+    def render_GET(self, request: Request) -> bytes:
+        return b"/".join(request.prepath or []) + b"|" + b"/".join(request.postpath or [])
+
+
+def _get(site: GatewaySite, path: bytes) -> bytes:
+    transport = StringTransport()
+    channel = site.buildProtocol(None)
+    channel.makeConnection(transport)
+    channel.dataReceived(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    written: bytes = transport.value()
+    return written
+
+
+def test_fixed_leaf_paths_are_found_as_the_tree_walk_finds_them() -> None:
+    root, node = Resource(), Resource()
+    leaf, deep = _Leaf(), _Leaf()  # type: ignore[no-untyped-call]
+    node.putChild(b"b", deep)
+    root.putChild(b"a", node)
+    root.putChild(b"leaf", leaf)
+    site = GatewaySite(root, lambda: GeneralSettings())
+    found = site.leaf_for(b"/a/b")
+    assert found is not None and found[0] is deep and found[1] == (b"a", b"b")
+    assert site.leaf_for(b"/a") is None  # not a leaf: the tree is walked
+    # The shortcut answers as the walk does, prepath included; paths past a leaf, an
+    # escaped path and a trailing slash take the walk.
+    assert _get(site, b"/a/b").endswith(b"a/b|")
+    assert _get(site, b"/leaf/more/x").endswith(b"leaf|more/x")
+    assert _get(site, b"/a/%62").endswith(b"a/b|")
+    # A new tree on the site is seen.
+    other = _Leaf()  # type: ignore[no-untyped-call]
+    site.resource = Resource()
+    site.resource.putChild(b"a", other)
+    found = site.leaf_for(b"/a")
+    assert found is not None and found[0] is other

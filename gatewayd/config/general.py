@@ -36,6 +36,8 @@ GENERAL_KEYS = {
     "otel",
     "log_format",
     "json_logs",
+    "access_log",
+    "access_log_sample_rate",
     "listen_backlog",
     "state_store",
     "state_store_failure",
@@ -165,6 +167,8 @@ class GeneralSection(KeySection):
             workers=self._int(g, "workers", p("workers"), 1, 1),
             otel=otel_settings(self, g.get("otel"), f"{p('otel')}.otel"),
             log_format=log_format(self, g, p("log_format")),
+            access_log=self._bool(g, "access_log", p("access_log"), True),
+            access_log_sample_rate=self._sample_rate(g, p("access_log_sample_rate")),
             listen_backlog=self._int(g, "listen_backlog", p("listen_backlog"), 1024, 1),
             state_store=self._state_store(g, p, raw),
             state_store_failure=self._state_failure(g, p),
@@ -181,6 +185,15 @@ class GeneralSection(KeySection):
                 g, "response_store_max_bytes", p("response_store_max_bytes"), 64 * 1024 * 1024, 0
             ),
         )
+
+    def _sample_rate(self, g: Mapping[str, Any], section: str) -> float:
+        rate = self._float(g, "access_log_sample_rate", section, 1.0)
+        if rate > 1.0:
+            raise ConfigError(
+                f"{section}.access_log_sample_rate",
+                f"a fraction of requests, from 0 to 1, got {rate:g}",
+            )
+        return rate
 
     def _origins(self, v: Any, section: str) -> tuple[str, ...]:
         path = f"{section}.cors_allow_origins"

@@ -113,6 +113,10 @@ class GeneralSettings:
     otel: OtelSettings | None = None
     #: ``text`` or ``json`` (one object per line); ``--log-format`` wins.
     log_format: str = "text"
+    #: One access-log line per request (``false``: none; metrics are counted anyway).
+    access_log: bool = True
+    #: The share of successful requests that get an access-log line (errors always do).
+    access_log_sample_rate: float = 1.0
     #: The listen(2) backlog: connections the kernel queues before gatewayd accepts them.
     listen_backlog: int = 1024
     #: ``redis://[:password@]host:port/db`` shared by every instance; None = in memory.

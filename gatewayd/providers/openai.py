@@ -11,11 +11,14 @@ import json
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.web.http_headers import Headers
+from twisted.web.iweb import IAgent
 
+from gatewayd.config.model import Deployment
 from gatewayd.providers.base import Endpoint, ProviderRequest
 from gatewayd.providers.catalog import WireFormat
-from gatewayd.providers.upstream import HTTPProvider, bearer_headers
+from gatewayd.providers.upstream import HTTPProvider, bearer_headers, copy_headers
 
 
 def upstream_body(request: ProviderRequest, model: str) -> bytes:
@@ -25,6 +28,10 @@ def upstream_body(request: ProviderRequest, model: str) -> bytes:
     return dump_json(body)
 
 
+#: One encoder for every body: ``json.dumps`` with arguments builds one per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
 def dump_json(obj: Any) -> bytes:
     """Compact UTF-8 JSON; ASCII escapes only when the text holds a lone surrogate
     (legal in JSON text, not encodable as UTF-8).
@@ -32,7 +39,7 @@ def dump_json(obj: Any) -> bytes:
     Raises ValueError for NaN or Infinity (a client's ``1e999`` parses as one):
     Python would write them as bare words that no JSON parser accepts."""
     try:
-        text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        text = _ENCODER.encode(obj)
     except ValueError as e:
         if isinstance(e, UnicodeError):
             raise
@@ -49,13 +56,17 @@ def dump_json(obj: Any) -> bytes:
 class OpenAICompatibleProvider(HTTPProvider):
     """Any server that speaks OpenAI's wire format, Azure OpenAI and Azure AI included."""
 
+    def __init__(self, deployment: Deployment, agent: IAgent, clock: IReactorTime) -> None:
+        super().__init__(deployment, agent, clock)
+        # A deployment's URLs and headers never change: built once, not per request.
+        self._urls: dict[Endpoint, bytes] = {}
+        self._headers = self.headers_for()
+
     def build_request(self, request: ProviderRequest) -> tuple[bytes, Headers, bytes]:
-        dep = self.deployment
-        return (
-            self.url_for(request).encode("ascii"),
-            self.headers_for(),
-            upstream_body(request, dep.model),
-        )
+        url = self._urls.get(request.endpoint)
+        if url is None:
+            url = self._urls[request.endpoint] = self.url_for(request).encode("ascii")
+        return url, copy_headers(self._headers), upstream_body(request, self.deployment.model)
 
     def url_for(self, request: ProviderRequest) -> str:
         """The upstream URL for this request's endpoint."""

@@ -39,6 +39,30 @@ class SSEFramer:
         """Add ``data``; return every event it completed, in order.
 
         Raises :class:`EventTooLarge` when one event passes ``max_event`` bytes."""
+        return self._events_from(self._take(data))
+
+    def feed_block(self, data: bytes) -> bytes:
+        """Add ``data``; return the events it completed as one block of bytes: the same
+        as ``b"".join(self.feed(data))``, without a copy per event when the block is
+        plain (no stray blank lines, every event within the bound)."""
+        start = self._take(data)
+        buf = self._buf
+        last = buf.rfind(b"\n\n", start)
+        if last == -1:
+            if len(buf) > self._max:
+                raise EventTooLarge(f"an upstream event is larger than {self._max} bytes")
+            return b""
+        end = last + 2
+        if end <= self._max and buf[0] != 10 and buf.find(b"\n\n\n", 0, end) == -1:
+            block = bytes(buf[:end])
+            del buf[:end]
+            if len(buf) > self._max:
+                raise EventTooLarge(f"an upstream event is larger than {self._max} bytes")
+            return block
+        return b"".join(self._events_from(start))
+
+    def _take(self, data: bytes) -> int:
+        """Append ``data`` (line endings made ``\\n``); where to search for new ends."""
         if self._skip_lf and data.startswith(b"\n"):
             data = data[1:]
         self._skip_lf = False
@@ -50,6 +74,10 @@ class SSEFramer:
         # reads) are searched: rescanning the whole buffer made a long event quadratic.
         start = max(0, len(buf) - 1)
         buf += data
+        return start
+
+    def _events_from(self, start: int) -> list[bytes]:
+        buf = self._buf
         i = buf.find(b"\n\n", start)
         out = []
         pos = 0
@@ -75,6 +103,11 @@ class SSEFramer:
     def pending(self) -> bytes:
         """Bytes of an event not yet complete."""
         return bytes(self._buf)
+
+
+def split_block(block: bytes) -> list[bytes]:
+    """The events of a plain block from :meth:`SSEFramer.feed_block`, one by one."""
+    return [e + b"\n\n" for e in block.split(b"\n\n") if e]
 
 
 def event_data(event: bytes) -> bytes | None:

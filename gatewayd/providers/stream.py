@@ -31,7 +31,15 @@ from gatewayd.providers.base import (
 from gatewayd.providers.encoding import Decoder, DecodingError
 from gatewayd.providers.http import _describe
 from gatewayd.providers.redact import Redactor
-from gatewayd.providers.sse import EventTooLarge, SSEFramer, data_event, event_data, is_done
+from gatewayd.providers.sse import (
+    DONE,
+    EventTooLarge,
+    SSEFramer,
+    data_event,
+    event_data,
+    is_done,
+    split_block,
+)
 from gatewayd.providers.wirejson import loads_strict, normalise_error
 
 log = get_logger(__name__)
@@ -72,6 +80,18 @@ def vet_event(event: bytes, redactor: Redactor | None = None) -> bytes:
     obj["error"] = normalise_error(error, "api_error")
     head = b"".join(line + b"\n" for line in event.split(b"\n") if line.startswith(b"event:"))
     return head + data_event(obj)
+
+
+def _holds_done(block: bytes) -> bool:
+    """One of the events of ``block`` (one event, or a plain block) is ``[DONE]``."""
+    if b"[DONE]" not in block:
+        return False
+    if block == DONE or block.endswith(_AFTER_EVENT_DONE):  # the usual place: last
+        return True
+    return is_done(block) or any(map(is_done, split_block(block)))
+
+
+_AFTER_EVENT_DONE = b"\n\n" + DONE
 
 
 class StreamReader(Protocol, EventStream):
@@ -118,11 +138,25 @@ class StreamReader(Protocol, EventStream):
         """The vetted client events ``data`` completes; raises on a bad upstream."""
         if self._decoder is not None:
             data = self._decoder.decode(data, MAX_DECODED_READ)
+        if self._translate is None:
+            # Passed through: the read's complete events stay one block of bytes, vetted
+            # in one pass (what no event of it holds, the block does not hold either).
+            block = self._framer.feed_block(data)
+            if not block:
+                return []
+            redactor = self._redactor
+            if (
+                b"NaN" not in block
+                and b"Infinity" not in block
+                and b'"error"' not in block
+                and (not redactor or redactor.data(block) is block)
+            ):
+                return [block]
+            return [vet_event(e, redactor) for e in split_block(block)]
         events = self._framer.feed(data)
         if not events:
             return events
-        if self._translate is not None:
-            events = [out for e in events for out in self._translate(e)]
+        events = [out for e in events for out in self._translate(e)]
         if len(events) > 1:
             # The common case, a read of several plain events, vetted in one pass: what
             # no event of the read holds, the whole read does not hold either.
@@ -154,7 +188,8 @@ class StreamReader(Protocol, EventStream):
         if not events:
             return
         if not self._done_seen:
-            self._done_seen = any(b"[DONE]" in e and is_done(e) for e in events)
+            # An element may be a block of several events (see _events).
+            self._done_seen = any(map(_holds_done, events))
         if self._sink is not None:
             self._sink.event(b"".join(events))
         else:
@@ -193,8 +228,9 @@ class StreamReader(Protocol, EventStream):
             failure = self._bad_failure
         elif self._idle_failure is not None:
             failure = self._idle_failure
-        elif not reason.check(ResponseDone, PotentialDataLoss):
-            if reason.check(CancelledError):
+        elif not isinstance(reason.value, ResponseDone | PotentialDataLoss):
+            # isinstance, not Failure.check: check names every class of the hierarchy.
+            if isinstance(reason.value, CancelledError):
                 failure = None
             else:
                 failure = UpstreamFailure(
@@ -212,7 +248,7 @@ class StreamReader(Protocol, EventStream):
                 # A clean end with a last event missing its blank line: deliver it anyway.
                 tail = self._framer.pending.rstrip(b"\r\n") + b"\n\n"
                 failure = self._deliver_tail(tail)
-            truncated = self._require_done or reason.check(PotentialDataLoss)
+            truncated = self._require_done or isinstance(reason.value, PotentialDataLoss)
             if failure is None and truncated and not self._done_seen and self.first_bytes.called:
                 failure = UpstreamFailure(
                     FailureKind.CONNECT,

@@ -8,7 +8,8 @@ from __future__ import annotations
 import time
 from typing import Any, Protocol
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
+from twisted.python.failure import Failure
 
 from gatewayd.limits import Estimate, Limiter, LimitExceeded, Spent, Ticket, cost, estimate
 from gatewayd.limits.usagelog import UsageRecord
@@ -133,57 +134,77 @@ class Accounting:
         usage_log.write(record, time.time())
 
 
-async def _admitted(
-    gateway: LimitedGateway, request: GatewayRequest, alias: str, call: ProviderRequest
+async def _admitted_key(
+    gateway: LimitedGateway,
+    request: GatewayRequest,
+    alias: str,
+    call: ProviderRequest,
+    acct: Accounting,
+    key: Any,
 ) -> RouteResult:
-    caller = request.caller
-    key = None if caller is None else caller.key
-    acct = Accounting(gateway, request, alias, call.body)
-    if key is not None:
-        request.setHeader(b"x-gatewayd-key", key.name.encode())  # the name, never the key
-        est = acct.estimate
-        price_in, price_out = _prices(gateway.router.table, alias, None)
-        try:
-            ticket = await gateway.limiter.admit_key(
-                key, est, cost(est.prompt, est.completion, price_in, price_out)
-            )
-        except LimitExceeded as e:
-            acct.settle(None, None, served=False, status=429)
-            r = e.refusal
-            code = "budget_exceeded" if r.budget else "rate_limit_exceeded"
-            raise RouteError(
-                429,
-                openai_error(r.message(), "rate_limit_error", code),
-                0,
-                retry_after=max(1.0, r.retry_after),
-                headers=r.headers,
-            ) from None
-        except StoreUnavailable as e:
-            acct.settle(None, None, served=False, status=503)
-            raise _store_down(e) from None
-        acct.tickets.append(ticket)
-        for name, value in ticket.headers:
-            request.setHeader(name, value)
+    request.setHeader(b"x-gatewayd-key", key.name.encode())  # the name, never the key
+    est = acct.estimate
+    price_in, price_out = _prices(gateway.router.table, alias, None)
     try:
-        result = await gateway.router.route(alias, call)
-    except RouteError as e:
-        acct.settle(None, None, served=e.attempts > 0, status=e.status)
-        raise
+        ticket = await gateway.limiter.admit_key(
+            key, est, cost(est.prompt, est.completion, price_in, price_out)
+        )
+    except LimitExceeded as e:
+        acct.settle(None, None, served=False, status=429)
+        r = e.refusal
+        code = "budget_exceeded" if r.budget else "rate_limit_exceeded"
+        raise RouteError(
+            429,
+            openai_error(r.message(), "rate_limit_error", code),
+            0,
+            retry_after=max(1.0, r.retry_after),
+            headers=r.headers,
+        ) from None
     except StoreUnavailable as e:
         acct.settle(None, None, served=False, status=503)
         raise _store_down(e) from None
-    except BaseException:
-        acct.settle(None, None, status=499)
-        raise
-    acct.tickets += result.tickets
-    if result.response.stream is None:
-        acct.settle(result, result.response.usage)
-    elif request.finished or getattr(request, "_disconnected", False):
-        acct.settle(result, None)  # gone already: notifyFinish would never fire
-    else:
-        # The relay notes the stream's usage on the request as it passes.
-        request.notifyFinish().addBoth(lambda _: acct.settle(result, request.usage))
-    return result
+    acct.tickets.append(ticket)
+    for name, value in ticket.headers:
+        request.setHeader(name, value)
+    return await _routed(gateway, request, alias, call, acct)
+
+
+def _routed(
+    gateway: LimitedGateway,
+    request: GatewayRequest,
+    alias: str,
+    call: ProviderRequest,
+    acct: Accounting,
+) -> Deferred[RouteResult]:
+    """The routing, with the request's reservations settled whatever its outcome."""
+
+    def settle(result: Any) -> Any:
+        if isinstance(result, Failure):
+            e = result.value
+            if isinstance(e, RouteError):
+                acct.settle(None, None, served=e.attempts > 0, status=e.status)
+            elif isinstance(e, StoreUnavailable):
+                acct.settle(None, None, served=False, status=503)
+                return Failure(_store_down(e))
+            else:
+                acct.settle(None, None, status=499)
+            return result
+        acct.tickets += result.tickets
+        if result.response.stream is None:
+            acct.settle(result, result.response.usage)
+        elif request.finished or getattr(request, "_disconnected", False):
+            acct.settle(result, None)  # gone already: notifyFinish would never fire
+        else:
+            # The relay notes the stream's usage on the request as it passes.
+            request.notifyFinish().addBoth(lambda _: acct.settle(result, request.usage))
+        return result
+
+    try:
+        d = gateway.router.route(alias, call)
+    except StoreUnavailable as e:
+        acct.settle(None, None, served=False, status=503)
+        return fail(_store_down(e))
+    return d.addBoth(settle)
 
 
 def admitted_route(
@@ -192,4 +213,9 @@ def admitted_route(
     """:meth:`Router.route` behind the caller's key limits: fires with the
     :class:`RouteResult` or fails with :class:`RouteError` (429 over a limit or budget,
     503 when a closed state store is down). Cancelling it cancels the routing."""
-    return Deferred.fromCoroutine(_admitted(gateway, request, alias, call))
+    caller = request.caller
+    key = None if caller is None else caller.key
+    acct = Accounting(gateway, request, alias, call.body)
+    if key is None:  # no key limits to wait for: no coroutine layer either
+        return _routed(gateway, request, alias, call, acct)
+    return Deferred.fromCoroutine(_admitted_key(gateway, request, alias, call, acct, key))

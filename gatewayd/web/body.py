@@ -46,6 +46,16 @@ class _NotFinite(ValueError):
         self.text = text if len(text) <= 40 else text[:37] + "..."
 
 
+#: One decoder for every request: ``json.loads`` with arguments builds one (and its
+#: scanner) per call.
+_DECODER = json.JSONDecoder(parse_constant=_no_constants, parse_float=_finite)
+
+
+def _loads(raw: bytes) -> Any:
+    """``json.loads(raw, ...)`` with the shared decoder (the same encoding detection)."""
+    return _DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
+
+
 def parse_body(request: GatewayRequest) -> tuple[dict[str, Any], bytes]:
     """The request's JSON object and its raw bytes; raises :class:`BodyError`."""
     if request.too_large:
@@ -57,7 +67,7 @@ def parse_body(request: GatewayRequest) -> tuple[dict[str, Any], bytes]:
     assert request.content is not None
     raw = request.content.read()
     try:
-        body = json.loads(raw, parse_constant=_no_constants, parse_float=_finite)
+        body = _loads(raw)
     except _NotFinite as e:
         raise BodyError(
             400,

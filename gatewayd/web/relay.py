@@ -133,11 +133,19 @@ class StreamRelay:
         self._on_end(None)
 
     def _note_usage(self, data: bytes) -> None:
-        for line in data.split(b"\n"):
-            if line.startswith(b"data:") and b'"usage"' in line:
+        # Only the lines that name usage (a read can hold many events): found, not split.
+        at = data.find(b'"usage"')
+        while at != -1:
+            start = data.rfind(b"\n", 0, at) + 1
+            end = data.find(b"\n", at)
+            if end == -1:
+                end = len(data)
+            line = data[start:end]
+            if line.startswith(b"data:"):
                 try:
                     obj = json.loads(line[5:])
                 except ValueError:
-                    continue
+                    obj = None
                 if isinstance(obj, dict) and isinstance(obj.get("usage"), dict):
                     self.usage = self.request.usage = obj["usage"]
+            at = data.find(b'"usage"', end)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import io
+import random
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote_to_bytes as unquote
 
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
-from twisted.web.http import RESPONSES, HTTPChannel, _GenericHTTPChannelProtocol
-from twisted.web.server import Request, Site
+from twisted.web.http import RESPONSES, HTTPChannel, _GenericHTTPChannelProtocol, datetimeToString
+from twisted.web.http_headers import Headers, _nameEncoder, _sanitizeLinearWhitespace
+from twisted.web.server import Request, Site, version
 
 from gatewayd import reqid
 from gatewayd.config.model import GeneralSettings
@@ -20,6 +23,7 @@ from gatewayd.providers.base import openai_error
 from gatewayd.reqid import request_id
 from gatewayd.tracing import NOOP_TRACE, NOOP_TRACING, RequestSummary, RequestTrace, Tracing
 from gatewayd.web.errors import error_json, write_error_object
+from gatewayd.writethrough import write_through
 
 access_log = Logger(namespace="gatewayd.access")
 log = get_logger("gatewayd.web")
@@ -58,6 +62,10 @@ class GatewayRequest(Request):
         #: The client's ``x-request-id`` or a minted one (set in :meth:`process`).
         self.request_id = ""
         self.trace: RequestTrace = NOOP_TRACE
+        #: Called once if the client goes before the answer is finished (cheaper than
+        #: a ``notifyFinish`` Deferred per request for what is almost never used).
+        self.on_lost: Callable[[], None] | None = None
+        self._counted: GatewaySite | None = None
         site = getattr(self.channel, "site", None)
         if isinstance(site, GatewaySite):
             self.max_body_size = site.settings().max_request_body_size
@@ -72,7 +80,8 @@ class GatewayRequest(Request):
 
     def process(self) -> None:
         self.request_id = request_id(self.getHeader(reqid.HEADER))
-        self.setHeader(reqid.HEADER, self.request_id.encode("ascii"))  # every response
+        # Every response carries it (a sane id: safe characters only, see reqid).
+        self.put_header(_X_REQUEST_ID, self.request_id.encode("ascii"))
         site = getattr(self.channel, "site", None)
         if isinstance(site, GatewaySite):
             if site.tracing.enabled:
@@ -84,14 +93,55 @@ class GatewayRequest(Request):
                     getattr(self.getClientAddress(), "host", "-"),
                 )
             site.active_requests += 1
-
-            def done(_: object) -> None:
-                site.active_requests -= 1
-
-            self.notifyFinish().addBoth(done)
+            self._counted = site
             if self._cors(site.settings().cors_allow_origins):
                 return  # a preflight, answered here
-        super().process()  # type: ignore[no-untyped-call]
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        """``twisted.web.server.Request.process`` with the ``Date`` header made once a
+        second (``gmtime`` and formatting per request otherwise); no encoders (gatewayd's
+        resources have none)."""
+        self.site = self.channel.site  # type: ignore[attr-defined]
+        self.put_header(_SERVER, version)
+        self.put_header(_DATE, _http_date())
+        site = self.site
+        leaf = site.leaf_for(self.path) if isinstance(site, GatewaySite) else None
+        if leaf is not None:
+            # A fixed path to a leaf (POST /v1/chat/completions): where Twisted's walk
+            # down the tree would end, with the same prepath, found in one lookup.
+            self.prepath = list(leaf[1])
+            self.postpath = []
+            self.sitepath: list[bytes] = []
+            try:
+                self.render(leaf[0])
+            except BaseException:
+                self.processingFailed(Failure())
+            return
+        self.prepath = []
+        self.postpath = list(map(unquote, self.path[1:].split(b"/")))
+        if self.path == b"*":
+            self._handleStar()
+            return
+        try:
+            self.render(self.site.getResourceFor(self))
+        except BaseException:
+            self.processingFailed(Failure())
+
+    def put_header(self, name: bytes, value: bytes) -> None:
+        """``setHeader`` for gatewayd's own headers: ``name`` one of this module's
+        canonical constants, ``value`` known to be safe (no CR or LF: digits, constants,
+        checked ids), so neither needs Twisted's per-call encoding and checking."""
+        self.responseHeaders._rawHeaders[name] = [value]
+
+    def _uncount(self) -> None:
+        site, self._counted = self._counted, None
+        if site is not None:
+            site.active_requests -= 1
+
+    def _cleanup(self) -> None:
+        self._uncount()
+        super()._cleanup()  # type: ignore[no-untyped-call]
 
     def _header(self, name: str) -> str | None:
         value = self.getHeader(name.encode("ascii"))
@@ -161,12 +211,25 @@ class GatewayRequest(Request):
         if self.ttfb is None:
             self.ttfb = time.monotonic() - self.started
         self.bytes_sent += len(data)
-        super().write(data)  # type: ignore[no-untyped-call]
+        channel = self.channel
+        if self.startedWriting or not isinstance(channel, GatewayChannel):
+            super().write(data)  # type: ignore[no-untyped-call]
+            return
+        # The first write: the status line, headers and first bytes leave in one send.
+        channel.cork()
+        try:
+            super().write(data)  # type: ignore[no-untyped-call]
+        finally:
+            channel.uncork()
 
     def connectionLost(self, reason: Failure) -> None:
         finished = self.finished
         site = getattr(self.channel, "site", None)  # the channel is gone after super()
+        self._uncount()
         super().connectionLost(reason)  # type: ignore[no-untyped-call]
+        lost, self.on_lost = self.on_lost, None
+        if lost is not None and not finished:
+            lost()
         if not finished and not self.logged:
             if isinstance(site, GatewaySite):
                 self.outcome = self.outcome or "client_closed"
@@ -179,6 +242,56 @@ def master_key_for(request: Request) -> str | None:
     return site.settings().master_key if isinstance(site, GatewaySite) else None
 
 
+def canonical(name: bytes) -> bytes:
+    """A header name as :class:`Headers` keys it (for :meth:`GatewayRequest.put_header`)."""
+    key: bytes = _nameEncoder.encode(name)
+    return key
+
+
+_X_REQUEST_ID = canonical(reqid.HEADER)
+_SERVER = canonical(b"server")
+_DATE = canonical(b"date")
+CONTENT_TYPE = canonical(b"content-type")
+CONTENT_LENGTH = canonical(b"content-length")
+X_GATEWAYD_ATTEMPTS = canonical(b"x-gatewayd-attempts")
+X_GATEWAYD_MODEL = canonical(b"x-gatewayd-model")
+CACHE_CONTROL = canonical(b"cache-control")
+X_ACCEL_BUFFERING = canonical(b"x-accel-buffering")
+X_GATEWAYD_DEPLOYMENT = canonical(b"x-gatewayd-deployment")
+_VALUES: dict[str, bytes] = {}
+
+
+def header_value(text: str) -> bytes:
+    """``text`` (an alias, a deployment id: names from the config) as a header value,
+    encoded and cleaned of line breaks as ``setHeader`` would, once per distinct name."""
+    value = _VALUES.get(text)
+    if value is None:
+        if len(_VALUES) >= 4096:
+            _VALUES.clear()
+        value = _VALUES[text] = _sanitizeLinearWhitespace(text.encode("utf-8"))
+    return value
+
+
+class _HTTPDate:
+    """The ``Date`` header's value, made once a second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._value = b""
+
+    def __call__(self) -> bytes:
+        now = int(time.time())
+        if now != self._second:
+            self._value = datetimeToString(now)
+            self._second = now
+        return self._value
+
+
+_http_date = _HTTPDate()
+#: Which successful requests get an access line under ``access_log_sample_rate``.
+_sampler = random.Random()
+
+
 class GatewayChannel(HTTPChannel):
     """Twisted's HTTP/1.1 parser, answering what it refuses in OpenAI's JSON shape.
 
@@ -187,6 +300,20 @@ class GatewayChannel(HTTPChannel):
     to any ``Expect`` even when the announced body is over the limit."""
 
     _rejected = False
+    _peer: Any = None
+    _host: Any = None
+
+    # Each request asks (Twisted's Request.__init__): the transport builds a new address
+    # object per call; a connection's ends do not change.
+    def getPeer(self) -> Any:
+        if self._peer is None:
+            self._peer = self.transport.getPeer()  # type: ignore[union-attr]
+        return self._peer
+
+    def getHost(self) -> Any:
+        if self._host is None:
+            self._host = self.transport.getHost()  # type: ignore[union-attr]
+        return self._host
 
     def allHeadersReceived(self) -> None:
         request = self.requests[-1]
@@ -206,6 +333,42 @@ class GatewayChannel(HTTPChannel):
             )
             return
         super().allHeadersReceived()  # type: ignore[no-untyped-call]
+
+    # -- writing: at once when nothing is queued (gatewayd.writethrough) -----------
+
+    _corked: list[bytes] | None = None
+
+    def cork(self) -> None:
+        """Hold what is written until :meth:`uncork`, to send it as one."""
+        self._corked = []
+
+    def uncork(self) -> None:
+        parts, self._corked = self._corked, None
+        if parts:
+            write_through(self.transport, b"".join(parts))
+
+    def _send(self, data: bytes) -> None:
+        if self._corked is not None:
+            self._corked.append(data)
+        else:
+            write_through(self.transport, data)
+
+    def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
+        if not isinstance(headers, Headers):
+            super().writeHeaders(version, code, reason, headers)  # type: ignore[no-untyped-call]
+            return
+        parts = [version, b" ", code, b" ", reason, b"\r\n"]
+        for name, values in headers.getAllRawHeaders():
+            for value in values:
+                parts.extend((name, b": ", value, b"\r\n"))
+        parts.append(b"\r\n")
+        self._send(b"".join(parts))
+
+    def write(self, data: bytes) -> None:
+        self._send(data)
+
+    def writeSequence(self, iovec: Any) -> None:
+        self._send(b"".join(iovec))
 
     def _respondToBadRequestAndDisconnect(self) -> None:
         self.reject(400, "malformed HTTP request", "bad_request")
@@ -238,6 +401,20 @@ class GatewayChannel(HTTPChannel):
     def dataReceived(self, data: bytes) -> None:
         if not self._rejected:  # nothing more is read from a connection being closed
             super().dataReceived(data)  # type: ignore[no-untyped-call]
+
+
+def _fixed_leaves(resource: Any, prefix: bytes) -> dict[bytes, tuple[Any, tuple[bytes, ...]]]:
+    """Every leaf under ``resource`` reached through ``children`` alone, by full path."""
+    out: dict[bytes, tuple[Any, tuple[bytes, ...]]] = {}
+    for name, child in getattr(resource, "children", {}).items():
+        path = prefix + b"/" + name
+        if not name or len(path) > 256:
+            continue
+        if getattr(child, "isLeaf", False):
+            out[path] = (child, tuple(path[1:].split(b"/")))
+        else:
+            out.update(_fixed_leaves(child, path))
+    return out
 
 
 class GatewaySite(Site):
@@ -273,6 +450,16 @@ class GatewaySite(Site):
         self.open_connections = 0
         #: Starts each request's trace (a no-op unless tracing is configured).
         self.tracing: Tracing = NOOP_TRACING
+
+    _leaves: tuple[Any, dict[bytes, tuple[Any, tuple[bytes, ...]]]] | None = None
+
+    def leaf_for(self, path: bytes) -> tuple[Any, tuple[bytes, ...]] | None:
+        """The leaf resource at ``path`` when it is one of the tree's fixed paths, with
+        its path segments; None otherwise (the tree is walked as usual)."""
+        leaves = self._leaves
+        if leaves is None or leaves[0] is not self.resource:
+            leaves = self._leaves = (self.resource, _fixed_leaves(self.resource, b""))
+        return leaves[1].get(path)
 
     def buildProtocol(self, addr: Any) -> Any:
         channel = super().buildProtocol(addr)  # type: ignore[no-untyped-call]
@@ -318,6 +505,14 @@ class GatewaySite(Site):
                     request.outcome,
                 )
             )
+        g = self.settings()
+        if not g.access_log or (
+            g.access_log_sample_rate < 1.0
+            and status < 400
+            and request.outcome is None
+            and _sampler.random() >= g.access_log_sample_rate
+        ):
+            return  # counted above; no line (errors always get one when sampling)
         ttfb = request.ttfb
         client = getattr(request.getClientAddress(), "host", "-")
         method = request.method.decode("ascii", "replace")
