@@ -17,21 +17,31 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry, values
 from prometheus_client import Counter as _Counter
 from prometheus_client import Gauge as _Gauge
 from prometheus_client import Histogram as _Histogram
 from prometheus_client.exposition import choose_encoder, generate_latest
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from gatewayd.config.errors import ConfigError
+from gatewayd.metricstore import (
+    CounterFamily,
+    CounterSeries,
+    Family,
+    GaugeFamily,
+    HistogramFamily,
+    HistogramSeries,
+    Labels,
+    Sample,
+    render_openmetrics,
+    render_text,
+)
 
-Labels = tuple[str, ...]
-Sample = tuple[Labels, float]
+__all__ = ["GatewayMetrics", "Labels", "Sample", "multiprocess_dir"]
 
 #: Seconds: from sub-millisecond overhead to multi-minute generations.
 LATENCY_BUCKETS = (
@@ -72,29 +82,51 @@ def multiprocess_dir() -> str | None:
 
 
 class Counter:
-    """``inc(*label_values, amount=1)`` over a :class:`prometheus_client.Counter`."""
+    """``inc(*label_values, amount=1)``: a :class:`CounterFamily` in one process, a
+    :class:`prometheus_client.Counter` (its values in the shared files) in multiprocess mode."""
 
     def __init__(
-        self, name: str, help: str, labelnames: Sequence[str], registry: CollectorRegistry
+        self,
+        name: str,
+        help: str,
+        labelnames: Sequence[str],
+        registry: CollectorRegistry,
+        native: bool = True,
     ) -> None:
         self.name = name
         self.labelnames = tuple(labelnames)
-        self._metric = _Counter(name, help, self.labelnames, registry=registry)
-        # Label sets are never removed: cache the children (labels() locks and validates).
-        self._children: dict[Labels, _Counter] = {}
+        # Label sets are never removed: each is looked up once, then found in this dict.
+        self._children: dict[Labels, Any]  # CounterSeries, or prometheus_client's children
+        if native:
+            self.family: CounterFamily | None = CounterFamily(name, help, self.labelnames)
+            self.family.register(registry)
+            self._children = self.family.series
+            self._new: Callable[[Labels], CounterSeries | _Counter] = self.family.child
+        else:
+            self.family = None
+            metric = _Counter(name, help, self.labelnames, registry=registry)
+            self._children = {} if self.labelnames else {(): metric}
+            self._new = lambda labels: self._cache(labels, metric.labels(*labels))
+
+    def _cache(self, labels: Labels, child: _Counter) -> _Counter:
+        self._children[labels] = child
+        return child
 
     def inc(self, *labels: str, amount: float = 1.0) -> None:
-        if not self.labelnames:
-            self._metric.inc(amount)
-            return
         child = self._children.get(labels)
         if child is None:
-            child = self._children[labels] = self._metric.labels(*labels)
+            child = self._new(labels)
         child.inc(amount)
+
+    def touch(self, *labels: str) -> None:
+        """Create the series at 0 (so that ``increase()`` sees its first increment)."""
+        if labels not in self._children:
+            self._new(labels)
 
 
 class Histogram:
-    """``observe(value, *label_values)`` over a :class:`prometheus_client.Histogram`."""
+    """``observe(value, *label_values)``: a :class:`HistogramFamily` in one process, a
+    :class:`prometheus_client.Histogram` in multiprocess mode."""
 
     def __init__(
         self,
@@ -103,29 +135,69 @@ class Histogram:
         labelnames: Sequence[str],
         registry: CollectorRegistry,
         buckets: Sequence[float] = LATENCY_BUCKETS,
+        native: bool = True,
     ) -> None:
         self.name = name
         self.labelnames = tuple(labelnames)
-        self._metric = _Histogram(name, help, self.labelnames, registry=registry, buckets=buckets)
-        self._children: dict[Labels, _Histogram] = {}
+        self._children: dict[Labels, Any]  # HistogramSeries, or prometheus_client's children
+        if native:
+            self.family: HistogramFamily | None = HistogramFamily(
+                name, help, self.labelnames, buckets
+            )
+            self.family.register(registry)
+            self._children = self.family.series
+            self._new: Callable[[Labels], HistogramSeries | _Histogram] = self.family.child
+        else:
+            self.family = None
+            metric = _Histogram(name, help, self.labelnames, registry=registry, buckets=buckets)
+            self._children = {} if self.labelnames else {(): metric}
+            self._new = lambda labels: self._cache(labels, metric.labels(*labels))
+
+    def _cache(self, labels: Labels, child: _Histogram) -> _Histogram:
+        self._children[labels] = child
+        return child
 
     def observe(self, value: float, *labels: str) -> None:
-        if not self.labelnames:
-            self._metric.observe(value)
-            return
         child = self._children.get(labels)
         if child is None:
-            child = self._children[labels] = self._metric.labels(*labels)
+            child = self._new(labels)
         child.observe(value)
+
+
+class ValueGauge:
+    """A gauge without labels set by its owner (``set(value)``)."""
+
+    def __init__(
+        self,
+        name: str,
+        help: str,
+        registry: CollectorRegistry,
+        mode: GaugeMode = "max",
+        native: bool = True,
+    ) -> None:
+        self.name = name
+        self.value = 0.0
+        self.family: GaugeFamily | None = None
+        self._shared: _Gauge | None = None
+        if native:
+            self.family = GaugeFamily(name, help, (), lambda: [((), self.value)])
+            self.family.register(registry)
+        else:
+            self._shared = _Gauge(name, help, registry=registry, multiprocess_mode=mode)
+
+    def set(self, value: float) -> None:
+        self.value = float(value)
+        if self._shared is not None:
+            self._shared.set(value)
 
 
 class Gauge:
     """A gauge read at scrape time from ``collect`` (in-flight counts, cooldown states).
 
     ``collect`` is an attribute the gauge's owner sets; it returns ``(label_values,
-    value)`` pairs. In one process the registry calls it on every scrape; in
-    multiprocess mode :meth:`refresh` copies its values into a shared
-    :class:`prometheus_client.Gauge` (``mode`` says how the processes' values combine)."""
+    value)`` pairs. In one process it is called on every scrape; in multiprocess mode
+    :meth:`refresh` copies its values into a shared :class:`prometheus_client.Gauge`
+    (``mode`` says how the processes' values combine)."""
 
     def __init__(
         self,
@@ -141,18 +213,14 @@ class Gauge:
         self.collect: Callable[[], Iterable[Sample]] = lambda: ()
         self._shared: _Gauge | None = None
         self._seen: set[Labels] = set()
+        self.family: GaugeFamily | None = None
         if multiprocess_dir() is not None:
             self._shared = _Gauge(
                 name, help, self.labelnames, registry=None, multiprocess_mode=mode
             )
-        else:
-            registry.register(_GaugeCollector(self))
-
-    def family(self) -> GaugeMetricFamily:
-        family = GaugeMetricFamily(self.name, self.help, labels=self.labelnames)
-        for labels, value in self.collect():
-            family.add_metric(list(labels), value)
-        return family
+        else:  # read through a lambda: the owner replaces ``collect``
+            self.family = GaugeFamily(name, help, self.labelnames, lambda: self.collect())
+            self.family.register(registry)
 
     def refresh(self) -> None:
         """Multiprocess mode: write the callback's current values to the shared files.
@@ -168,67 +236,87 @@ class Gauge:
         self._seen = now
 
 
-class _GaugeCollector(Collector):
-    """What the registry calls for a :class:`Gauge` (whose callback may be replaced)."""
+class _Registry(CollectorRegistry):
+    """A registry that remembers the order of its collectors (the order they render in)."""
 
-    def __init__(self, gauge: Gauge) -> None:
-        self.gauge = gauge
+    def __init__(self, auto_describe: bool = False) -> None:
+        super().__init__(auto_describe=auto_describe)
+        self._ordered: list[Collector] = []
 
-    def collect(self) -> Iterable[Metric]:
-        return [self.gauge.family()]
+    def register(self, collector: Collector) -> None:
+        super().register(collector)
+        self._ordered.append(collector)
+
+    def families(self) -> list[Family]:
+        return [c for c in self._ordered if isinstance(c, Family)]
 
 
 class GatewayMetrics:
     """Every metric gatewayd exports. Label names: ``alias``, ``deployment``, ``status``, ``dialect``."""
 
-    def __init__(self) -> None:
+    def __init__(self, native: bool | None = None) -> None:
+        """``native``: keep the values in :mod:`gatewayd.metricstore` (the default in one
+        process); False: in ``prometheus_client``'s metrics (always so in multiprocess
+        mode, where they live in the shared files)."""
         shared = multiprocess_dir()
         if shared is not None and not os.path.isdir(shared):
             raise ConfigError(
                 "PROMETHEUS_MULTIPROC_DIR",
                 f"{shared!r} is not a directory: multiprocess metrics need an existing one",
             )
-        self.registry = CollectorRegistry(auto_describe=False)
+        self.native = shared is None if native is None else native and shared is None
+        self.registry = _Registry(auto_describe=False)
         r = self.registry
+        n = self.native
         self.requests = Counter(
             "gatewayd_requests_total",
             "Requests answered, by alias, the deployment that answered, HTTP status and "
             "the client's dialect (chat, responses, messages).",
             ("alias", "deployment", "status", "dialect"),
             r,
+            native=n,
         )
         self.attempts = Counter(
             "gatewayd_upstream_attempts_total",
             "Upstream attempts by alias, deployment and outcome (ok, or the failure kind).",
             ("alias", "deployment", "outcome"),
             r,
+            native=n,
         )
         self.retries = Counter(
-            "gatewayd_retries_total", "Attempts made again on the same alias.", ("alias",), r
+            "gatewayd_retries_total",
+            "Attempts made again on the same alias.",
+            ("alias",),
+            r,
+            native=n,
         )
         self.fallbacks = Counter(
             "gatewayd_fallbacks_total",
             "Requests answered by a fallback alias.",
             ("alias", "fallback"),
             r,
+            native=n,
         )
         self.stream_failures = Counter(
             "gatewayd_stream_failures_total",
             "Streams that broke off after their first byte (ended with an in-band error).",
             ("alias", "deployment"),
             r,
+            native=n,
         )
         self.tokens = Counter(
             "gatewayd_tokens_total",
             "Tokens reported by upstreams' usage objects, by kind (prompt, completion).",
             ("alias", "deployment", "kind"),
             r,
+            native=n,
         )
         self.key_requests = Counter(
             "gatewayd_key_requests_total",
             "Requests by client key name (never the key), alias and HTTP status.",
             ("key", "alias", "status"),
             r,
+            native=n,
         )
         self.key_tokens = Counter(
             "gatewayd_key_tokens_total",
@@ -236,6 +324,7 @@ class GatewayMetrics:
             "reported no usage counts its reservation.",
             ("key", "alias", "kind"),
             r,
+            native=n,
         )
         self.spend = Counter(
             "gatewayd_spend_usd_total",
@@ -243,12 +332,14 @@ class GatewayMetrics:
             "and deployment.",
             ("key", "alias", "deployment"),
             r,
+            native=n,
         )
         self.state_store_outages = Counter(
             "gatewayd_state_store_outages_total",
             "Times the shared state store became unreachable.",
             (),
             r,
+            native=n,
         )
         self.state_store_up = Gauge(
             "gatewayd_state_store_up",
@@ -262,12 +353,14 @@ class GatewayMetrics:
             "Time an upstream took to answer (a whole JSON body, or a stream's first byte).",
             ("alias", "deployment"),
             r,
+            native=n,
         )
         self.ttft = Histogram(
             "gatewayd_time_to_first_token_seconds",
             "Streams: time from the request to the first event written to the client.",
             ("alias", "deployment"),
             r,
+            native=n,
         )
         self.overhead = Histogram(
             "gatewayd_overhead_seconds",
@@ -275,6 +368,7 @@ class GatewayMetrics:
             "(JSON answers on the first attempt).",
             (),
             r,
+            native=n,
         )
         self.reactor_lag = Histogram(
             "gatewayd_reactor_lag_seconds",
@@ -282,20 +376,23 @@ class GatewayMetrics:
             (),
             r,
             LAG_BUCKETS,
+            native=n,
         )
         self.reloads = Counter(
             "gatewayd_config_reloads_total",
             "Config reloads by result (ok, error).",
             ("result",),
             r,
+            native=n,
         )
         for result in ("ok", "error"):  # both series exist from the start: increase() works
-            self.reloads._metric.labels(result)
-        self.last_reload = _Gauge(
+            self.reloads.touch(result)
+        self.last_reload = ValueGauge(
             "gatewayd_config_last_reload_success_timestamp_seconds",
             "Unix time of the last successful config load (the start counts).",
-            registry=r,
-            multiprocess_mode="max",
+            r,
+            "max",
+            native=n,
         )
         self.streams_in_flight = self._gauge(
             "gatewayd_streams_in_flight", "Streams being relayed right now.", ()
@@ -356,10 +453,16 @@ class GatewayMetrics:
         asks for it, else the Prometheus text format. In multiprocess mode, the sum
         over every process writing to the shared directory."""
         encoder, content_type = choose_encoder(accept or "")
+        if self.native:
+            if content_type.startswith("application/openmetrics-text"):
+                return render_openmetrics(self.registry.families()), content_type
+            return render_text(self.registry.families()), content_type
         return encoder(self._source()), content_type
 
     def render(self) -> bytes:
         """The Prometheus text format."""
+        if self.native:
+            return render_text(self.registry.families())
         return generate_latest(self._source())
 
     def _source(self) -> CollectorRegistry:
