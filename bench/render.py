@@ -25,7 +25,7 @@ import argparse
 import http.client
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 
@@ -34,6 +34,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from gatewayd.config import parse_config
+from gatewayd.gctune import freeze_startup_heap
 from gatewayd.service import GatewayService
 from gatewayd.testing import GatewayProcess
 
@@ -104,11 +105,14 @@ class Sink(StringTransport):
     """Keeps the chunks written, uncopied (a socket sends them; BytesIO would copy 3 MB)."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.chunks: list[bytes] = []
 
     def write(self, data: bytes) -> None:
         self.chunks.append(data)
+
+    def writeSequence(self, seq: Iterable[bytes]) -> None:
+        self.chunks += seq
 
     def value(self) -> bytes:
         return b"".join(self.chunks)
@@ -218,6 +222,8 @@ def measure(
     try:
         names = aliases(n, args.per_alias)
         target.traffic(names, args.per_alias * args.requests)
+        if isinstance(target, InProcess):
+            freeze_startup_heap()  # as the daemon does once running
         for label, path, accept in PATHS:
             t = target.time(path, accept, args.renders)
             rows.append((name, n, label, t))

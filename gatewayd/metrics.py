@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry, values
 from prometheus_client import Counter as _Counter
 from prometheus_client import Gauge as _Gauge
 from prometheus_client import Histogram as _Histogram
-from prometheus_client.exposition import choose_encoder, generate_latest
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
@@ -451,25 +451,30 @@ class GatewayMetrics:
     def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
         """The body and content type for ``GET /metrics``: OpenMetrics when ``accept``
         asks for it, else the Prometheus text format. In multiprocess mode, the sum
-        over every process writing to the shared directory."""
+        over every process writing to the shared directory (see :meth:`merged`)."""
+        if not self.native:
+            self.refresh()
+            return self.merged(accept)
+        _, content_type = choose_encoder(accept or "")
+        if content_type.startswith("application/openmetrics-text"):
+            return render_openmetrics(self.registry.families()), content_type
+        return render_text(self.registry.families()), content_type
+
+    def merged(self, accept: str | None = None) -> tuple[bytes, str]:
+        """Multiprocess mode: the sum read from the shared files, without :meth:`refresh`.
+        Reads files only, so it may run in a thread (it takes long: every file is read
+        and merged by prometheus_client at every scrape)."""
         encoder, content_type = choose_encoder(accept or "")
-        if self.native:
-            if content_type.startswith("application/openmetrics-text"):
-                return render_openmetrics(self.registry.families()), content_type
-            return render_text(self.registry.families()), content_type
         return encoder(self._source()), content_type
 
     def render(self) -> bytes:
         """The Prometheus text format."""
-        if self.native:
-            return render_text(self.registry.families())
-        return generate_latest(self._source())
+        return self.exposition()[0]
 
     def _source(self) -> CollectorRegistry:
         path = multiprocess_dir()
         if path is None:
             return self.registry
-        self.refresh()
         merged = CollectorRegistry()
         MultiProcessCollector(merged, path)  # type: ignore[no-untyped-call]
         return merged

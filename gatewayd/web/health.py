@@ -13,15 +13,20 @@ import json
 import math
 from typing import Any
 
-from twisted.web.server import Request
+from twisted.internet import threads
+from twisted.python.failure import Failure
+from twisted.web.server import NOT_DONE_YET, Request
 
 from gatewayd.limits import store_health
+from gatewayd.log import get_logger
 from gatewayd.routing.cooldown import Cooldowns
 from gatewayd.routing.table import RoutingTable
 from gatewayd.web.auth import authenticate, is_authorized
 from gatewayd.web.errors import write_error
 from gatewayd.web.exchange import Gateway
 from gatewayd.web.resources import JSONResource
+
+log = get_logger(__name__)
 
 _ALIVE = json.dumps({"status": "alive"}).encode()
 _NOT_READY = json.dumps({"status": "not ready"}).encode()
@@ -145,7 +150,7 @@ class Metrics(JSONResource):
         super().__init__()  # type: ignore[no-untyped-call]
         self.gateway = gateway
 
-    def render_GET(self, request: Request) -> bytes:
+    def render_GET(self, request: Request) -> bytes | int:
         config = self.gateway.router.table.config
         general = config.general
         if general.require_auth_for_metrics_endpoint and not (
@@ -161,7 +166,32 @@ class Metrics(JSONResource):
                 "authentication_error",
                 "invalid_api_key",
             )
-        accept = request.getHeader(b"accept")
-        body, ctype = self.gateway.metrics.exposition(accept.decode("latin-1") if accept else None)
-        request.setHeader(b"content-type", ctype.encode())
-        return body
+        header = request.getHeader(b"accept")
+        accept = header.decode("latin-1") if header else None
+        metrics = self.gateway.metrics
+        if metrics.native:
+            body, ctype = metrics.exposition(accept)
+            request.setHeader(b"content-type", ctype.encode())
+            return body
+        # Multiprocess mode: reading and merging every worker's files takes tens to
+        # hundreds of ms; in a thread, this worker's requests go on meanwhile.
+        metrics.refresh()
+        d = threads.deferToThread(metrics.merged, accept)
+        gone: list[bool] = []
+        request.notifyFinish().addErrback(lambda _: gone.append(True))
+
+        def answer(result: tuple[bytes, str]) -> None:
+            if gone:
+                return
+            request.setHeader(b"content-type", result[1].encode())
+            request.write(result[0])
+            request.finish()
+
+        def failed(failure: Failure) -> None:
+            log.failure("rendering /metrics failed", failure=failure)
+            if not gone:
+                request.write(write_error(request, 500, "metrics unavailable", "api_error"))
+                request.finish()
+
+        d.addCallbacks(answer, failed)
+        return NOT_DONE_YET
