@@ -11,8 +11,9 @@ first, so that ``/metrics`` and ``/health`` are as large as in a big installatio
 each ``--duration`` seconds of non-streamed requests:
 
 - ``plain``: wrk alone;
-- ``scrape+reload``: the same while ``/metrics`` and ``/health`` are fetched every second
-  and the config is reloaded (SIGHUP) twice, a third and two thirds of the way in.
+- ``scrape``: the same while ``/metrics`` and ``/health`` are fetched every second;
+- ``reload``: the config is reloaded (SIGHUP) twice, a third and two thirds of the way in;
+- ``scrape+reload``: both.
 
 Variants (``--variants``) of the gateway's garbage collection, the same code otherwise:
 ``default`` (CPython's settings, as before gatewayd.gctune), ``freeze`` (only ``gc.freeze``
@@ -134,22 +135,24 @@ def warm_big(port: int, deployments: int, per_alias: int) -> None:
 
 
 class Scraper(threading.Thread):
-    """GET /metrics and /health every second; SIGHUP the gateway at the given offsets."""
+    """GET /metrics and /health every second (``scrape``); SIGHUP the gateway a third and
+    two thirds of the way in (``reload``)."""
 
-    def __init__(self, port: int, pid: int, seconds: float) -> None:
+    def __init__(self, port: int, pid: int, seconds: float, scrape: bool, reload: bool) -> None:
         super().__init__(daemon=True)
         self.port, self.pid, self.seconds = port, pid, seconds
+        self.scrape, self.reload = scrape, reload
         self.took: list[float] = []
         self.failed: list[str] = []
 
     def run(self) -> None:
         start = time.monotonic()
-        reloads = [self.seconds / 3, 2 * self.seconds / 3]
+        reloads = [self.seconds / 3, 2 * self.seconds / 3] if self.reload else []
         while (elapsed := time.monotonic() - start) < self.seconds - 0.5:
             if reloads and elapsed >= reloads[0]:
                 reloads.pop(0)
                 os.kill(self.pid, signal.SIGHUP)
-            for path in ("/metrics", "/health"):
+            for path in ("/metrics", "/health") if self.scrape else ():
                 status, took = request(self.port, "GET", path)
                 if status != 200:
                     self.failed.append(f"{path}: {status}")
@@ -162,7 +165,8 @@ def run_phase(
 ) -> Phase:
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
     os.kill(proc.pid, signal.SIGUSR2)  # start counting collections
-    scraper = Scraper(port, proc.pid, args.duration) if name != "plain" else None
+    scrape, reload = "scrape" in name, "reload" in name
+    scraper = Scraper(port, proc.pid, args.duration, scrape, reload) if name != "plain" else None
     if scraper is not None:
         scraper.start()
     load = wrk(url, body, args.connections, args.duration, args.load_cpus, proc)
@@ -224,6 +228,9 @@ def main() -> None:
     ap.add_argument("--deployments", type=int, default=1000, help="extra mock deployments")
     ap.add_argument("--per-alias", type=int, default=4)
     ap.add_argument("--variants", default="default,tuned", help="default,freeze,tuned")
+    ap.add_argument(
+        "--phases", default="plain,scrape,reload,scrape+reload", help="which, in this order"
+    )
     ap.add_argument("--rounds", type=int, default=1, help="variants run interleaved N times")
     ap.add_argument("--target-cpus", default=str(cores - 1))
     ap.add_argument("--load-cpus", default="0")
@@ -254,7 +261,7 @@ def main() -> None:
                         args.load_cpus,
                         proc,
                     )  # warm up
-                    for name in ("plain", "scrape+reload"):
+                    for name in args.phases.split(","):
                         phase = run_phase(variant, name, proc, port, body, log, args)
                         phases.append(phase)
                         print(

@@ -175,36 +175,32 @@ class _SeriesFamily(Family):
         self._text: bytes | None = None
         self._om: bytes | None = None
 
-    def _lines(self) -> list[tuple[str, str]]:
+    def _texts(self) -> list[str]:
         if self.dirty:
             self.dirty = False
             self._text = self._om = None
-        out = []
-        for s in self.series.values():
-            text = s.text
-            out.append((text if text is not None else s.render(), s.created_line))
-        return out
+        # Never "": a series without its text is rendered (again) here.
+        return [s.text or s.render() for s in self.series.values()]
+
+    def _created(self) -> list[str]:
+        return [s.created_line for s in self.series.values()] if _use_created() else []
 
     def text(self, out: list[bytes]) -> None:
         if self.dirty or self._text is None:
-            lines = self._lines()
-            parts = [self.text_head, *(line for line, _ in lines)]
-            if lines and _use_created():
-                parts.append(self.created_head)
-                parts += (created for _, created in lines)
-            self._text = "".join(parts).encode()
+            texts = self._texts()
+            created = self._created()
+            if created:
+                texts += (self.created_head, *created)
+            self._text = (self.text_head + "".join(texts)).encode()
         out.append(self._text)
 
     def openmetrics(self, out: list[bytes]) -> None:
         if self.dirty or self._om is None:
-            lines = self._lines()
-            parts = [self.om_head]
-            if _use_created():
-                for line, created in lines:
-                    parts += (line, created)
-            else:
-                parts += (line for line, _ in lines)
-            self._om = "".join(parts).encode()
+            texts = self._texts()
+            created = self._created()
+            if created:
+                texts = [x for pair in zip(texts, created, strict=True) for x in pair]
+            self._om = (self.om_head + "".join(texts)).encode()
         out.append(self._om)
 
 
@@ -285,19 +281,20 @@ class GaugeFamily(Family):
     ) -> None:
         super().__init__(name, help, labelnames)
         self.read = read
-        # Label sets come and go with reloads: their rendered prefix is kept while in use.
-        self._prefixes: dict[Labels, str] = {}
+        # Label sets come and go with reloads: each one's last value and line.
+        self._last: dict[Labels, tuple[float, str]] = {}
 
     def _lines(self, head: str) -> bytes:
-        prefixes = self._prefixes
+        lines = self._last
         parts = [head]
         for labels, value in self.read():
-            prefix = prefixes.get(labels)
-            if prefix is None:
-                prefix = prefixes[labels] = self.name + label_str(self.labelnames, labels) + " "
-            parts.append(f"{prefix}{fmt(float(value))}\n")
-        if len(prefixes) > 2 * len(parts) + 16:  # a reload dropped many: forget them
-            prefixes.clear()
+            last = lines.get(labels)
+            if last is None or last[0] != value:  # mostly the same value as last time
+                prefix = self.name + label_str(self.labelnames, labels) + " "
+                last = lines[labels] = (value, f"{prefix}{fmt(float(value))}\n")
+            parts.append(last[1])
+        if len(lines) > 2 * len(parts) + 16:  # a reload dropped many: forget them
+            lines.clear()
         return "".join(parts).encode()
 
     def text(self, out: list[bytes]) -> None:

@@ -129,3 +129,18 @@ def test_numbers_are_written_as_prometheus_client_writes_them(value: float) -> N
 
     assert fmt(value) == floatToGoString(value)  # type: ignore[no-untyped-call]
     assert fmt(float("nan")) == "NaN"
+
+
+def test_gctune_freezes_what_is_alive_and_raises_the_young_threshold() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import gc; from gatewayd import gctune; before = gc.get_freeze_count(); "
+        "gctune.freeze_startup_heap(); "
+        "print(before, gc.get_freeze_count() > 1000, gc.get_threshold()[0] == gctune.YOUNG_THRESHOLD)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.split() == ["0", "True", "True"]
