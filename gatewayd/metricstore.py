@@ -310,18 +310,18 @@ class GaugeFamily(Family):
         return [m]
 
 
-def render_text(families: Iterable[Family]) -> bytes:
-    """The Prometheus text format (0.0.4)."""
+def render_text(families: Iterable[Family]) -> list[bytes]:
+    """The Prometheus text format (0.0.4), in pieces (joined, megabytes: written apart)."""
     out: list[bytes] = []
     for f in families:
         f.text(out)
-    return b"".join(out)
+    return out
 
 
-def render_openmetrics(families: Iterable[Family]) -> bytes:
-    """OpenMetrics text (1.0.0)."""
+def render_openmetrics(families: Iterable[Family]) -> list[bytes]:
+    """OpenMetrics text (1.0.0), in pieces."""
     out: list[bytes] = []
     for f in families:
         f.openmetrics(out)
     out.append(b"# EOF\n")
-    return b"".join(out)
+    return out

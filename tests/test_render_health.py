@@ -115,3 +115,22 @@ def test_readiness_and_liveness() -> None:
     assert json.loads(get(svc, "/health/readiness")[1]) == {"status": "ready", "models": 2}
     assert json.loads(get(svc, "/health/liveliness")[1]) == {"status": "alive"}
     assert json.loads(get(svc, "/health")[1])["ready"] is True
+
+
+def test_metrics_is_written_in_pieces_with_its_length() -> None:
+    svc = service()
+    get(svc, "/health")
+    for accept in (None, "application/openmetrics-text; version=1.0.0"):
+        proto = svc.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        assert proto is not None
+        transport = StringTransport()
+        proto.makeConnection(transport)
+        extra = f"Accept: {accept}\r\n" if accept else ""
+        proto.dataReceived(f"GET /metrics HTTP/1.1\r\nHost: t\r\n{extra}\r\n".encode())
+        head, _, body = transport.value().partition(b"\r\n\r\n")
+        headers = dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:])
+        assert int(headers[b"Content-Length"]) == len(body) > 1000
+        expected_body, ctype = svc.metrics.exposition(accept)
+        assert headers[b"Content-Type"] == ctype.encode()
+        # The same text: the request changed no series (no alias), its connection is open.
+        assert body == expected_body

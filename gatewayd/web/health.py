@@ -170,9 +170,14 @@ class Metrics(JSONResource):
         accept = header.decode("latin-1") if header else None
         metrics = self.gateway.metrics
         if metrics.native:
-            body, ctype = metrics.exposition(accept)
+            pieces, ctype = metrics.pieces(accept)
             request.setHeader(b"content-type", ctype.encode())
-            return body
+            # Written in pieces, with the length known: a 3 MB body is not copied whole.
+            request.setHeader(b"content-length", b"%d" % sum(map(len, pieces)))
+            for piece in pieces:
+                request.write(piece)
+            request.finish()
+            return NOT_DONE_YET
         # Multiprocess mode: reading and merging every worker's files takes tens to
         # hundreds of ms; in a thread, this worker's requests go on meanwhile.
         metrics.refresh()
