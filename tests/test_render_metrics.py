@@ -9,6 +9,7 @@ the storage. Rendering caches each series' text: a changed series must show its 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from prometheus_client import generate_latest
@@ -144,3 +145,49 @@ def test_gctune_freezes_what_is_alive_and_raises_the_young_threshold() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.split() == ["0", "True", "True"]
+
+
+_REFRESHES = """
+import sys
+from gatewayd.metrics import GatewayMetrics
+m = GatewayMetrics()
+assert not m.native
+state = {("a", "d1"): 2.0, ("a", "d2"): 1.0}
+m.in_flight.collect = lambda: list(state.items())
+out = []
+m.refresh()
+out.append(m.render().decode())
+state[("a", "d1")] = 5.0  # changed: written again
+m.refresh()
+out.append(m.render().decode())
+del state[("a", "d2")]  # a reload removed it: 0 in the files
+m.refresh()
+m.refresh()
+out.append(m.render().decode())
+sys.stdout.write("\\n=====\\n".join(out))
+"""
+
+
+def test_multiprocess_gauges_write_changes_and_zero_what_went(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", _REFRESHES], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    first, second, third = (
+        {
+            tuple(sorted(x.labels.items())): x.value
+            for f in text_string_to_metric_families(text)
+            for x in f.samples
+            if x.name == "gatewayd_deployment_in_flight"
+        }
+        for text in done.stdout.split("\n=====\n")
+    )
+    d1, d2 = (("alias", "a"), ("deployment", "d1")), (("alias", "a"), ("deployment", "d2"))
+    assert first == {d1: 2.0, d2: 1.0}
+    assert second == {d1: 5.0, d2: 1.0}
+    assert third == {d1: 5.0, d2: 0.0}
