@@ -120,6 +120,10 @@ def make_service(options: Options) -> IService:
         service.log_observer = twistd_json_observer(getattr(options, "parent", None))
     else:  # twistd's text lines, made cheaper (the access log writes one per request)
         service.log_observer = twistd_text_observer(getattr(options, "parent", None))
+    from gatewayd import gctune
+
+    # What is alive once running (code, config, table) is left out of GC passes: p99.
+    service.reactor.callWhenRunning(gctune.freeze_startup_heap)
     fd = workers.worker_fd()
     if fd is not None:  # a worker of --workers N: serves on the supervisor's socket
         return workers.as_worker(service, fd)

@@ -1,13 +1,15 @@
-"""Every metric gatewayd exports, kept by :mod:`prometheus_client`.
+"""Every metric gatewayd exports (:class:`GatewayMetrics`).
 
 A leaf module: the router and the web layer record into one :class:`GatewayMetrics`
 owned by the service; ``GET /metrics`` renders it. Each instance has its own
 :class:`~prometheus_client.CollectorRegistry` (never the global default), so several
 gateways embedded in one process, or in one test run, do not clash.
 
-Several worker processes: set ``PROMETHEUS_MULTIPROC_DIR`` to an empty directory shared by
-all of them *before* they start (``prometheus_client`` picks its storage at import). Then
-every process writes its samples into that directory and any one of them renders the sum
+One process: the values are kept and rendered by :mod:`gatewayd.metricstore` (exactly
+prometheus_client's output, much faster). Several worker processes: set
+``PROMETHEUS_MULTIPROC_DIR`` to an empty directory shared by all of them *before* they
+start (``prometheus_client`` picks its storage at import). Then every process writes its
+samples into that directory and any one of them renders the sum
 (:class:`~prometheus_client.multiprocess.MultiProcessCollector`). Gauges read from
 callbacks are pushed into the shared files by :meth:`GatewayMetrics.refresh`, which the
 service calls periodically in that mode. See docs/observability.md.
@@ -16,219 +18,107 @@ service calls periodically in that mode. See docs/observability.md.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
-from typing import Literal
+from collections.abc import Sequence
 
-from prometheus_client import CollectorRegistry, values
-from prometheus_client import Counter as _Counter
-from prometheus_client import Gauge as _Gauge
-from prometheus_client import Histogram as _Histogram
-from prometheus_client.exposition import choose_encoder, generate_latest
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
-from prometheus_client.registry import Collector
 
 from gatewayd.config.errors import ConfigError
-
-Labels = tuple[str, ...]
-Sample = tuple[Labels, float]
-
-#: Seconds: from sub-millisecond overhead to multi-minute generations.
-LATENCY_BUCKETS = (
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1,
-    2.5,
-    5,
-    10,
-    30,
-    60,
-    120,
-    300,
+from gatewayd.metrickinds import (
+    LAG_BUCKETS,
+    LATENCY_BUCKETS,
+    Counter,
+    Gauge,
+    GaugeMode,
+    Histogram,
+    OrderedRegistry,
+    ValueGauge,
+    multiprocess_dir,
 )
-#: Seconds a periodic call fires late: a healthy reactor stays in the first buckets.
-LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+from gatewayd.metricstore import Labels, Sample, render_openmetrics, render_text
 
-GaugeMode = Literal["livesum", "livemax", "max"]
-
-
-def multiprocess_dir() -> str | None:
-    """The shared directory when ``prometheus_client`` runs in multiprocess mode, else None.
-
-    The variable alone is not enough: it must have been set before ``prometheus_client``
-    was imported, or this process writes nothing there."""
-    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")
-    if path and values.ValueClass is not values.MutexValue:
-        return path
-    return None
-
-
-class Counter:
-    """``inc(*label_values, amount=1)`` over a :class:`prometheus_client.Counter`."""
-
-    def __init__(
-        self, name: str, help: str, labelnames: Sequence[str], registry: CollectorRegistry
-    ) -> None:
-        self.name = name
-        self.labelnames = tuple(labelnames)
-        self._metric = _Counter(name, help, self.labelnames, registry=registry)
-        # Label sets are never removed: cache the children (labels() locks and validates).
-        self._children: dict[Labels, _Counter] = {}
-
-    def inc(self, *labels: str, amount: float = 1.0) -> None:
-        if not self.labelnames:
-            self._metric.inc(amount)
-            return
-        child = self._children.get(labels)
-        if child is None:
-            child = self._children[labels] = self._metric.labels(*labels)
-        child.inc(amount)
-
-
-class Histogram:
-    """``observe(value, *label_values)`` over a :class:`prometheus_client.Histogram`."""
-
-    def __init__(
-        self,
-        name: str,
-        help: str,
-        labelnames: Sequence[str],
-        registry: CollectorRegistry,
-        buckets: Sequence[float] = LATENCY_BUCKETS,
-    ) -> None:
-        self.name = name
-        self.labelnames = tuple(labelnames)
-        self._metric = _Histogram(name, help, self.labelnames, registry=registry, buckets=buckets)
-        self._children: dict[Labels, _Histogram] = {}
-
-    def observe(self, value: float, *labels: str) -> None:
-        if not self.labelnames:
-            self._metric.observe(value)
-            return
-        child = self._children.get(labels)
-        if child is None:
-            child = self._children[labels] = self._metric.labels(*labels)
-        child.observe(value)
-
-
-class Gauge:
-    """A gauge read at scrape time from ``collect`` (in-flight counts, cooldown states).
-
-    ``collect`` is an attribute the gauge's owner sets; it returns ``(label_values,
-    value)`` pairs. In one process the registry calls it on every scrape; in
-    multiprocess mode :meth:`refresh` copies its values into a shared
-    :class:`prometheus_client.Gauge` (``mode`` says how the processes' values combine)."""
-
-    def __init__(
-        self,
-        name: str,
-        help: str,
-        labelnames: Sequence[str],
-        registry: CollectorRegistry,
-        mode: GaugeMode = "livesum",
-    ) -> None:
-        self.name = name
-        self.help = help
-        self.labelnames = tuple(labelnames)
-        self.collect: Callable[[], Iterable[Sample]] = lambda: ()
-        self._shared: _Gauge | None = None
-        self._seen: set[Labels] = set()
-        if multiprocess_dir() is not None:
-            self._shared = _Gauge(
-                name, help, self.labelnames, registry=None, multiprocess_mode=mode
-            )
-        else:
-            registry.register(_GaugeCollector(self))
-
-    def family(self) -> GaugeMetricFamily:
-        family = GaugeMetricFamily(self.name, self.help, labels=self.labelnames)
-        for labels, value in self.collect():
-            family.add_metric(list(labels), value)
-        return family
-
-    def refresh(self) -> None:
-        """Multiprocess mode: write the callback's current values to the shared files.
-        Label sets that went away (a reload) are set to 0: the files cannot drop them."""
-        if self._shared is None:
-            return
-        now: set[Labels] = set()
-        for labels, value in self.collect():
-            now.add(tuple(labels))
-            (self._shared.labels(*labels) if self.labelnames else self._shared).set(value)
-        for gone in self._seen - now:
-            self._shared.labels(*gone).set(0)
-        self._seen = now
-
-
-class _GaugeCollector(Collector):
-    """What the registry calls for a :class:`Gauge` (whose callback may be replaced)."""
-
-    def __init__(self, gauge: Gauge) -> None:
-        self.gauge = gauge
-
-    def collect(self) -> Iterable[Metric]:
-        return [self.gauge.family()]
+__all__ = [
+    "LAG_BUCKETS",
+    "LATENCY_BUCKETS",
+    "Counter",
+    "GatewayMetrics",
+    "Gauge",
+    "GaugeMode",
+    "Histogram",
+    "Labels",
+    "Sample",
+    "ValueGauge",
+    "multiprocess_dir",
+]
 
 
 class GatewayMetrics:
     """Every metric gatewayd exports. Label names: ``alias``, ``deployment``, ``status``, ``dialect``."""
 
-    def __init__(self) -> None:
+    def __init__(self, native: bool | None = None) -> None:
+        """``native``: keep the values in :mod:`gatewayd.metricstore` (the default in one
+        process); False: in ``prometheus_client``'s metrics (always so in multiprocess
+        mode, where they live in the shared files)."""
         shared = multiprocess_dir()
         if shared is not None and not os.path.isdir(shared):
             raise ConfigError(
                 "PROMETHEUS_MULTIPROC_DIR",
                 f"{shared!r} is not a directory: multiprocess metrics need an existing one",
             )
-        self.registry = CollectorRegistry(auto_describe=False)
+        self.native = shared is None if native is None else native and shared is None
+        self.registry = OrderedRegistry(auto_describe=False)
         r = self.registry
+        n = self.native
         self.requests = Counter(
             "gatewayd_requests_total",
             "Requests answered, by alias, the deployment that answered, HTTP status and "
             "the client's dialect (chat, responses, messages).",
             ("alias", "deployment", "status", "dialect"),
             r,
+            native=n,
         )
         self.attempts = Counter(
             "gatewayd_upstream_attempts_total",
             "Upstream attempts by alias, deployment and outcome (ok, or the failure kind).",
             ("alias", "deployment", "outcome"),
             r,
+            native=n,
         )
         self.retries = Counter(
-            "gatewayd_retries_total", "Attempts made again on the same alias.", ("alias",), r
+            "gatewayd_retries_total",
+            "Attempts made again on the same alias.",
+            ("alias",),
+            r,
+            native=n,
         )
         self.fallbacks = Counter(
             "gatewayd_fallbacks_total",
             "Requests answered by a fallback alias.",
             ("alias", "fallback"),
             r,
+            native=n,
         )
         self.stream_failures = Counter(
             "gatewayd_stream_failures_total",
             "Streams that broke off after their first byte (ended with an in-band error).",
             ("alias", "deployment"),
             r,
+            native=n,
         )
         self.tokens = Counter(
             "gatewayd_tokens_total",
             "Tokens reported by upstreams' usage objects, by kind (prompt, completion).",
             ("alias", "deployment", "kind"),
             r,
+            native=n,
         )
         self.key_requests = Counter(
             "gatewayd_key_requests_total",
             "Requests by client key name (never the key), alias and HTTP status.",
             ("key", "alias", "status"),
             r,
+            native=n,
         )
         self.key_tokens = Counter(
             "gatewayd_key_tokens_total",
@@ -236,6 +126,7 @@ class GatewayMetrics:
             "reported no usage counts its reservation.",
             ("key", "alias", "kind"),
             r,
+            native=n,
         )
         self.spend = Counter(
             "gatewayd_spend_usd_total",
@@ -243,12 +134,14 @@ class GatewayMetrics:
             "and deployment.",
             ("key", "alias", "deployment"),
             r,
+            native=n,
         )
         self.state_store_outages = Counter(
             "gatewayd_state_store_outages_total",
             "Times the shared state store became unreachable.",
             (),
             r,
+            native=n,
         )
         self.state_store_up = Gauge(
             "gatewayd_state_store_up",
@@ -262,12 +155,14 @@ class GatewayMetrics:
             "Time an upstream took to answer (a whole JSON body, or a stream's first byte).",
             ("alias", "deployment"),
             r,
+            native=n,
         )
         self.ttft = Histogram(
             "gatewayd_time_to_first_token_seconds",
             "Streams: time from the request to the first event written to the client.",
             ("alias", "deployment"),
             r,
+            native=n,
         )
         self.overhead = Histogram(
             "gatewayd_overhead_seconds",
@@ -275,6 +170,7 @@ class GatewayMetrics:
             "(JSON answers on the first attempt).",
             (),
             r,
+            native=n,
         )
         self.reactor_lag = Histogram(
             "gatewayd_reactor_lag_seconds",
@@ -282,20 +178,23 @@ class GatewayMetrics:
             (),
             r,
             LAG_BUCKETS,
+            native=n,
         )
         self.reloads = Counter(
             "gatewayd_config_reloads_total",
             "Config reloads by result (ok, error).",
             ("result",),
             r,
+            native=n,
         )
         for result in ("ok", "error"):  # both series exist from the start: increase() works
-            self.reloads._metric.labels(result)
-        self.last_reload = _Gauge(
+            self.reloads.touch(result)
+        self.last_reload = ValueGauge(
             "gatewayd_config_last_reload_success_timestamp_seconds",
             "Unix time of the last successful config load (the start counts).",
-            registry=r,
-            multiprocess_mode="max",
+            r,
+            "max",
+            native=n,
         )
         self.streams_in_flight = self._gauge(
             "gatewayd_streams_in_flight", "Streams being relayed right now.", ()
@@ -354,19 +253,36 @@ class GatewayMetrics:
     def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
         """The body and content type for ``GET /metrics``: OpenMetrics when ``accept``
         asks for it, else the Prometheus text format. In multiprocess mode, the sum
-        over every process writing to the shared directory."""
+        over every process writing to the shared directory (see :meth:`merged`)."""
+        if not self.native:
+            self.refresh()
+            return self.merged(accept)
+        pieces, content_type = self.pieces(accept)
+        return b"".join(pieces), content_type
+
+    def pieces(self, accept: str | None = None) -> tuple[list[bytes], str]:
+        """One process: :meth:`exposition`'s body in pieces, to be written in turn (with
+        1,000 deployments it is 3 MB: joining it costs more than rendering it)."""
+        _, content_type = choose_encoder(accept or "")
+        if content_type.startswith("application/openmetrics-text"):
+            return render_openmetrics(self.registry.families()), content_type
+        return render_text(self.registry.families()), content_type
+
+    def merged(self, accept: str | None = None) -> tuple[bytes, str]:
+        """Multiprocess mode: the sum read from the shared files, without :meth:`refresh`.
+        Reads files only, so it may run in a thread (it takes long: every file is read
+        and merged by prometheus_client at every scrape)."""
         encoder, content_type = choose_encoder(accept or "")
         return encoder(self._source()), content_type
 
     def render(self) -> bytes:
         """The Prometheus text format."""
-        return generate_latest(self._source())
+        return self.exposition()[0]
 
     def _source(self) -> CollectorRegistry:
         path = multiprocess_dir()
         if path is None:
             return self.registry
-        self.refresh()
         merged = CollectorRegistry()
         MultiProcessCollector(merged, path)  # type: ignore[no-untyped-call]
         return merged

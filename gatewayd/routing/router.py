@@ -75,16 +75,16 @@ class Router:
         self.on_cooldown: Callable[[str, float], None] | None = None
         self._apply(g)
         self._pools = self._index(table)
+        self._gauge_keys: tuple[RoutingTable | None, list[tuple[tuple[str, str], str]]] = (None, [])
         self.metrics.in_flight.collect = lambda: self._gauge(lambda h, now: h.in_flight)
         self.metrics.cooldown.collect = lambda: self._gauge(lambda h, now: h.cooling(now))
 
     def _gauge(self, read: Callable[[DeploymentHealth, float], float]) -> list[Sample]:
-        now = self.health.now()
-        return [
-            ((r.model_name, r.id), float(read(self.health.get(r.id), now)))
-            for routes in self.table.routes.values()
-            for r in routes
-        ]
+        now, get, table = self.health.now(), self.health.get, self.table
+        if self._gauge_keys[0] is not table:  # label tuples made once per table
+            keys = [((r.model_name, r.id), r.id) for rs in table.routes.values() for r in rs]
+            self._gauge_keys = (table, keys)
+        return [(labels, float(read(get(i), now))) for labels, i in self._gauge_keys[1]]
 
     def _apply(self, g: GeneralSettings) -> None:
         self.health.allowed_fails = g.allowed_fails

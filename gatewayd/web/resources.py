@@ -19,7 +19,6 @@ from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from gatewayd.dialects import Dialect
-from gatewayd.limits import store_health
 from gatewayd.log import get_logger, is_verbose
 from gatewayd.providers.base import Endpoint, ProviderRequest, openai_error
 from gatewayd.web.answers import Answer
@@ -259,55 +258,6 @@ class ModelResource(AuthedResource):
         return self.models._model(self.alias)
 
 
-class Liveness(JSONResource):
-    isLeaf = True
-
-    def render_GET(self, request: Request) -> bytes:
-        return _json(request, {"status": "alive"})
-
-
-class Readiness(JSONResource):
-    isLeaf = True
-
-    def __init__(self, gateway: Gateway) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
-        self.gateway = gateway
-
-    def render_GET(self, request: Request) -> bytes:
-        if not self.gateway.ready:
-            return _json(request, {"status": "not ready"}, 503)
-        return _json(request, {"status": "ready", "models": len(self.gateway.router.table.routes)})
-
-
-class Health(JSONResource):
-    """GET /health: each alias, its deployments and their state. No secrets."""
-
-    def __init__(self, gateway: Gateway) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
-        self.gateway = gateway
-
-    def render_GET(self, request: Request) -> bytes:
-        router = self.gateway.router
-        now = router.health.now()
-        aliases: dict[str, Any] = {}
-        healthy_total = 0
-        for alias, routes in router.table.routes.items():
-            deps = []
-            for route in routes:
-                d = route.deployment
-                state = router.health.get(d.id).snapshot(now)
-                healthy_total += state["state"] == "healthy"
-                deps.append({"id": d.id, "provider": d.provider.prefix, "model": d.model, **state})
-            aliases[alias] = {
-                "deployments": deps,
-                "fallbacks": list(router.table.fallbacks_for(alias)),
-            }
-        status = "healthy" if healthy_total else "unhealthy"
-        body = {"status": status, "ready": self.gateway.ready, "models": aliases}
-        body["state_store"] = store_health(self.gateway.limiter)
-        return _json(request, body)
-
-
 class KeyInfo(AuthedResource):
     """GET /key/info: the caller's own key (see :mod:`gatewayd.web.keyinfo`)."""
 
@@ -317,38 +267,6 @@ class KeyInfo(AuthedResource):
         return render_key_info(
             self.gateway, self.gateway.router.table.config, request, request.caller
         )
-
-
-class Metrics(JSONResource):
-    """GET /metrics: Prometheus text format (OpenMetrics when asked); open unless
-    ``require_auth_for_metrics_endpoint`` is set."""
-
-    isLeaf = True
-
-    def __init__(self, gateway: Gateway) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
-        self.gateway = gateway
-
-    def render_GET(self, request: Request) -> bytes:
-        config = self.gateway.router.table.config
-        general = config.general
-        if general.require_auth_for_metrics_endpoint and not (
-            # The master key; with none set, any client key (with neither, it is open).
-            is_authorized(request, general.master_key)
-            if general.master_key is not None
-            else authenticate(request, config) is not None
-        ):
-            return write_error(
-                request,
-                401,
-                "metrics require the master key",
-                "authentication_error",
-                "invalid_api_key",
-            )
-        accept = request.getHeader(b"accept")
-        body, ctype = self.gateway.metrics.exposition(accept.decode("latin-1") if accept else None)
-        request.setHeader(b"content-type", ctype.encode())
-        return body
 
 
 class Root(JSONResource):
@@ -363,6 +281,7 @@ def build_root(gateway: Gateway) -> Resource:
     """The whole tree, ``/v1`` and bare paths alike."""
     # The dialects' resources build on the ones above.
     from gatewayd.dialects.store import MemoryResponseStore, ResponseStore
+    from gatewayd.web.health import Health, Liveness, Metrics, Readiness
     from gatewayd.web.messages import MessagesResource
     from gatewayd.web.responses import ResponsesResource
 
