@@ -85,7 +85,8 @@ class BodyCollector(Protocol):
     def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:  # noqa: B008
         if self.done.called:
             return
-        if reason.check(ResponseDone, PotentialDataLoss):
+        # isinstance, not Failure.check: check names every class of the hierarchy.
+        if isinstance(reason.value, ResponseDone | PotentialDataLoss):
             self.done.callback(b"".join(self._chunks))
         else:
             self.done.errback(reason)

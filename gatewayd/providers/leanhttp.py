@@ -27,6 +27,8 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IResponse
 from zope.interface import implementer
 
+from gatewayd.writethrough import write_through
+
 if TYPE_CHECKING:
     from gatewayd.providers.pool import Exchange, LeanAgent
 
@@ -148,7 +150,8 @@ class LeanConnection(Protocol):
         self._exchange = exchange
         self._received = 0
         self._complete = False
-        self.transport.write(data)  # type: ignore[union-attr]
+        # Sent now when nothing is queued (no reactor turn to watch for writability).
+        write_through(self.transport, data)
 
     def closed(self) -> Deferred[None]:
         """Fires (with None) once the connection is closed."""
