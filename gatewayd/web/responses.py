@@ -176,9 +176,13 @@ class StoredResponseResource(RoutedResource):
     def _lookup(self, request: GatewayRequest, then: Any) -> int:
         d: Deferred[bytes | None] = self.parent.store.get(self.response_id)
 
-        def found(data: bytes | None) -> None:
+        def finish(body: bytes) -> None:
+            if not (request.finished or request._disconnected):
+                ResponsesResource._finish(request, body)
+
+        def found(data: bytes | None) -> Deferred[None] | None:
             if request.finished or request._disconnected:
-                return
+                return None
             if data is None:
                 body = self.error(
                     request,
@@ -187,8 +191,12 @@ class StoredResponseResource(RoutedResource):
                     param="response_id",
                 )
             else:
-                body = then(request, StoredResponse.load(data))
+                answer = then(request, StoredResponse.load(data))
+                if isinstance(answer, Deferred):  # answered once the store has done
+                    return answer.addCallback(finish)
+                body = answer
             ResponsesResource._finish(request, body)
+            return None
 
         d.addCallback(found)
         d.addErrback(self.parent._store_failed, request)
@@ -234,9 +242,11 @@ class StoredResponseResource(RoutedResource):
         if self.cancel or self.items:
             return NotFound().render(request)
 
-        def delete(r: GatewayRequest, s: StoredResponse) -> bytes:
-            self.parent.store.delete(self.response_id)
-            return self._json(r, {"id": self.response_id, "object": "response", "deleted": True})
+        def delete(r: GatewayRequest, s: StoredResponse) -> Deferred[bytes]:
+            # Answered once deleted: a GET right after, on any instance, must not find it.
+            d = self.parent.store.delete(self.response_id)
+            payload = {"id": self.response_id, "object": "response", "deleted": True}
+            return d.addCallback(lambda _: self._json(r, payload))
 
         return self._lookup(request, delete)
 
