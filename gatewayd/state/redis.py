@@ -30,6 +30,7 @@ from gatewayd.state.base import (
     Usage,
     WindowTake,
 )
+from gatewayd.writethrough import write_through
 
 log = get_logger(__name__)
 
@@ -98,6 +99,10 @@ class RedisStore:
         self._orphan_timer: Any = None
         factory = getattr(self._redis, "_factory", None)
         if factory is not None:
+            # Commands leave at once, as the client's answers do (gatewayd.writethrough):
+            # a slot given back before an answer reaches Redis before the client's next
+            # request can take it again.
+            factory.protocol = _SendNowProtocol
             factory.maxDelay = 2.0  # resume sharing soon after Redis is back
             factory.initialDelay = 0.2
             factory.addConnection = _no_delay(factory.addConnection)
@@ -335,6 +340,25 @@ class RedisStore:
             self._orphan_timer.cancel()
         d: Deferred[Any] = self._redis.disconnect()
         return d.addBoth(lambda _: None)
+
+
+class _SendNow:
+    """A transport whose ``write`` sends at once when nothing is queued; all else is the
+    transport's own."""
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+
+    def write(self, data: bytes) -> None:
+        write_through(self._transport, data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class _SendNowProtocol(txredisapi.RedisProtocol):  # type: ignore[misc]
+    def makeConnection(self, transport: Any) -> None:
+        super().makeConnection(_SendNow(transport))
 
 
 __all__ = ["RedisAddress", "RedisStore"]
