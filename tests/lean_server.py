@@ -7,9 +7,10 @@ script: bytes to write, ``CLOSE`` (drop the connection without an answer), ``HAN
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar, cast
 
+import pytest_twisted
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
@@ -17,6 +18,10 @@ from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
 reactor: Any = _reactor
+
+F = TypeVar("F", bound=Callable[..., Any])
+deferred_test = cast(Callable[[F], F], pytest_twisted.ensureDeferred)
+server_fixture = cast(Callable[..., Callable[[F], F]], pytest_twisted.async_yield_fixture)
 
 CLOSE = "close"
 HANG = "hang"
@@ -114,3 +119,11 @@ class Body(Protocol):
     def connectionLost(self, reason: Failure = Failure(Exception())) -> None:  # noqa: B008
         self.reason = reason
         self.ended.callback(None)
+
+
+@server_fixture()
+async def server() -> AsyncIterator[ScriptedServer]:
+    """A :class:`ScriptedServer` for one test (a fixture: import it by name)."""
+    s = ScriptedServer()
+    yield s
+    await s.stop()

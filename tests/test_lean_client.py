@@ -3,12 +3,11 @@ headers, malformed answers, request serialisation (pooling: test_lean_client_poo
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from typing import Any, TypeVar, cast
+from typing import Any
 
 import pytest
-import pytest_twisted
-from lean_server import CLOSE, Body, ScriptedServer, ok, until
+from lean_server import CLOSE, Body, ScriptedServer, deferred_test, ok, until
+from lean_server import server as server  # the fixture, found by its name
 from twisted.internet.error import ConnectionRefusedError
 from twisted.web.client import ResponseDone, ResponseFailed, ResponseNeverReceived
 from twisted.web.http import PotentialDataLoss
@@ -20,17 +19,6 @@ from gatewayd.providers.endpoints import TLSSettings
 from gatewayd.providers.http import UpstreamAgents
 from gatewayd.providers.leanhttp import MAX_HEAD
 from gatewayd.providers.pool import LeanAgent
-
-F = TypeVar("F", bound=Callable[..., Any])
-deferred_test = cast(Callable[[F], F], pytest_twisted.ensureDeferred)
-server_fixture = cast(Callable[..., Callable[[F], F]], pytest_twisted.async_yield_fixture)
-
-
-@server_fixture()
-async def server() -> AsyncIterator[ScriptedServer]:
-    s = ScriptedServer()
-    yield s
-    await s.stop()
 
 
 def agent_for(server: ScriptedServer, **kw: Any) -> LeanAgent:

@@ -3,13 +3,12 @@ connection retry, flow control, cancellation, idle timeout, bounds and stats."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any
 
 import pytest
-import pytest_twisted
-from lean_server import CLOSE, HANG, Body, ScriptedServer, ok, reactor, until
+from lean_server import CLOSE, HANG, Body, ScriptedServer, deferred_test, ok, reactor, until
+from lean_server import server as server  # the fixture, found by its name
 from test_lean_client import agent_for, post, read
 from twisted.internet.defer import CancelledError, gatherResults
 from twisted.internet.error import ConnectingCancelledError
@@ -22,17 +21,6 @@ from gatewayd.providers.body import BytesProducer
 from gatewayd.providers.endpoints import TLSSettings
 from gatewayd.providers.pool import LeanAgent
 from gatewayd.testing.tlsfiles import make_tls_files
-
-F = TypeVar("F", bound=Callable[..., Any])
-deferred_test = cast(Callable[[F], F], pytest_twisted.ensureDeferred)
-server_fixture = cast(Callable[..., Callable[[F], F]], pytest_twisted.async_yield_fixture)
-
-
-@server_fixture()
-async def server() -> AsyncIterator[ScriptedServer]:
-    s = ScriptedServer()
-    yield s
-    await s.stop()
 
 
 @deferred_test
