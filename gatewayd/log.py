@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import IO, Any
+from typing import IO, Any, Generic, TypeVar
 
 from twisted.logger import (
     FileLogObserver,
@@ -38,6 +39,7 @@ _SKIP = {"message", "format", "isError", "why", "failure", "time", "printed", "s
 
 
 _verbose = False
+T = TypeVar("T")
 
 
 class GatewayLogger(Logger):
@@ -85,22 +87,32 @@ def emit_text(logger: Logger, level: LogLevel, text: str, fields: dict[str, Any]
     logger.observer(fields)
 
 
+class PerSecond(Generic[T]):
+    """``make(second)``, made once per second of ``when`` (a clock's ``time.time()``):
+    for text that changes once a second and costs more than the rest of its line."""
+
+    def __init__(self, make: Callable[[int], T]) -> None:
+        self._make = make
+        self._second: int | None = None
+        self._value: T | None = None
+
+    def __call__(self, when: float) -> T:
+        second = int(when)
+        if second != self._second or self._value is None:
+            self._value = self._make(second)
+            self._second = second
+        return self._value
+
+
 class _SecondStamp:
     """twistd's timestamp (``2026-12-02T02:06:33+0000``, local time) made once a second:
     with a time zone, it costs more than the rest of an access line."""
 
     def __init__(self) -> None:
-        self._second: int | None = None
-        self._text = "-"
+        self._stamp = PerSecond(lambda second: formatTime(float(second)))
 
     def __call__(self, when: float | None) -> str:
-        if when is None:
-            return "-"
-        second = int(when)
-        if second != self._second:
-            self._text = formatTime(float(second))
-            self._second = second
-        return self._text
+        return "-" if when is None else self._stamp(when)
 
 
 def _text_formatter() -> Any:

@@ -199,7 +199,7 @@ class HTTPProvider(Provider):
             ) from None
         raw = headers._rawHeaders  # gatewayd's own names and values: no re-checking
         for name, value in request.headers:  # a deployment's own `headers:` win
-            key = _header_key(name)
+            key = _nameEncoder.encode(name)  # cached by Twisted, per name
             if key not in raw:
                 raw[key] = [value.encode("latin-1")]
         # Credentials in api_base are never sent in the URL (nor logged, nor shown).
@@ -403,16 +403,6 @@ def _collect(response: IResponse, limit: int, decoder: Decoder | None = None) ->
 
 
 _ACCEPT_ENCODING = _nameEncoder.encode(b"accept-encoding")
-_KEYS: dict[str, bytes] = {}
-
-
-def _header_key(name: str) -> bytes:
-    """``name`` as :class:`Headers` keys it; gatewayd adds a handful of names, so the
-    encoding (and its check) is done once per name."""
-    key = _KEYS.get(name)
-    if key is None:
-        key = _KEYS[name] = _nameEncoder.encode(name)
-    return key
 
 
 def copy_headers(headers: Headers) -> Headers:

@@ -17,7 +17,7 @@ from twisted.web.server import Request, Site, version
 
 from gatewayd import reqid
 from gatewayd.config.model import GeneralSettings
-from gatewayd.log import emit_text, get_logger
+from gatewayd.log import PerSecond, emit_text, get_logger
 from gatewayd.metrics import GatewayMetrics
 from gatewayd.providers.base import openai_error
 from gatewayd.reqid import request_id
@@ -104,7 +104,7 @@ class GatewayRequest(Request):
         resources have none)."""
         self.site = self.channel.site  # type: ignore[attr-defined]
         self.put_header(_SERVER, version)
-        self.put_header(_DATE, _http_date())
+        self.put_header(_DATE, _http_date(time.time()))
         site = self.site
         leaf = site.leaf_for(self.path) if isinstance(site, GatewaySite) else None
         if leaf is not None:
@@ -272,22 +272,8 @@ def header_value(text: str) -> bytes:
     return value
 
 
-class _HTTPDate:
-    """The ``Date`` header's value, made once a second."""
-
-    def __init__(self) -> None:
-        self._second = -1
-        self._value = b""
-
-    def __call__(self) -> bytes:
-        now = int(time.time())
-        if now != self._second:
-            self._value = datetimeToString(now)
-            self._second = now
-        return self._value
-
-
-_http_date = _HTTPDate()
+#: The ``Date`` header's value, made once a second.
+_http_date = PerSecond(datetimeToString)
 #: Which successful requests get an access line under ``access_log_sample_rate``.
 _sampler = random.Random()
 
