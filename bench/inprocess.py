@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import chat_answer, stream_answer
+from compare import config
+from harness import MASTER_KEY, chat_answer, stream_answer
 from twisted.internet.defer import succeed
 from twisted.internet.testing import StringTransport
 from twisted.logger import FileLogObserver, globalLogBeginner
@@ -37,7 +38,6 @@ from gatewayd.log import _text_formatter
 from gatewayd.providers import http as provider_http
 from gatewayd.service import GatewayService
 
-MASTER_KEY = "sk-bench-master"
 FIXED_ANSWER = chat_answer().encode()
 FIXED_STREAM = stream_answer().replace("\\n", "\n").encode()  # nginx's escapes undone
 
@@ -76,22 +76,8 @@ class _InstantAgent:
 
 
 def build() -> GatewayService:
-    entries = [
-        {
-            "model_name": alias,
-            "litellm_params": {
-                "model": "openai/bench",
-                "api_base": f"http://127.0.0.1:9/{alias}/v1",
-                "api_key": "sk-upstream",
-            },
-        }
-        for alias in ("plain", "sse")
-    ]
-    doc = {
-        "model_list": entries,
-        "router_settings": {"num_retries": 2},
-        "general_settings": {"master_key": MASTER_KEY},
-    }
+    """The service on bench/compare.py's config (its upstream port never dialled)."""
+    doc = config(9)
     provider_http.UpstreamAgents.agent_for = lambda self, url, tls=None: _InstantAgent()  # type: ignore[method-assign]
     return GatewayService(parse_config(json.dumps(doc)), "tcp:0")
 
