@@ -47,18 +47,13 @@ class SSEFramer:
         plain (no stray blank lines, every event within the bound)."""
         start = self._take(data)
         buf = self._buf
-        last = buf.rfind(b"\n\n", start)
-        if last == -1:
-            if len(buf) > self._max:
-                raise EventTooLarge(f"an upstream event is larger than {self._max} bytes")
-            return b""
-        end = last + 2
-        if end <= self._max and buf[0] != 10 and buf.find(b"\n\n\n", 0, end) == -1:
+        end = buf.rfind(b"\n\n", start) + 2
+        if 2 <= end <= self._max and buf[0] != 10 and buf.find(b"\n\n\n", 0, end) == -1:
             block = bytes(buf[:end])
             del buf[:end]
-            if len(buf) > self._max:
-                raise EventTooLarge(f"an upstream event is larger than {self._max} bytes")
+            self._check_pending()
             return block
+        # Nothing complete, or not plain: event by event.
         return b"".join(self._events_from(start))
 
     def _take(self, data: bytes) -> int:
@@ -95,9 +90,13 @@ class SSEFramer:
             i = buf.find(b"\n\n", pos)
         if pos:
             del buf[:pos]  # cheap: a bytearray drops its head without copying the rest
-        if len(buf) > self._max:
-            raise EventTooLarge(f"an upstream event is larger than {self._max} bytes")
+        self._check_pending()
         return out
+
+    def _check_pending(self) -> None:
+        """The event not yet complete must stay within the bound."""
+        if len(self._buf) > self._max:
+            raise EventTooLarge(f"an upstream event is larger than {self._max} bytes")
 
     @property
     def pending(self) -> bytes:
