@@ -42,14 +42,17 @@ def write_error_object(request: Request, status: int, error: dict[str, Any]) -> 
     return error_json(error)
 
 
-def write_unauthorized(request: Request) -> bytes:
-    """The 401 for a missing or wrong master key (with its ``WWW-Authenticate``)."""
+def unauthorized(request: Request) -> dict[str, Any]:
+    """Ask for a key (``WWW-Authenticate``); the 401's error object, in every dialect."""
     request.setHeader(b"www-authenticate", b'Bearer realm="gatewayd"')
-    return write_error(
-        request,
-        401,
+    return openai_error(
         "invalid or missing API key: send it as 'Authorization: Bearer KEY', "
         "'x-api-key' or 'api-key'",
         "authentication_error",
         "invalid_api_key",
     )
+
+
+def write_unauthorized(request: Request) -> bytes:
+    """The 401 for a missing or wrong master key (with its ``WWW-Authenticate``)."""
+    return write_error_object(request, 401, unauthorized(request))

@@ -24,7 +24,7 @@ from gatewayd.providers.base import Endpoint, ProviderRequest, openai_error
 from gatewayd.web.answers import Answer
 from gatewayd.web.auth import authenticate, is_authorized
 from gatewayd.web.body import BodyError, model_alias, parse_body, stream_flag
-from gatewayd.web.errors import write_error, write_unauthorized
+from gatewayd.web.errors import unauthorized, write_error, write_unauthorized
 from gatewayd.web.exchange import Exchange, Gateway, write_json_error
 from gatewayd.web.keyinfo import render_key_info
 from gatewayd.web.request import GatewayRequest, master_key_for
@@ -126,15 +126,8 @@ class AuthedResource(JSONResource):
         if isinstance(request, GatewayRequest) and caller is not None:
             request.caller, request.key_name = caller, caller.name
         if caller is None:
-            request.setHeader(b"www-authenticate", b'Bearer realm="gatewayd"')
-            return self.error(
-                request,
-                401,
-                "invalid or missing API key: send it as 'Authorization: Bearer KEY', "
-                "'x-api-key' or 'api-key'",
-                "authentication_error",
-                "invalid_api_key",
-            )
+            assert isinstance(request, GatewayRequest)
+            return write_json_error(request, self.answer, 401, unauthorized(request))
         return super().render(request)
 
 
