@@ -31,6 +31,18 @@ STOP_REASONS = {
 _REFUSED = ("logprobs", "top_logprobs", "audio", "prediction", "web_search_options", "logit_bias")
 
 
+def tool_call(block: dict[str, Any]) -> dict[str, Any]:
+    """Chat's tool call for an Anthropic ``tool_use`` content block."""
+    return {
+        "id": block.get("id"),
+        "type": "function",
+        "function": {
+            "name": block.get("name"),
+            "arguments": json.dumps(block.get("input") or {}),
+        },
+    }
+
+
 def _error(message: str, param: str | None = None) -> TranslationError:
     return TranslationError(message, param)
 
@@ -266,16 +278,7 @@ def to_openai(msg: dict[str, Any], forced_tool: str | None = None) -> dict[str, 
             texts = [json.dumps(block.get("input") or {})]
             structured = True
         elif kind == "tool_use":
-            calls.append(
-                {
-                    "id": block.get("id"),
-                    "type": "function",
-                    "function": {
-                        "name": block.get("name"),
-                        "arguments": json.dumps(block.get("input") or {}),
-                    },
-                }
-            )
+            calls.append(tool_call(block))
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None}
     if calls:
         message["tool_calls"] = calls

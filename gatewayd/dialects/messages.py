@@ -11,6 +11,7 @@ import json
 import uuid
 from typing import Any
 
+from gatewayd.dialects.anthropic_chat import tool_call
 from gatewayd.dialects.errors import TranslationError, untranslatable
 
 #: chat finish_reason -> Anthropic stop_reason.
@@ -107,16 +108,7 @@ def _assistant(content: Any, where: str, drop: bool) -> dict[str, Any]:
         if kind == "text":
             texts.append(block.get("text", ""))
         elif kind == "tool_use":
-            calls.append(
-                {
-                    "id": block.get("id"),
-                    "type": "function",
-                    "function": {
-                        "name": block.get("name"),
-                        "arguments": json.dumps(block.get("input") or {}),
-                    },
-                }
-            )
+            calls.append(tool_call(block))
         elif kind in ("thinking", "redacted_thinking"):
             continue  # the upstream's own reasoning is not replayed to another model
         elif not drop:
