@@ -100,31 +100,30 @@ class GatewayRequest(Request):
 
     def _dispatch(self) -> None:
         """``twisted.web.server.Request.process`` with the ``Date`` header made once a
-        second (``gmtime`` and formatting per request otherwise); no encoders (gatewayd's
-        resources have none)."""
+        second (``gmtime`` and formatting per request otherwise), fixed leaf paths found
+        in one lookup; no encoders (gatewayd's resources have none)."""
         self.site = self.channel.site  # type: ignore[attr-defined]
         self.put_header(_SERVER, version)
         self.put_header(_DATE, _http_date(time.time()))
         site = self.site
         leaf = site.leaf_for(self.path) if isinstance(site, GatewaySite) else None
-        if leaf is not None:
-            # A fixed path to a leaf (POST /v1/chat/completions): where Twisted's walk
-            # down the tree would end, with the same prepath, found in one lookup.
-            self.prepath = list(leaf[1])
-            self.postpath = []
-            self.sitepath: list[bytes] = []
-            try:
-                self.render(leaf[0])
-            except BaseException:
-                self.processingFailed(Failure())
-            return
-        self.prepath = []
-        self.postpath = list(map(unquote, self.path[1:].split(b"/")))
-        if self.path == b"*":
-            self._handleStar()
-            return
+        if leaf is None:
+            self.prepath = []
+            self.postpath = list(map(unquote, self.path[1:].split(b"/")))
+            if self.path == b"*":
+                self._handleStar()
+                return
         try:
-            self.render(self.site.getResourceFor(self))
+            if leaf is None:
+                resource = site.getResourceFor(self)
+            else:
+                # A fixed path to a leaf (POST /v1/chat/completions): where Twisted's walk
+                # down the tree would end, with the same prepath, found in one lookup.
+                resource = leaf[0]
+                self.prepath = list(leaf[1])
+                self.postpath = []
+                self.sitepath: list[bytes] = []
+            self.render(resource)
         except BaseException:
             self.processingFailed(Failure())
 
