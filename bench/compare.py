@@ -44,6 +44,8 @@ from gatewayd.testing import free_port
 
 LITELLM_VENV = HERE / ".litellm-venv"
 LITELLM = LITELLM_VENV / "bin" / "litellm"
+#: The commit issue 9 measured as "today's" gatewayd (1.44 / 1.64 CPU ms per request).
+ISSUE_9_BASE = "7fe39f5"
 
 
 @dataclass(frozen=True)
@@ -129,12 +131,18 @@ def measure(
     return rows
 
 
-def start_gatewayd(tmp: Path, cfg: Path, workers: int, cpus: str) -> tuple[Proc, int]:
+def start_gatewayd(
+    tmp: Path, cfg: Path, workers: int, cpus: str, bindir: Path | None = None
+) -> tuple[Proc, int]:
+    """gatewayd from this checkout's environment, or from ``bindir`` (a baseline's venv)."""
     port = free_port()
-    twistd = str(Path(sys.executable).parent / "twistd")
+    twistd = str((bindir or Path(sys.executable).parent) / "twistd")
     argv = [twistd, "-n", "--pidfile=", "gateway", "-c", str(cfg)]
-    argv += ["--host", "127.0.0.1", "-p", str(port), "--workers", str(workers)]
-    proc = Proc(f"gatewayd-{workers}", argv, tmp / f"gatewayd-{workers}.log", cpus, cwd=tmp)
+    argv += ["--host", "127.0.0.1", "-p", str(port)]
+    if workers > 1:  # (a baseline from before --workers has no such flag)
+        argv += ["--workers", str(workers)]
+    name = f"gatewayd-{workers}" if bindir is None else f"baseline-{bindir.parent.name}"
+    proc = Proc(name, argv, tmp / f"{name}.log", cpus, cwd=tmp)
     wait_http(port, "/health/readiness", 30, proc)
     if workers > 1:  # readiness answers from the first worker up: wait for them all
         deadline = time.monotonic() + 30
@@ -163,6 +171,45 @@ def setup_litellm() -> None:
     subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True, timeout=300)
     pip = [str(LITELLM_VENV / "bin" / "pip"), "install", "-q", "litellm[proxy]"]
     subprocess.run(pip, check=True, timeout=1800)
+
+
+def setup_baseline(rev: str) -> Path:
+    """gatewayd as of git revision ``rev``, installed (not editable) into its own venv
+    ``bench/.baseline-<commit>-venv``, once; returns the venv's ``bin``."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", f"{rev}^{{commit}}"],
+        cwd=HERE,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout.strip()
+    venv = HERE / f".baseline-{commit}-venv"
+    if (venv / "bin" / "twistd").exists():
+        return venv / "bin"
+    print(f"installing gatewayd {commit} into {venv} ...", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="gatewayd-baseline-") as src:
+        archive = subprocess.run(
+            ["git", "archive", commit], cwd=HERE.parent, check=True, capture_output=True, timeout=60
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", src], input=archive, check=True, timeout=60)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+        pip = [str(venv / "bin" / "pip"), "install", "-q", src]
+        subprocess.run(pip, check=True, timeout=1800)
+    return venv / "bin"
+
+
+def ratios(rows: list[Row], base: str) -> str:
+    """gatewayd's CPU per request over the baseline's, per round and mode (each gatewayd
+    1-worker row against the baseline row measured just before it)."""
+    lines, last = [], {}
+    for r in rows:
+        if r.target == base:
+            last[r.mode] = r.saturated.cpu_ms_per_request
+        elif r.target == "gatewayd" and r.workers == 1 and r.mode in last:
+            ratio = r.saturated.cpu_ms_per_request / last.pop(r.mode)
+            lines.append(f"- {r.mode}: {ratio:.3f} x the CPU per request of {base}")
+    return "\n".join(lines)
 
 
 def table(rows: list[Row]) -> str:
@@ -197,6 +244,13 @@ def main() -> None:
     ap.add_argument(
         "--litellm-workers", type=int, default=1, help="also LiteLLM with N workers (uvicorn)"
     )
+    ap.add_argument(
+        "--baseline",
+        metavar="REV",
+        help=f"also gatewayd at git revision REV (issue 9's: {ISSUE_9_BASE}), 1 worker, "
+        "measured just before this checkout's 1-worker rows; prints the CPU ratio",
+    )
+    ap.add_argument("--rounds", type=int, default=1, help="repeat the baseline and 1-worker rows")
     ap.add_argument("--skip", default="", help="comma-separated: proxy,gatewayd,litellm")
     ap.add_argument("--json", type=Path, help="also write the rows here")
     args = ap.parse_args()
@@ -206,6 +260,8 @@ def main() -> None:
         sys.exit("needs nginx and wrk: apt-get install -y nginx wrk")
     if args.with_litellm:
         setup_litellm()
+    base_bin = setup_baseline(args.baseline) if args.baseline else None
+    base = f"gatewayd @{base_bin.parent.name[10:-5]}" if base_bin else ""
 
     tmp = Path(tempfile.mkdtemp(prefix="gatewayd-bench-"))
     procs: list[Proc] = []
@@ -221,7 +277,9 @@ def main() -> None:
         if "proxy" not in skip:
             plan.append(("nginx reverse proxy", 1))
         if "gatewayd" not in skip:
-            plan += [("gatewayd", 1)] + ([("gatewayd", args.workers)] if args.workers > 1 else [])
+            pair = [(base, 1)] if base else []
+            plan += [*pair, ("gatewayd", 1)] * max(1, args.rounds)
+            plan += [("gatewayd", args.workers)] if args.workers > 1 else []
         if "litellm" not in skip:
             if LITELLM.exists():
                 plan += [("litellm", 1)]
@@ -239,6 +297,9 @@ def main() -> None:
             elif name == "gatewayd":
                 proc, port = start_gatewayd(tmp, cfg, workers, cpus)
                 paths = api
+            elif name == base:
+                proc, port = start_gatewayd(tmp, cfg, workers, cpus, base_bin)
+                paths = api
             else:
                 proc, port = start_litellm(tmp, cfg, workers, cpus)
                 paths = api
@@ -253,6 +314,8 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
     print(table(rows))
+    if base:
+        print(ratios(rows, base))
     print(
         f"\n{args.duration:g} s per phase; saturated = {args.saturation} connections, "
         f"p50/p99 at {args.moderate}, c=1 alone; 1-worker targets on cpu {args.target_cpus}, "
