@@ -13,22 +13,21 @@ import random
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
-from gatewayd.config.model import Deployment, GeneralSettings
+from gatewayd.config.model import GeneralSettings
 from gatewayd.limits import Limiter, LimitExceeded, Spent, estimate
 from gatewayd.log import get_logger
 from gatewayd.metrics import GatewayMetrics, Sample
 from gatewayd.providers.base import (
-    AttemptLimits,
     FailureKind,
     ProviderRequest,
     UpstreamFailure,
 )
-from gatewayd.providers.dialect import send_in_dialect
+from gatewayd.routing.attempt import Attempt, Attempts
 from gatewayd.routing.balancer import Balancer
 from gatewayd.routing.classify import Verdict, classify
 from gatewayd.routing.cooldown import Cooldowns, DeploymentHealth
@@ -47,7 +46,6 @@ from gatewayd.routing.outcome import (
 from gatewayd.routing.pool import AliasPool
 from gatewayd.routing.retry import RetryPolicy
 from gatewayd.routing.table import Route, RoutingTable
-from gatewayd.tracing import trace_of
 
 log = get_logger(__name__)
 
@@ -68,6 +66,7 @@ class Router:
         g = table.config.general
         self.health = Cooldowns(clock, g.allowed_fails, g.cooldown_time)
         self.balancer = Balancer(self.health)
+        self.attempts = Attempts(clock, self.balancer, self.health, self.metrics)
         self.table = table
         #: Deployment rpm/tpm limits (set by the service); None = no limits anywhere.
         self.limiter: Limiter | None = None
@@ -75,6 +74,7 @@ class Router:
         self.on_cooldown: Callable[[str, float], None] | None = None
         self._apply(g)
         self._pools = self._index(table)
+        self._unlimited = _unlimited(table)
         self._gauge_keys: tuple[RoutingTable | None, list[tuple[tuple[str, str], str]]] = (None, [])
         self.metrics.in_flight.collect = lambda: self._gauge(lambda h, now: h.in_flight)
         self.metrics.cooldown.collect = lambda: self._gauge(lambda h, now: h.cooling(now))
@@ -98,6 +98,7 @@ class Router:
         self._apply(table.config.general)
         self.health.retain_only({d.id for d in table.config.deployments} | self._in_flight_ids())
         self._pools = self._index(table)  # the old pools go now, or with their last request
+        self._unlimited = _unlimited(table)
         self.health.prune_watchers()
 
     def _index(self, table: RoutingTable) -> Mapping[str, AliasPool]:
@@ -122,7 +123,11 @@ class Router:
         table, pools = self.table, self._pools
         progress = Progress()
         timeout = table.config.general.request_timeout
-        inner = Deferred.fromCoroutine(self._route(table, pools, alias, request, progress))
+        first = self._first_attempt(table, pools[alias], alias, request, progress)
+        if first is None:
+            inner = Deferred.fromCoroutine(self._route(table, pools, alias, request, progress))
+        else:
+            inner = self._follow(first, table, pools, alias, request, progress)
         expired: list[bool] = []
 
         def stop() -> None:
@@ -158,6 +163,7 @@ class Router:
         alias: str,
         request: ProviderRequest,
         progress: Progress,
+        first: Attempt | None = None,
     ) -> RouteResult:
         chain = FallbackChain(table, alias)
         last: UpstreamFailure | None = None
@@ -165,7 +171,7 @@ class Router:
             current = chain.current
             try:
                 result = await self._alias(
-                    table, pools[current], current, request, progress, chain.has_next()
+                    table, pools[current], current, request, progress, chain.has_next(), first
                 )
             except AllCoolingDown:
                 progress.failed[current] = "all deployments cooling down"
@@ -186,6 +192,7 @@ class Router:
                     result.fallback = current
                     self.metrics.fallbacks.inc(alias, current)
                 return result
+            first = None
             if not chain.advance():
                 break
         raise exhausted(last, progress)
@@ -200,7 +207,10 @@ class Router:
         request: ProviderRequest,
         progress: Progress,
         can_skip: bool,
+        first: Attempt | None = None,
     ) -> RouteResult:
+        """The attempts on one alias; ``first``: its first attempt, already made (and
+        failed) by :meth:`route`'s fast path."""
         if request.pin is not None:  # a native upstream's response id: only it knows it
             pinned = [r for r in table.routes[alias] if r.id == request.pin]
             if pinned:
@@ -210,25 +220,23 @@ class Router:
         #: The last failure, when its retry skipped the backoff for another deployment.
         owed: UpstreamFailure | None = None
         for n in range(retries + 1):
-            route, ticket = await self._pick_admitted(
-                alias, pool, tried, can_skip, request, progress
-            )
-            if owed is not None and route.id in tried:
-                # The other deployment was at its rpm/tpm: back off as for a lone one.
-                skip = tried | progress.limited.keys()
-                await self._owed_backoff(n, owed, pool, skip, can_skip, ticket)
-            owed = None
-            tried.add(route.id)
-            release = self.balancer.acquire(route)
-            progress.attempts += 1
-            started = self.clock.seconds()
-            try:
-                response = await trace_of(request).send(
-                    route.provider,
-                    request,
-                    _limits(route.deployment, request, table),
-                    send_in_dialect,
+            if first is not None:
+                attempt, first = first, None
+                tried.add(attempt.route.id)
+            else:
+                route, ticket = await self._pick_admitted(
+                    alias, pool, tried, can_skip, request, progress
                 )
+                if owed is not None and route.id in tried:
+                    # The other deployment was at its rpm/tpm: back off as for a lone one.
+                    skip = tried | progress.limited.keys()
+                    await self._owed_backoff(n, owed, pool, skip, can_skip, ticket)
+                owed = None
+                tried.add(route.id)
+                attempt = self.attempts.launch(table, route, ticket, request, progress)
+            route, ticket, release = attempt.route, attempt.ticket, attempt.release
+            try:
+                response = await attempt.sent
             except UpstreamFailure as f:
                 if ticket is not None:
                     ticket.settle(Spent(0, 0))  # the request went out; no tokens were used
@@ -275,44 +283,53 @@ class Router:
                     ticket.settle(Spent(0, 0))
                 release()
                 raise
-            took = self.clock.seconds() - started
-            self.health.success(route.id)
-            self.metrics.attempts.inc(alias, route.id, "ok")
-            self.metrics.upstream_latency.observe(took, alias, route.id)
-            tickets = [] if ticket is None else [ticket]
-            if response.stream is None:
-                release()
-                return RouteResult(
-                    response,
-                    alias,
-                    route.id,
-                    progress.attempts,
-                    None,
-                    upstream_seconds=took,
-                    tickets=tickets,
-                )
-            return RouteResult(
-                response,
-                alias,
-                route.id,
-                progress.attempts,
-                None,
-                self._stream_finish(route, release),
-                took,
-                tickets,
-            )
+            return self.attempts.succeeded(alias, attempt, response, progress)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def _stream_finish(
-        self, route: Route, release: Callable[[], None]
-    ) -> Callable[[UpstreamFailure | None], None]:
-        def finish(failure: UpstreamFailure | None) -> None:
-            release()
-            if failure is not None:
-                self.metrics.stream_failures.inc(route.model_name, route.id)
-                self.health.failure(route.id, failure.message, failure.status, transient=False)
+    # -- one attempt -------------------------------------------------------------
 
-        return finish
+    def _first_attempt(
+        self,
+        table: RoutingTable,
+        pool: AliasPool,
+        alias: str,
+        request: ProviderRequest,
+        progress: Progress,
+    ) -> Attempt | None:
+        """The first attempt, started here when nothing can make it wait (no pin, no
+        rpm/tpm limit on the alias, an open deployment), so that a request answered at
+        once needs no coroutine; None: :meth:`_route` makes it."""
+        if request.pin is not None or alias not in self._unlimited:
+            return None
+        pool.refresh()
+        choice = pool.choose((), self.rng) if pool.healthy_count else None
+        if choice is None:
+            return None
+        assert isinstance(choice, Route)
+        return self.attempts.launch(table, choice, None, request, progress)
+
+    def _follow(
+        self,
+        first: Attempt,
+        table: RoutingTable,
+        pools: Mapping[str, AliasPool],
+        alias: str,
+        request: ProviderRequest,
+        progress: Progress,
+    ) -> Deferred[RouteResult]:
+        """Fires with the result of the fast path's ``first`` attempt; when it fails, the
+        rest (its retries, fallbacks) is :meth:`_route`'s, as if it had made it."""
+
+        def failed(failure: Failure) -> Deferred[RouteResult]:
+            again = Attempt(first.route, first.ticket, first.release, first.started, fail(failure))
+            return Deferred.fromCoroutine(
+                self._route(table, pools, alias, request, progress, again)
+            )
+
+        sent: Deferred[Any] = first.sent
+        return sent.addCallbacks(
+            lambda response: self.attempts.succeeded(alias, first, response, progress), failed
+        )
 
     async def _owed_backoff(
         self,
@@ -408,12 +425,13 @@ class Router:
             await self.balancer.wait_for_room(alias)
 
 
-def _limits(dep: Deployment, request: ProviderRequest, table: RoutingTable) -> AttemptLimits:
-    g = table.config.general
-    timeout = dep.timeout or g.request_timeout
-    if request.stream:
-        timeout = dep.stream_timeout or timeout
-    return AttemptLimits(timeout=timeout, idle_timeout=g.stream_idle_timeout)
+def _unlimited(table: RoutingTable) -> frozenset[str]:
+    """The aliases none of whose deployments has an rpm or tpm limit."""
+    return frozenset(
+        alias
+        for alias, routes in table.routes.items()
+        if all(r.deployment.rpm is None and r.deployment.tpm is None for r in routes)
+    )
 
 
 __all__ = ["FailureKind", "RouteError", "RouteResult", "Router"]
