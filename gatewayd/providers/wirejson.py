@@ -21,12 +21,21 @@ def _no_constant(name: str) -> NoReturn:
 _STRICT = json.JSONDecoder(parse_constant=_no_constant)
 
 
+def json_text(data: bytes | bytearray) -> str:
+    """JSON bytes as text, in the encoding ``json.loads`` would detect: UTF-8 at once
+    when the first byte is ``{`` and the second not NUL (which is what detection finds
+    then), else by detection (UTF-16 and UTF-32, with or without a BOM)."""
+    if data[:1] == b"{" and data[1:2] != b"\x00":
+        return data.decode("utf-8", "surrogatepass")
+    return data.decode(json.detect_encoding(data), "surrogatepass")
+
+
 def loads_strict(data: bytes | str) -> Any:
     """``json.loads`` that refuses NaN/Infinity and too-deep nesting with ValueError
     (UnicodeDecodeError, a ValueError too, for bytes that are not UTF-8)."""
     try:
         if isinstance(data, bytes | bytearray):  # as json.loads reads bytes
-            data = data.decode(json.detect_encoding(data), "surrogatepass")
+            data = json_text(data)
         elif not isinstance(data, str) or data.startswith("\ufeff"):
             return json.loads(data, parse_constant=_no_constant)  # its own errors
         return _STRICT.decode(data)

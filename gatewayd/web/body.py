@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from gatewayd.providers.wirejson import json_text
 from gatewayd.web.request import GatewayRequest
 
 
@@ -53,7 +54,7 @@ _DECODER = json.JSONDecoder(parse_constant=_no_constants, parse_float=_finite)
 
 def _loads(raw: bytes) -> Any:
     """``json.loads(raw, ...)`` with the shared decoder (the same encoding detection)."""
-    return _DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
+    return _DECODER.decode(json_text(raw))
 
 
 def parse_body(request: GatewayRequest) -> tuple[dict[str, Any], bytes]:
