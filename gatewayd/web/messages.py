@@ -14,9 +14,9 @@ from twisted.web.resource import IResource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from gatewayd.dialects import Dialect
-from gatewayd.providers.base import Endpoint, ProviderRequest
+from gatewayd.providers.base import Endpoint
 from gatewayd.web.answers import Answer, MessagesAnswer
-from gatewayd.web.exchange import Exchange, Gateway
+from gatewayd.web.exchange import Exchange, Gateway, upstream_call
 from gatewayd.web.request import GatewayRequest
 from gatewayd.web.resources import NotFound, RoutedResource
 
@@ -88,7 +88,8 @@ def _exchange(
 ) -> int:
     """Route a Messages-dialect request; the answer is worded in Anthropic's shapes."""
     assert request.alias is not None
-    call = ProviderRequest(
+    call = upstream_call(
+        request,
         endpoint,
         body,
         stream,

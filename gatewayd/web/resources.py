@@ -20,12 +20,12 @@ from zope.interface import implementer
 
 from gatewayd.dialects import Dialect
 from gatewayd.log import get_logger, is_verbose
-from gatewayd.providers.base import Endpoint, ProviderRequest, openai_error
+from gatewayd.providers.base import Endpoint, openai_error
 from gatewayd.web.answers import Answer
 from gatewayd.web.auth import authenticate, is_authorized
 from gatewayd.web.body import BodyError, model_alias, parse_body, stream_flag
 from gatewayd.web.errors import unauthorized, write_error, write_unauthorized
-from gatewayd.web.exchange import Exchange, Gateway, write_json_error
+from gatewayd.web.exchange import Exchange, Gateway, upstream_call, write_json_error
 from gatewayd.web.keyinfo import render_key_info
 from gatewayd.web.request import GatewayRequest, master_key_for
 
@@ -192,7 +192,7 @@ class CompletionResource(RoutedResource):
         if stream and self.endpoint is Endpoint.EMBEDDINGS:
             stream = False
         assert request.alias is not None
-        call = ProviderRequest(self.endpoint, body, stream, drop_params=self.drop_params())
+        call = upstream_call(request, self.endpoint, body, stream, drop_params=self.drop_params())
         Exchange(self.gateway, request, request.alias, call)
         return NOT_DONE_YET
 

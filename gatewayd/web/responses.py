@@ -20,9 +20,9 @@ from gatewayd.dialects import Dialect
 from gatewayd.dialects.responses import listed_items
 from gatewayd.dialects.store import ResponseStore, StoredResponse
 from gatewayd.log import get_logger
-from gatewayd.providers.base import Endpoint, ProviderRequest
+from gatewayd.providers.base import Endpoint
 from gatewayd.web.answers import ResponsesAnswer
-from gatewayd.web.exchange import Exchange, Gateway
+from gatewayd.web.exchange import Exchange, Gateway, upstream_call
 from gatewayd.web.request import GatewayRequest
 from gatewayd.web.resources import NotFound, RoutedResource
 
@@ -124,7 +124,8 @@ class ResponsesResource(RoutedResource):
             record = StoredResponse(response, items, native)
             self.store.put(response["id"], record.dump(), general.response_store_ttl)
 
-        call = ProviderRequest(
+        call = upstream_call(
+            request,
             Endpoint.RESPONSES,
             sent,
             stream,
