@@ -65,7 +65,9 @@ class StreamRelay:
         # full (a pipelined request behind a big response): start paused then.
         if getattr(self.request.channel, "_waitingForTransport", False):
             self.stream.pause()
-        self.request.notifyFinish().addErrback(lambda _: self._client_lost())
+        # The client going before the end (GatewayRequest.on_lost: no notifyFinish
+        # Deferred per stream); the routing it replaces is over.
+        self.request.on_lost = self._client_lost
         self.stream.start(self)
 
     # -- StreamSink ------------------------------------------------------------
