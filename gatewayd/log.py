@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import IO, Any, Generic, TypeVar
+from typing import IO, Any, Generic, TypeVar, cast
 
 from twisted.logger import (
     FileLogObserver,
@@ -30,6 +30,8 @@ from twisted.logger import (
 )
 from twisted.python.failure import Failure
 from zope.interface import provider
+
+from gatewayd.logflush import TurnFlushed
 
 _predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
 _observer: ILogObserver = FilteringLogObserver(globalLogPublisher, [_predicate])
@@ -134,10 +136,10 @@ def _text_formatter() -> Any:
     return format_event
 
 
-def text_observer(stream: IO[Any]) -> ILogObserver:
+def text_observer(stream: IO[Any] | TurnFlushed) -> ILogObserver:
     """twistd's text observer (the same lines), cheaper: the timestamp is made once a
     second and :func:`emit_text` events are written as they are."""
-    observer: ILogObserver = FileLogObserver(stream, _text_formatter())
+    observer: ILogObserver = FileLogObserver(cast(IO[Any], stream), _text_formatter())
     return observer
 
 
@@ -168,7 +170,7 @@ def event_as_json(event: dict[str, Any]) -> str:
     return json.dumps(out, ensure_ascii=False, default=str)
 
 
-def json_observer(stream: IO[str] | None = None) -> ILogObserver:
+def json_observer(stream: IO[str] | TurnFlushed | None = None) -> ILogObserver:
     """An observer writing :func:`event_as_json` lines to ``stream`` (the process's
     real stdout: twistd points ``sys.stdout`` into the log system, which would loop)."""
     out = stream or sys.__stdout__ or sys.stdout
@@ -195,7 +197,8 @@ def _twistd_option(twistd_options: Any, name: str) -> Any:
 
 def twistd_json_observer(twistd_options: Any) -> ILogObserver:
     """A JSON observer writing where twistd would have written its text: ``--logfile``
-    (rotated like twistd's), else stdout in the foreground, else ``twistd.log``."""
+    (rotated like twistd's), else stdout in the foreground, else ``twistd.log``; flushed
+    once per reactor turn (:class:`~gatewayd.logflush.TurnFlushed`)."""
     from twisted.python.logfile import LogFile
 
     def opt(name: str) -> Any:
@@ -203,13 +206,14 @@ def twistd_json_observer(twistd_options: Any) -> ILogObserver:
 
     path = opt("logfile")
     if path == "-" or (not path and (twistd_options is None or opt("nodaemon"))):
-        return json_observer()
-    return json_observer(LogFile.fromFullPath(path or "twistd.log"))
+        return json_observer(TurnFlushed(sys.__stdout__ or sys.stdout))
+    return json_observer(TurnFlushed(LogFile.fromFullPath(path or "twistd.log")))
 
 
 def twistd_text_observer(twistd_options: Any) -> ILogObserver | None:
     """:func:`text_observer` where twistd would have put its own text observer (the same
-    choice of file, ``SIGUSR1`` rotating a log file); None where twistd must choose itself
+    choice of file, ``SIGUSR1`` rotating a log file), flushed once per reactor turn
+    (:class:`~gatewayd.logflush.TurnFlushed`); None where twistd must choose itself
     (``--syslog``, a daemon told to log to stdout, which twistd refuses)."""
     import signal
 
@@ -222,7 +226,7 @@ def twistd_text_observer(twistd_options: Any) -> ILogObserver | None:
         return None
     path, foreground = opt("logfile"), opt("nodaemon")
     if path == "-" or (foreground and not path):
-        return None if not foreground else text_observer(sys.stdout)
+        return None if not foreground else text_observer(TurnFlushed(sys.stdout))
     log_file = LogFile.fromFullPath(path or "twistd.log")
     if not signal.getsignal(signal.SIGUSR1):  # as twistd: SIGUSR1 rotates the file
 
@@ -232,4 +236,4 @@ def twistd_text_observer(twistd_options: Any) -> ILogObserver | None:
             reactor.callFromThread(log_file.rotate)  # type: ignore[attr-defined]
 
         signal.signal(signal.SIGUSR1, rotate)
-    return text_observer(log_file)
+    return text_observer(TurnFlushed(log_file))
