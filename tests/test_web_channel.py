@@ -17,7 +17,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from gatewayd.config.model import GeneralSettings
-from gatewayd.web.channel import GatewayChannel, TwistedChannel, channel_class
+from gatewayd.web.answering import TwistedChannel
+from gatewayd.web.channel import GatewayChannel, channel_class
 from gatewayd.web.request import GatewayRequest, GatewaySite
 
 
@@ -37,6 +38,9 @@ class _Echo(Resource):
                 "body": body.decode("latin-1"),
                 "x_a": (request.getHeader(b"x-a") or b"").decode(),
                 "x_seq": (request.getHeader(b"x-seq") or b"").decode(),
+                "headers": sorted(
+                    k.decode().lower() for k, _ in request.requestHeaders.getAllRawHeaders()
+                ),
             }
         ).encode()
 
@@ -137,7 +141,7 @@ def later(site: GatewaySite) -> _Later:
 
 
 CHUNKED = (
-    b"POST /echo HTTP/1.1\r\nHost: t\r\nX-A: one\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"POST /echo HTTP/1.1\r\nHost: t\r\nX-A: one \t\r\nTransfer-Encoding: chunked\r\n\r\n"
     b"5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nX-Trailer: dropped\r\n\r\n"
 )
 
@@ -183,6 +187,7 @@ def _check_chunked_echo(out: bytes) -> None:
     assert status == 200
     got = json.loads(body)
     assert got["body"] == "hello, world" and got["x_a"] == "one" and got["method"] == "POST"
+    assert got["headers"] == ["host", "transfer-encoding", "x-a"]  # the trailer dropped
 
 
 @pytest.mark.parametrize("site", [GatewayChannel], indirect=True)
@@ -249,6 +254,21 @@ def test_many_pipelined_requests_answered_at_once_do_not_recurse(site: GatewaySi
     later(site).answer(b"first")
     got = responses(conn.out())
     assert len(got) == 1501 and {s for s, _, _ in got} == {200}
+
+
+@pytest.mark.parametrize("site", [GatewayChannel], indirect=True)
+def test_what_is_parsed_ahead_of_an_answer_is_bounded(site: GatewaySite) -> None:
+    conn = Conn(site)
+    small = get(b"/echo")
+    conn.send(get(b"/later") + small * 3000)  # one read of ~90 KB
+    channel = conn.proto._channel
+    assert 0 < len(channel._ready) <= 16384 // len(small)  # the rest waits unparsed
+    assert conn.transport.producerState == "paused"
+    conn.send(small)  # more, while paused: waits too
+    later(site).answer(b"first")
+    got = responses(conn.out())
+    assert len(got) == 3002 and got[0][2] == b"first" and {s for s, _, _ in got} == {200}
+    assert conn.transport.producerState == "producing" and not channel._dataBuffer
 
 
 def test_a_malformed_request_behind_a_slow_one_is_refused_in_its_turn(

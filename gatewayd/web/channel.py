@@ -9,10 +9,11 @@ the idle timeout, ``connectionLost`` reaching the request — and drives the Req
 ``HTTPChannel`` does: created at the request line, headers filled in one go,
 ``gotLength``, the body through ``handleContentChunk``, then ``requestReceived``.
 
-llhttp cannot stop at the end of a message, so pipelined requests are parsed ahead:
-one that completes while an earlier one is answered waits, with its body, in
-``_ready`` and is dispatched in its turn (as Twisted, reading pauses once 16 KiB wait).
-A refusal found ahead (a malformed request, a limit) is answered in its turn too.
+Pipelining: as Twisted, what arrives while a request is answered waits unparsed (and
+reading pauses once 16 KiB wait). llhttp cannot stop at the end of a message, so the
+rest of the read in which a request goes to the tree (at most 16 KiB: reads are parsed
+in slices) is parsed ahead: a request completed there waits, with its body, in
+``_ready``, and a refusal found there (malformed, over a limit) is answered in its turn.
 
 ``GATEWAYD_SERVER_PARSER=twisted`` selects :class:`TwistedChannel`, Twisted's parser
 with the same answers, for comparison.
@@ -25,21 +26,19 @@ from collections import deque
 from typing import Any
 
 from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpRequestParser
-from twisted.web.http import RESPONSES, HTTPChannel
-from twisted.web.http_headers import Headers, InvalidHeaderName, _nameEncoder
+from twisted.web.http_headers import InvalidHeaderName, _nameEncoder
 from twisted.web.server import Request
 
-from gatewayd import reqid
-from gatewayd.providers.base import openai_error
-from gatewayd.reqid import request_id
-from gatewayd.web.errors import error_json
-from gatewayd.writethrough import write_through
+from gatewayd.web.answering import AnsweringChannel, TwistedChannel, too_large
 
 #: Most headers in a request, and most bytes of its request line and headers
 #: (``HTTPChannel.maxHeaders``, ``totalHeadersSize``).
 MAX_HEADERS = 500
 MAX_HEAD = 16384
 
+#: The most of one read parsed at once: llhttp cannot stop after a request, so this
+#: bounds what is parsed ahead of an answer (Twisted's own bound on what waits).
+_SLICE = 16384
 _VERSIONS = {"1.1": b"HTTP/1.1", "1.0": b"HTTP/1.0"}
 #: Header names as received -> as :class:`Headers` keys them (see :func:`header_key`).
 HEADER_KEYS: dict[bytes, bytes] = {}
@@ -61,125 +60,6 @@ class _Refused(Exception):
     def __init__(self, status: int, message: str, code: str) -> None:
         super().__init__(message)
         self.status, self.message, self.code = status, message, code
-
-
-class AnsweringChannel(HTTPChannel):
-    """What both parsers share: writes sent at once (:mod:`gatewayd.writethrough`), the
-    connection's addresses asked once, and refusals answered in OpenAI's JSON shape
-    (Twisted answers a bare ``400`` with no headers or body)."""
-
-    _rejected = False
-    _peer: Any = None
-    _host: Any = None
-
-    # Each request asks (Twisted's Request.__init__): the transport builds a new address
-    # object per call; a connection's ends do not change.
-    def getPeer(self) -> Any:
-        if self._peer is None:
-            self._peer = self.transport.getPeer()  # type: ignore[union-attr]
-        return self._peer
-
-    def getHost(self) -> Any:
-        if self._host is None:
-            self._host = self.transport.getHost()  # type: ignore[union-attr]
-        return self._host
-
-    # -- writing: at once when nothing is queued (gatewayd.writethrough) -----------
-
-    _corked: list[bytes] | None = None
-
-    def cork(self) -> None:
-        """Hold what is written until :meth:`uncork`, to send it as one."""
-        self._corked = []
-
-    def uncork(self) -> None:
-        parts, self._corked = self._corked, None
-        if parts:
-            write_through(self.transport, b"".join(parts))
-
-    def _send(self, data: bytes) -> None:
-        if self._corked is not None:
-            self._corked.append(data)
-        else:
-            write_through(self.transport, data)
-
-    def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
-        if not isinstance(headers, Headers):
-            super().writeHeaders(version, code, reason, headers)  # type: ignore[no-untyped-call]
-            return
-        parts = [version, b" ", code, b" ", reason, b"\r\n"]
-        for name, values in headers.getAllRawHeaders():
-            for value in values:
-                parts.extend((name, b": ", value, b"\r\n"))
-        parts.append(b"\r\n")
-        self._send(b"".join(parts))
-
-    def write(self, data: bytes) -> None:
-        self._send(data)
-
-    def writeSequence(self, iovec: Any) -> None:
-        self._send(b"".join(iovec))
-
-    # -- refusals -------------------------------------------------------------------
-
-    def _respondToBadRequestAndDisconnect(self) -> None:
-        self.reject(400, "malformed HTTP request", "bad_request")
-
-    def reject(self, status: int, message: str, code: str) -> None:
-        """Answer ``status`` with an OpenAI-shaped error for the newest request, log it,
-        and close the connection."""
-        if self._rejected or self.transport is None:
-            return
-        self._rejected = True
-        body = error_json(openai_error(message, "invalid_request_error", code))
-        reason = RESPONSES.get(status, b"Error")
-        request = self.requests[-1] if self.requests else None
-        rid = request_id(request.getHeader(reqid.HEADER) if request is not None else None)
-        if request is not None and hasattr(request, "request_id"):
-            request.request_id = rid
-        self.transport.write(
-            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-            b"x-request-id: %s\r\nconnection: close\r\n\r\n%s"
-            % (status, reason, len(body), rid.encode("ascii"), body)
-        )
-        access_line = getattr(getattr(self, "site", None), "access_line", None)
-        if request is not None and hasattr(request, "outcome") and access_line is not None:
-            if request.method == Request.method:  # not parsed yet: what the channel saw
-                request.method = getattr(self, "_command", b"-")
-                request.uri = getattr(self, "_path", b"-")
-            request.outcome = "rejected"
-            access_line(request, status, len(body))
-        self.loseConnection()  # type: ignore[no-untyped-call]
-
-
-class TwistedChannel(AnsweringChannel):
-    """Twisted's HTTP/1.1 parser (``GATEWAYD_SERVER_PARSER=twisted``), with the same
-    answers: Twisted would send ``100 Continue`` to any ``Expect`` even when the
-    announced body is over the limit."""
-
-    def allHeadersReceived(self) -> None:
-        request = self.requests[-1]
-        expect = request.requestHeaders.getRawHeaders(b"expect")
-        limit = getattr(request, "max_body_size", None)
-        if (
-            limit is not None
-            and expect
-            and expect[0].lower() == b"100-continue"
-            and self.length is not None
-            and self.length > limit
-        ):
-            # Refuse before the client uploads the body, instead of inviting it.
-            self.reject(413, _too_large(limit), "request_too_large")
-            return
-        super().allHeadersReceived()  # type: ignore[no-untyped-call]
-
-    def dataReceived(self, data: bytes) -> None:
-        if not self._rejected:  # nothing more is read from a connection being closed
-            super().dataReceived(data)  # type: ignore[no-untyped-call]
-
-
-def _too_large(limit: int) -> str:
-    return f"request body larger than max_request_body_size ({limit} bytes)"
 
 
 #: A request parsed ahead: (request, method, target, version, persistent), or a refusal
@@ -224,10 +104,35 @@ class GatewayChannel(AnsweringChannel):
             return  # a connection being closed, or after its last request
         self.resetTimeout()  # type: ignore[no-untyped-call]
         if self._handlingRequest:
-            self._ahead += len(data)
-            if self._ahead > self._optimisticEagerReadSize and not self._waitingForTransport:
-                # As Twisted: a client that sends and never reads is made to wait.
-                self._networkProducer.pauseProducing()
+            self._hold(data)
+        else:
+            self._read(data)
+
+    def _hold(self, data: bytes) -> None:
+        """As HTTPChannel: what comes while a request is answered waits, unparsed, and
+        a client that sends without reading is made to wait past 16 KiB."""
+        self._dataBuffer.append(data)
+        self._ahead += len(data)
+        if self._ahead > self._optimisticEagerReadSize and not self._waitingForTransport:
+            self._networkProducer.pauseProducing()
+
+    def _read(self, data: bytes) -> None:
+        """Parse ``data``, at most a slice past the point where a request went to the
+        tree (llhttp does not stop there): the rest waits for its answer."""
+        if len(data) <= _SLICE:
+            self._feed(data)
+            return
+        for start in range(0, len(data), _SLICE):
+            self._feed(data[start : start + _SLICE])
+            if self._stopped:
+                return
+            if self._handlingRequest:
+                rest = data[start + _SLICE :]
+                if rest:
+                    self._hold(rest)
+                return
+
+    def _feed(self, data: bytes) -> None:
         self._progress = False
         try:
             self._parser.feed_data(data)
@@ -236,7 +141,10 @@ class GatewayChannel(AnsweringChannel):
             # stops after it; what follows is the next request).
             rest = data[upgrade.args[0] :]
             if rest and not self._stopped:
-                self.dataReceived(rest)
+                if self._handlingRequest:
+                    self._hold(rest)
+                else:
+                    self._read(rest)
             return
         except HttpParserCallbackError as e:
             cause = e.__context__
@@ -323,7 +231,7 @@ class GatewayChannel(AnsweringChannel):
             limit = getattr(request, "max_body_size", None)
             if limit is not None and length is not None and length > limit:
                 # Refused before the client uploads the body, instead of inviting it.
-                raise _Refused(413, _too_large(limit), "request_too_large")
+                raise _Refused(413, too_large(limit), "request_too_large")
             if version == b"HTTP/1.1":
                 if self._req_head:
                     self._send100Continue()  # type: ignore[no-untyped-call]
@@ -373,7 +281,6 @@ class GatewayChannel(AnsweringChannel):
         if self.timeOut:
             self._savedTimeOut = self.setTimeout(None)  # type: ignore[no-untyped-call]
         self._handlingRequest = True
-        self._ahead = 0
         request.requestReceived(method, url, version)
 
     def _fail(self, status: int, message: str, code: str) -> None:
@@ -409,31 +316,37 @@ class GatewayChannel(AnsweringChannel):
         self._handlingRequest = False
         if self._savedTimeOut:
             self.setTimeout(self._savedTimeOut)  # type: ignore[no-untyped-call]
-        if self._ready or self._req is not None:
+        if self._ready or self._req is not None or self._dataBuffer:
             self._advance()
 
     def _advance(self) -> None:
-        """Dispatch what was parsed ahead, in order; a loop, not a recursion, when the
-        requests are answered at once."""
+        """Dispatch what was parsed ahead, in order, then parse what waited; a loop, not
+        a recursion, when the requests are answered at once."""
         if self._advancing:
             return
         self._advancing = True
         try:
-            ready = self._ready
-            while ready and not self._handlingRequest and not self._rejected:
-                request, method, url, version, keep = ready.popleft()
-                if method is None:  # a refusal: (request, None, status, message, code)
-                    self._refuse(request, url, version, keep)
-                    return
-                self.requests.append(request)
-                self._dispatch(request, method, url, version, keep)
-            if not ready and not self._handlingRequest and self._req is not None:
-                if not self._req_head:
-                    self._req_head = True
+            while not self._handlingRequest and not self._rejected:
+                if self._ready:
+                    request, method, url, version, keep = self._ready.popleft()
+                    if method is None:  # a refusal: (request, None, status, message, code)
+                        self._refuse(request, url, version, keep)
+                        return
+                    self.requests.append(request)
+                    self._dispatch(request, method, url, version, keep)
+                elif self._req is not None and not self._req_head:
+                    self._req_head = True  # the one half parsed is next
                     self.requests.append(self._req)
-                if self._continue_due:
-                    self._continue_due = False
-                    self._send100Continue()  # type: ignore[no-untyped-call]
+                    if self._continue_due:
+                        self._continue_due = False
+                        self._send100Continue()  # type: ignore[no-untyped-call]
+                elif self._dataBuffer and not self._stopped:
+                    data = b"".join(self._dataBuffer)
+                    self._dataBuffer = []
+                    self._ahead = 0
+                    self._read(data)
+                else:
+                    return
         finally:
             self._advancing = False
 

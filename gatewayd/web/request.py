@@ -21,7 +21,8 @@ from gatewayd.providers.base import openai_error
 from gatewayd.reqid import request_id
 from gatewayd.tracing import NOOP_TRACE, NOOP_TRACING, RequestTrace, Tracing
 from gatewayd.web.accesslog import access_line
-from gatewayd.web.channel import HEADER_KEYS, AnsweringChannel, channel_class, header_key
+from gatewayd.web.answering import AnsweringChannel
+from gatewayd.web.channel import HEADER_KEYS, channel_class, header_key
 from gatewayd.web.errors import write_error_object
 
 log = get_logger("gatewayd.web")
