@@ -474,6 +474,20 @@ def test_the_idle_timeout_closes_only_an_idle_connection(
     assert conn.transport.disconnecting
 
 
+def test_idle_time_counts_from_the_end_of_the_answer(
+    site: GatewaySite, clock: MemoryReactorClock
+) -> None:
+    conn = Conn(site)
+    clock.advance(20)
+    conn.send(get(b"/later"))
+    clock.advance(45)  # a long answer: the timer fired while it ran
+    later(site).answer()
+    clock.advance(29)
+    assert not conn.transport.disconnecting
+    clock.advance(2)
+    assert conn.transport.disconnecting
+
+
 def test_reading_pauses_when_a_client_pipelines_without_reading(site: GatewaySite) -> None:
     conn = Conn(site)
     conn.send(get(b"/later"))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpRequestParser
@@ -72,10 +73,11 @@ class GatewayChannel(AnsweringChannel):
 
     Kept as ``HTTPChannel`` does it: persistence (``checkPersistence``'s rules: HTTP/1.1
     unless ``Connection: close``, never HTTP/1.0), ``100 Continue`` for HTTP/1.1, the
-    header count and size limits, trailers dropped, the idle timeout stopped while a
-    request is answered. Refused (by llhttp) where Twisted is lenient: unknown or
-    lower-case methods, obsolete line folding, ``Transfer-Encoding`` other than ending
-    in ``chunked``, and ``Content-Length`` with ``Transfer-Encoding`` (smuggling)."""
+    header count and size limits, trailers dropped, no idle timeout while a request is
+    answered (a timer armed once, not moved per read). Refused (by llhttp) where
+    Twisted is lenient: unknown or lower-case methods, obsolete line folding,
+    ``Transfer-Encoding`` other than ending in ``chunked``, ``Content-Length`` with
+    ``Transfer-Encoding`` (smuggling), and a request line without a version."""
 
     _stopped = False  # nothing more is parsed: a refusal, or a last request
     _req: Any = None  # the request being parsed
@@ -99,10 +101,40 @@ class GatewayChannel(AnsweringChannel):
         self._method = b""
         self._version = b""
 
+    # -- the idle timeout ------------------------------------------------------------
+    # HTTPChannel moves TimeoutMixin's timer on every read, and cancels and re-creates it
+    # around every request: three reactor calls per request. Here the timer is armed
+    # once and, when it fires, looks at when the connection was last active: idle for
+    # ``timeOut`` seconds with no request answered, it is closed as HTTPChannel closes
+    # it; otherwise the timer is armed for the rest.
+
+    _idle: float | None = None
+    _active_at = 0.0
+
+    def connectionMade(self) -> None:
+        self._idle = self.timeOut
+        clock: Any = getattr(getattr(self, "factory", None), "reactor", None)
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self._now: Callable[[], float] = clock.seconds
+        self._active_at = self._now()
+        super().connectionMade()  # type: ignore[no-untyped-call]
+
+    def timeoutConnection(self) -> None:
+        idle = self._idle
+        if idle is not None:
+            left = idle if self._handlingRequest else self._active_at + idle - self._now()
+            if left > 0:
+                self.setTimeout(left)  # type: ignore[no-untyped-call]
+                return
+        super().timeoutConnection()  # type: ignore[no-untyped-call]
+
+    # -- reading -----------------------------------------------------------------------
+
     def dataReceived(self, data: bytes) -> None:
         if self._stopped:
             return  # a connection being closed, or after its last request
-        self.resetTimeout()  # type: ignore[no-untyped-call]
+        self._active_at = self._now()
         if self._handlingRequest:
             self._hold(data)
         else:
@@ -277,10 +309,7 @@ class GatewayChannel(AnsweringChannel):
     ) -> None:
         """HTTPChannel.allContentReceived: the request goes to the resource tree."""
         self.persistent = keep
-        # The idle timeout is off while the request is answered (however long it takes).
-        if self.timeOut:
-            self._savedTimeOut = self.setTimeout(None)  # type: ignore[no-untyped-call]
-        self._handlingRequest = True
+        self._handlingRequest = True  # and so no idle timeout, however long it takes
         request.requestReceived(method, url, version)
 
     def _fail(self, status: int, message: str, code: str) -> None:
@@ -314,8 +343,7 @@ class GatewayChannel(AnsweringChannel):
             self.loseConnection()  # type: ignore[no-untyped-call]
             return
         self._handlingRequest = False
-        if self._savedTimeOut:
-            self.setTimeout(self._savedTimeOut)  # type: ignore[no-untyped-call]
+        self._active_at = self._now()  # idle from now
         if self._ready or self._req is not None or self._dataBuffer:
             self._advance()
 
