@@ -1,15 +1,34 @@
-"""The llhttp-parsed client connection end to end: the installed daemon on a real socket,
-a fake upstream that records what it was sent."""
+"""The llhttp-parsed client connection on real sockets: the installed daemon with a fake
+upstream that records what it was sent; UNIX sockets and TLS in process."""
 
 from __future__ import annotations
 
 import json
 import socket
+import ssl
 import time
+from pathlib import Path
 
+import pytest_twisted
 from conftest import GatewayFactory, openai_entry
+from twisted.web.resource import Resource
+from twisted.web.server import Request
 
+from gatewayd.config.model import GeneralSettings
 from gatewayd.testing import FakeUpstream
+from gatewayd.testing.tlsfiles import make_tls_files
+from gatewayd.web.channel import GatewayChannel
+from gatewayd.web.request import GatewaySite
+
+
+class _Echo(Resource):
+    isLeaf = True
+
+    def render_POST(self, request: Request) -> bytes:
+        assert request.content is not None
+        body: bytes = request.content.read()
+        request.setHeader(b"content-length", b"%d" % len(body))
+        return body
 
 
 def chat(content: str) -> bytes:
@@ -110,3 +129,53 @@ def test_oversized_headers_and_smuggling_are_json_refusals_on_a_real_socket(
         assert json.loads(answer)["error"]["type"] == "invalid_request_error"
         assert headers["x-request-id"] and headers["connection"] == "close"
     assert upstream.count() == 0
+
+
+# -- UNIX sockets and TLS: the real reactor, in process ---------------------------------
+
+
+def _talk(sock: socket.socket, data: bytes) -> bytes:
+    with sock:
+        sock.sendall(data)
+        return read_all(sock)
+
+
+@pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]
+async def test_unix_sockets_and_tls_are_served_with_pipelining(tmp_path: Path) -> None:
+    from twisted.internet import endpoints, reactor, threads
+
+    root = Resource()
+    root.putChild(b"echo", _Echo())  # type: ignore[no-untyped-call]
+    site = GatewaySite(root, lambda: GeneralSettings())
+    assert site.channel_type is GatewayChannel
+    tls = make_tls_files(tmp_path)
+    sock_path = tmp_path / "gw.sock"
+    unix = await endpoints.serverFromString(reactor, f"unix:{sock_path}").listen(site)
+    secure = await endpoints.serverFromString(
+        reactor,
+        f"ssl:0:interface=127.0.0.1:privateKey={tls.server_key}:certKey={tls.server_cert}",
+    ).listen(site)
+    requests = (
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\none\r\n0\r\n\r\n"
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 3\r\n\r\ntwo"
+    )
+
+    def over_unix() -> bytes:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(10)
+        s.connect(str(sock_path))
+        return _talk(s, requests)
+
+    def over_tls() -> bytes:
+        ctx = ssl.create_default_context(cafile=str(tls.ca))
+        raw = socket.create_connection(("127.0.0.1", secure.getHost().port), timeout=10)
+        return _talk(ctx.wrap_socket(raw, server_hostname="127.0.0.1"), requests)
+
+    try:
+        for talk in (over_unix, over_tls):
+            out = await threads.deferToThread(talk)
+            answers = split_responses(out)
+            assert [(s, b) for s, _, b in answers] == [(200, b"one"), (200, b"two")], out
+    finally:
+        await unix.stopListening()
+        await secure.stopListening()

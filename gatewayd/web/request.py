@@ -1,4 +1,5 @@
-"""The HTTP request class: a bounded body, and what the access log reports."""
+"""The HTTP request and site: a bounded body, what the access log reports, fixed leaf
+paths found in one lookup. The connection is :mod:`gatewayd.web.channel`."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from gatewayd.tracing import NOOP_TRACE, NOOP_TRACING, RequestTrace, Tracing
 from gatewayd.web.accesslog import access_line
 from gatewayd.web.answering import AnsweringChannel
 from gatewayd.web.channel import HEADER_KEYS, channel_class, header_key
+from gatewayd.web.channel import GatewayChannel as GatewayChannel  # where it was
 from gatewayd.web.errors import write_error_object
 
 log = get_logger("gatewayd.web")
