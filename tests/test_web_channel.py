@@ -38,6 +38,7 @@ class _Echo(Resource):
                 "body": body.decode("latin-1"),
                 "x_a": (request.getHeader(b"x-a") or b"").decode(),
                 "x_seq": (request.getHeader(b"x-seq") or b"").decode(),
+                "args": {k.decode(): [v.decode() for v in vs] for k, vs in request.args.items()},
                 "headers": sorted(
                     k.decode().lower() for k, _ in request.requestHeaders.getAllRawHeaders()
                 ),
@@ -437,8 +438,13 @@ def test_head_options_star_and_absolute_form(site: GatewaySite) -> None:
     conn.send(b"OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n")
     assert conn.out().startswith(b"HTTP/1.1 200")
     conn = Conn(site)
-    conn.send(get(b"http://gw.test:4000/echo?x=1"))
-    assert json.loads(responses(conn.out())[0][2])["path"] == "/echo"
+    conn.send(get(b"http://gw.test:4000/echo?x=1&y=&x=2"))
+    got = json.loads(responses(conn.out())[0][2])
+    assert got["path"] == "/echo" and got["args"] == {"x": ["1", "2"], "y": [""]}
+    conn = Conn(site)
+    conn.send(get(b"/echo?"))
+    got = json.loads(responses(conn.out())[0][2])
+    assert got["path"] == "/echo" and got["args"] == {}
 
 
 def test_an_upgrade_request_is_answered_as_a_plain_one(site: GatewaySite) -> None:

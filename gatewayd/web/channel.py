@@ -137,6 +137,8 @@ class GatewayChannel(AnsweringChannel):
         self._active_at = self._now()
         if self._handlingRequest:
             self._hold(data)
+        elif len(data) <= _SLICE:
+            self._feed(data)
         else:
             self._read(data)
 
