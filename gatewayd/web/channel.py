@@ -336,7 +336,7 @@ class GatewayChannel(AnsweringChannel):
 
     def requestDone(self, request: Any) -> None:
         """HTTPChannel.requestDone, then the next request parsed ahead, if any."""
-        if request != self.requests[0]:
+        if request is not self.requests[0]:  # (Twisted's ``!=`` calls Request.__eq__)
             raise TypeError
         del self.requests[0]
         if not self._waitingForTransport:
