@@ -133,10 +133,6 @@ class TwistedChannel(AnsweringChannel):
             super().dataReceived(data)  # type: ignore[no-untyped-call]
 
 
-def _too_large(limit: int) -> str:
-    return f"request body larger than max_request_body_size ({limit} bytes)"
-
-
 def too_large(limit: int) -> str:
     """The refusal's message for a body announced over ``limit`` bytes."""
     return f"request body larger than max_request_body_size ({limit} bytes)"
