@@ -1,31 +1,32 @@
-"""The HTTP request class: a bounded body, and what the access log reports."""
+"""The HTTP request and site: a bounded body, what the access log reports, fixed leaf
+paths found in one lookup. The connection is :mod:`gatewayd.web.channel`."""
 
 from __future__ import annotations
 
 import io
-import random
 import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote_to_bytes as unquote
 
-from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
-from twisted.web.http import RESPONSES, HTTPChannel, _GenericHTTPChannelProtocol, datetimeToString
-from twisted.web.http_headers import Headers, _nameEncoder, _sanitizeLinearWhitespace
+from twisted.web.http import _GenericHTTPChannelProtocol, datetimeToString, parse_qs
+from twisted.web.http_headers import _nameEncoder, _sanitizeLinearWhitespace
 from twisted.web.server import Request, Site, version
 
 from gatewayd import reqid
 from gatewayd.config.model import GeneralSettings
-from gatewayd.log import PerSecond, emit_text, get_logger
+from gatewayd.log import PerSecond, get_logger
 from gatewayd.metrics import GatewayMetrics
 from gatewayd.providers.base import openai_error
 from gatewayd.reqid import request_id
-from gatewayd.tracing import NOOP_TRACE, NOOP_TRACING, RequestSummary, RequestTrace, Tracing
-from gatewayd.web.errors import error_json, write_error_object
-from gatewayd.writethrough import write_through
+from gatewayd.tracing import NOOP_TRACE, NOOP_TRACING, RequestTrace, Tracing
+from gatewayd.web.accesslog import access_line
+from gatewayd.web.answering import AnsweringChannel
+from gatewayd.web.channel import HEADER_KEYS, channel_class, header_key
+from gatewayd.web.channel import GatewayChannel as GatewayChannel  # where it was
+from gatewayd.web.errors import write_error_object
 
-access_log = Logger(namespace="gatewayd.access")
 log = get_logger("gatewayd.web")
 
 _EXPOSED = (
@@ -76,7 +77,16 @@ class GatewayRequest(Request):
         if path[:8].lower().startswith((b"http://", b"https://")):
             rest = path.split(b"//", 1)[1]
             path = b"/" + rest.split(b"/", 1)[1] if b"/" in rest else b"/"
-        super().requestReceived(command, path, version)  # type: ignore[no-untyped-call]
+        if self._parsePOSTFormSubmission:  # not gatewayd's site: Twisted's, forms parsed
+            super().requestReceived(command, path, version)  # type: ignore[no-untyped-call]
+            return
+        # Twisted's requestReceived without what only form parsing needs (the body's
+        # length and a Content-Type look-up).
+        self.content.seek(0, 0)  # type: ignore[union-attr]
+        self.method, self.uri, self.clientproto = command, path, version
+        self.path, query, args = path.partition(b"?")
+        self.args = parse_qs(args, 1) if query else {}
+        self.process()
 
     def process(self) -> None:
         self.request_id = request_id(self.getHeader(reqid.HEADER))
@@ -126,6 +136,17 @@ class GatewayRequest(Request):
             self.render(resource)
         except BaseException:
             self.processingFailed(Failure())
+
+    def getHeader(self, key: Any) -> Any:
+        """Twisted's ``getHeader`` (the last value, or None) without a call into
+        :class:`Headers` per look-up: handlers ask for several headers per request."""
+        if type(key) is not bytes:
+            return super().getHeader(key)
+        name = HEADER_KEYS.get(key)
+        if name is None:
+            name = header_key(key)
+        values = self.requestHeaders._rawHeaders.get(name)
+        return values[-1] if values else None
 
     def put_header(self, name: bytes, value: bytes) -> None:
         """``setHeader`` for gatewayd's own headers: ``name`` one of this module's
@@ -194,6 +215,11 @@ class GatewayRequest(Request):
             self.too_large = True
             self.content = io.BytesIO()
             return
+        if length is not None and length < 100_000:
+            # Twisted's choice of file for that length, without asking the site for a
+            # getContentFile it does not have (an AttributeError raised per request).
+            self.content = io.BytesIO()
+            return
         super().gotLength(length)  # type: ignore[no-untyped-call]
 
     def handleContentChunk(self, data: bytes) -> None:
@@ -211,7 +237,7 @@ class GatewayRequest(Request):
             self.ttfb = time.monotonic() - self.started
         self.bytes_sent += len(data)
         channel = self.channel
-        if self.startedWriting or not isinstance(channel, GatewayChannel):
+        if self.startedWriting or not isinstance(channel, AnsweringChannel):
             super().write(data)  # type: ignore[no-untyped-call]
             return
         # The first write: the status line, headers and first bytes leave in one send.
@@ -273,119 +299,6 @@ def header_value(text: str) -> bytes:
 
 #: The ``Date`` header's value, made once a second.
 _http_date = PerSecond(datetimeToString)
-#: Which successful requests get an access line under ``access_log_sample_rate``.
-_sampler = random.Random()
-
-
-class GatewayChannel(HTTPChannel):
-    """Twisted's HTTP/1.1 parser, answering what it refuses in OpenAI's JSON shape.
-
-    Twisted answers a malformed request (bad request line, header, length or chunked
-    framing) with a bare ``400`` and no headers or body; and it sends ``100 Continue``
-    to any ``Expect`` even when the announced body is over the limit."""
-
-    _rejected = False
-    _peer: Any = None
-    _host: Any = None
-
-    # Each request asks (Twisted's Request.__init__): the transport builds a new address
-    # object per call; a connection's ends do not change.
-    def getPeer(self) -> Any:
-        if self._peer is None:
-            self._peer = self.transport.getPeer()  # type: ignore[union-attr]
-        return self._peer
-
-    def getHost(self) -> Any:
-        if self._host is None:
-            self._host = self.transport.getHost()  # type: ignore[union-attr]
-        return self._host
-
-    def allHeadersReceived(self) -> None:
-        request = self.requests[-1]
-        expect = request.requestHeaders.getRawHeaders(b"expect")
-        if (
-            isinstance(request, GatewayRequest)
-            and expect
-            and expect[0].lower() == b"100-continue"
-            and self.length is not None
-            and self.length > request.max_body_size
-        ):
-            # Refuse before the client uploads the body, instead of inviting it.
-            self.reject(
-                413,
-                f"request body larger than max_request_body_size ({request.max_body_size} bytes)",
-                "request_too_large",
-            )
-            return
-        super().allHeadersReceived()  # type: ignore[no-untyped-call]
-
-    # -- writing: at once when nothing is queued (gatewayd.writethrough) -----------
-
-    _corked: list[bytes] | None = None
-
-    def cork(self) -> None:
-        """Hold what is written until :meth:`uncork`, to send it as one."""
-        self._corked = []
-
-    def uncork(self) -> None:
-        parts, self._corked = self._corked, None
-        if parts:
-            write_through(self.transport, b"".join(parts))
-
-    def _send(self, data: bytes) -> None:
-        if self._corked is not None:
-            self._corked.append(data)
-        else:
-            write_through(self.transport, data)
-
-    def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
-        if not isinstance(headers, Headers):
-            super().writeHeaders(version, code, reason, headers)  # type: ignore[no-untyped-call]
-            return
-        parts = [version, b" ", code, b" ", reason, b"\r\n"]
-        for name, values in headers.getAllRawHeaders():
-            for value in values:
-                parts.extend((name, b": ", value, b"\r\n"))
-        parts.append(b"\r\n")
-        self._send(b"".join(parts))
-
-    def write(self, data: bytes) -> None:
-        self._send(data)
-
-    def writeSequence(self, iovec: Any) -> None:
-        self._send(b"".join(iovec))
-
-    def _respondToBadRequestAndDisconnect(self) -> None:
-        self.reject(400, "malformed HTTP request", "bad_request")
-
-    def reject(self, status: int, message: str, code: str) -> None:
-        """Answer ``status`` with an OpenAI-shaped error, log it, and close the connection."""
-        if self._rejected or self.transport is None:
-            return
-        self._rejected = True
-        body = error_json(openai_error(message, "invalid_request_error", code))
-        reason = RESPONSES.get(status, b"Error")
-        request = self.requests[-1] if self.requests else None
-        rid = request_id(request.getHeader(reqid.HEADER) if request is not None else None)
-        if isinstance(request, GatewayRequest):
-            request.request_id = rid
-        self.transport.write(
-            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-            b"x-request-id: %s\r\nconnection: close\r\n\r\n%s"
-            % (status, reason, len(body), rid.encode("ascii"), body)
-        )
-        site = getattr(self, "site", None)
-        if isinstance(request, GatewayRequest) and isinstance(site, GatewaySite):
-            if request.method == Request.method:  # not parsed yet: what the channel saw
-                request.method = getattr(self, "_command", b"-")
-                request.uri = getattr(self, "_path", b"-")
-            request.outcome = "rejected"
-            site.access_line(request, status, len(body))
-        self.loseConnection()  # type: ignore[no-untyped-call]
-
-    def dataReceived(self, data: bytes) -> None:
-        if not self._rejected:  # nothing more is read from a connection being closed
-            super().dataReceived(data)  # type: ignore[no-untyped-call]
 
 
 def _fixed_leaves(resource: Any, prefix: bytes) -> dict[bytes, tuple[Any, tuple[bytes, ...]]]:
@@ -408,9 +321,10 @@ class GatewaySite(Site):
     requestFactory = GatewayRequest
 
     def protocol(self) -> Any:
-        """Each connection's protocol: :class:`GatewayChannel`, inside Twisted's wrapper
-        that would switch to HTTP/2 after TLS ALPN."""
-        return _GenericHTTPChannelProtocol(GatewayChannel())  # type: ignore[no-untyped-call]
+        """Each connection's protocol: a :class:`GatewayChannel` (or, as chosen at start,
+        Twisted's parser), inside Twisted's wrapper that would switch to HTTP/2 after TLS
+        ALPN."""
+        return _GenericHTTPChannelProtocol(self.channel_type())
 
     def __init__(
         self,
@@ -435,6 +349,8 @@ class GatewaySite(Site):
         self.open_connections = 0
         #: Starts each request's trace (a no-op unless tracing is configured).
         self.tracing: Tracing = NOOP_TRACING
+        #: Each connection's channel class (``GATEWAYD_SERVER_PARSER``, read once).
+        self.channel_type: type[AnsweringChannel] = channel_class()
 
     _leaves: tuple[Any, dict[bytes, tuple[Any, tuple[bytes, ...]]]] | None = None
 
@@ -467,78 +383,4 @@ class GatewaySite(Site):
 
     def access_line(self, request: GatewayRequest, status: int, sent: int) -> None:
         """The request's one access-log line (and its metrics)."""
-        if request.logged:
-            return
-        request.logged = True
-        latency = time.monotonic() - request.started
-        if request.alias is not None:
-            self.metrics.requests.inc(
-                request.alias, request.deployment or "-", str(status), request.dialect
-            )
-            if request.key_name is not None:
-                self.metrics.key_requests.inc(request.key_name, request.alias, str(status))
-            if request.upstream_seconds is not None:
-                self.metrics.overhead.observe(max(0.0, latency - request.upstream_seconds))
-        if request.trace is not NOOP_TRACE:
-            request.trace.finish(
-                RequestSummary(
-                    status,
-                    request.alias,
-                    request.deployment,
-                    request.attempts,
-                    request.fallback,
-                    request.outcome,
-                )
-            )
-        g = self.settings()
-        if not g.access_log or (
-            g.access_log_sample_rate < 1.0
-            and status < 400
-            and request.outcome is None
-            and _sampler.random() >= g.access_log_sample_rate
-        ):
-            return  # counted above; no line (errors always get one when sampling)
-        ttfb = request.ttfb
-        client = getattr(request.getClientAddress(), "host", "-")
-        method = request.method.decode("ascii", "replace")
-        path = request.uri.decode("utf-8", "replace").split("?", 1)[0]
-        alias = request.alias or "-"
-        deployment = request.deployment or "-"
-        fallback = request.fallback or "-"
-        latency_ms = round(latency * 1000.0, 1)
-        ttfb_ms = None if ttfb is None else round(ttfb * 1000.0, 1)
-        outcome = request.outcome
-        rid = request.request_id or "-"
-        key = request.key_name
-        dialect = request.dialect
-        # Built here, not through twisted.logger's str.format of a template: the line
-        # is the same, at a fraction of the cost (one per request).
-        text = (
-            f'{client} "{method} {path}" {status} alias={alias} deployment={deployment} '
-            f"attempts={request.attempts} fallback={fallback} latency_ms={latency_ms:.1f} "
-            f"ttfb_ms={'-' if ttfb is None else f'{ttfb * 1000.0:.1f}'} bytes={sent} "
-            f"dialect={dialect}{f' key={key}' if key else ''}"
-            f"{f' outcome={outcome}' if outcome else ''} request_id={rid}"
-        )
-        emit_text(
-            access_log,
-            LogLevel.info,
-            text,
-            {
-                "client": client,
-                "method": method,
-                "path": path,
-                "status": status,
-                "alias": alias,
-                "deployment": deployment,
-                "attempts": request.attempts,
-                "fallback": fallback,
-                "latency_ms": latency_ms,
-                "ttfb_ms": ttfb_ms,
-                "bytes": sent,
-                "dialect": dialect,
-                "outcome": outcome,
-                "request_id": rid,
-                "key": key,
-            },
-        )
+        access_line(self, request, status, sent)

@@ -1,0 +1,98 @@
+"""The access log: one line per request, and the request metrics counted with it."""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import TYPE_CHECKING
+
+from twisted.logger import Logger, LogLevel
+
+from gatewayd.log import emit_text
+from gatewayd.tracing import NOOP_TRACE, RequestSummary
+
+if TYPE_CHECKING:
+    from gatewayd.web.request import GatewayRequest, GatewaySite
+
+access_log = Logger(namespace="gatewayd.access")
+#: Which successful requests get an access line under ``access_log_sample_rate``.
+_sampler = random.Random()
+
+
+def access_line(site: GatewaySite, request: GatewayRequest, status: int, sent: int) -> None:
+    """``request``'s one access-log line (and its metrics), once."""
+    if request.logged:
+        return
+    request.logged = True
+    latency = time.monotonic() - request.started
+    if request.alias is not None:
+        site.metrics.requests.inc(
+            request.alias, request.deployment or "-", str(status), request.dialect
+        )
+        if request.key_name is not None:
+            site.metrics.key_requests.inc(request.key_name, request.alias, str(status))
+        if request.upstream_seconds is not None:
+            site.metrics.overhead.observe(max(0.0, latency - request.upstream_seconds))
+    if request.trace is not NOOP_TRACE:
+        request.trace.finish(
+            RequestSummary(
+                status,
+                request.alias,
+                request.deployment,
+                request.attempts,
+                request.fallback,
+                request.outcome,
+            )
+        )
+    g = site.settings()
+    if not g.access_log or (
+        g.access_log_sample_rate < 1.0
+        and status < 400
+        and request.outcome is None
+        and _sampler.random() >= g.access_log_sample_rate
+    ):
+        return  # counted above; no line (errors always get one when sampling)
+    ttfb = request.ttfb
+    client = getattr(request.getClientAddress(), "host", "-")
+    method = request.method.decode("ascii", "replace")
+    path = request.uri.decode("utf-8", "replace").split("?", 1)[0]
+    alias = request.alias or "-"
+    deployment = request.deployment or "-"
+    fallback = request.fallback or "-"
+    latency_ms = round(latency * 1000.0, 1)
+    ttfb_ms = None if ttfb is None else round(ttfb * 1000.0, 1)
+    outcome = request.outcome
+    rid = request.request_id or "-"
+    key = request.key_name
+    dialect = request.dialect
+    # Built here, not through twisted.logger's str.format of a template: the line
+    # is the same, at a fraction of the cost (one per request).
+    text = (
+        f'{client} "{method} {path}" {status} alias={alias} deployment={deployment} '
+        f"attempts={request.attempts} fallback={fallback} latency_ms={latency_ms:.1f} "
+        f"ttfb_ms={'-' if ttfb is None else f'{ttfb * 1000.0:.1f}'} bytes={sent} "
+        f"dialect={dialect}{f' key={key}' if key else ''}"
+        f"{f' outcome={outcome}' if outcome else ''} request_id={rid}"
+    )
+    emit_text(
+        access_log,
+        LogLevel.info,
+        text,
+        {
+            "client": client,
+            "method": method,
+            "path": path,
+            "status": status,
+            "alias": alias,
+            "deployment": deployment,
+            "attempts": request.attempts,
+            "fallback": fallback,
+            "latency_ms": latency_ms,
+            "ttfb_ms": ttfb_ms,
+            "bytes": sent,
+            "dialect": dialect,
+            "outcome": outcome,
+            "request_id": rid,
+            "key": key,
+        },
+    )

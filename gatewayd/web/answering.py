@@ -1,0 +1,138 @@
+"""What a client connection does whichever parser reads it: writes sent at once
+(:mod:`gatewayd.writethrough`), the connection's addresses asked once, refusals answered
+in OpenAI's JSON shape; and :class:`TwistedChannel`, Twisted's own parser with those
+answers (``GATEWAYD_SERVER_PARSER=twisted``; :mod:`gatewayd.web.channel` is the default)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.web.http import RESPONSES, HTTPChannel
+from twisted.web.http_headers import Headers
+from twisted.web.server import Request
+
+from gatewayd import reqid
+from gatewayd.providers.base import openai_error
+from gatewayd.reqid import request_id
+from gatewayd.web.errors import error_json
+from gatewayd.writethrough import write_through
+
+
+class AnsweringChannel(HTTPChannel):
+    """What both parsers share: writes sent at once (:mod:`gatewayd.writethrough`), the
+    connection's addresses asked once, and refusals answered in OpenAI's JSON shape
+    (Twisted answers a bare ``400`` with no headers or body)."""
+
+    _rejected = False
+    _peer: Any = None
+    _host: Any = None
+
+    # Each request asks (Twisted's Request.__init__): the transport builds a new address
+    # object per call; a connection's ends do not change.
+    def getPeer(self) -> Any:
+        if self._peer is None:
+            self._peer = self.transport.getPeer()  # type: ignore[union-attr]
+        return self._peer
+
+    def getHost(self) -> Any:
+        if self._host is None:
+            self._host = self.transport.getHost()  # type: ignore[union-attr]
+        return self._host
+
+    # -- writing: at once when nothing is queued (gatewayd.writethrough) -----------
+
+    _corked: list[bytes] | None = None
+
+    def cork(self) -> None:
+        """Hold what is written until :meth:`uncork`, to send it as one."""
+        self._corked = []
+
+    def uncork(self) -> None:
+        parts, self._corked = self._corked, None
+        if parts:
+            write_through(self.transport, b"".join(parts))
+
+    def _send(self, data: bytes) -> None:
+        if self._corked is not None:
+            self._corked.append(data)
+        else:
+            write_through(self.transport, data)
+
+    def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
+        if not isinstance(headers, Headers):
+            super().writeHeaders(version, code, reason, headers)  # type: ignore[no-untyped-call]
+            return
+        parts = [version, b" ", code, b" ", reason, b"\r\n"]
+        for name, values in headers.getAllRawHeaders():
+            for value in values:
+                parts.extend((name, b": ", value, b"\r\n"))
+        parts.append(b"\r\n")
+        self._send(b"".join(parts))
+
+    def write(self, data: bytes) -> None:
+        self._send(data)
+
+    def writeSequence(self, iovec: Any) -> None:
+        self._send(b"".join(iovec))
+
+    # -- refusals -------------------------------------------------------------------
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        self.reject(400, "malformed HTTP request", "bad_request")
+
+    def reject(self, status: int, message: str, code: str) -> None:
+        """Answer ``status`` with an OpenAI-shaped error for the newest request, log it,
+        and close the connection."""
+        if self._rejected or self.transport is None:
+            return
+        self._rejected = True
+        body = error_json(openai_error(message, "invalid_request_error", code))
+        reason = RESPONSES.get(status, b"Error")
+        request = self.requests[-1] if self.requests else None
+        rid = request_id(request.getHeader(reqid.HEADER) if request is not None else None)
+        if request is not None and hasattr(request, "request_id"):
+            request.request_id = rid
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+            b"x-request-id: %s\r\nconnection: close\r\n\r\n%s"
+            % (status, reason, len(body), rid.encode("ascii"), body)
+        )
+        access_line = getattr(getattr(self, "site", None), "access_line", None)
+        if request is not None and hasattr(request, "outcome") and access_line is not None:
+            if request.method == Request.method:  # not parsed yet: what the channel saw
+                request.method = getattr(self, "_command", b"-")
+                request.uri = getattr(self, "_path", b"-")
+            request.outcome = "rejected"
+            access_line(request, status, len(body))
+        self.loseConnection()  # type: ignore[no-untyped-call]
+
+
+class TwistedChannel(AnsweringChannel):
+    """Twisted's HTTP/1.1 parser (``GATEWAYD_SERVER_PARSER=twisted``), with the same
+    answers: Twisted would send ``100 Continue`` to any ``Expect`` even when the
+    announced body is over the limit."""
+
+    def allHeadersReceived(self) -> None:
+        request = self.requests[-1]
+        expect = request.requestHeaders.getRawHeaders(b"expect")
+        limit = getattr(request, "max_body_size", None)
+        if (
+            limit is not None
+            and expect
+            and expect[0].lower() == b"100-continue"
+            and self.length is not None
+            and self.length > limit
+        ):
+            # Refuse before the client uploads the body, instead of inviting it.
+            self.reject(413, too_large(limit), "request_too_large")
+            return
+        super().allHeadersReceived()  # type: ignore[no-untyped-call]
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self._rejected:  # nothing more is read from a connection being closed
+            super().dataReceived(data)  # type: ignore[no-untyped-call]
+
+
+def too_large(limit: int) -> str:
+    """The refusal's message for a body announced over ``limit`` bytes."""
+    return f"request body larger than max_request_body_size ({limit} bytes)"
