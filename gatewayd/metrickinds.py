@@ -254,13 +254,13 @@ class Gauge:
             return
         now = {tuple(labels): float(value) for labels, value in self.collect()}
         written, children = self._written, self._children
+        new = [labels for labels in now if labels not in children]
+        if new:  # in one go: 2,000 label sets at the first refresh with 1,000 deployments
+            strs = [tuple(str(v) for v in labels) for labels in new]
+            children.update(zip(new, store.gauges(self.mode, self.name, strs), strict=True))
         for labels, value in now.items():
             if written.get(labels) != value:
-                child = children.get(labels)
-                if child is None:
-                    strs = tuple(str(v) for v in labels)
-                    child = children[labels] = store.gauge(self.mode, self.name, strs)
-                child.set(value)
+                children[labels].set(value)
         for gone in written.keys() - now.keys():
             children[gone].set(0.0)
         self._written = now

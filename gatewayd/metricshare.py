@@ -102,25 +102,29 @@ class Layout:
 
     def allocate(self, kind: Kind, name: str, labels: tuple[str, ...], width: int) -> int:
         """The first slot of the series (kind, name, labels), appended if it is new."""
-        key = (kind, name, labels)
-        slot = self.index.get(key)
-        if slot is not None:
-            return slot
+        slot = self.index.get((kind, name, labels))
+        return slot if slot is not None else self.allocate_many([(kind, name, labels, width)])[0]
+
+    def allocate_many(self, series: Sequence[tuple[Kind, str, tuple[str, ...], int]]) -> list[int]:
+        """:meth:`allocate` for many, under one lock and in one write."""
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         try:
             self.refresh()
-            slot = self.index.get(key)
-            if slot is None:
-                slot = self.size[kind]
-                line = json.dumps([kind, slot, width, name, labels, time.time()]).encode()
+            lines, ends = [], dict(self.size)
+            now = time.time()
+            for kind, name, labels, width in series:
+                if (kind, name, labels) not in self.index:
+                    lines.append(json.dumps([kind, ends[kind], width, name, labels, now]))
+                    ends[kind] += width
+            if lines:
                 # Under the lock nobody writes: an incomplete last line is a dead
-                # writer's, ended here so that it cannot swallow this one.
-                os.write(self.fd, (b"\n" if self._tail else b"") + line + b"\n")
+                # writer's, ended here so that it cannot swallow ours.
+                text = "\n".join(lines).encode() + b"\n"
+                os.write(self.fd, (b"\n" if self._tail else b"") + text)
                 self.refresh()
-                slot = self.index[key]
         finally:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
-        return slot
+        return [self.index[(kind, name, labels)] for kind, name, labels, _ in series]
 
     def close(self) -> None:
         os.close(self.fd)
@@ -236,6 +240,12 @@ class SharedStore:
 
     def gauge(self, kind: Kind, name: str, labels: Sequence[str]) -> SharedGauge:
         return SharedGauge(*self._slot(kind, name, labels, 2))
+
+    def gauges(self, kind: Kind, name: str, labels: Sequence[tuple[str, ...]]) -> list[SharedGauge]:
+        """:meth:`gauge` for many label sets at once (a refresh after a reload)."""
+        slots = self.layout.allocate_many([(kind, name, ls, 2) for ls in labels])
+        view = self.files[kind].view(max(slots, default=0) + 2)
+        return [SharedGauge(view, slot) for slot in slots]
 
 
 @dataclass
