@@ -252,8 +252,10 @@ class Gauge:
         store = self._store
         if store is None:
             return
-        now = {tuple(labels): float(value) for labels, value in self.collect()}
+        now = dict(self.collect())
         written, children = self._written, self._children
+        if now == written:  # mostly: one C-level compare of 2,000 entries
+            return
         new = [labels for labels in now if labels not in children]
         if new:  # in one go: 2,000 label sets at the first refresh with 1,000 deployments
             strs = [tuple(str(v) for v in labels) for labels in new]

@@ -3,9 +3,9 @@ summed into the render families of :mod:`gatewayd.metricstore`.
 
 Per kind of file, the merged values are one list of floats, in the shared slot order.
 At a scrape each process's file is copied (one ``memcpy``) and compared with its copy
-from the scrape before, page by page (128 slots); only the pages that changed in some
-file are added up again, and only the series on those pages are compared with what they
-hold and, if they changed, rendered again. An idle scrape is a copy and a compare per
+from the scrape before (``memcmp``: whole, then by 128 slots, then by 16); only the
+blocks of 16 slots that changed in some file are added up again, and only the series on
+those blocks are compared with what they hold and, if they changed, rendered again. An idle scrape is a copy and a compare per
 file and the joined cached text, as in one process. A dead process's counters are added
 into a base once and its files no longer read.
 """
@@ -15,8 +15,10 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
-from collections.abc import Callable, Iterable, Sequence
-from operator import add
+from collections.abc import Callable, Iterable
+from itertools import compress
+from operator import add, ne
+from typing import Any
 
 from gatewayd.metricshare import KINDS, LIVE_KINDS, Kind, Record, SharedStore, list_processes
 from gatewayd.metricstore import (
@@ -28,8 +30,14 @@ from gatewayd.metricstore import (
     Sample,
 )
 
-PAGE = 128  # slots
-_PAGE_BYTES = PAGE * 8
+#: Slots compared at once, then (where they differ) in blocks of BLOCK: a block is what
+#: is added up again, and the series on it compared with what they hold.
+PAGE = 128
+BLOCK = 16
+#: Copies a series' merged values from the list (at its first slot) into the series.
+Puller = Callable[[Any, list[float], int], None]
+Owner = tuple[Any, int, Puller]
+_PAGE_BYTES, _BLOCK_BYTES = PAGE * 8, BLOCK * 8
 
 
 class _Source:
@@ -59,47 +67,70 @@ class _Source:
         os.close(self.fd)
 
 
-def _pages(old: bytes, new: bytes, into: set[int]) -> None:
-    """The pages where ``old`` and ``new`` (as long as each other) differ."""
+def _blocks(old: bytes, new: bytes, into: set[int]) -> None:
+    """The blocks where ``old`` and ``new`` (as long as each other) differ."""
     if old == new:
         return
-    for p, start in enumerate(range(0, len(new), _PAGE_BYTES)):
+    for start in range(0, len(new), _PAGE_BYTES):
         end = start + _PAGE_BYTES
         if old[start:end] != new[start:end]:
-            into.add(p)
+            for b in range(start, min(end, len(new)), _BLOCK_BYTES):
+                if old[b : b + _BLOCK_BYTES] != new[b : b + _BLOCK_BYTES]:
+                    into.add(b // _BLOCK_BYTES)
 
 
 class _KindMerge:
-    """The merged values of one kind, and the series each page holds."""
+    """The merged values of one kind, and the series each slot belongs to."""
 
     def __init__(self, kind: Kind) -> None:
         self.kind = kind
         self.live_only = kind in LIVE_KINDS
         self.combine: Callable[[float, float], float] = add if kind.endswith("sum") else max
         self.values: list[float] = []
-        #: Per page: (series, first slot, puller) of what lies on it.
-        self.owners: list[list[tuple[object, int, Callable[[object, list[float], int], None]]]] = []
+        #: Per slot: (series, its first slot, puller) of the series it belongs to.
+        self.owners: list[Owner | None] = []
         self.sources: dict[str, _Source] = {}
         self.base: list[float] = []  # dead processes' values (sum and max kinds)
         self.folded: set[str] = set()
 
-    def _parts(self, a: int, b: int) -> list[Sequence[float]]:
-        parts: list[Sequence[float]] = [
-            memoryview(s.copy).cast("d")[a:b] for s in self.sources.values()
+    def _add_up(self, changed: set[int], n: int) -> list[Owner]:
+        """Recompute the merged values of the changed blocks, run by run; the series
+        whose values changed."""
+        slots: list[int] = []
+        views: list[memoryview[float]] = [
+            memoryview(s.copy).cast("d") for s in self.sources.values()
         ]
-        if self.base and not self.live_only:
-            parts.append(self.base[a:b])
-        return parts
+        base = self.base if self.folded and not self.live_only else None
+        blocks = sorted(changed)
+        i = 0
+        while i < len(blocks):
+            j = i
+            while j + 1 < len(blocks) and blocks[j + 1] == blocks[j] + 1:
+                j += 1
+            a, b = blocks[i] * BLOCK, min(n, (blocks[j] + 1) * BLOCK)
+            i = j + 1
+            parts = [v[a:b].tolist() for v in views]
+            if base is not None:
+                parts.append(base[a:b])
+            acc = parts[0] if parts else [0.0] * (b - a)
+            for part in parts[1:]:
+                acc = list(map(self.combine, acc, part))
+            old = self.values[a:b]
+            if acc != old:
+                slots += compress(range(a, b), map(ne, acc, old))
+                self.values[a:b] = acc
+        # C-level: slot -> its series, each once.
+        return [o for o in dict.fromkeys(map(self.owners.__getitem__, slots)) if o is not None]
 
     def grow(self, n: int) -> None:
         """Room for ``n`` slots (new ones at 0)."""
         if len(self.values) < n:
             self.values += [0.0] * (n - len(self.values))
             self.base += [0.0] * (n - len(self.base))
-            self.owners += [[] for _ in range(-(-n // PAGE) - len(self.owners))]
+            self.owners += [None] * (n - len(self.owners))
 
-    def merge(self, n: int, alive: Iterable[str], dead: Iterable[str]) -> set[int]:
-        """Bring the values up to date with the files; the pages that changed."""
+    def merge(self, n: int, alive: Iterable[str], dead: Iterable[str]) -> list[Owner]:
+        """Bring the values up to date with the files; the series whose values changed."""
         self.grow(n)
         changed: set[int] = set()
         zeros = bytes(n * 8)
@@ -114,7 +145,7 @@ class _KindMerge:
                     continue
             old = source.copy + bytes(n * 8 - len(source.copy))
             source.copy = source.read(n)
-            _pages(old, source.copy, changed)
+            _blocks(old, source.copy, changed)
         for path in dead:
             if path in self.folded:
                 continue
@@ -122,7 +153,7 @@ class _KindMerge:
             source = self.sources.pop(path, None)
             if self.live_only:  # a dead process's gauges leave the sum
                 if source is not None:
-                    _pages(source.copy + bytes(n * 8 - len(source.copy)), zeros, changed)
+                    _blocks(source.copy + bytes(n * 8 - len(source.copy)), zeros, changed)
                     source.close()
                 continue
             # Its counters stay: into the base, once (a dead process writes no more).
@@ -131,39 +162,23 @@ class _KindMerge:
                     source = _Source(path)
             if source is not None:
                 final = source.read(n)
-                _pages(source.copy + bytes(n * 8 - len(source.copy)), final, changed)
+                _blocks(source.copy + bytes(n * 8 - len(source.copy)), final, changed)
                 self.base = list(map(self.combine, self.base, memoryview(final).cast("d")))
                 source.close()
             self.folded.add(path)
         for path in self.sources.keys() - seen:  # its file went: so do its values
             source = self.sources.pop(path)
-            _pages(source.copy + bytes(n * 8 - len(source.copy)), zeros, changed)
+            _blocks(source.copy + bytes(n * 8 - len(source.copy)), zeros, changed)
             source.close()
-        for p in changed:
-            a, b = p * PAGE, min(n, (p + 1) * PAGE)
-            parts = self._parts(a, b)
-            if not parts:
-                self.values[a:b] = [0.0] * (b - a)
-                continue
-            acc = list(parts[0])
-            for part in parts[1:]:
-                acc = list(map(self.combine, acc, part))
-            self.values[a:b] = acc
-        return changed
+        return self._add_up(changed, n) if changed else []
 
-    def own(
-        self,
-        series: object,
-        slot: int,
-        width: int,
-        pull: Callable[[object, list[float], int], None],
-    ) -> None:
-        for p in range(slot // PAGE, (slot + width - 1) // PAGE + 1):
-            self.owners[p].append((series, slot, pull))
+    def own(self, series: object, slot: int, width: int, pull: Puller) -> Owner:
+        owner = (series, slot, pull)
+        self.owners[slot : slot + width] = [owner] * width
+        return owner
 
 
-def _pull_counter(series: object, values: list[float], slot: int) -> None:
-    assert isinstance(series, CounterSeries)
+def _pull_counter(series: CounterSeries, values: list[float], slot: int) -> None:
     v = values[slot]
     if v != series.value:
         series.value = v
@@ -171,8 +186,7 @@ def _pull_counter(series: object, values: list[float], slot: int) -> None:
         series.family.dirty = True
 
 
-def _pull_histogram(series: object, values: list[float], slot: int) -> None:
-    assert isinstance(series, HistogramSeries)
+def _pull_histogram(series: HistogramSeries, values: list[float], slot: int) -> None:
     nb = len(series.bounds)
     counts = values[slot : slot + nb]
     total = values[slot + nb]
@@ -192,6 +206,7 @@ class Merger:
         self._families: dict[str, CounterFamily | HistogramFamily] = {}
         self._gauges: dict[str, list[tuple[Labels, int]]] = {}
         self._cursor = 0
+        self._fresh: list[tuple[object, int, Puller, Kind]] = []
 
     def counter(self, name: str, family: CounterFamily) -> None:
         self._families[name] = family
@@ -210,9 +225,7 @@ class Merger:
 
         return read
 
-    def _bind(
-        self, record: Record
-    ) -> tuple[object, Callable[[object, list[float], int], None]] | None:
+    def _bind(self, record: Record) -> tuple[object, Puller] | None:
         gauge = self._gauges.get(record.name)
         if gauge is not None:
             gauge.append((record.labels, record.slot))
@@ -228,21 +241,25 @@ class Merger:
             return series, _pull_histogram
         return series, _pull_counter
 
-    def update(self) -> None:
-        """Read every process's files into the families (call before rendering)."""
+    def catch_up(self) -> None:
+        """Parse the keys appended since, and make their series (cheap when none are
+        new: the reactor-lag tick calls it, so that a scrape rarely has many to make)."""
         layout = self.store.layout
         layout.refresh()
-        fresh: list[tuple[object, int, Callable[[object, list[float], int], None], Kind]] = []
-        sizes = layout.size
         for k in KINDS:
-            self.kinds[k].grow(sizes[k])  # room for the new series' slots
+            self.kinds[k].grow(layout.size[k])  # room for the new series' slots
         for record in layout.records[self._cursor :]:
             bound = self._bind(record)
             if bound is not None:
                 series, pull = bound
                 self.kinds[record.kind].own(series, record.slot, record.width, pull)
-                fresh.append((series, record.slot, pull, record.kind))
+                self._fresh.append((series, record.slot, pull, record.kind))
         self._cursor = len(layout.records)
+
+    def update(self) -> None:
+        """Read every process's files into the families (call before rendering)."""
+        self.catch_up()
+        sizes = self.store.layout.size
         alive: dict[Kind, list[str]] = {k: [] for k in KINDS}
         dead: dict[Kind, list[str]] = {k: [] for k in KINDS}
         for proc in list_processes(self.store.directory):
@@ -251,13 +268,9 @@ class Merger:
         for k, merge in self.kinds.items():
             changed = merge.merge(sizes[k], alive[k], dead[k])
             values = merge.values
-            todo: dict[
-                tuple[int, int], tuple[object, int, Callable[[object, list[float], int], None]]
-            ] = {}
-            for p in changed:
-                for entry in merge.owners[p]:
-                    todo[(id(entry[0]), entry[1])] = entry
-            for series, slot, pull in todo.values():
+            for series, slot, pull in changed:
                 pull(series, values, slot)
-        for series, slot, pull, k in fresh:
+        # Series made since the last update: their slots may have changed before.
+        for series, slot, pull, k in self._fresh:
             pull(series, self.kinds[k].values, slot)
+        self._fresh = []

@@ -267,9 +267,12 @@ class GatewayMetrics:
                 self.tokens.inc(alias, deployment, kind, amount=n)
 
     def refresh(self) -> None:
-        """Shared mode: push the callback gauges' values into this process's files."""
-        for g in self.gauges():
-            g.refresh()
+        """Shared mode: push the callback gauges' values into this process's files (and
+        make the series other processes added, ahead of the next scrape)."""
+        if self.shared is not None:
+            for g in self.gauges():
+                g.refresh()
+            self.shared.catch_up()
 
     def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
         """The body and content type for ``GET /metrics``: OpenMetrics when ``accept``

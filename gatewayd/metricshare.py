@@ -200,7 +200,7 @@ class SharedGauge:
         view[slot] = 1.0
 
     def set(self, value: float) -> None:
-        self.view[self.slot + 1] = value
+        self.view[self.slot + 1] = float(value)
 
 
 class SharedStore:
