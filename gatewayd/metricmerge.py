@@ -109,7 +109,7 @@ class _KindMerge:
                 j += 1
             a, b = blocks[i] * BLOCK, min(n, (blocks[j] + 1) * BLOCK)
             i = j + 1
-            parts = [v[a:b].tolist() for v in views]
+            parts: list[list[float]] = [v[a:b].tolist() for v in views]  # type: ignore[misc]
             if base is not None:
                 parts.append(base[a:b])
             acc = parts[0] if parts else [0.0] * (b - a)
