@@ -4,10 +4,10 @@ summed into the render families of :mod:`gatewayd.metricstore`.
 Per kind of file, the merged values are one list of floats, in the shared slot order.
 At a scrape each process's file is copied (one ``memcpy``) and compared with its copy
 from the scrape before (``memcmp``: whole, then by 128 slots, then by 16); only the
-blocks of 16 slots that changed in some file are added up again, and only the series on
-those blocks are compared with what they hold and, if they changed, rendered again. An idle scrape is a copy and a compare per
-file and the joined cached text, as in one process. A dead process's counters are added
-into a base once and its files no longer read.
+blocks that changed in some file are added up again, the slots whose sums changed are
+found in C, and only their series are updated (and so rendered again). An idle scrape
+is a copy and a compare per file and the cached text, as in one process. A dead
+process's counters are added into a base once and its files no longer read.
 """
 
 from __future__ import annotations
