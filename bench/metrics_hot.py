@@ -9,23 +9,32 @@ histogram (access log), the token counters from ``usage`` (two), the per-key tok
 (two) and the spend counter (admission). Rows:
 
 - ``native``: the default in one process (:mod:`gatewayd.metricstore`);
+- ``shared``: with ``--workers N`` (:mod:`gatewayd.metricshare`: the values in this
+  process's mmap'd file, an update is ``view[slot] += x``);
 - ``prometheus_client, cached children``: the same wrapper over prometheus_client's metrics
-  (each label set's child found in a dict; what main did before, and what multiprocess mode
-  does, there into the shared files' values);
+  (each label set's child found in a dict; what main did before);
+- ``prometheus_client multiprocess, cached children``: the same in a child process with
+  ``PROMETHEUS_MULTIPROC_DIR`` set before prometheus_client is imported (its values in its
+  mmap'd files: what ``--workers N`` did before);
 - ``prometheus_client, .labels() per call``: the plain prometheus_client idiom.
 
-One process, no reactor; label sets cycle over ``--deployments`` deployments.
+No reactor; label sets cycle over ``--deployments`` deployments.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from gatewayd.metrics import GatewayMetrics
+from gatewayd.metricshare import SharedStore
 
 USAGE: dict[str, object] = {"prompt_tokens": 9, "completion_tokens": 8, "total_tokens": 17}
 
@@ -85,6 +94,31 @@ def ns_per_request(request: Callable[[str, str], None], n: int, deployments: int
     return best
 
 
+def client_multiprocess(requests: int, deployments: int) -> float:
+    """The cached-children row in a child process in prometheus_client's multiprocess
+    mode (it picks its storage at import: the variable must be set before)."""
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[3]); import metrics_hot as h; "
+        "import gatewayd.metrics as gm; gm.multiprocess_dir = lambda: None; "
+        "print(h.ns_per_request(h.wrapped(gm.GatewayMetrics(native=False)), "
+        "int(sys.argv[1]), int(sys.argv[2])))"
+    )
+    with tempfile.TemporaryDirectory() as d:
+        # Seen by prometheus_client only: GatewayMetrics is told there is no shared dir.
+        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": d}
+        out = subprocess.run(
+            [sys.executable, "-c", code, str(requests), str(deployments), HERE],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    return float(out.stdout)
+
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -92,15 +126,20 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=200_000)
     ap.add_argument("--deployments", type=int, default=1000)
     args = ap.parse_args()
-    rows = [
-        ("native (one process, the default)", wrapped(GatewayMetrics())),
-        ("prometheus_client, cached children", wrapped(GatewayMetrics(native=False))),
-        ("prometheus_client, .labels() per call", plain()),
-    ]
-    print("| storage | ns per request (10 updates) |")
-    print("|---|--:|")
-    for name, request in rows:
-        print(f"| {name} | {ns_per_request(request, args.requests, args.deployments):.0f} |")
+    n, deps = args.requests, args.deployments
+    with tempfile.TemporaryDirectory() as d:
+        rows = [
+            ("native (one process, the default)", wrapped(GatewayMetrics())),
+            ("shared (--workers N)", wrapped(GatewayMetrics(store=SharedStore(d)))),
+            ("prometheus_client, cached children", wrapped(GatewayMetrics(native=False))),
+            ("prometheus_client, .labels() per call", plain()),
+        ]
+        print("| storage | ns per request (10 updates) |")
+        print("|---|--:|")
+        for name, request in rows:
+            print(f"| {name} | {ns_per_request(request, n, deps):.0f} |", flush=True)
+    name = "prometheus_client multiprocess, cached children (--workers before)"
+    print(f"| {name} | {client_multiprocess(n, deps):.0f} |")
     print(f"\nbest of 3 x {args.requests} requests over {args.deployments} deployments' labels")
 
 

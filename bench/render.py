@@ -13,7 +13,8 @@ upstream is needed), after a few requests per deployment (so every label set exi
 - **http**: a real ``twistd -n gateway`` daemon on loopback, timed from the client
   (one keep-alive connection, the answer read whole);
 - **workers**: the same with ``--workers N``: ``/metrics`` is then the sum over the
-  workers' files (prometheus_client's multiprocess mode), read at every scrape.
+  workers' shared files (:mod:`gatewayd.metricmerge`), read at every scrape
+  (``bench/render_workers.py`` times that merge in one process, without HTTP).
 
 Prints a markdown table: p50 / p99 milliseconds and the answer's size. Timing belongs
 here, never in a test.

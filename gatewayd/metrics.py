@@ -7,12 +7,11 @@ gateways embedded in one process, or in one test run, do not clash.
 
 One process: the values are kept and rendered by :mod:`gatewayd.metricstore` (exactly
 prometheus_client's output, much faster). Several worker processes: set
-``PROMETHEUS_MULTIPROC_DIR`` to an empty directory shared by all of them *before* they
-start (``prometheus_client`` picks its storage at import). Then every process writes its
-samples into that directory and any one of them renders the sum
-(:class:`~prometheus_client.multiprocess.MultiProcessCollector`). Gauges read from
-callbacks are pushed into the shared files by :meth:`GatewayMetrics.refresh`, which the
-service calls periodically in that mode. See docs/observability.md.
+``PROMETHEUS_MULTIPROC_DIR`` to an empty directory shared by all of them. Then every
+process writes its values into its own files there (:mod:`gatewayd.metricshare`) and any
+one of them renders the sum (:mod:`gatewayd.metricmerge`), in the same format. Gauges
+read from callbacks are pushed into the shared files by :meth:`GatewayMetrics.refresh`,
+which the service calls periodically in that mode. See docs/observability.md.
 """
 
 from __future__ import annotations
@@ -20,9 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.multiprocess import MultiProcessCollector
 
 from gatewayd.config.errors import ConfigError
 from gatewayd.metrickinds import (
@@ -36,6 +33,8 @@ from gatewayd.metrickinds import (
     ValueGauge,
     multiprocess_dir,
 )
+from gatewayd.metricmerge import Merger
+from gatewayd.metricshare import SharedStore, process_store
 from gatewayd.metricstore import Labels, Sample, render_openmetrics, render_text
 
 __all__ = [
@@ -56,17 +55,22 @@ __all__ = [
 class GatewayMetrics:
     """Every metric gatewayd exports. Label names: ``alias``, ``deployment``, ``status``, ``dialect``."""
 
-    def __init__(self, native: bool | None = None) -> None:
-        """``native``: keep the values in :mod:`gatewayd.metricstore` (the default in one
-        process); False: in ``prometheus_client``'s metrics (always so in multiprocess
-        mode, where they live in the shared files)."""
-        shared = multiprocess_dir()
-        if shared is not None and not os.path.isdir(shared):
-            raise ConfigError(
-                "PROMETHEUS_MULTIPROC_DIR",
-                f"{shared!r} is not a directory: multiprocess metrics need an existing one",
-            )
-        self.native = shared is None if native is None else native and shared is None
+    def __init__(self, native: bool | None = None, store: SharedStore | None = None) -> None:
+        """One process: the values in :mod:`gatewayd.metricstore`, or with ``native``
+        False in ``prometheus_client``'s metrics. With ``PROMETHEUS_MULTIPROC_DIR`` set
+        (or a ``store`` given: tests play several processes with them), in this
+        process's shared files, and rendered summed over every process's."""
+        directory = multiprocess_dir()
+        if store is None and directory is not None:
+            if not os.path.isdir(directory):
+                raise ConfigError(
+                    "PROMETHEUS_MULTIPROC_DIR",
+                    f"{directory!r} is not a directory: multiprocess metrics need an existing one",
+                )
+            store = process_store(directory)
+        #: With workers: what reads every process's files at a scrape.
+        self.shared = sh = Merger(store) if store is not None else None
+        self.native = store is None and native is not False
         self.registry = OrderedRegistry(auto_describe=False)
         r = self.registry
         n = self.native
@@ -77,6 +81,7 @@ class GatewayMetrics:
             ("alias", "deployment", "status", "dialect"),
             r,
             native=n,
+            shared=sh,
         )
         self.attempts = Counter(
             "gatewayd_upstream_attempts_total",
@@ -84,6 +89,7 @@ class GatewayMetrics:
             ("alias", "deployment", "outcome"),
             r,
             native=n,
+            shared=sh,
         )
         self.retries = Counter(
             "gatewayd_retries_total",
@@ -91,6 +97,7 @@ class GatewayMetrics:
             ("alias",),
             r,
             native=n,
+            shared=sh,
         )
         self.fallbacks = Counter(
             "gatewayd_fallbacks_total",
@@ -98,6 +105,7 @@ class GatewayMetrics:
             ("alias", "fallback"),
             r,
             native=n,
+            shared=sh,
         )
         self.stream_failures = Counter(
             "gatewayd_stream_failures_total",
@@ -105,6 +113,7 @@ class GatewayMetrics:
             ("alias", "deployment"),
             r,
             native=n,
+            shared=sh,
         )
         self.tokens = Counter(
             "gatewayd_tokens_total",
@@ -112,6 +121,7 @@ class GatewayMetrics:
             ("alias", "deployment", "kind"),
             r,
             native=n,
+            shared=sh,
         )
         self.key_requests = Counter(
             "gatewayd_key_requests_total",
@@ -119,6 +129,7 @@ class GatewayMetrics:
             ("key", "alias", "status"),
             r,
             native=n,
+            shared=sh,
         )
         self.key_tokens = Counter(
             "gatewayd_key_tokens_total",
@@ -127,6 +138,7 @@ class GatewayMetrics:
             ("key", "alias", "kind"),
             r,
             native=n,
+            shared=sh,
         )
         self.spend = Counter(
             "gatewayd_spend_usd_total",
@@ -135,6 +147,7 @@ class GatewayMetrics:
             ("key", "alias", "deployment"),
             r,
             native=n,
+            shared=sh,
         )
         self.state_store_outages = Counter(
             "gatewayd_state_store_outages_total",
@@ -142,6 +155,7 @@ class GatewayMetrics:
             (),
             r,
             native=n,
+            shared=sh,
         )
         self.state_store_up = Gauge(
             "gatewayd_state_store_up",
@@ -149,6 +163,7 @@ class GatewayMetrics:
             (),
             r,
             mode="livemax",
+            shared=sh,
         )
         self.upstream_latency = Histogram(
             "gatewayd_upstream_latency_seconds",
@@ -156,6 +171,7 @@ class GatewayMetrics:
             ("alias", "deployment"),
             r,
             native=n,
+            shared=sh,
         )
         self.ttft = Histogram(
             "gatewayd_time_to_first_token_seconds",
@@ -163,6 +179,7 @@ class GatewayMetrics:
             ("alias", "deployment"),
             r,
             native=n,
+            shared=sh,
         )
         self.overhead = Histogram(
             "gatewayd_overhead_seconds",
@@ -171,6 +188,7 @@ class GatewayMetrics:
             (),
             r,
             native=n,
+            shared=sh,
         )
         self.reactor_lag = Histogram(
             "gatewayd_reactor_lag_seconds",
@@ -179,6 +197,7 @@ class GatewayMetrics:
             r,
             LAG_BUCKETS,
             native=n,
+            shared=sh,
         )
         self.reloads = Counter(
             "gatewayd_config_reloads_total",
@@ -186,6 +205,7 @@ class GatewayMetrics:
             ("result",),
             r,
             native=n,
+            shared=sh,
         )
         for result in ("ok", "error"):  # both series exist from the start: increase() works
             self.reloads.touch(result)
@@ -195,6 +215,7 @@ class GatewayMetrics:
             r,
             "max",
             native=n,
+            shared=sh,
         )
         self.streams_in_flight = self._gauge(
             "gatewayd_streams_in_flight", "Streams being relayed right now.", ()
@@ -224,7 +245,7 @@ class GatewayMetrics:
     def _gauge(
         self, name: str, help: str, labelnames: Sequence[str], mode: GaugeMode = "livesum"
     ) -> Gauge:
-        return Gauge(name, help, labelnames, self.registry, mode)
+        return Gauge(name, help, labelnames, self.registry, mode, shared=self.shared)
 
     def gauges(self) -> list[Gauge]:
         return [
@@ -246,43 +267,33 @@ class GatewayMetrics:
                 self.tokens.inc(alias, deployment, kind, amount=n)
 
     def refresh(self) -> None:
-        """Multiprocess mode: push the callback gauges' values into the shared files."""
-        for g in self.gauges():
-            g.refresh()
+        """Shared mode: push the callback gauges' values into this process's files (and
+        make the series other processes added, ahead of the next scrape)."""
+        if self.shared is not None:
+            for g in self.gauges():
+                g.refresh()
+            self.shared.catch_up()
 
     def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
         """The body and content type for ``GET /metrics``: OpenMetrics when ``accept``
-        asks for it, else the Prometheus text format. In multiprocess mode, the sum
-        over every process writing to the shared directory (see :meth:`merged`)."""
-        if not self.native:
-            self.refresh()
-            return self.merged(accept)
+        asks for it, else the Prometheus text format."""
         pieces, content_type = self.pieces(accept)
         return b"".join(pieces), content_type
 
     def pieces(self, accept: str | None = None) -> tuple[list[bytes], str]:
-        """One process: :meth:`exposition`'s body in pieces, to be written in turn (with
-        1,000 deployments it is 3 MB: joining it costs more than rendering it)."""
-        _, content_type = choose_encoder(accept or "")
+        """:meth:`exposition`'s body in pieces, to be written in turn (with 1,000
+        deployments it is 3 MB: joining it costs more than rendering it). With workers,
+        the sum over every process's files, read now (this process's gauges first)."""
+        if self.shared is not None:
+            self.refresh()
+            self.shared.update()
+        encoder, content_type = choose_encoder(accept or "")
+        if not self.native and self.shared is None:  # prometheus_client's own metrics
+            return [encoder(self.registry)], content_type
         if content_type.startswith("application/openmetrics-text"):
             return render_openmetrics(self.registry.families()), content_type
         return render_text(self.registry.families()), content_type
 
-    def merged(self, accept: str | None = None) -> tuple[bytes, str]:
-        """Multiprocess mode: the sum read from the shared files, without :meth:`refresh`.
-        Reads files only, so it may run in a thread (it takes long: every file is read
-        and merged by prometheus_client at every scrape)."""
-        encoder, content_type = choose_encoder(accept or "")
-        return encoder(self._source()), content_type
-
     def render(self) -> bytes:
         """The Prometheus text format."""
         return self.exposition()[0]
-
-    def _source(self) -> CollectorRegistry:
-        path = multiprocess_dir()
-        if path is None:
-            return self.registry
-        merged = CollectorRegistry()
-        MultiProcessCollector(merged, path)  # type: ignore[no-untyped-call]
-        return merged

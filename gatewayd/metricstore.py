@@ -71,13 +71,13 @@ class CounterSeries:
 
     __slots__ = ("created", "created_line", "family", "prefix", "text", "value")
 
-    def __init__(self, family: CounterFamily, labels: Labels) -> None:
+    def __init__(self, family: CounterFamily, labels: Labels, created: float | None = None) -> None:
         lbl = label_str(family.labelnames, labels)
         self.family = family
         self.value = 0.0
         self.text: str | None = None
         self.prefix = f"{family.name}_total{lbl} "
-        self.created = time.time()
+        self.created = time.time() if created is None else created
         self.created_line = f"{family.name}_created{lbl} {fmt(self.created)}\n"
 
     def inc(self, amount: float = 1.0) -> None:
@@ -98,7 +98,9 @@ class HistogramSeries:
 
     __slots__ = ("bounds", "counts", "created", "created_line", "family", "sum", "template", "text")
 
-    def __init__(self, family: HistogramFamily, labels: Labels) -> None:
+    def __init__(
+        self, family: HistogramFamily, labels: Labels, created: float | None = None
+    ) -> None:
         self.family = family
         names = (*family.labelnames, "le")
         self.bounds = bounds = family.bounds
@@ -110,7 +112,7 @@ class HistogramSeries:
         rows += [f"{family.name}_count{lbl} ", f"{family.name}_sum{lbl} "]
         # One %-template per series: rendering is a single C-level format call.
         self.template = "".join(r.replace("%", "%%") + "%s\n" for r in rows)
-        self.created = time.time()
+        self.created = time.time() if created is None else created
         self.created_line = f"{family.name}_created{lbl} {fmt(self.created)}\n"
 
     def observe(self, value: float) -> None:
@@ -191,7 +193,8 @@ class _SeriesFamily(Family):
             created = self._created()
             if created:
                 texts += (self.created_head, *created)
-            self._text = (self.text_head + "".join(texts)).encode()
+            texts.insert(0, self.text_head)  # one join: megabytes are copied once less
+            self._text = "".join(texts).encode()
         out.append(self._text)
 
     def openmetrics(self, out: list[bytes]) -> None:
@@ -200,7 +203,8 @@ class _SeriesFamily(Family):
             created = self._created()
             if created:
                 texts = [x for pair in zip(texts, created, strict=True) for x in pair]
-            self._om = (self.om_head + "".join(texts)).encode()
+            texts.insert(0, self.om_head)
+            self._om = "".join(texts).encode()
         out.append(self._om)
 
 
@@ -214,12 +218,13 @@ class CounterFamily(_SeriesFamily):
         if not self.labelnames:
             self.child(())
 
-    def child(self, labels: Labels) -> CounterSeries:
+    def child(self, labels: Labels, created: float | None = None) -> CounterSeries:
+        """The series of ``labels``, made if new (``created``: its time, default now)."""
         s = self.series.get(labels)
         if s is None:
             if len(labels) != len(self.labelnames):
                 raise ValueError(f"{self.name}: labels {self.labelnames}, got {labels!r}")
-            s = self.series[labels] = CounterSeries(self, tuple(str(v) for v in labels))
+            s = self.series[labels] = CounterSeries(self, tuple(str(v) for v in labels), created)
             self.dirty = True
         return s
 
@@ -248,12 +253,13 @@ class HistogramFamily(_SeriesFamily):
         if not self.labelnames:
             self.child(())
 
-    def child(self, labels: Labels) -> HistogramSeries:
+    def child(self, labels: Labels, created: float | None = None) -> HistogramSeries:
+        """The series of ``labels``, made if new (``created``: its time, default now)."""
         s = self.series.get(labels)
         if s is None:
             if len(labels) != len(self.labelnames):
                 raise ValueError(f"{self.name}: labels {self.labelnames}, got {labels!r}")
-            s = self.series[labels] = HistogramSeries(self, tuple(str(v) for v in labels))
+            s = self.series[labels] = HistogramSeries(self, tuple(str(v) for v in labels), created)
             self.dirty = True
         return s
 

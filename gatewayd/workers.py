@@ -238,8 +238,8 @@ class Supervisor(Service):
                 INDEX_ENV: str(slot.index),
                 SUPERVISOR_ENV: str(os.getpid()),
                 "NOTIFY_SOCKET": os.path.join(self.tmpdir, f"notify-{slot.index}"),
-                # prometheus_client's multiprocess mode: every worker writes its samples
-                # here and /metrics sums them.
+                # Every worker writes its metric values here and /metrics sums them
+                # (gatewayd.metricshare; the variable is prometheus_client's name).
                 "PROMETHEUS_MULTIPROC_DIR": os.path.join(self.tmpdir, "metrics"),
                 "PYTHONUNBUFFERED": "1",
             }
@@ -379,13 +379,13 @@ def _who(slot: _Slot) -> dict[str, Any]:
 
 
 def _forget_metrics(tmpdir: str, pid: int | None) -> None:
-    """prometheus_client keeps a dead worker's live gauges unless told it is gone."""
+    """A dead worker's live gauges leave the sum (its counters stay)."""
     if pid is None or not tmpdir:
         return
     with contextlib.suppress(Exception):
-        from prometheus_client import multiprocess
+        from gatewayd.metricshare import forget_process
 
-        multiprocess.mark_process_dead(pid, os.path.join(tmpdir, "metrics"))  # type: ignore[no-untyped-call]
+        forget_process(os.path.join(tmpdir, "metrics"), pid)
 
 
 def supervisor_for(
