@@ -10,6 +10,7 @@ import pytest
 
 from gatewayd.config import ConfigError, parse_config
 from gatewayd.config import deployments as deployments_module
+from gatewayd.providers.endpoints import tls_creator
 from gatewayd.testing.tlsfiles import TLSFiles, make_tls_files
 
 
@@ -33,11 +34,10 @@ def test_tls_settings_shared_by_deployments_are_loaded_once(
     tls: TLSFiles, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     loads: list[Any] = []
-    real = deployments_module.tls_creator
 
     def counting(settings: Any, host: bytes) -> Any:
         loads.append(settings)
-        return real(settings, host)
+        return tls_creator(settings, host)
 
     monkeypatch.setattr(deployments_module, "tls_creator", counting)
     mtls = {"ssl_certfile": str(tls.client_cert), "ssl_keyfile": str(tls.client_key)}
