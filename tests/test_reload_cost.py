@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_twisted
+from test_routing import Harness, ScriptedProvider, conf, entry
+from twisted.internet.defer import Deferred
 
-from gatewayd.config import ConfigError, parse_config
+from gatewayd import service as service_module
+from gatewayd.config import ConfigError, GatewayConfig, load_config, parse_config
 from gatewayd.config import deployments as deployments_module
 from gatewayd.providers.endpoints import tls_creator
+from gatewayd.routing import Router, RoutingTable, build_table
 from gatewayd.testing.tlsfiles import TLSFiles, make_tls_files
 
 
@@ -70,3 +77,150 @@ def test_a_bad_tls_file_after_good_ones_is_still_refused_by_its_path(
         parse_config(_doc([{}, bundle]), environ={})
     assert info.value.path == "model_list[1].params.ssl_verify"
     assert "cannot read" in info.value.reason
+
+
+# -- the swap in steps ------------------------------------------------------------
+
+
+def _big(n: int, per_alias: int = 4, general: str = "") -> str:
+    return conf([entry(f"m{i // per_alias}", f"d{i}") for i in range(n)], general)
+
+
+def _consistent(router: Router) -> bool:
+    """The router's table and pools are of one table (what route() reads together)."""
+    table, pools = router.table, router._pools
+    return set(pools) == set(table.routes) and all(
+        pools[a].routes is table.routes[a] for a in table.routes
+    )
+
+
+def test_a_stepped_swap_shows_the_old_table_until_one_step_swaps_it_whole() -> None:
+    h = Harness(_big(40, general="  allowed_fails: 0\n"))
+    old = h.router.table
+    cfg = parse_config(_big(400), environ={})
+    new = build_table(cfg, lambda d: ScriptedProvider(d, h.clock, []))
+    swapped: list[RoutingTable] = []
+    steps = h.router.swap_in_steps(new, step=50, on_swap=lambda: swapped.append(h.router.table))
+    seen = []
+    for _ in steps:
+        assert _consistent(h.router)
+        seen.append(h.router.table)
+        if len(seen) == 2:  # a deployment trips between two steps: its new pool follows
+            h.router.health.failure("d1", "refused", None, transient=True)
+    assert _consistent(h.router) and h.router.table is new and swapped == [new]
+    # Several steps before the swap (400 deployments, 50 a step), the old table meanwhile.
+    assert seen[:7] == [old] * 7 and seen[-1] is new
+    assert "d1" not in h.router._pools["m0"].open_ids()
+    assert set(h.router._pools["m0"].open_ids()) == {"d0", "d2", "d3"}
+    # The old pools are gone, and so are their weak references in the health states.
+    assert all(len(s.watchers) + len(s.busy_watchers) == 1 for s in h.router.health.states.values())
+
+
+def test_a_stepped_swap_abandoned_before_the_swap_leaves_the_old_table() -> None:
+    h = Harness(_big(8))
+    old, old_pools = h.router.table, h.router._pools
+    cfg = parse_config(_big(400), environ={})
+    steps = h.router.swap_in_steps(build_table(cfg, lambda d: ScriptedProvider(d, h.clock, [])))
+    next(steps)  # and no more: a failed reload
+    assert h.router.table is old and h.router._pools is old_pools
+
+
+# -- reloads of the service ---------------------------------------------------------
+
+
+def _write(path: Path, aliases: int) -> None:
+    entries = "".join(
+        f"  - model_name: {name}\n    params: {{model: mock/{name}}}\n"
+        for name in (f"x{i}" for i in range(aliases))
+    )
+    path.write_text("model_list:\n" + entries)
+
+
+@pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]
+async def test_a_reload_in_steps_swaps_config_and_table_together(tmp_path: Path) -> None:
+    from twisted.internet import reactor
+
+    path = tmp_path / "gw.yaml"
+    _write(path, 3)
+    svc = service_module.GatewayService.from_file(
+        str(path), "tcp:port=0:interface=127.0.0.1", handle_sighup=False
+    )
+    _write(path, 600)
+    seen: list[tuple[int, bool]] = []
+    watching = [True]
+
+    def watch() -> None:  # every reactor turn: what a request would read
+        seen.append((len(svc.router.table.routes), svc.config is svc.router.table.config))
+        if watching[0] and len(seen) < 100_000:
+            reactor.callLater(0, watch)
+
+    watch()
+    ok = await svc.reload()
+    watching[0] = False
+    assert ok is True
+    assert all(same for _, same in seen)
+    assert {n for n, _ in seen} <= {3, 600}
+    assert len(svc.router.table.routes) == 600
+
+
+@pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]
+async def test_a_reload_asked_during_the_stepped_swap_is_one_more_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "gw.yaml"
+    _write(path, 3)
+    svc = service_module.GatewayService.from_file(
+        str(path), "tcp:port=0:interface=127.0.0.1", handle_sighup=False
+    )
+    _write(path, 600)
+    real = svc.router.swap_in_steps
+    asked: list[Deferred[bool]] = []
+
+    def steps(table: RoutingTable, step: int = 100, on_swap: Any = None) -> Iterator[None]:
+        for n, _ in enumerate(real(table, step, on_swap)):
+            if n == 1:  # mid-swap: the new file is in place, then two SIGHUPs
+                _write(path, 5)
+                asked.extend([svc.reload(), svc.reload()])
+            yield
+
+    loads: list[str] = []
+    real_load = load_config
+
+    def counting_load(p: str, environ: Any = None) -> GatewayConfig:
+        loads.append(p)
+        return real_load(p)
+
+    monkeypatch.setattr(service_module, "load_config", counting_load)
+    monkeypatch.setattr(svc.router, "swap_in_steps", steps)
+    first = await svc.reload()
+    assert first is True and len(asked) == 2
+    assert [await asked[0], await asked[1]] == [True, True]
+    assert len(svc.router.table.routes) == 5
+    assert len(loads) == 2  # the two asked mid-swap made one more
+
+
+@pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]
+async def test_the_build_runs_with_a_short_switch_interval_then_it_is_restored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "gw.yaml"
+    _write(path, 3)
+    svc = service_module.GatewayService.from_file(
+        str(path), "tcp:port=0:interface=127.0.0.1", handle_sighup=False
+    )
+    during: list[float] = []
+    real = load_config
+
+    def load(p: str, environ: Any = None) -> GatewayConfig:
+        during.append(sys.getswitchinterval())
+        return real(p)
+
+    monkeypatch.setattr(service_module, "load_config", load)
+    before = sys.getswitchinterval()
+    assert before > service_module.BUILD_SWITCH_INTERVAL
+    assert await svc.reload() is True
+    path.write_text("model_list: [{model_name: a, params: {model: nope/a}}]\n")
+    assert await svc.reload() is False  # refused, logged, the old config kept
+    assert len(svc.router.table.routes) == 3
+    assert during == [service_module.BUILD_SWITCH_INTERVAL] * 2
+    assert sys.getswitchinterval() == before
