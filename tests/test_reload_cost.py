@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
+import threading
+import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,10 +16,12 @@ import pytest
 import pytest_twisted
 from test_routing import Harness, ScriptedProvider, conf, entry
 from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 
 from gatewayd import service as service_module
 from gatewayd.config import ConfigError, GatewayConfig, load_config, parse_config
 from gatewayd.config import deployments as deployments_module
+from gatewayd.config import pace as pace_module
 from gatewayd.providers.endpoints import tls_creator
 from gatewayd.routing import Router, RoutingTable, build_table
 from gatewayd.testing.tlsfiles import TLSFiles, make_tls_files
@@ -200,7 +206,7 @@ async def test_a_reload_asked_during_the_stepped_swap_is_one_more_after_it(
 
 
 @pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]
-async def test_the_build_runs_with_a_short_switch_interval_then_it_is_restored(
+async def test_the_build_runs_with_a_short_switch_interval_and_no_gc_then_both_are_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "gw.yaml"
@@ -208,19 +214,75 @@ async def test_the_build_runs_with_a_short_switch_interval_then_it_is_restored(
     svc = service_module.GatewayService.from_file(
         str(path), "tcp:port=0:interface=127.0.0.1", handle_sighup=False
     )
-    during: list[float] = []
+    during: list[tuple[float, bool]] = []
     real = load_config
 
     def load(p: str, environ: Any = None) -> GatewayConfig:
-        during.append(sys.getswitchinterval())
+        during.append((sys.getswitchinterval(), gc.isenabled()))
         return real(p)
 
     monkeypatch.setattr(service_module, "load_config", load)
     before = sys.getswitchinterval()
-    assert before > service_module.BUILD_SWITCH_INTERVAL
+    assert before > service_module.BUILD_SWITCH_INTERVAL and gc.isenabled()
     assert await svc.reload() is True
     path.write_text("model_list: [{model_name: a, params: {model: nope/a}}]\n")
     assert await svc.reload() is False  # refused, logged, the old config kept
     assert len(svc.router.table.routes) == 3
-    assert during == [service_module.BUILD_SWITCH_INTERVAL] * 2
-    assert sys.getswitchinterval() == before
+    # Short interval and no automatic collection during the build, both put back after.
+    assert during == [(service_module.BUILD_SWITCH_INTERVAL, False)] * 2
+    assert sys.getswitchinterval() == before and gc.isenabled()
+
+
+@pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]
+async def test_the_replaced_table_is_freed_by_reference_counting(tmp_path: Path) -> None:
+    """gctune freezes the startup heap: the first table is never collected by the cycle
+    collector, so a reload must free it by reference counting alone (no cycles)."""
+    path = tmp_path / "gw.yaml"
+    _write(path, 50)
+    svc = service_module.GatewayService.from_file(
+        str(path), "tcp:port=0:interface=127.0.0.1", handle_sighup=False
+    )
+    old = weakref.ref(svc.router.table)
+    old_config = weakref.ref(svc.config)
+    old_pool = weakref.ref(svc.router._pools["x0"])
+    provider = svc.router.table.routes["x0"][0].provider
+    old_provider = weakref.ref(provider)
+    del provider
+    _write(path, 60)
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        assert await svc.reload() is True
+        assert len(svc.router.table.routes) == 60
+        assert [old(), old_config(), old_pool(), old_provider()] == [None] * 4
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def test_a_paced_build_sleeps_between_its_runs_and_an_unpaced_one_never(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sleeps: list[float] = []
+    monkeypatch.setattr(time, "sleep", sleeps.append)
+    text = _big(40)
+    unpaced = parse_config(text, environ={})
+    assert sleeps == []
+    with pace_module.pacing(run=0.0, pause=0.25):  # a pause at every step
+        paced = parse_config(text, environ={})
+        build_table(paced, lambda d: ScriptedProvider(d, Clock(), []))
+    assert paced == unpaced  # the same config, paced or not
+    # At least once per YAML scalar and per deployment (40) and table entry (40).
+    assert len(sleeps) > 3 * 40 and set(sleeps) == {0.25}
+    sleeps.clear()
+    pace_module.pace()
+    assert sleeps == []  # the pacing ended with its block
+
+
+def test_pacing_is_per_thread() -> None:
+    seen: list[bool] = []
+    with pace_module.pacing(run=0.0, pause=0.0):
+        other = threading.Thread(target=lambda: seen.append(pace_module._local.__dict__ == {}))
+        other.start()
+        other.join(10)
+    assert seen == [True]
