@@ -206,7 +206,7 @@ async def test_a_reload_asked_during_the_stepped_swap_is_one_more_after_it(
 
 
 @pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]
-async def test_the_build_runs_with_a_short_switch_interval_and_no_gc_then_both_are_back(
+async def test_the_build_runs_with_short_gil_turns_and_collections_then_both_are_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "gw.yaml"
@@ -214,23 +214,24 @@ async def test_the_build_runs_with_a_short_switch_interval_and_no_gc_then_both_a
     svc = service_module.GatewayService.from_file(
         str(path), "tcp:port=0:interface=127.0.0.1", handle_sighup=False
     )
-    during: list[tuple[float, bool]] = []
+    during: list[tuple[float, int]] = []
     real = load_config
 
     def load(p: str, environ: Any = None) -> GatewayConfig:
-        during.append((sys.getswitchinterval(), gc.isenabled()))
+        during.append((sys.getswitchinterval(), gc.get_threshold()[0]))
         return real(p)
 
     monkeypatch.setattr(service_module, "load_config", load)
-    before = sys.getswitchinterval()
-    assert before > service_module.BUILD_SWITCH_INTERVAL and gc.isenabled()
+    before, thresholds = sys.getswitchinterval(), gc.get_threshold()
+    monkeypatch.setattr(service_module, "BUILD_YOUNG_THRESHOLD", thresholds[0] // 2)
+    assert before > service_module.BUILD_SWITCH_INTERVAL
     assert await svc.reload() is True
     path.write_text("model_list: [{model_name: a, params: {model: nope/a}}]\n")
     assert await svc.reload() is False  # refused, logged, the old config kept
     assert len(svc.router.table.routes) == 3
-    # Short interval and no automatic collection during the build, both put back after.
-    assert during == [(service_module.BUILD_SWITCH_INTERVAL, False)] * 2
-    assert sys.getswitchinterval() == before and gc.isenabled()
+    # A short interval and short young collections during the build, put back after.
+    assert during == [(service_module.BUILD_SWITCH_INTERVAL, thresholds[0] // 2)] * 2
+    assert sys.getswitchinterval() == before and gc.get_threshold() == thresholds
 
 
 @pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]
