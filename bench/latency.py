@@ -19,7 +19,9 @@ Variants (``--variants``) of the gateway's garbage collection, the same code oth
 ``default`` (CPython's settings, as before gatewayd.gctune), ``freeze`` (only ``gc.freeze``
 after start) and ``tuned`` (what gatewayd does: :mod:`gatewayd.gctune`). The gateway runs
 under a wrapper that records every collection's pause per generation (``gc.callbacks``)
-and reports the phase's counts, the longest pause and the total.
+and reports the phase's counts, the longest pause and the total; it also reports the
+longest reactor stall (how late a call scheduled every 5 ms fired) and each reload's
+duration (from the SIGHUP's call in the reactor to the new config in force).
 """
 
 from __future__ import annotations
@@ -48,10 +50,12 @@ from gatewayd.testing import free_port
 WRAPPER = r"""
 import gc, json, os, signal, sys, time
 variant, log = os.environ["BENCH_GC"], os.environ["BENCH_GC_LOG"]
-stats, began = {}, [0.0]
+stats, began, extra = {}, [0.0], {}
 def reset():
     stats.clear()
     stats.update({g: [0, 0.0, 0.0] for g in ("0", "1", "2")})
+    extra.clear()
+    extra.update({"stall": 0.0, "reloads": []})
 reset()
 def timed(phase, info):
     if phase == "start":
@@ -63,9 +67,28 @@ def timed(phase, info):
 gc.callbacks.append(timed)
 def dump(signum, frame):
     with open(log, "w") as f:
-        json.dump(stats, f)
+        json.dump({**stats, **extra}, f)
     reset()
 signal.signal(signal.SIGUSR2, dump)
+# The longest reactor stall: how late a call every PROBE seconds fires.
+PROBE = 0.005
+from gatewayd import service
+start_service, reload = service.GatewayService.startService, service.GatewayService.reload
+def probe(clock, due):
+    extra["stall"] = max(extra["stall"], clock.seconds() - due)
+    clock.callLater(PROBE, probe, clock, clock.seconds() + PROBE)
+def started(self):
+    start_service(self)
+    self.reactor.callLater(PROBE, probe, self.reactor, self.reactor.seconds() + PROBE)
+def timed_reload(self):
+    # From the SIGHUP's call in the reactor to the new config in force (or refused).
+    t0 = time.perf_counter()
+    def done(ok):
+        extra["reloads"].append([time.perf_counter() - t0, ok])
+        return ok
+    return reload(self).addBoth(done)
+service.GatewayService.startService = started
+service.GatewayService.reload = timed_reload
 import gatewayd.gctune as tune
 if variant == "default":
     tune.freeze_startup_heap = lambda: None
@@ -86,6 +109,8 @@ class Phase:
     load: Load
     gc: dict[str, list[float]]
     scrape_ms: list[float]
+    stall_ms: float
+    reload_ms: list[float]
 
 
 def full_config(upstream_port: int, deployments: int, per_alias: int) -> dict[str, object]:
@@ -181,7 +206,11 @@ def run_phase(
         time.sleep(0.05)
     time.sleep(0.1)
     stats = json.loads(log.read_text())
-    return Phase(variant, name, load, stats, scraper.took if scraper else [])
+    stall, reloads = stats.pop("stall"), stats.pop("reloads")
+    if any(not ok for _, ok in reloads):
+        raise RuntimeError(f"a reload failed: see {proc.log}")
+    took = [t * 1000 for t, _ in reloads]
+    return Phase(variant, name, load, stats, scraper.took if scraper else [], stall * 1000, took)
 
 
 def start_gateway(tmp: Path, cfg: Path, variant: str, cpus: str) -> tuple[Proc, int, Path]:
@@ -200,8 +229,8 @@ def start_gateway(tmp: Path, cfg: Path, variant: str, cpus: str) -> tuple[Proc, 
 def table(phases: list[Phase]) -> str:
     lines = [
         "| gc | phase | req/s | p50 ms | p99 ms | p99/p50 | gen2 GCs | longest GC ms "
-        "| GC ms total | scrape p50/max ms | errors |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| GC ms total | longest stall ms | reloads ms | scrape p50/max ms | errors |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for p in phases:
         longest = max(s[2] for s in p.gc.values()) * 1000
@@ -213,7 +242,8 @@ def table(phases: list[Phase]) -> str:
         lines.append(
             f"| {p.variant} | {p.name} | {p.load.rps:.0f} | {p.load.p50_ms:.2f} "
             f"| {p.load.p99_ms:.2f} | {p.load.p99_ms / p.load.p50_ms:.1f} | {p.gc['2'][0]:.0f} "
-            f"| {longest:.1f} | {total:.0f} | {scrape} | {p.load.errors} |"
+            f"| {longest:.1f} | {total:.0f} | {p.stall_ms:.1f} "
+            f"| {' '.join(f'{t:.0f}' for t in p.reload_ms) or '-'} | {scrape} | {p.load.errors} |"
         )
     return "\n".join(lines)
 
@@ -266,7 +296,8 @@ def main() -> None:
                         phases.append(phase)
                         print(
                             f"  {variant} {name}: p50 {phase.load.p50_ms:.2f} "
-                            f"p99 {phase.load.p99_ms:.2f} ms",
+                            f"p99 {phase.load.p99_ms:.2f} ms, stall {phase.stall_ms:.1f} ms, "
+                            f"reloads {phase.reload_ms}",
                             file=sys.stderr,
                         )
                 finally:

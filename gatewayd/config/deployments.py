@@ -53,6 +53,13 @@ _SECRET_HEADER = re.compile(r"auth|key|token|secret|password|cookie", re.IGNOREC
 class DeploymentSection(ValueReader):
     """Builds one :class:`Deployment` per ``model_list`` entry."""
 
+    def __init__(self, env: Mapping[str, str]) -> None:
+        super().__init__(env)
+        #: TLS settings already loaded in this file. Loading them (an OpenSSL context,
+        #: twice) took 1.3 ms: 1,000 deployments with the same settings spent most of a
+        #: load on it. The files themselves are still opened for each deployment.
+        self.tls_loaded: set[TLSSettings] = set()
+
     def _deployment(self, entry: Any, index: int) -> Deployment:
         path = f"model_list[{index}]"
         entry = self._mapping(entry, path)
@@ -204,7 +211,7 @@ class DeploymentSection(ValueReader):
             headers=MappingProxyType(headers),
             extra=MappingProxyType(extra),
             index=index,
-            **_tls(self, params, ppath),
+            **_tls(self, params, ppath, self.tls_loaded),
         )
 
     def _opt_weight(self, params: Mapping[str, Any], ppath: str) -> float | None:
@@ -221,9 +228,12 @@ class DeploymentSection(ValueReader):
                 extra[k] = self._num(extra, k, ppath, integer=False, minimum=0)
 
 
-def _tls(reader: ValueReader, params: Mapping[str, Any], ppath: str) -> dict[str, Any]:
+def _tls(
+    reader: ValueReader, params: Mapping[str, Any], ppath: str, loaded: set[TLSSettings]
+) -> dict[str, Any]:
     """``ssl_verify`` (true, false or a CA bundle path), ``ssl_certfile``/``ssl_keyfile``:
-    each file readable and the whole set loadable now, not at the first request."""
+    each file readable and the whole set loadable now, not at the first request (once per
+    distinct set: ``loaded`` holds those that loaded)."""
     raw = params.get("ssl_verify")
     verify: bool | str = True
     if isinstance(raw, bool):
@@ -255,10 +265,13 @@ def _tls(reader: ValueReader, params: Mapping[str, Any], ppath: str) -> dict[str
         ("ssl_verify", TLSSettings(verify)),
         ("ssl_certfile", TLSSettings(verify, certfile, keyfile)),
     ):
+        if settings in loaded:
+            continue
         try:
             tls_creator(settings, b"localhost")
         except Exception as e:  # OpenSSL's errors for a bad PEM, a key that does not match
             raise ConfigError(f"{ppath}.{key}", f"cannot load the TLS files: {e}") from None
+        loaded.add(settings)
     return {"ssl_verify": verify, "ssl_certfile": certfile, "ssl_keyfile": keyfile}
 
 

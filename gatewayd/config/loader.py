@@ -19,6 +19,7 @@ from gatewayd.config.deployments import DeploymentSection, unique_ids
 from gatewayd.config.errors import ConfigError
 from gatewayd.config.general import GeneralSection
 from gatewayd.config.model import GatewayConfig
+from gatewayd.config.pace import pace
 from gatewayd.config.values import kind
 
 _TOP_KEYS = {"model_list", "general_settings", "router_settings", "litellm_settings", "keys"}
@@ -43,6 +44,16 @@ class Loader(_BaseLoader):  # type: ignore[valid-type,misc]
         first: [(tag, rx) for tag, rx in resolvers if tag not in (_INT, _FLOAT, _BOOL, _DATE)]
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
     }
+
+    # Called for each scalar (by libyaml's composer too) and each node: where a paced
+    # reload (gatewayd.config.pace) gives the event loop its turns.
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        pace()
+        return super().resolve(kind, value, implicit)
+
+    def construct_object(self, node: Any, deep: bool = False) -> Any:
+        pace()
+        return super().construct_object(node, deep)
 
 
 Loader.add_implicit_resolver(
@@ -109,7 +120,10 @@ class _Builder(GeneralSection, DeploymentSection):
             )
         if not model_list:
             raise ConfigError("model_list", "is empty: configure at least one model")
-        deployments = [self._deployment(e, i) for i, e in enumerate(model_list)]
+        deployments = []
+        for i, e in enumerate(model_list):
+            pace()
+            deployments.append(self._deployment(e, i))
         deployments = unique_ids(deployments)
         aliases = {d.model_name for d in deployments}
         self._check_fallbacks(general, aliases)

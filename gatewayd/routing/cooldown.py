@@ -7,6 +7,7 @@ that a reload keeps what is known about upstreams that stay.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -144,6 +145,13 @@ class Cooldowns:
 
     def prune_watchers(self) -> None:
         """Drop the references to pools that are gone (after a reload): O(deployments)."""
-        for h in self.states.values():
+        for _ in self.pruning_watchers(step=0):
+            pass
+
+    def pruning_watchers(self, step: int) -> Iterator[None]:
+        """:meth:`prune_watchers`, yielding after every ``step`` deployments (0: never)."""
+        for n, h in enumerate(list(self.states.values()), 1):
             h.watchers[:] = [r for r in h.watchers if r() is not None]
             h.busy_watchers[:] = [r for r in h.busy_watchers if r() is not None]
+            if step and n % step == 0:
+                yield

@@ -10,7 +10,7 @@ wait for capacity.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, fail
@@ -48,6 +48,10 @@ from gatewayd.routing.retry import RetryPolicy
 from gatewayd.routing.table import Route, RoutingTable
 
 log = get_logger(__name__)
+
+#: Deployments' worth of swap work between two yields of :meth:`Router.swap_in_steps`
+#: (building 100 pools' entries takes about a millisecond).
+SWAP_STEP = 100
 
 
 class Router:
@@ -94,12 +98,41 @@ class Router:
     def swap(self, table: RoutingTable) -> None:
         """Route new requests by ``table``; requests in flight finish on the old one.
         What is known of deployments that stay (cooldowns, in-flight counts) is kept."""
-        self.table = table
+        for _ in self.swap_in_steps(table, step=0):
+            pass
+
+    def swap_in_steps(
+        self,
+        table: RoutingTable,
+        step: int = SWAP_STEP,
+        on_swap: Callable[[], None] | None = None,
+    ) -> Iterator[None]:
+        """:meth:`swap`, yielding after every ``step`` deployments' worth of work (0:
+        never), for a :class:`~twisted.internet.task.Cooperator` in the reactor thread.
+
+        The new pools are built first (each follows health changes from the moment it
+        exists), then the table and its pools are swapped in one statement (``on_swap``
+        called right after, in the same step): a request sees the old table and pools or
+        the new ones, never a mix. The watchers of the replaced pools are dropped last.
+        Abandoned before the swap, the old table stays."""
+        strategy = table.config.general.routing_strategy
+        pools: dict[str, AliasPool] = {}
+        done = 0
+        for alias, routes in table.routes.items():
+            pools[alias] = AliasPool(routes, self.health, strategy)
+            done += len(routes)
+            if step and done >= step:
+                done = 0
+                yield
+        unlimited = _unlimited(table)
+        # The old pools go now, or with their last request.
+        self.table, self._pools, self._unlimited = table, pools, unlimited
         self._apply(table.config.general)
         self.health.retain_only({d.id for d in table.config.deployments} | self._in_flight_ids())
-        self._pools = self._index(table)  # the old pools go now, or with their last request
-        self._unlimited = _unlimited(table)
-        self.health.prune_watchers()
+        if on_swap is not None:
+            on_swap()
+        for _ in self.health.pruning_watchers(step):
+            yield
 
     def _index(self, table: RoutingTable) -> Mapping[str, AliasPool]:
         """One pool per alias: built once per table (O(deployments)), then kept up to

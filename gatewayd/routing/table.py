@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from gatewayd.config.model import Deployment, GatewayConfig
+from gatewayd.config.pace import pace
 from gatewayd.providers.base import Provider
 
 
@@ -68,5 +69,6 @@ def build_table(
     """A table with one provider client per deployment."""
     routes: dict[str, list[Route]] = {}
     for d in config.deployments:
+        pace()
         routes.setdefault(d.model_name, []).append(Route(d, make_provider(d)))
     return RoutingTable(config, MappingProxyType({k: tuple(v) for k, v in routes.items()}))
