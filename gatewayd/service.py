@@ -267,7 +267,9 @@ class GatewayService(Service):
         """Read and validate the config file again; swap it in if valid.
 
         The file is read, parsed and built in a thread, so serving never waits on it (a
-        huge file, a slow disk); the swap happens in the reactor thread. An invalid file
+        huge file, a slow disk), paced so that the event loop keeps most of the GIL
+        (:func:`reactor_first`); the swap happens in the reactor thread, in steps of
+        about a millisecond, the last of which swaps config and table whole. An invalid file
         keeps the old config serving and logs why. The listening address does not
         change. Call it in the reactor thread. The Deferred fires with True when the new
         config is in force, False when it was refused (or the config came from no file).
