@@ -7,7 +7,7 @@ import json
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
-from twisted.web.server import Request
+from twisted.web.server import NOT_DONE_YET, Request
 from twisted.web.test.requesthelper import DummyChannel
 
 from gatewayd.config.model import GeneralSettings
@@ -71,3 +71,48 @@ def test_fixed_leaf_paths_are_found_as_the_tree_walk_finds_them() -> None:
     site.resource.putChild(b"a", other)
     found = site.leaf_for(b"/a")
     assert found is not None and found[0] is other
+
+
+class _Answer(Resource):
+    """Answers as the exchange does (content-length, then the body in one write)."""
+
+    isLeaf = True
+
+    def render_GET(self, request: Request) -> int:
+        assert isinstance(request, GatewayRequest)
+        request.alias, request.deployment = "a", "d"
+        request.setHeader(b"content-length", b"2")
+        request.write(b"{}")
+        request.finish()
+        return NOT_DONE_YET
+
+
+def _requests(site: GatewaySite) -> float:
+    family = site.metrics.requests.family
+    assert family is not None
+    return sum(float(s.value) for s in family.series.values())
+
+
+class _Watching(StringTransport):
+    """Notes the site's request count at each write."""
+
+    def __init__(self, site: GatewaySite) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.site = site
+        self.seen: list[float] = []
+
+    def write(self, data: bytes) -> None:
+        self.seen.append(_requests(self.site))
+        super().write(data)  # type: ignore[no-untyped-call]
+
+
+def test_an_answer_is_counted_before_its_bytes_leave() -> None:
+    site = GatewaySite(_Answer(), lambda: GeneralSettings())  # type: ignore[no-untyped-call]
+    transport = _Watching(site)
+    channel = site.buildProtocol(None)
+    channel.makeConnection(transport)
+    channel.dataReceived(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert transport.value().endswith(b"\r\n\r\n{}")  # type: ignore[no-untyped-call]
+    # A scrape sent on the answer's heels (to another worker) must see this request.
+    assert transport.seen and transport.seen[0] == 1
+    assert _requests(site) == 1  # and only once

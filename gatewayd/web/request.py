@@ -244,6 +244,12 @@ class GatewayRequest(Request):
         channel.cork()
         try:
             super().write(data)  # type: ignore[no-untyped-call]
+            if self.responseHeaders._rawHeaders.get(CONTENT_LENGTH) == [b"%d" % len(data)]:
+                # The whole answer: counted before it leaves, so that a scrape the client
+                # sends next (to another worker too) already sees it.
+                site = getattr(channel, "site", None)
+                if isinstance(site, GatewaySite):
+                    site.log(self)
         finally:
             channel.uncork()
 
