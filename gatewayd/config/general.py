@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+from gatewayd.config.aliases import check_alias_settings, parse_alias_settings
 from gatewayd.config.errors import ConfigError
 from gatewayd.config.keys import KeySection
 from gatewayd.config.model import ROUTING_STRATEGIES, GeneralSettings
@@ -47,6 +48,7 @@ GENERAL_KEYS = {
     "drop_params",
     "response_store_ttl",
     "response_store_max_bytes",
+    "alias_settings",
 }
 
 #: LiteLLM's spellings of the state store, read by :mod:`gatewayd.config.keys`.
@@ -184,6 +186,9 @@ class GeneralSection(KeySection):
             response_store_max_bytes=self._int(
                 g, "response_store_max_bytes", p("response_store_max_bytes"), 64 * 1024 * 1024, 0
             ),
+            alias_settings=parse_alias_settings(
+                g.get("alias_settings"), f"{p('alias_settings')}.alias_settings", ROUTING_STRATEGIES
+            ),
         )
 
     def _sample_rate(self, g: Mapping[str, Any], section: str) -> float:
@@ -260,6 +265,11 @@ class GeneralSection(KeySection):
                             f"{section}.{name}.{alias}",
                             f"fallback {t!r} is not a model_name in model_list",
                         )
+        check_alias_settings(
+            g.alias_settings,
+            f"{self._origin.get('alias_settings', 'general_settings')}.alias_settings",
+            aliases,
+        )
         section = self._origin.get("default_fallbacks", "general_settings")
         for t in g.default_fallbacks:
             if t not in aliases:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from gatewayd.config.aliases import DEFAULT_ALIAS_SETTINGS, AliasSettings
 from gatewayd.config.keys import KeyTable
 from gatewayd.providers.catalog import ProviderInfo
 
@@ -133,6 +134,12 @@ class GeneralSettings:
     response_store_ttl: float = 3600.0
     #: Upper bound of the in-memory Responses store (oldest entries go first).
     response_store_max_bytes: int = 64 * 1024 * 1024
+    #: Per-alias overrides (``general_settings.alias_settings``).
+    alias_settings: Mapping[str, AliasSettings] = field(default_factory=_empty)
+
+    def for_alias(self, alias: str) -> AliasSettings:
+        """``alias``'s own settings, or the defaults when it has none."""
+        return self.alias_settings.get(alias, DEFAULT_ALIAS_SETTINGS)
 
 
 @dataclass(frozen=True)
