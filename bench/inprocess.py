@@ -34,8 +34,8 @@ from twisted.web.iweb import IAgent
 from zope.interface import implementer
 
 from gatewayd.config import parse_config
-from gatewayd.log import _text_formatter
-from gatewayd.providers import http as provider_http
+from gatewayd.observability.log import _text_formatter
+from gatewayd.upstream import http as provider_http
 from gatewayd.service import GatewayService
 
 FIXED_ANSWER = chat_answer().encode()

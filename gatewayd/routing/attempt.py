@@ -12,14 +12,14 @@ from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
 
 from gatewayd.config.model import Deployment
-from gatewayd.metrics import GatewayMetrics
+from gatewayd.observability.metrics import GatewayMetrics
 from gatewayd.providers.base import AttemptLimits, ProviderRequest, UpstreamFailure
 from gatewayd.providers.dialect import send_in_dialect
 from gatewayd.routing.balancer import Balancer
 from gatewayd.routing.cooldown import Cooldowns
 from gatewayd.routing.outcome import Progress, RouteResult
 from gatewayd.routing.table import Route, RoutingTable
-from gatewayd.tracing import trace_of
+from gatewayd.tracing.request_trace import trace_of
 
 
 @dataclass(frozen=True, slots=True)

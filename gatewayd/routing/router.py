@@ -20,8 +20,8 @@ from twisted.python.failure import Failure
 
 from gatewayd.config.model import GeneralSettings
 from gatewayd.limits import Limiter, LimitExceeded, Spent, estimate
-from gatewayd.log import get_logger
-from gatewayd.metrics import GatewayMetrics, Sample
+from gatewayd.observability.log import get_logger
+from gatewayd.observability.metrics import GatewayMetrics, Sample
 from gatewayd.providers.base import (
     FailureKind,
     ProviderRequest,

@@ -13,8 +13,8 @@ from twisted.python.failure import Failure
 
 from gatewayd.limits import Estimate, Limiter, LimitExceeded, Spent, Ticket, cost, estimate
 from gatewayd.limits.usagelog import UsageRecord
-from gatewayd.log import get_logger
-from gatewayd.metrics import GatewayMetrics
+from gatewayd.observability.log import get_logger
+from gatewayd.observability.metrics import GatewayMetrics
 from gatewayd.providers.base import ProviderRequest, openai_error
 from gatewayd.routing import RouteError, Router, RouteResult
 from gatewayd.routing.table import RoutingTable

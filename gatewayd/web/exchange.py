@@ -11,11 +11,11 @@ from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
 from gatewayd.limits import Limiter
-from gatewayd.log import get_logger
-from gatewayd.metrics import GatewayMetrics
+from gatewayd.observability.log import get_logger
+from gatewayd.observability.metrics import GatewayMetrics
 from gatewayd.providers.base import Endpoint, ProviderRequest, openai_error
-from gatewayd.providers.sse import comment_event
 from gatewayd.routing import RouteError, Router, RouteResult
+from gatewayd.upstream.sse import comment_event
 from gatewayd.web.admission import admitted_route
 from gatewayd.web.answers import Answer
 from gatewayd.web.errors import set_status

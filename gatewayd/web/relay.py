@@ -19,8 +19,8 @@ from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
 from gatewayd.dialects.stages import Stage
-from gatewayd.log import get_logger
-from gatewayd.metrics import GatewayMetrics
+from gatewayd.observability.log import get_logger
+from gatewayd.observability.metrics import GatewayMetrics
 from gatewayd.providers.base import EventStream, UpstreamFailure
 from gatewayd.web.request import GatewayRequest
 

@@ -1,0 +1,1 @@
+"""What runs around a routed request: the stages, in order, and their runner."""
