@@ -38,10 +38,12 @@ from gatewayd.providers.factory import build_provider
 from gatewayd.routing import Router, RoutingTable, build_table
 from gatewayd.routing.state_setup import build_limiter
 from gatewayd.sockets import systemd_notify as systemd
+from gatewayd.stages import Pipeline
 from gatewayd.tracing.setup import build_tracing
 from gatewayd.upstream.http import UpstreamAgents
 from gatewayd.web.request import GatewaySite
 from gatewayd.web.resources import build_root
+from gatewayd.web.stage_list import request_pipeline
 
 log = get_logger("gatewayd.service")
 
@@ -136,6 +138,7 @@ class GatewayService(Service):
         self._router = Router(self._table(config), reactor, rng, self.metrics)
         #: Key and deployment limits on the state store (memory, or shared Redis).
         self.state = build_limiter(config.general, reactor, self.metrics, self._router)
+        self._pipeline = request_pipeline()
         self.site = GatewaySite(build_root(self), lambda: self.config.general, self.metrics)
         self._observe()
         self.tracing = build_tracing(config.general.otel, reactor)
@@ -181,6 +184,11 @@ class GatewayService(Service):
     @property
     def limiter(self) -> Limiter:
         return self.state.limiter
+
+    @property
+    def pipeline(self) -> Pipeline:
+        """The stages around every routed request (:mod:`gatewayd.web.stage_list`)."""
+        return self._pipeline
 
     @property
     def usage_log(self) -> UsageLog | None:

@@ -22,6 +22,10 @@ from gatewayd.routing.table import Route, RoutingTable
 from gatewayd.tracing.request_trace import trace_of
 
 
+def _nothing_to_finish(_: UpstreamFailure | None) -> None:
+    """A JSON answer's ``finish``: its deployment's slot was freed when it arrived."""
+
+
 @dataclass(frozen=True, slots=True)
 class Attempt:
     """An attempt under way: its deployment, rpm/tpm reservation (or None), in-flight
@@ -75,25 +79,12 @@ class Attempts:
         self.metrics.upstream_latency.observe(took, alias, route.id)
         tickets = [] if ticket is None else [ticket]
         if response.stream is None:
-            release()
-            return RouteResult(
-                response,
-                alias,
-                route.id,
-                progress.attempts,
-                None,
-                upstream_seconds=took,
-                tickets=tickets,
-            )
+            release()  # a JSON answer is complete: its slot is free now
+            finish: Callable[[UpstreamFailure | None], None] = _nothing_to_finish
+        else:
+            finish = self._stream_finish(route, release)
         return RouteResult(
-            response,
-            alias,
-            route.id,
-            progress.attempts,
-            None,
-            self._stream_finish(route, release),
-            took,
-            tickets,
+            response, alias, route.id, progress.attempts, None, finish, took, tickets
         )
 
     def _stream_finish(
