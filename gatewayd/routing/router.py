@@ -46,7 +46,7 @@ from gatewayd.routing.outcome import (
 from gatewayd.routing.picking import Picker
 from gatewayd.routing.pool import AliasPool
 from gatewayd.routing.retry import RetryPolicy, owed_backoff, wait_before_next
-from gatewayd.routing.table import RoutingTable
+from gatewayd.routing.table import Route, RoutingTable
 
 log = get_logger(__name__)
 
@@ -345,9 +345,10 @@ class Router:
         once needs no coroutine; None: :meth:`_route` makes it."""
         if request.pin is not None or alias not in self._unlimited:
             return None
-        choice = self.picker.now(pool)
+        choice = pool.choose_now((), self.rng)
         if choice is None:
             return None
+        assert isinstance(choice, Route)
         return self.attempts.launch(table, choice, None, request, progress)
 
     def _follow(
