@@ -53,6 +53,8 @@ class ClientRequest(Protocol):
     code: int
     usage: dict[str, Any] | None
     finished: int
+    #: Answered from the response cache (the access line says so).
+    cached: bool
 
     def getHeader(self, key: bytes | str) -> bytes | str | None: ...
 

@@ -100,14 +100,16 @@ class Accounting:
             for kind, n in (("prompt", counted.prompt), ("completion", counted.completion)):
                 if n:
                     m.key_tokens.inc(key, result.alias, kind, amount=n)
-        self._log(result, counted, usd, status)
+        self._log(result, counted, usd, status, free)
         for t in self.tickets:
             if result is not None and spent is None and not free:
                 t.settle(Spent(self.estimate.prompt, self.estimate.completion), usd)
             else:
                 t.settle(spent, usd, served)
 
-    def _log(self, result: RouteResult | None, spent: Spent, usd: float, status: int) -> None:
+    def _log(
+        self, result: RouteResult | None, spent: Spent, usd: float, status: int, cached: bool
+    ) -> None:
         usage_log = getattr(self.gateway, "usage_log", None)
         if usage_log is None:
             return
@@ -124,6 +126,7 @@ class Accounting:
             status=status or r.code,
             latency_ms=(time.monotonic() - r.started) * 1000.0,
             stream=bool(result is not None and result.response.stream is not None),
+            cached=cached,
         )
         usage_log.write(record, time.time())
 

@@ -10,6 +10,7 @@ routing (401, 404, a bad body) are counted too; attempt spans are traced in
 
 from __future__ import annotations
 
+from gatewayd.cache import CacheStage
 from gatewayd.stages import LimitsStage, Pipeline, Stage
 
 
@@ -17,5 +18,8 @@ def request_pipeline() -> Pipeline:
     """The stages in force, in order."""
     stages: list[Stage] = [
         LimitsStage(),  # the key's limits and budget; spend and the usage log after
+        # Innermost: on a miss it routes itself (coalescing identical requests), so
+        # every stage that must see a hit or refuse one goes above it.
+        CacheStage(),  # general_settings.cache: answers repeats, stores answers
     ]
     return Pipeline(stages)
