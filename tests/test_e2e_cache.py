@@ -19,7 +19,7 @@ from conftest import MASTER_KEY, GatewayFactory, openai_entry, sdk
 from gatewayd.testing import FakeUpstream, SSEFramingStream
 from gatewayd.testing.replies import chat_reply, chat_stream, responses_reply
 
-HI = [{"role": "user", "content": "what is the weather in Rome?"}]
+HI: Any = [{"role": "user", "content": "what is the weather in Rome?"}]
 KEY_A = "sk-team-a-SECRET-1111"
 KEY_B = "sk-team-b-SECRET-2222"
 CHAT = "/v1/chat/completions"
@@ -66,7 +66,8 @@ def test_chat_hits_and_misses_with_the_sdk(gateway: GatewayFactory, upstream: Fa
     assert first.headers["x-gatewayd-cache"] == "miss" and "age" not in first.headers
     assert second.headers["x-gatewayd-cache"] == "hit" and int(second.headers["age"]) >= 0
     assert second.parse().model_dump() == first.parse().model_dump()
-    assert second.parse().usage is not None and second.parse().usage.total_tokens > 0
+    usage = second.parse().usage
+    assert usage is not None and usage.total_tokens > 0
     assert upstream.count() == 1
     # A different body is another answer; temperature 1.0 and 1 are the same.
     client.chat.completions.create(model="a", messages=HI, temperature=1)
@@ -115,12 +116,13 @@ def test_streamed_hit_replays_every_chunk_and_json_hit_assembles_it(
     # Asked for JSON: the stream's events added up, reasoning and tool call included.
     whole = client.chat.completions.with_raw_response.create(model="a", messages=HI)
     assert whole.headers["x-gatewayd-cache"] == "hit"
-    msg = whole.parse().choices[0].message
+    msg: Any = whole.parse().choices[0].message
     assert msg.content == "It is sunny"
     assert msg.tool_calls is not None and msg.tool_calls[0].function.name == "get_weather"
     assert json.loads(msg.tool_calls[0].function.arguments) == {"city": "Rome"}
     assert (msg.model_extra or {}).get("reasoning_content", "").strip() == "Rome is in Italy"
-    assert whole.parse().usage is not None and whole.parse().usage.total_tokens == 14
+    usage = whole.parse().usage
+    assert usage is not None and usage.total_tokens == 14
     assert upstream.count() == 1
 
 
