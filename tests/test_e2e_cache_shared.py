@@ -122,6 +122,15 @@ def test_a_redis_cache_is_shared_by_two_gateways_and_survives_redis_loss(
         r = one.chat.completions.with_raw_response.create(model="a", messages=HI)
         assert r.headers["x-gatewayd-cache"] == "miss"
     assert upstream.count() == 4
+    redis.start()  # back (empty) on the same port: answers are shared again
+    other_q: Any = [{"role": "user", "content": "after the outage"}]
+
+    def shared_again() -> bool:
+        one.chat.completions.create(model="a", messages=other_q)
+        r = two.chat.completions.with_raw_response.create(model="a", messages=other_q)
+        return r.headers["x-gatewayd-cache"] == "hit"
+
+    wait_for(shared_again)
 
 
 def test_a_redis_that_stops_answering_is_a_miss(

@@ -5,13 +5,20 @@ the stream's events block by block (the chunk boundaries kept), and how it is st
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from gatewayd.dialects import Dialect
 
-#: Answer headers worth keeping with an entry (the upstream's own, lower-case).
-KEPT_HEADERS = frozenset({b"openai-model", b"openai-processing-ms", b"anthropic-version"})
+#: Upstream headers that describe one call, not the answer: not replayed on a hit.
+CALL_HEADERS = (b"x-ratelimit-", b"anthropic-ratelimit-", b"retry-after", b"x-request-id")
+
+
+def answer_headers(headers: Sequence[tuple[bytes, bytes]]) -> tuple[tuple[bytes, bytes], ...]:
+    """The upstream headers kept with an entry (lower-case names)."""
+    return tuple((k, v) for k, v in headers if not k.lower().startswith(CALL_HEADERS))
+
 
 #: Per-entry bookkeeping counted on top of the bytes held (a rough Python overhead).
 ENTRY_OVERHEAD = 256

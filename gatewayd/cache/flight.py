@@ -17,7 +17,7 @@ from collections.abc import Callable
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
 
-from gatewayd.cache.entry import CachedAnswer
+from gatewayd.cache.entry import CachedAnswer, answer_headers
 from gatewayd.cache.replay import complete
 from gatewayd.routing import RouteResult
 from gatewayd.upstream.outcomes import (
@@ -213,7 +213,7 @@ class Flight:
                 None,
                 response.usage,
                 self.now(),
-                tuple(response.headers),
+                answer_headers(response.headers),
             )
             waiters, self.waiters = self.waiters, []
             owner = True
@@ -296,7 +296,7 @@ class Flight:
                 tuple(self.blocks),
                 None,
                 self.now(),
-                tuple(result.response.headers),
+                answer_headers(result.response.headers),
             )
         waiters, self.waiters = self.waiters, []
         for w in waiters:
