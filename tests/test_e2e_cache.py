@@ -268,6 +268,19 @@ def test_reload_keeps_the_cache(gateway: GatewayFactory, upstream: FakeUpstream)
     client.chat.completions.create(model="a", messages=HI)
     gw.write_config(config(upstream, {"type": "memory", "ttl": 600}))
     gw.send_signal(signal.SIGHUP)
-    wait_for(lambda: "config reloaded" in gw.log())
+    wait_for(lambda: gw.log().count("config reloaded") == 1)
     r = client.chat.completions.with_raw_response.create(model="a", messages=HI)
     assert r.headers["x-gatewayd-cache"] == "hit" and upstream.count() == 1
+    # Turned off by a reload: no cache stage at all; turned on again: the answers are there.
+    off = config(upstream)
+    del off["general_settings"]["cache"]
+    gw.write_config(off)
+    gw.send_signal(signal.SIGHUP)
+    wait_for(lambda: gw.log().count("config reloaded") == 2)
+    r = client.chat.completions.with_raw_response.create(model="a", messages=HI)
+    assert "x-gatewayd-cache" not in r.headers and upstream.count() == 2
+    gw.write_config(config(upstream))
+    gw.send_signal(signal.SIGHUP)
+    wait_for(lambda: gw.log().count("config reloaded") == 3)
+    r = client.chat.completions.with_raw_response.create(model="a", messages=HI)
+    assert r.headers["x-gatewayd-cache"] == "hit" and upstream.count() == 2

@@ -124,6 +124,10 @@ class CacheStage:
     def after(self, ctx: RouteContext, result: RouteResult | None, failure: Failure | None) -> None:
         """Nothing to settle: a flight stores its answer when it is complete."""
 
+    def close(self) -> Deferred[None]:
+        """At shutdown: the cache's own Redis connection closed. Fires with None."""
+        return self.stores.close()
+
     # -- hits --------------------------------------------------------------------
 
     def _looked(self, entry: CachedAnswer | None, miss: _Miss) -> Before:

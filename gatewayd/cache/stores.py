@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 
 from gatewayd.cache.entry import CachedAnswer
 from gatewayd.cache.memory import MemoryAnswers
@@ -60,6 +60,13 @@ class AnswerStores:
         elif isinstance(store, RedisAnswers):
             store.max_bytes = settings.max_bytes
         return store
+
+    def close(self) -> Deferred[None]:
+        """Fires with None once the Redis connection (if any) is closed."""
+        store, self.current, self._where = self.current, None, None
+        if isinstance(store, RedisAnswers):
+            return store.close()
+        return succeed(None)
 
     def _build(
         self, gateway: CacheGateway, settings: CacheSettings, url: str | None

@@ -14,12 +14,15 @@ from gatewayd.cache import CacheStage
 from gatewayd.stages import LimitsStage, Pipeline, Stage
 
 
-def request_pipeline() -> Pipeline:
-    """The stages in force, in order."""
+def request_pipeline(cache: CacheStage | None = None) -> Pipeline:
+    """The stages in force, in order. ``cache``: the service's one cache stage (it keeps
+    the stored answers across reloads), given while ``general_settings.cache`` is set;
+    without it, requests do not pay for a stage that would only step aside."""
     stages: list[Stage] = [
         LimitsStage(),  # the key's limits and budget; spend and the usage log after
+    ]
+    if cache is not None:
         # Innermost: on a miss it routes itself (coalescing identical requests), so
         # every stage that must see a hit or refuse one goes above it.
-        CacheStage(),  # general_settings.cache: answers repeats, stores answers
-    ]
+        stages.append(cache)  # general_settings.cache: answers repeats, stores answers
     return Pipeline(stages)
