@@ -18,7 +18,7 @@ from gatewayd.testing.replies import responses_reply
 
 ANT_KEY = "sk-ant-upstream-SECRET-77"
 HI: Any = [{"role": "user", "content": "use the tool"}]
-BLOCKS = [
+BLOCKS: list[dict[str, Any]] = [
     {"type": "thinking", "thinking": "The user wants weather.", "signature": "sig-9"},
     {"type": "text", "text": "Checking now"},
     {"type": "tool_use", "id": "toolu_7", "name": "get_weather", "input": {"city": "Oslo"}},
