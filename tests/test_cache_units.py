@@ -294,3 +294,12 @@ def test_a_failed_route_fails_the_leader_and_frees_the_others() -> None:
     f.join(False).addCallback(alone.append)
     route.errback(RouteError(502, {"message": "x"}, 1))
     assert len(failures) == 1 and alone == [None]
+
+
+def test_the_cache_stage_is_in_the_pipeline_only_when_configured() -> None:
+    from gatewayd.cache import CacheStage
+    from gatewayd.web.stage_list import request_pipeline
+
+    stage = CacheStage()
+    assert stage not in request_pipeline().stages
+    assert request_pipeline(stage).stages[-1] is stage  # innermost

@@ -282,3 +282,25 @@ def test_reload_keeps_the_cache(gateway: GatewayFactory, upstream: FakeUpstream)
     wait_for(lambda: gw.log().count("config reloaded") == 3)
     r = client.chat.completions.with_raw_response.create(model="a", messages=HI)
     assert r.headers["x-gatewayd-cache"] == "hit" and upstream.count() == 2
+
+
+def test_memory_bound_evicts_and_endpoints_limit_what_is_cached(
+    gateway: GatewayFactory, upstream: FakeUpstream
+) -> None:
+    cache = {"type": "memory", "max_bytes": 3000, "endpoints": ["chat/completions"]}
+    gw = gateway(config(upstream, cache))
+    client = sdk(gw.base_url)
+    for i in range(8):  # each answer is some 700 bytes: the bound holds about four
+        q: Any = [{"role": "user", "content": f"question {i}"}]
+        client.chat.completions.create(model="a", messages=q)
+    metrics = post_metrics(gw.port)
+    evicted = [x for x in metrics.splitlines() if x.startswith("gatewayd_cache_evictions_total ")]
+    assert evicted and float(evicted[0].split()[-1]) >= 3
+    held = [x for x in metrics.splitlines() if x.startswith("gatewayd_cache_bytes ")]
+    assert held and 0 < float(held[0].split()[-1]) <= 3000
+    last: Any = [{"role": "user", "content": "question 7"}]
+    first: Any = [{"role": "user", "content": "question 0"}]
+    assert post(gw.port, CHAT, {"model": "a", "messages": last}).cache == "hit"
+    assert post(gw.port, CHAT, {"model": "a", "messages": first}).cache == "miss"
+    e = client.embeddings.with_raw_response.create(model="a", input="x")
+    assert e.headers["x-gatewayd-cache"] == "bypass"

@@ -145,3 +145,24 @@ def test_a_redis_that_stops_answering_is_a_miss(
         assert r.headers["x-gatewayd-cache"] == "miss" and time.monotonic() - started < 5
     finally:
         redis.resume()
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+def test_workers_share_answers_only_through_redis(
+    gateway: GatewayFactory, upstream: FakeUpstream, redis: RedisServer, kind: str
+) -> None:
+    cfg = config(upstream, {"type": kind}, state_store=redis.url)
+    gw = gateway(cfg, extra_args=["--workers", "2"])
+    wait_for(lambda: "2 workers listening" in gw.log())
+    body = {"model": "a", "messages": HI}
+    seen: dict[str, list[str]] = {}
+    for _ in range(400):  # fresh connections until both workers answered (bounded)
+        a = post(gw.port, CHAT, body)
+        assert a.status == 200
+        seen.setdefault(a.headers["x-gatewayd-worker"], []).append(a.cache or "")
+        if len(seen) == 2 and all(len(v) >= 2 for v in seen.values()):
+            break
+    assert len(seen) == 2
+    # memory: each worker missed once; redis: one miss in all.
+    assert upstream.count() == (2 if kind == "memory" else 1)
+    assert all(v[-1] == "hit" for v in seen.values())

@@ -215,6 +215,9 @@ class Flight:
                 self.now(),
                 answer_headers(response.headers),
             )
+            # Stored before anyone is answered: a client's next request (to another
+            # worker, through Redis) must find it.
+            self.on_done(self, entry if result.fallback is None else None, result)
             waiters, self.waiters = self.waiters, []
             owner = True
             for w in waiters:
@@ -224,7 +227,6 @@ class Flight:
                     w.d.callback(self.owned)
                 else:
                     w.d.callback(self.serve(entry, w.stream))
-            self.on_done(self, entry if result.fallback is None else None, result)
             return
         self.upstream = response.stream
         waiters, self.waiters = self.waiters, []
@@ -282,8 +284,6 @@ class Flight:
         self.done = True
         self.failure = failure
         self._finish(failure)
-        for s in list(self.subscribers):
-            s.pump()
         result = self.result
         assert result is not None
         entry = None
@@ -298,6 +298,10 @@ class Flight:
                 self.now(),
                 answer_headers(result.response.headers),
             )
+        # Stored before the readers' ends go out (see _routed).
+        self.on_done(self, entry if result.fallback is None else None, result)
+        for s in list(self.subscribers):
+            s.pump()
         waiters, self.waiters = self.waiters, []
         for w in waiters:
             served = None if entry is None else self.serve(entry, False)
@@ -305,7 +309,6 @@ class Flight:
                 served.tickets = result.tickets
                 self.owned = served
             w.d.callback(served)
-        self.on_done(self, entry if result.fallback is None else None, result)
 
     # -- flow control and leaving ------------------------------------------------
 
