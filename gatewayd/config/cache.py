@@ -46,6 +46,9 @@ LITELLM_CALL_TYPES = {
     "responses": "responses",
     "aresponses": "responses",
     "anthropic_messages": "messages",
+    # Short names.
+    "chat": "chat/completions",
+    "chat_completions": "chat/completions",
 }
 
 #: LiteLLM's ``type`` names for the in-process cache.
