@@ -248,6 +248,9 @@ def test_hits_cost_nothing_and_are_logged_as_cached(
     assert "gatewayd_cache_bytes " in metrics
     spend = [x for x in metrics.splitlines() if x.startswith("gatewayd_spend_usd_total{")]
     assert len(spend) == 1 and float(spend[0].split()[-1]) == pytest.approx(lines[0]["cost_usd"])
+    tokens = [x for x in metrics.splitlines() if x.startswith("gatewayd_tokens_total{")]
+    counted = sum(float(x.split()[-1]) for x in tokens)
+    assert counted == lines[0]["total_tokens"]  # the hits' tokens are not counted again
 
 
 def post_metrics(port: int) -> str:

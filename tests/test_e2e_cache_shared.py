@@ -4,6 +4,7 @@ two gateways, and losing Redis turns hits into misses, never into errors."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -71,6 +72,26 @@ def test_coalesce_only_shares_calls_in_flight_and_stores_nothing(
     assert upstream.count() == 1
     assert len({a.body for a in answers}) == 1 and answers[0].json()["choices"]
     assert post(gw.port, CHAT, body).cache == "bypass" and upstream.count() == 2
+
+
+def test_json_requests_share_a_stream_in_flight_as_its_assembled_answer(
+    gateway: GatewayFactory, upstream: FakeUpstream
+) -> None:
+    upstream.set_default(Stream(events=20, interval=0.02, content="shared words here"))
+    gw = gateway(config(upstream, {"type": "memory"}))
+    body = {"model": "a", "messages": HI}
+    leader = send(gw.port, CHAT, {**body, "stream": True})
+    upstream.wait_for_requests(1)
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        answers = list(pool.map(lambda _: post(gw.port, CHAT, body), range(5)))
+    streamed = receive(leader)
+    assert streamed.events()[-1] == b"data: [DONE]" and upstream.count() == 1
+    chunks = [json.loads(e[6:]) for e in streamed.events()[:-1]]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text.startswith("shared")
+    for a in answers:
+        assert a.status == 200 and a.cache == "hit"
+        assert a.json()["choices"][0]["message"]["content"] == text
 
 
 def test_the_upstream_call_goes_only_when_every_waiter_has(
