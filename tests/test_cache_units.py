@@ -302,4 +302,6 @@ def test_the_cache_stage_is_in_the_pipeline_only_when_configured() -> None:
 
     stage = CacheStage()
     assert stage not in request_pipeline().stages
-    assert request_pipeline(stage).stages[-1] is stage  # innermost
+    stages = request_pipeline(stage).stages
+    # The lookup above the limits (a hit is admitted without tokens), the answer innermost.
+    assert stages[0] is stage.lookup and stages[-1] is stage and len(stages) == 3

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
+import openai
 import pytest
 from cache_client import post
 from conftest import MASTER_KEY, GatewayFactory, openai_entry, sdk
@@ -307,3 +308,20 @@ def test_memory_bound_evicts_and_endpoints_limit_what_is_cached(
     assert post(gw.port, CHAT, {"model": "a", "messages": first}).cache == "miss"
     e = client.embeddings.with_raw_response.create(model="a", input="x")
     assert e.headers["x-gatewayd-cache"] == "bypass"
+
+
+def test_a_key_out_of_tokens_and_budget_still_gets_its_hits(
+    gateway: GatewayFactory, upstream: FakeUpstream
+) -> None:
+    keys = [{"key": KEY_A, "name": "team-a", "tpm": 20, "budget": {"usd": 0.01}}]
+    gw = gateway({**config(upstream, master_key=MASTER_KEY), "keys": keys})
+    upstream.set_default(chat_reply(content="spent", prompt_tokens=15, completion_tokens=10))
+    client = sdk(gw.base_url, KEY_A)
+    client.chat.completions.create(model="a", messages=HI)  # 25 tokens: tpm and budget gone
+    hit = client.chat.completions.with_raw_response.create(model="a", messages=HI)
+    assert hit.headers["x-gatewayd-cache"] == "hit"
+    assert hit.parse().choices[0].message.content == "spent"
+    other: Any = [{"role": "user", "content": "something new"}]
+    with pytest.raises(openai.RateLimitError):
+        client.chat.completions.create(model="a", messages=other)
+    assert upstream.count() == 1

@@ -1,7 +1,9 @@
-"""The cache stage: answers a repeat from the cache, coalesces identical requests in
-flight, and stores each complete answer. It is the innermost stage: on a miss it
-routes the request itself (through a :class:`~gatewayd.cache.flight.Flight` that the
-identical requests arriving meanwhile join) and returns the answer as its early one.
+"""The cache as two stages around the key limits: :class:`CacheLookup` (outermost)
+looks the request up, so that the limits stage admits a hit without taking tokens or
+budget (``ctx.cached``); :class:`CacheStage` (innermost) answers the hit, or on a miss
+routes the request itself, through a :class:`~gatewayd.cache.flight.Flight` that
+identical requests arriving meanwhile join, and returns the answer as its early one.
+A flight stores each complete answer.
 
 Cached at the routing level: the key is the request in the client's dialect as it is
 routed, the stored answer is the upstream's (chat, or the client's dialect from a
@@ -89,8 +91,20 @@ class CacheStage:
         self.stores = AnswerStores()
         #: Requests in flight that an identical one may join, by key.
         self.flights: dict[str, Flight] = {}
+        #: The outer half, to put above the limits stage.
+        self.lookup = CacheLookup(self)
 
     def before(self, ctx: RouteContext) -> Before:
+        """The lookup's finding: a hit answers now; a miss coalesces or routes."""
+        found = ctx.scratch.pop(CacheStage, None)
+        if found is None:  # the cache stepped aside (off, bypassed)
+            return None
+        if isinstance(found, RouteResult):
+            return found
+        return self._miss(found)
+
+    def look(self, ctx: RouteContext) -> Before:
+        """The lookup (see :class:`CacheLookup`): its finding in ``ctx.scratch``."""
         call = ctx.call
         body = call.body
         field = body.get("cache") if "cache" in body else None
@@ -113,13 +127,15 @@ class CacheStage:
             namespace = f"{namespace}\x00{controls.namespace}"
         key = cache_key(ctx.alias, endpoint, call.dialect.value, call.body, scope, namespace)
         miss = _Miss(ctx, key, settings, controls, endpoint)
+        ctx.scratch[CacheStage] = miss
         store = self.stores.get(ctx.gateway, general, settings)
         if store is None or not controls.read:
-            return self._miss(miss, None)
+            return None
         found = store.get(key)
         if isinstance(found, Deferred):
             return found.addCallback(self._looked, miss)
-        return self._looked(found, miss)
+        self._looked(found, miss)
+        return None
 
     def after(self, ctx: RouteContext, result: RouteResult | None, failure: Failure | None) -> None:
         """Nothing to settle: a flight stores its answer when it is complete."""
@@ -130,7 +146,9 @@ class CacheStage:
 
     # -- hits --------------------------------------------------------------------
 
-    def _looked(self, entry: CachedAnswer | None, miss: _Miss) -> Before:
+    def _looked(self, entry: CachedAnswer | None, miss: _Miss) -> RouteResult | None:
+        """A hit: the answer in ``ctx.scratch`` for :meth:`before`, and ``ctx.cached``
+        for the limits stage. Always None: the lookup never answers itself."""
         ctx = miss.ctx
         if entry is not None:
             age = ctx.gateway.clock.seconds() - entry.stored
@@ -140,8 +158,8 @@ class CacheStage:
                 if result is not None:
                     self._hit(ctx, miss.endpoint, "hit")
                     ctx.request.setHeader(b"age", b"%d" % max(0, int(age)))
-                    return result
-        return self._miss(miss, entry)
+                    ctx.scratch[CacheStage] = result
+        return None
 
     def _hit(self, ctx: RouteContext, endpoint: str, label: str) -> None:
         ctx.cached = True
@@ -156,7 +174,7 @@ class CacheStage:
 
     # -- misses: coalesce, or lead a flight that stores the answer ---------------
 
-    def _miss(self, miss: _Miss, stale: CachedAnswer | None) -> Before:
+    def _miss(self, miss: _Miss) -> Before:
         ctx, settings, controls = miss.ctx, miss.settings, miss.controls
         stream = ctx.call.stream
         coalesce = settings.coalesce or settings.coalesce_only
@@ -207,3 +225,18 @@ class CacheStage:
         if store is not None:
             ttl = miss.controls.ttl if miss.controls.ttl is not None else miss.settings.ttl
             store.put(miss.key, entry, ttl)
+
+
+class CacheLookup:
+    """The cache's outer stage: strips LiteLLM's ``cache`` body field, reads the
+    request's controls and looks it up (a malformed control refuses it with a 400).
+    Its finding is for :class:`CacheStage`, below the limits stage."""
+
+    def __init__(self, cache: CacheStage) -> None:
+        self.cache = cache
+
+    def before(self, ctx: RouteContext) -> Before:
+        return self.cache.look(ctx)
+
+    def after(self, ctx: RouteContext, result: RouteResult | None, failure: Failure | None) -> None:
+        ctx.scratch.pop(CacheStage, None)  # refused before the cache stage ran

@@ -134,12 +134,16 @@ class LimitsStage:
     async def _admit(self, ctx: RouteContext, acct: Accounting, key: Any) -> None:
         gateway = ctx.gateway
         ctx.request.setHeader(b"x-gatewayd-key", key.name.encode())  # the name, never the key
-        est = acct.estimate
-        price_in, price_out = _prices(gateway.router.table, ctx.alias, None)
+        if ctx.cached:  # answered from the cache: no tokens, no budget, no spend
+            if key.rpm is None and key.max_parallel_requests is None:
+                return  # nothing else to take
+            est, usd = Estimate(0, 0), 0.0
+        else:
+            est = acct.estimate
+            price_in, price_out = _prices(gateway.router.table, ctx.alias, None)
+            usd = cost(est.prompt, est.completion, price_in, price_out)
         try:
-            ticket = await gateway.limiter.admit_key(
-                key, est, cost(est.prompt, est.completion, price_in, price_out)
-            )
+            ticket = await gateway.limiter.admit_key(key, est, usd, tokens=not ctx.cached)
         except LimitExceeded as e:
             acct.settle(None, None, served=False, status=429)
             r = e.refusal

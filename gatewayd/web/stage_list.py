@@ -18,11 +18,16 @@ def request_pipeline(cache: CacheStage | None = None) -> Pipeline:
     """The stages in force, in order. ``cache``: the service's one cache stage (it keeps
     the stored answers across reloads), given while ``general_settings.cache`` is set;
     without it, requests do not pay for a stage that would only step aside."""
+    if cache is None:
+        return Pipeline(
+            [LimitsStage()]
+        )  # the key's limits and budget; spend and the usage log after
     stages: list[Stage] = [
-        LimitsStage(),  # the key's limits and budget; spend and the usage log after
+        # Looks the request up first: the limits stage admits a hit without tokens or budget.
+        cache.lookup,
+        LimitsStage(),
+        # Innermost: answers a hit; on a miss it routes itself (coalescing identical
+        # requests), so every stage that must see or refuse a request goes above it.
+        cache,
     ]
-    if cache is not None:
-        # Innermost: on a miss it routes itself (coalescing identical requests), so
-        # every stage that must see a hit or refuse one goes above it.
-        stages.append(cache)  # general_settings.cache: answers repeats, stores answers
     return Pipeline(stages)
