@@ -305,3 +305,48 @@ def test_the_cache_stage_is_in_the_pipeline_only_when_configured() -> None:
     stages = request_pipeline(stage).stages
     # The lookup above the limits (a hit is admitted without tokens), the answer innermost.
     assert stages[0] is stage.lookup and stages[-1] is stage and len(stages) == 3
+
+
+class Texts:
+    """A TextStore whose answers the test gives."""
+
+    def __init__(self) -> None:
+        self.pending: list[Deferred[Any]] = []
+        self.values: dict[str, str] = {}
+
+    def get(self, key: str) -> Deferred[str | None]:
+        d: Deferred[str | None] = Deferred()
+        self.pending.append(d)
+        return d
+
+    def set(self, key: str, value: str, ttl: float) -> Deferred[None]:
+        self.values[key] = value
+        return Deferred()
+
+    def close(self) -> Deferred[None]:
+        return Deferred()
+
+
+def test_redis_answers_turn_failures_into_misses() -> None:
+    from gatewayd.cache.redis_store import RedisAnswers
+    from gatewayd.state import StoreUnavailable
+
+    texts = Texts()
+    store = RedisAnswers(texts, 10_000)
+    e = entry()
+    store.put("k", e, 60)
+    assert CachedAnswer.loads(texts.values["cache:k"]) == e
+    got: list[Any] = []
+    store.get("k").addCallback(got.append)
+    texts.pending[-1].callback(texts.values["cache:k"])
+    assert got == [e]
+    store.get("k").addCallback(got.append)
+    texts.pending[-1].errback(StoreUnavailable("down"))
+    assert got == [e, None] and store._down
+    failed: list[Any] = []
+    d = store.get("k")
+    d.addErrback(failed.append)
+    d.cancel()  # its client went: not a miss, not an outage
+    assert len(failed) == 1 and got == [e, None]
+    store.put("big", entry(20_000), 60)  # over max_bytes: not written
+    assert "cache:big" not in texts.values

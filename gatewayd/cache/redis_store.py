@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
 
 from gatewayd.cache.entry import CachedAnswer
@@ -63,9 +63,11 @@ class RedisAnswers:
             self._down = False
             log.info("the cache's Redis answers again")
 
-    def _failed(self, failure: Failure) -> None:
+    def _failed(self, failure: Failure) -> Failure | None:
         # Any failure (unavailable, timeout, a protocol error) is a miss: logged once
-        # per outage, not per request.
+        # per outage, not per request. A lookup cancelled (its client went) is no outage.
+        if failure.check(CancelledError):
+            return failure
         if not self._down:
             self._down = True
             log.warn(
