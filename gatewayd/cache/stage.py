@@ -199,7 +199,8 @@ class CacheStage:
         if coalesce and controls.read:
             self.flights[miss.key] = flight
         # None (the flight cannot serve the leader's shape): the pipeline routes it alone.
-        return flight.lead(route_alias(ctx), stream)
+        route = ctx.route or route_alias
+        return flight.lead(route(ctx), stream)
 
     def _joined(self, result: RouteResult | None, miss: _Miss, flight: Flight) -> Before:
         ctx = miss.ctx
