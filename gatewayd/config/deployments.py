@@ -9,6 +9,7 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
+from gatewayd.config.endpoints import api_endpoints
 from gatewayd.config.errors import ConfigError
 from gatewayd.config.model import Deployment
 from gatewayd.config.values import ValueReader, kind
@@ -43,6 +44,7 @@ _PARAM_KEYS = {
     "output_cost_per_token",
     "api_dialects",
     "drop_params",
+    "api_endpoints",
 }
 _MOCK_KEYS = {"mock_response", "mock_latency_ms", "mock_stream_delay_ms"}
 _AZURE_KEYS = {"azure_ad_token"}
@@ -211,6 +213,7 @@ class DeploymentSection(ValueReader):
             headers=MappingProxyType(headers),
             extra=MappingProxyType(extra),
             index=index,
+            api_endpoints=api_endpoints(params, entry.get("model_info"), info.wire, ppath, path),
             **_tls(self, params, ppath, self.tls_loaded),
         )
 

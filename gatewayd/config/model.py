@@ -57,6 +57,9 @@ class Deployment:
     ssl_verify: bool | str = True
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
+    #: The endpoints it serves (``params.api_endpoints`` / ``model_info.mode`` / its
+    #: provider's defaults: :mod:`gatewayd.config.endpoints`); None: the text endpoints.
+    api_endpoints: frozenset[str] | None = None
 
 
 OTEL_PROTOCOLS = ("http/protobuf", "grpc")

@@ -31,6 +31,15 @@ class Endpoint(Enum):
     RESPONSES = "responses"
     MESSAGES = "messages"
     COUNT_TOKENS = "messages/count_tokens"
+    #: The rest of the API surface (:mod:`gatewayd.web.media`): JSON or multipart in.
+    SPEECH = "audio/speech"
+    TRANSCRIPTIONS = "audio/transcriptions"
+    TRANSLATIONS = "audio/translations"
+    IMAGES = "images/generations"
+    IMAGE_EDITS = "images/edits"
+    IMAGE_VARIATIONS = "images/variations"
+    MODERATIONS = "moderations"
+    RERANK = "rerank"
 
 
 class FailureKind(Enum):

@@ -74,6 +74,8 @@ class OpenAICompatibleProvider(HTTPProvider):
         base = dep.api_base or ""
         path = request.endpoint.value
         wire = dep.provider.wire
+        if wire is WireFormat.COHERE:  # Cohere's v2 API; Jina's rerank sits at the base
+            return f"{base}/v2/{path}"
         if wire is WireFormat.AZURE:
             if base.endswith("/openai/v1"):  # the v1 surface: model in the body, no version
                 return f"{base}/{path}"

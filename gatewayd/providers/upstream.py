@@ -34,6 +34,7 @@ from gatewayd.providers.base import (
 )
 from gatewayd.providers.encoding import Decoder, DecodingError, decoder_for
 from gatewayd.providers.http import BodyCollector, BytesProducer, _describe
+from gatewayd.providers.media import media_answer
 from gatewayd.providers.redact import Redactor, loggable_url, split_credentials
 from gatewayd.providers.replies import error_object, passable_headers
 
@@ -246,6 +247,18 @@ class HTTPProvider(Provider):
 
             return _collect(response, MAX_ERROR_BODY, decoder).addCallback(refused)
         passed = passable_headers(response.headers)
+        media = media_answer(
+            request,
+            response,
+            passed,
+            self._clock,
+            limits.idle_timeout,
+            self.deployment.id,
+            decoder,
+            lambda: _collect(response, MAX_RESPONSE_BODY, decoder),
+        )
+        if media is not None:  # audio bytes, a text transcript: not JSON
+            return media
         ctype = (response.headers.getRawHeaders(b"content-type") or [b""])[0].lower()
         if request.stream and b"text/event-stream" in ctype:
             reader = StreamReader(

@@ -27,6 +27,7 @@ from gatewayd.providers.base import (
     ProviderRequest,
     UpstreamFailure,
 )
+from gatewayd.providers.capabilities import serves
 from gatewayd.routing.attempt import Attempt, Attempts
 from gatewayd.routing.balancer import Balancer
 from gatewayd.routing.classify import Verdict, classify
@@ -79,6 +80,11 @@ class Router:
         self._apply(g)
         self._pools = self._index(table)
         self._unlimited = _unlimited(table)
+        #: Per table: (alias, endpoint) -> the routes serving it when not all of them do.
+        self._serving: tuple[RoutingTable | None, dict[tuple[str, Any], tuple[Route, ...]]] = (
+            None,
+            {},
+        )
         self._gauge_keys: tuple[RoutingTable | None, list[tuple[tuple[str, str], str]]] = (None, [])
         self.metrics.in_flight.collect = lambda: self._gauge(lambda h, now: h.in_flight)
         self.metrics.cooldown.collect = lambda: self._gauge(lambda h, now: h.cooling(now))
@@ -202,6 +208,12 @@ class Router:
         last: UpstreamFailure | None = None
         while True:
             current = chain.current
+            if not self.serving(table, current, request.endpoint):
+                progress.failed[current] = "no deployment serves this endpoint"
+                first = None
+                if not chain.advance():
+                    break
+                continue
             try:
                 result = await self._alias(
                     table, pools[current], current, request, progress, chain.has_next(), first
@@ -248,6 +260,9 @@ class Router:
             pinned = [r for r in table.routes[alias] if r.id == request.pin]
             if pinned:
                 pool = AliasPool(pinned, self.health, table.config.general.routing_strategy)
+        partial = self._serving_only(table, alias, request.endpoint)
+        if partial is not None:  # only the deployments that serve this endpoint
+            pool = AliasPool(partial, self.health, table.config.general.routing_strategy)
         tried: set[str] = set()
         retries = self.policy.num_retries
         #: The last failure, when its retry skipped the backoff for another deployment.
@@ -334,6 +349,8 @@ class Router:
         once needs no coroutine; None: :meth:`_route` makes it."""
         if request.pin is not None or alias not in self._unlimited:
             return None
+        if self._serving_only(table, alias, request.endpoint) is not None:
+            return None
         pool.refresh()
         choice = pool.choose((), self.rng) if pool.healthy_count else None
         if choice is None:
@@ -363,6 +380,29 @@ class Router:
         return sent.addCallbacks(
             lambda response: self.attempts.succeeded(alias, first, response, progress), failed
         )
+
+    def _serving_only(
+        self, table: RoutingTable, alias: str, endpoint: Any
+    ) -> tuple[Route, ...] | None:
+        """The routes of ``alias`` that serve ``endpoint`` when some do not; None when
+        all do (the common case: the alias's own pool)."""
+        known, cache = self._serving
+        if known is not table:
+            cache = {}
+            self._serving = (table, cache)
+        key = (alias, endpoint)
+        hit = cache.get(key)
+        if hit is None:
+            routes = table.routes.get(alias, ())
+            hit = cache[key] = tuple(r for r in routes if serves(r.deployment, endpoint))
+            if len(hit) == len(routes):
+                hit = cache[key] = routes
+        return None if hit is table.routes.get(alias) else hit
+
+    def serving(self, table: RoutingTable, alias: str, endpoint: Any) -> bool:
+        """Whether any deployment of ``alias`` serves ``endpoint``."""
+        partial = self._serving_only(table, alias, endpoint)
+        return partial is None or bool(partial)
 
     async def _owed_backoff(
         self,

@@ -49,6 +49,8 @@ class GatewayRequest(Request):
         self.alias: str | None = None
         #: The client's API dialect (chat, responses, messages): a metrics label.
         self.dialect = "chat"
+        #: The endpoint (``params.api_endpoints`` name: chat, speech, rerank...): a label.
+        self.endpoint = "chat"
         self.deployment: str | None = None
         self.attempts = 0
         self.fallback: str | None = None

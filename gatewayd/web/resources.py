@@ -3,6 +3,9 @@
 POST /v1/chat/completions   POST /v1/completions   POST /v1/embeddings
 POST /v1/messages           POST /v1/messages/count_tokens        (web/messages.py)
 POST /v1/responses          GET|DELETE /v1/responses/{id}  POST .../cancel  (web/responses.py)
+POST /v1/audio/speech  /v1/images/generations  /v1/moderations  /v1/rerank  /v2/rerank
+POST /v1/audio/transcriptions  /v1/audio/translations  /v1/images/edits  /v1/images/variations
+                                                                            (web/media.py)
 GET  /v1/models             GET  /v1/models/{id}
 (the same without /v1)
 GET  /health/liveliness  /health/liveness  /health/readiness  /health
@@ -28,6 +31,7 @@ from gatewayd.web.errors import unauthorized, write_error, write_unauthorized
 from gatewayd.web.exchange import Exchange, Gateway, upstream_call, write_json_error
 from gatewayd.web.keyinfo import render_key_info
 from gatewayd.web.request import GatewayRequest, master_key_for
+from gatewayd.web.serving import unserved_message
 
 log = get_logger(__name__)
 
@@ -173,6 +177,15 @@ class RoutedResource(AuthedResource):
             )
         return body, stream
 
+    def refuse_unserved(
+        self, request: GatewayRequest, alias: str, endpoint: Endpoint
+    ) -> bytes | None:
+        """The 400 body when no deployment of ``alias`` serves ``endpoint``; else None."""
+        why = unserved_message(self.gateway.router, alias, endpoint)
+        if why is None:
+            return None
+        return self.error(request, 400, why, code="endpoint_not_supported", param="model")
+
     def drop_params(self) -> bool:
         return self.gateway.router.table.config.general.drop_params
 
@@ -192,6 +205,10 @@ class CompletionResource(RoutedResource):
         if stream and self.endpoint is Endpoint.EMBEDDINGS:
             stream = False
         assert request.alias is not None
+        refused = self.refuse_unserved(request, request.alias, self.endpoint)
+        if refused is not None:
+            return refused
+        request.endpoint = self.endpoint.value
         call = upstream_call(request, self.endpoint, body, stream, drop_params=self.drop_params())
         Exchange(self.gateway, request, request.alias, call)
         return NOT_DONE_YET
@@ -275,6 +292,7 @@ def build_root(gateway: Gateway) -> Resource:
     # The dialects' resources build on the ones above.
     from gatewayd.dialects.store import MemoryResponseStore, ResponseStore
     from gatewayd.web.health import Health, Liveness, Metrics, Readiness
+    from gatewayd.web.media import add_media_routes
     from gatewayd.web.messages import MessagesResource
     from gatewayd.web.responses import ResponsesResource
 
@@ -301,6 +319,7 @@ def build_root(gateway: Gateway) -> Resource:
     api.putChild(b"models", ModelsResource(gateway, created))
     api.putChild(b"messages", MessagesResource(gateway))
     api.putChild(b"responses", ResponsesResource(gateway, store))
+    add_media_routes(api, gateway)
 
     health = Health(gateway)
     health.putChild(b"liveliness", Liveness())
@@ -317,4 +336,7 @@ def build_root(gateway: Gateway) -> Resource:
     api.putChild(b"key", key)
     root.putChild(b"health", health)
     root.putChild(b"metrics", Metrics(gateway))
+    v2 = JSONResource()  # Cohere's v2 path of rerank
+    v2.putChild(b"rerank", api.children[b"rerank"])
+    root.putChild(b"v2", v2)
     return root

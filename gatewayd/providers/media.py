@@ -1,0 +1,69 @@
+"""Upstream answers that are not JSON: audio bytes streamed on, text transcripts
+(``text``, ``srt``, ``vtt``) passed through whole, each with the upstream's
+``Content-Type``. JSON answers (and SSE transcript streams) take the usual path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.web.iweb import IResponse
+
+from gatewayd.providers.base import Endpoint, ProviderRequest, UpstreamResponse
+from gatewayd.providers.bytestream import ByteStream
+from gatewayd.providers.encoding import Decoder
+
+#: Endpoints whose success body may be something other than JSON.
+MEDIA_ENDPOINTS = frozenset(
+    {
+        Endpoint.SPEECH,
+        Endpoint.TRANSCRIPTIONS,
+        Endpoint.TRANSLATIONS,
+        Endpoint.IMAGES,
+        Endpoint.IMAGE_EDITS,
+        Endpoint.IMAGE_VARIATIONS,
+    }
+)
+
+
+def _is_json(ctype: bytes) -> bool:
+    return b"json" in ctype or not ctype
+
+
+def media_answer(
+    request: ProviderRequest,
+    response: IResponse,
+    passed: list[tuple[bytes, bytes]],
+    clock: IReactorTime,
+    idle_timeout: float,
+    deployment: str,
+    decoder: Decoder | None,
+    collect: Callable[[], Deferred[bytes]],
+) -> UpstreamResponse | Deferred[UpstreamResponse] | None:
+    """The answer to a media request's 2xx ``response``, or None for the JSON (or SSE)
+    path. ``collect`` reads the whole body (bounded) when it is to be passed on whole.
+
+    Speech (any body that is not JSON or SSE) fires once its first bytes are in, with a
+    started :class:`ByteStream`; a text transcript fires with the whole body."""
+    if request.endpoint not in MEDIA_ENDPOINTS:
+        return None
+    raw_type = (response.headers.getRawHeaders(b"content-type") or [b""])[0]
+    ctype = raw_type.lower()
+    if b"text/event-stream" in ctype or (
+        _is_json(ctype) and request.endpoint is not Endpoint.SPEECH
+    ):
+        return None
+    headers = [*passed, (b"content-type", raw_type or b"application/octet-stream")]
+    code = response.code
+    if request.endpoint is Endpoint.SPEECH:
+        reader = ByteStream(clock, idle_timeout, deployment, decoder)
+        response.deliverBody(reader)
+
+        def started(_: Any) -> UpstreamResponse:
+            return UpstreamResponse(code, headers, stream=reader)
+
+        return reader.first_bytes.addCallback(started)
+    return collect().addCallback(lambda body: UpstreamResponse(code, headers, body=body))

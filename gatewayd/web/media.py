@@ -1,0 +1,95 @@
+"""The JSON endpoints past chat: ``/audio/speech``, ``/images/generations``,
+``/moderations`` and ``/rerank`` (also ``/v2/rerank``), routed by the alias in ``model``
+through the same admission, limits, retries and fallbacks as chat.
+
+A request for an endpoint no deployment of the alias serves (``params.api_endpoints``)
+is a 400 naming both. Answers that are not JSON keep the upstream's ``Content-Type``:
+speech audio streams through a :class:`~gatewayd.web.byterelay.ByteRelay`, text
+transcripts are written whole.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.web.server import NOT_DONE_YET
+
+from gatewayd.providers.base import Endpoint
+from gatewayd.providers.bytestream import ByteStream
+from gatewayd.providers.capabilities import endpoint_name
+from gatewayd.routing import RouteResult
+from gatewayd.web.byterelay import ByteRelay
+from gatewayd.web.exchange import Exchange, Gateway, upstream_call
+from gatewayd.web.request import CONTENT_LENGTH, CONTENT_TYPE, GatewayRequest
+from gatewayd.web.resources import RoutedResource
+
+
+class MediaExchange(Exchange):
+    """An :class:`Exchange` whose answer may be bytes (speech) or text (a transcript)
+    with the upstream's ``Content-Type``; JSON and SSE answers go as in chat."""
+
+    def _routed(self, result: RouteResult) -> None:
+        response = result.response
+        binary = isinstance(response.stream, ByteStream)
+        if self.gone or self.committed or not (binary or response.stream is None):
+            super()._routed(result)
+            return
+        self._stop_heartbeat()
+        self._describe(result)  # the upstream's content-type among the headers
+        r = self.request
+        r.setResponseCode(response.status)
+        if not r.responseHeaders.hasHeader(b"content-type"):
+            r.put_header(CONTENT_TYPE, b"application/json")
+        if response.stream is None:
+            body = response.body or b""
+            self.metrics.count_usage(self.alias, result.deployment, response.usage)
+            if result.attempts == 1:
+                r.upstream_seconds = result.upstream_seconds
+            r.put_header(CONTENT_LENGTH, b"%d" % len(body))
+            r.write(body)
+            r.finish()
+            return
+        ByteRelay(r, response.stream, result.finish, self.metrics, self.alias).begin()
+
+
+class MediaResource(RoutedResource):
+    """POST of a JSON body naming an alias, answered by whatever the upstream sends."""
+
+    def __init__(self, gateway: Gateway, endpoint: Endpoint) -> None:
+        super().__init__(gateway)
+        self.endpoint = endpoint
+
+    def render_POST(self, request: GatewayRequest) -> bytes | int:
+        parsed = self.parse(request, self.endpoint.value)
+        if isinstance(parsed, bytes):
+            return parsed
+        body, stream = parsed
+        assert request.alias is not None
+        refused = self.refuse_unserved(request, request.alias, self.endpoint)
+        if refused is not None:
+            return refused
+        request.endpoint = endpoint_name(self.endpoint)
+        call = upstream_call(
+            request, self.endpoint, body, self._streams(body, stream), drop_params=False
+        )
+        MediaExchange(self.gateway, request, request.alias, call)
+        return NOT_DONE_YET
+
+    def _streams(self, body: dict[str, Any], stream: bool) -> bool:
+        # Speech streams its bytes whatever the body says (its stream_format is the
+        # upstream's business); an SSE answer is only asked of transcripts.
+        return stream and self.endpoint in (Endpoint.TRANSCRIPTIONS, Endpoint.TRANSLATIONS)
+
+
+def add_media_routes(api: Any, gateway: Gateway) -> None:
+    """Put this module's endpoints under ``api`` (the ``/v1`` node)."""
+    from gatewayd.web.resources import JSONResource
+
+    audio = JSONResource()
+    audio.putChild(b"speech", MediaResource(gateway, Endpoint.SPEECH))
+    images = JSONResource()
+    images.putChild(b"generations", MediaResource(gateway, Endpoint.IMAGES))
+    api.putChild(b"audio", audio)
+    api.putChild(b"images", images)
+    api.putChild(b"moderations", MediaResource(gateway, Endpoint.MODERATIONS))
+    api.putChild(b"rerank", MediaResource(gateway, Endpoint.RERANK))
