@@ -35,6 +35,7 @@ from gatewayd.providers.base import (
     UpstreamResponse,
 )
 from gatewayd.providers.mock_input import Item, flag, integer, invalid, items, token_count
+from gatewayd.providers.mock_media import media_answer
 from gatewayd.providers.sse import DONE, data_event
 
 DEFAULT_RESPONSE = "Hello! This is the gatewayd mock provider answering."
@@ -107,6 +108,9 @@ class MockProvider(Provider):
     def _answer(self, request: ProviderRequest) -> UpstreamResponse:
         """The answer, or raises the :class:`UpstreamFailure` OpenAI's 400 would be."""
         body = request.body
+        media = media_answer(request, self.deployment.model, self._play)
+        if media is not None:  # speech, images, moderation, rerank: mock_media.py
+            return media
         if request.endpoint is Endpoint.EMBEDDINGS:
             embeddings = self._embeddings(body)
             return UpstreamResponse(
@@ -170,6 +174,9 @@ class MockProvider(Provider):
                 "system_fingerprint": SYSTEM_FINGERPRINT,
             }
         return UpstreamResponse(200, body=json.dumps(payload).encode(), usage=usage)
+
+    def _play(self, chunks: list[bytes]) -> MockStream:
+        return MockStream(self._clock, chunks, self.stream_delay)
 
     def _text(self, body: dict[str, Any]) -> tuple[str, str]:
         """The answer text and its ``finish_reason``: cut to ``max_completion_tokens`` /

@@ -15,7 +15,6 @@ from typing import Any
 from twisted.web.server import NOT_DONE_YET
 
 from gatewayd.providers.base import Endpoint
-from gatewayd.providers.bytestream import ByteStream
 from gatewayd.providers.capabilities import endpoint_name
 from gatewayd.routing import RouteResult
 from gatewayd.web.byterelay import ByteRelay
@@ -30,7 +29,7 @@ class MediaExchange(Exchange):
 
     def _routed(self, result: RouteResult) -> None:
         response = result.response
-        binary = isinstance(response.stream, ByteStream)
+        binary = response.stream is not None and self.call.endpoint is Endpoint.SPEECH
         if self.gone or self.committed or not (binary or response.stream is None):
             super()._routed(result)
             return

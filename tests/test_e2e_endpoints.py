@@ -1,0 +1,272 @@
+"""End to end: speech, images, moderations and rerank through the real daemon, with the
+official SDKs (openai, cohere), on the mock and on fake upstreams that check what they
+received; ``params.api_endpoints`` deciding which deployment serves what."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import wave
+from typing import Any
+
+import cohere
+import pytest
+from conftest import EXAMPLE_CONFIG, UPSTREAM_KEY, GatewayFactory, openai_entry
+from conftest import sdk as client
+from test_e2e_api import assert_openai_error, post, raw
+
+from gatewayd.testing import Error, FakeUpstream, RawResponse
+
+
+def http_answer(
+    body: bytes, ctype: str = "application/json", status: int = 200, chunked: bool = False
+) -> RawResponse:
+    """A whole HTTP/1.1 response for the fake upstream to write (kept alive)."""
+    reason = {200: "OK", 503: "Service Unavailable"}.get(status, "X")
+    head = f"HTTP/1.1 {status} {reason}\r\ncontent-type: {ctype}\r\n"
+    if chunked:
+        size = 1000
+        pieces = [body[i : i + size] for i in range(0, len(body), size)]
+        payload = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+        return RawResponse(
+            (head + "transfer-encoding: chunked\r\n\r\n").encode() + payload, close=False
+        )
+    return RawResponse((head + f"content-length: {len(body)}\r\n\r\n").encode() + body, close=False)
+
+
+def mock_entry(alias: str, **params: Any) -> dict[str, Any]:
+    return {"model_name": alias, "params": {"model": f"mock/{alias}", **params}}
+
+
+SPEECH = {"model": "voice", "input": "Hello from the gateway", "voice": "alloy"}
+RERANK = {
+    "model": "ranker",
+    "query": "what is the capital of France",
+    "documents": ["Berlin is in Germany", "Paris is the capital of France", "Bananas"],
+    "top_n": 2,
+}
+
+
+# -- the mock answers every endpoint ------------------------------------------
+
+
+def test_example_config_answers_speech_images_moderation_rerank(gateway: GatewayFactory) -> None:
+    gw = gateway(EXAMPLE_CONFIG)
+    c = client(gw.base_url)
+    with c.audio.speech.with_streaming_response.create(
+        model="demo", voice="alloy", input="Hello there", response_format="wav"
+    ) as speech:
+        assert speech.headers["content-type"] == "audio/wav"
+        assert speech.headers["x-gatewayd-model"] == "demo"
+        audio = b"".join(speech.iter_bytes())
+    with wave.open(io.BytesIO(audio)) as w:
+        assert w.getnchannels() == 1 and w.getnframes() > 0
+    img = c.images.generate(model="demo", prompt="a red square", n=2)
+    assert img.data is not None and len(img.data) == 2
+    assert base64.b64decode(img.data[0].b64_json or "").startswith(b"\x89PNG\r\n\x1a\n")
+    mod = c.moderations.create(model="demo", input=["hello", "world"])
+    assert len(mod.results) == 2 and mod.results[0].flagged is False
+    co = cohere.ClientV2(base_url=gw.url, api_key="none", timeout=30)
+    ranked = co.rerank(
+        model="demo", query="capital of France", documents=["Berlin", "Paris capital France"]
+    )
+    assert [r.index for r in ranked.results] == [1, 0]
+
+
+def test_rerank_paths_with_and_without_v1_and_v2(gateway: GatewayFactory) -> None:
+    gw = gateway({"model_list": [mock_entry("ranker")]})
+    for path in ("/rerank", "/v1/rerank", "/v2/rerank"):
+        status, _, body = post(gw.port, path, RERANK)
+        assert status == 200, body
+        assert [r["index"] for r in body["results"]] == [1, 0]
+    for path in ("/moderations", "/v1/moderations"):
+        status, _, body = post(gw.port, path, {"model": "ranker", "input": "hi"})
+        assert status == 200 and body["results"][0]["flagged"] is False, body
+
+
+def test_speech_mock_refuses_bad_input_with_openai_400(gateway: GatewayFactory) -> None:
+    gw = gateway({"model_list": [mock_entry("voice")]})
+    status, _, body = post(gw.port, "/v1/audio/speech", {"model": "voice", "voice": "alloy"})
+    assert status == 400
+    assert assert_openai_error(body)["param"] == "input"
+
+
+# -- which deployment serves what -------------------------------------------------
+
+
+def test_api_endpoints_pick_the_deployment_and_400_names_alias_and_endpoint(
+    gateway: GatewayFactory, upstream: FakeUpstream, upstream2: FakeUpstream
+) -> None:
+    upstream.set_default(http_answer(b'{"never": true}'))
+    upstream2.set_default(http_answer(json.dumps({"results": [{"index": 0}]}).encode()))
+    gw = gateway(
+        {
+            "model_list": [
+                openai_entry("mixed", upstream, api_endpoints=["chat"]),
+                openai_entry("mixed", upstream2, api_endpoints=["rerank", "moderations"]),
+                openai_entry("chatonly", upstream, api_endpoints="chat"),
+                {
+                    "model_name": "claude",
+                    "params": {"model": "anthropic/claude-x", "api_key": "k"},
+                },
+                {"model_name": "tts", "params": {"model": "mock/tts"}},
+                {
+                    "model_name": "moded",
+                    "params": {"model": "mock/m"},
+                    "model_info": {"mode": "audio_speech"},
+                },
+            ]
+        }
+    )
+    for _ in range(4):  # always the deployment that serves rerank
+        status, _, body = post(gw.port, "/v1/rerank", {**RERANK, "model": "mixed"})
+        assert status == 200, body
+    assert upstream.count() == 0 and upstream2.count("/rerank") == 4
+    status, _, body = post(gw.port, "/v1/audio/speech", {**SPEECH, "model": "chatonly"})
+    assert status == 400
+    err = assert_openai_error(body)
+    assert "chatonly" in err["message"] and "speech" in err["message"]
+    assert err["code"] == "endpoint_not_supported" and err["param"] == "model"
+    status, _, body = post(gw.port, "/v1/images/generations", {"model": "claude", "prompt": "x"})
+    assert status == 400 and "claude" in assert_openai_error(body)["message"]
+    status, _, body = post(gw.port, "/v1/rerank", {**RERANK, "model": "moded"})
+    assert status == 400 and "rerank" in assert_openai_error(body)["message"]
+    status, _, body = post(gw.port, "/v1/chat/completions", {"model": "moded", "messages": []})
+    assert status == 400 and "chat/completions" in assert_openai_error(body)["message"]
+    status, hdrs, _ = raw(
+        gw.port,
+        "POST",
+        "/v1/audio/speech",
+        json.dumps({**SPEECH, "model": "moded"}).encode(),
+        {"content-type": "application/json"},
+    )
+    assert status == 200 and hdrs["content-type"] == "audio/wav"
+
+
+# -- OpenAI-format fakes: what they received, retries and fallbacks -----------------
+
+
+def test_speech_streams_upstream_bytes_with_its_content_type(
+    gateway: GatewayFactory, upstream: FakeUpstream
+) -> None:
+    audio = bytes(range(256)) * 200
+    upstream.enqueue(http_answer(audio, "audio/mpeg", chunked=True))
+    gw = gateway({"model_list": [openai_entry("voice", upstream, model="tts-1")]})
+    with client(gw.base_url).audio.speech.with_streaming_response.create(
+        model="voice", voice="alloy", input="Hi", speed=1.5
+    ) as speech:
+        assert speech.headers["content-type"] == "audio/mpeg"
+        assert speech.headers.get("transfer-encoding") == "chunked"
+        got = b"".join(speech.iter_bytes())
+    assert got == audio
+    sent = upstream.last_request
+    assert sent.bare_path == "/v1/audio/speech"
+    assert sent.headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
+    assert json.loads(sent.body) == {
+        "model": "tts-1",
+        "input": "Hi",
+        "voice": "alloy",
+        "speed": 1.5,
+    }
+
+
+@pytest.mark.parametrize(
+    ("path", "payload", "answer"),
+    [
+        ("/audio/speech", SPEECH, (b"ID3audio", "audio/mpeg")),
+        ("/images/generations", {"model": "voice", "prompt": "cat"}, (b'{"data":[]}', "")),
+        ("/moderations", {"model": "voice", "input": "x"}, (b'{"results":[]}', "")),
+        ("/rerank", {**RERANK, "model": "voice"}, (b'{"results":[]}', "")),
+    ],
+)
+def test_each_endpoint_retries_then_falls_back(
+    gateway: GatewayFactory,
+    upstream: FakeUpstream,
+    upstream2: FakeUpstream,
+    path: str,
+    payload: dict[str, Any],
+    answer: tuple[bytes, str],
+) -> None:
+    body, ctype = answer
+    upstream.set_default(Error(503))
+    upstream2.enqueue(Error(500), http_answer(body, ctype or "application/json"))
+    gw = gateway(
+        {
+            "model_list": [
+                openai_entry("voice", upstream),
+                openai_entry("backup", upstream2, model="b-model"),
+            ],
+            "general_settings": {
+                "num_retries": 1,
+                "fallbacks": [{"voice": ["backup"]}],
+                "cooldown_time": 0,
+            },
+        }
+    )
+    status, hdrs, got = raw(
+        gw.port,
+        "POST",
+        "/v1" + path,
+        json.dumps(payload).encode(),
+        {"content-type": "application/json"},
+    )
+    assert status == 200, got
+    assert got == body
+    assert hdrs["x-gatewayd-fallback"] == "backup"
+    assert upstream.count(path) == 2 and upstream2.count(path) == 2
+    assert json.loads(upstream2.last_request.body)["model"] == "b-model"
+
+
+# -- rerank providers ---------------------------------------------------------
+
+
+def test_cohere_deployment_gets_v2_rerank_with_its_key(
+    gateway: GatewayFactory, upstream: FakeUpstream
+) -> None:
+    answer = {
+        "id": "r1",
+        "results": [{"index": 1, "relevance_score": 0.9}, {"index": 0, "relevance_score": 0.1}],
+        "meta": {"billed_units": {"search_units": 1}},
+    }
+    upstream.set_default(http_answer(json.dumps(answer).encode()))
+    gw = gateway(
+        {
+            "model_list": [
+                {
+                    "model_name": "ranker",
+                    "params": {
+                        "model": "cohere/rerank-v3.5",
+                        "api_base": upstream.origin,
+                        "api_key": "co-KEY",
+                    },
+                },
+                {
+                    "model_name": "jina",
+                    "params": {
+                        "model": "jina_ai/jina-reranker-v2",
+                        "api_base": upstream.url,
+                        "api_key": "jina-KEY",
+                    },
+                },
+            ]
+        }
+    )
+    co = cohere.ClientV2(base_url=gw.url, api_key="none", timeout=30)
+    ranked = co.rerank(model="ranker", query="q", documents=["a", "b"], top_n=2)
+    assert [r.index for r in ranked.results] == [1, 0]
+    sent = upstream.last_request
+    assert sent.bare_path == "/v2/rerank"
+    assert sent.headers["authorization"] == "Bearer co-KEY"
+    assert json.loads(sent.body) == {
+        "model": "rerank-v3.5",
+        "query": "q",
+        "documents": ["a", "b"],
+        "top_n": 2,
+    }
+    status, _, body = post(gw.port, "/rerank", {"model": "jina", "query": "q", "documents": ["a"]})
+    assert status == 200, body
+    sent = upstream.last_request
+    assert sent.bare_path == "/v1/rerank" and sent.headers["authorization"] == "Bearer jina-KEY"
+    status, _, body = post(gw.port, "/v1/chat/completions", {"model": "ranker", "messages": []})
+    assert status == 400 and assert_openai_error(body)["code"] == "endpoint_not_supported"
