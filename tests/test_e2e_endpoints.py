@@ -7,7 +7,11 @@ from __future__ import annotations
 import base64
 import io
 import json
+import socket
+import threading
+import time
 import wave
+from collections.abc import Callable
 from typing import Any
 
 import cohere
@@ -83,6 +87,11 @@ def test_rerank_paths_with_and_without_v1_and_v2(gateway: GatewayFactory) -> Non
     for path in ("/moderations", "/v1/moderations"):
         status, _, body = post(gw.port, path, {"model": "ranker", "input": "hi"})
         assert status == 200 and body["results"][0]["flagged"] is False, body
+    _, _, text = raw(gw.port, "GET", "/metrics")
+    assert b'gatewayd_endpoint_requests_total{alias="ranker",endpoint="rerank",status="200"} 3' in (
+        text
+    )
+    assert b'endpoint="moderations",status="200"} 2' in text
 
 
 def test_speech_mock_refuses_bad_input_with_openai_400(gateway: GatewayFactory) -> None:
@@ -270,3 +279,96 @@ def test_cohere_deployment_gets_v2_rerank_with_its_key(
     assert sent.bare_path == "/v1/rerank" and sent.headers["authorization"] == "Bearer jina-KEY"
     status, _, body = post(gw.port, "/v1/chat/completions", {"model": "ranker", "messages": []})
     assert status == 400 and assert_openai_error(body)["code"] == "endpoint_not_supported"
+
+
+class EndlessAudio:
+    """An upstream that answers one request with a chunked audio body far larger than
+    any buffer, counting what it managed to send (its sends block when nobody reads)."""
+
+    CHUNK = 64 * 1024
+    TOTAL = 1024 * 1024 * 1024
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.sent = 0
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
+
+    def _serve(self) -> None:
+        conn, _ = self.sock.accept()
+        try:
+            conn.settimeout(60)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += conn.recv(65536)
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\ncontent-type: audio/mpeg\r\ntransfer-encoding: chunked\r\n\r\n"
+            )
+            piece = b"%x\r\n" % self.CHUNK + b"\xff" * self.CHUNK + b"\r\n"
+            while self.sent < self.TOTAL:
+                conn.sendall(piece)
+                self.sent += self.CHUNK
+        except OSError:
+            pass  # the gateway dropped the upstream when its client went
+        finally:
+            conn.close()
+            self.stopped.set()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _settled(read: Callable[[], int], timeout: float = 30.0, quiet: float = 1.0) -> int:
+    """``read()`` once it has not changed for ``quiet`` seconds (bounded by ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    last, since = read(), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = read()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return now
+    raise AssertionError(f"still changing after {timeout} s: {last}")
+
+
+def test_slow_speech_reader_keeps_gateway_memory_bounded(gateway: GatewayFactory) -> None:
+    up = EndlessAudio()
+    try:
+        gw = gateway(
+            {
+                "model_list": [
+                    {
+                        "model_name": "voice",
+                        "params": {"model": "openai/tts-1", "api_base": up.url, "api_key": "k"},
+                    }
+                ]
+            }
+        )
+        before = gw.rss_kib()
+        body = json.dumps(SPEECH).encode()
+        client_sock = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
+        client_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        client_sock.sendall(
+            b"POST /v1/audio/speech HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        first = client_sock.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200"), first[:200]
+        assert b"audio/mpeg" in first.split(b"\r\n\r\n")[0].lower()
+        # The client reads nothing more: the upstream must be held back, not buffered.
+        sent = _settled(lambda: up.sent)
+        assert sent < 48 * 1024 * 1024, sent
+        assert gw.rss_kib() - before < 48 * 1024, (before, gw.rss_kib())
+        client_sock.close()
+        assert up.stopped.wait(30), "the upstream was not dropped when the client went"
+        assert up.sent < EndlessAudio.TOTAL
+    finally:
+        up.close()

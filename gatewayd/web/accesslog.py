@@ -29,6 +29,9 @@ def access_line(site: GatewaySite, request: GatewayRequest, status: int, sent: i
         site.metrics.requests.inc(
             request.alias, request.deployment or "-", str(status), request.dialect
         )
+        site.metrics.endpoint_requests.inc(
+            request.alias, request.endpoint or request.dialect, str(status)
+        )
         if request.key_name is not None:
             site.metrics.key_requests.inc(request.key_name, request.alias, str(status))
         if request.upstream_seconds is not None:

@@ -49,8 +49,9 @@ class GatewayRequest(Request):
         self.alias: str | None = None
         #: The client's API dialect (chat, responses, messages): a metrics label.
         self.dialect = "chat"
-        #: The endpoint (``params.api_endpoints`` name: chat, speech, rerank...): a label.
-        self.endpoint = "chat"
+        #: The endpoint (``params.api_endpoints`` name: chat, speech, rerank...): a
+        #: metrics label; None: the dialect's (chat, responses, messages).
+        self.endpoint: str | None = None
         self.deployment: str | None = None
         self.attempts = 0
         self.fallback: str | None = None

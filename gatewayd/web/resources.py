@@ -24,6 +24,7 @@ from zope.interface import implementer
 from gatewayd.dialects import Dialect
 from gatewayd.log import get_logger, is_verbose
 from gatewayd.providers.base import Endpoint, openai_error
+from gatewayd.providers.capabilities import endpoint_name
 from gatewayd.web.answers import Answer
 from gatewayd.web.auth import authenticate, is_authorized
 from gatewayd.web.body import BodyError, model_alias, parse_body, stream_flag
@@ -208,7 +209,7 @@ class CompletionResource(RoutedResource):
         refused = self.refuse_unserved(request, request.alias, self.endpoint)
         if refused is not None:
             return refused
-        request.endpoint = self.endpoint.value
+        request.endpoint = endpoint_name(self.endpoint)
         call = upstream_call(request, self.endpoint, body, stream, drop_params=self.drop_params())
         Exchange(self.gateway, request, request.alias, call)
         return NOT_DONE_YET
