@@ -49,6 +49,7 @@ GENERAL_KEYS = {
     "response_store_ttl",
     "response_store_max_bytes",
     "alias_settings",
+    "max_audio_upload_bytes",
 }
 
 #: LiteLLM's spellings of the state store, read by :mod:`gatewayd.config.keys`.
@@ -185,6 +186,9 @@ class GeneralSection(KeySection):
             ),
             response_store_max_bytes=self._int(
                 g, "response_store_max_bytes", p("response_store_max_bytes"), 64 * 1024 * 1024, 0
+            ),
+            max_audio_upload_bytes=self._int(
+                g, "max_audio_upload_bytes", p("max_audio_upload_bytes"), 25 * 1024 * 1024, 1
             ),
             alias_settings=parse_alias_settings(
                 g.get("alias_settings"), f"{p('alias_settings')}.alias_settings", ROUTING_STRATEGIES

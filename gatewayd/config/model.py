@@ -137,6 +137,8 @@ class GeneralSettings:
     response_store_ttl: float = 3600.0
     #: Upper bound of the in-memory Responses store (oldest entries go first).
     response_store_max_bytes: int = 64 * 1024 * 1024
+    #: Largest multipart upload (audio, images): 413 past it, declared or received.
+    max_audio_upload_bytes: int = 25 * 1024 * 1024
     #: Per-alias overrides (``general_settings.alias_settings``).
     alias_settings: Mapping[str, AliasSettings] = field(default_factory=_empty)
 

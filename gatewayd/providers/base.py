@@ -112,6 +112,22 @@ class ProviderRequest:
     forward_headers: tuple[tuple[str, str], ...] = ()
     #: Only this deployment may answer (a native upstream's ``previous_response_id``).
     pin: str | None = None
+    #: A multipart upload (transcriptions, image edits): ``body`` holds its plain fields.
+    upload: Upload | None = None
+
+
+class Upload(Protocol):
+    """A client's multipart upload, spooled (:mod:`gatewayd.web.upload`): sent again
+    whole by every attempt."""
+
+    def body(self, model: str) -> bytes:
+        """The multipart body for an upstream, with ``model`` as the model field."""
+
+    def content_type(self) -> bytes:
+        """``multipart/form-data; boundary=...``"""
+
+    def first_file(self) -> bytes:
+        """The first file's bytes."""
 
 
 class StreamSink(Protocol):

@@ -108,7 +108,7 @@ class MockProvider(Provider):
     def _answer(self, request: ProviderRequest) -> UpstreamResponse:
         """The answer, or raises the :class:`UpstreamFailure` OpenAI's 400 would be."""
         body = request.body
-        media = media_answer(request, self.deployment.model, self._play)
+        media = media_answer(request, self.deployment.model, self.text, self._play)
         if media is not None:  # speech, images, moderation, rerank: mock_media.py
             return media
         if request.endpoint is Endpoint.EMBEDDINGS:

@@ -316,14 +316,30 @@ JSON_ANSWERS: dict[Endpoint, Callable[[ProviderRequest, str], UpstreamResponse]]
 
 
 def media_answer(
-    request: ProviderRequest, model: str, play: Callable[[list[bytes]], EventStream]
+    request: ProviderRequest,
+    model: str,
+    text: str,
+    play: Callable[[list[bytes]], EventStream],
 ) -> UpstreamResponse | None:
-    """The mock's answer to a request past chat, or None for the chat family. ``play``
-    makes the stream that plays a list of chunks (speech audio, transcript events)."""
+    """The mock's answer to a request past chat, or None for the chat family: ``text``
+    is its transcript, ``play`` makes the stream that plays a list of chunks (speech
+    audio, transcript events)."""
     answer = JSON_ANSWERS.get(request.endpoint)
     if answer is not None:
         return answer(request, model)
     if request.endpoint is Endpoint.SPEECH:
         chunks, ctype, _ = speech(request.body)
         return UpstreamResponse(200, [(b"content-type", ctype)], stream=play(chunks))
+    if request.endpoint in (Endpoint.TRANSCRIPTIONS, Endpoint.TRANSLATIONS):
+        audio = request.upload.first_file() if request.upload is not None else b""
+        out = transcript(
+            text, request.body, wav_seconds(audio), request.endpoint is Endpoint.TRANSLATIONS
+        )
+        if isinstance(out, list):
+            return UpstreamResponse(
+                200, [(b"content-type", b"text/event-stream")], stream=play(out)
+            )
+        return out
+    if request.endpoint in (Endpoint.IMAGE_EDITS, Endpoint.IMAGE_VARIATIONS):
+        return images(request.body, prompt_required=request.endpoint is Endpoint.IMAGE_EDITS)
     return None

@@ -66,7 +66,11 @@ class OpenAICompatibleProvider(HTTPProvider):
         url = self._urls.get(request.endpoint)
         if url is None:
             url = self._urls[request.endpoint] = self.url_for(request).encode("ascii")
-        return url, copy_headers(self._headers), upstream_body(request, self.deployment.model)
+        headers = copy_headers(self._headers)
+        if request.upload is not None:  # multipart: the client's parts, model replaced
+            headers.setRawHeaders(b"content-type", [request.upload.content_type()])
+            return url, headers, request.upload.body(self.deployment.model)
+        return url, headers, upstream_body(request, self.deployment.model)
 
     def url_for(self, request: ProviderRequest) -> str:
         """The upstream URL for this request's endpoint."""

@@ -21,6 +21,7 @@ from gatewayd.web.byterelay import ByteRelay
 from gatewayd.web.exchange import Exchange, Gateway, upstream_call
 from gatewayd.web.request import CONTENT_LENGTH, CONTENT_TYPE, GatewayRequest
 from gatewayd.web.resources import RoutedResource
+from gatewayd.web.upload import too_large_message
 
 
 class MediaExchange(Exchange):
@@ -80,14 +81,71 @@ class MediaResource(RoutedResource):
         return stream and self.endpoint in (Endpoint.TRANSCRIPTIONS, Endpoint.TRANSLATIONS)
 
 
+class UploadResource(RoutedResource):
+    """POST of a multipart form (:mod:`gatewayd.web.upload`): ``model`` read from its
+    field, the parts resent whole by every attempt."""
+
+    def __init__(self, gateway: Gateway, endpoint: Endpoint) -> None:
+        super().__init__(gateway)
+        self.endpoint = endpoint
+
+    def render_POST(self, request: GatewayRequest) -> bytes | int:
+        spool = request.upload
+        if spool is None:
+            return self.error(request, 400, "this endpoint takes multipart/form-data")
+        request.notifyFinish().addBoth(lambda _: spool.close())
+        spool.finish()
+        if spool.too_large:
+            return self.error(
+                request, 413, too_large_message(spool.limit), code="request_too_large"
+            )
+        if spool.error is not None:
+            return self.error(request, 400, spool.error, code="invalid_multipart")
+        fields = spool.fields()
+        alias = fields.get("model")
+        if not isinstance(alias, str) or not alias:
+            return self.error(
+                request,
+                400,
+                "you must provide a model parameter",
+                code="missing_model",
+                param="model",
+            )
+        refused = self.admit_alias(request, alias) or self.refuse_unserved(
+            request, alias, self.endpoint
+        )
+        if refused is not None:
+            return refused
+        if not spool.files():
+            return self.error(
+                request,
+                400,
+                "the form has no file: upload one as a file part",
+                code="missing_file",
+                param="file" if self.endpoint in _AUDIO else "image",
+            )
+        request.endpoint = endpoint_name(self.endpoint)
+        stream = self.endpoint in _AUDIO and str(fields.get("stream", "")).lower() == "true"
+        call = upstream_call(request, self.endpoint, fields, stream, upload=spool)
+        MediaExchange(self.gateway, request, alias, call)
+        return NOT_DONE_YET
+
+
+_AUDIO = (Endpoint.TRANSCRIPTIONS, Endpoint.TRANSLATIONS)
+
+
 def add_media_routes(api: Any, gateway: Gateway) -> None:
     """Put this module's endpoints under ``api`` (the ``/v1`` node)."""
     from gatewayd.web.resources import JSONResource
 
     audio = JSONResource()
     audio.putChild(b"speech", MediaResource(gateway, Endpoint.SPEECH))
+    audio.putChild(b"transcriptions", UploadResource(gateway, Endpoint.TRANSCRIPTIONS))
+    audio.putChild(b"translations", UploadResource(gateway, Endpoint.TRANSLATIONS))
     images = JSONResource()
     images.putChild(b"generations", MediaResource(gateway, Endpoint.IMAGES))
+    images.putChild(b"edits", UploadResource(gateway, Endpoint.IMAGE_EDITS))
+    images.putChild(b"variations", UploadResource(gateway, Endpoint.IMAGE_VARIATIONS))
     api.putChild(b"audio", audio)
     api.putChild(b"images", images)
     api.putChild(b"moderations", MediaResource(gateway, Endpoint.MODERATIONS))

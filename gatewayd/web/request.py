@@ -26,6 +26,7 @@ from gatewayd.web.answering import AnsweringChannel
 from gatewayd.web.channel import HEADER_KEYS, channel_class, header_key
 from gatewayd.web.channel import GatewayChannel as GatewayChannel  # where it was
 from gatewayd.web.errors import write_error_object
+from gatewayd.web.upload import UploadSpool, refuse, start_upload
 
 log = get_logger("gatewayd.web")
 
@@ -62,6 +63,8 @@ class GatewayRequest(Request):
         self.caller: Any = None  # web.auth.Caller: who sent it
         self.key_name: str | None = None  # the client key's name (never the key)
         self.usage: dict[str, Any] | None = None  # a stream's usage, for the limits
+        #: A multipart upload's parts (web/upload.py), spooled as the body came.
+        self.upload: UploadSpool | None = None
         self.logged = False
         #: The client's ``x-request-id`` or a minted one (set in :meth:`process`).
         self.request_id = ""
@@ -80,6 +83,8 @@ class GatewayRequest(Request):
         if path[:8].lower().startswith((b"http://", b"https://")):
             rest = path.split(b"//", 1)[1]
             path = b"/" + rest.split(b"/", 1)[1] if b"/" in rest else b"/"
+        if self.upload is not None and self.upload.refused:
+            return  # answered 413 and closed while the body came
         if self._parsePOSTFormSubmission:  # not gatewayd's site: Twisted's, forms parsed
             super().requestReceived(command, path, version)  # type: ignore[no-untyped-call]
             return
@@ -214,6 +219,10 @@ class GatewayRequest(Request):
         return reason
 
     def gotLength(self, length: int | None) -> None:
+        self.upload = start_upload(self, length)
+        if self.upload is not None:  # multipart: parsed and spooled as it comes
+            self.content = io.BytesIO()
+            return
         if length is not None and length > self.max_body_size:
             self.too_large = True
             self.content = io.BytesIO()
@@ -226,6 +235,12 @@ class GatewayRequest(Request):
         super().gotLength(length)  # type: ignore[no-untyped-call]
 
     def handleContentChunk(self, data: bytes) -> None:
+        if self.upload is not None:
+            if not self.upload.refused:
+                self.upload.feed(data)
+                if self.upload.too_large:
+                    refuse(self, self.upload)
+            return
         if self.too_large:
             return
         self._body_bytes += len(data)

@@ -150,6 +150,21 @@ class RoutedResource(AuthedResource):
             stream = stream_flag(body)
         except BodyError as e:
             return self.error(request, e.status, e.message, e.type, e.code, e.param)
+        refused = self.admit_alias(request, alias)
+        if refused is not None:
+            return refused
+        if is_verbose():  # the slice and decode cost on every request otherwise
+            log.debug(
+                "{endpoint} for {alias}: {body}",
+                endpoint=endpoint,
+                alias=alias,
+                body=raw[:2000].decode("utf-8", "replace"),  # the body carries no keys
+            )
+        return body, stream
+
+    def admit_alias(self, request: GatewayRequest, alias: str) -> bytes | None:
+        """Set ``request.alias``, or the error body when the alias is unknown (404) or
+        not the caller's to use (403)."""
         if alias not in self.gateway.router.table.routes:
             return self.error(
                 request,
@@ -169,14 +184,7 @@ class RoutedResource(AuthedResource):
                 "model",
             )
         request.alias = alias
-        if is_verbose():  # the slice and decode cost on every request otherwise
-            log.debug(
-                "{endpoint} for {alias}: {body}",
-                endpoint=endpoint,
-                alias=alias,
-                body=raw[:2000].decode("utf-8", "replace"),  # the body carries no keys
-            )
-        return body, stream
+        return None
 
     def refuse_unserved(
         self, request: GatewayRequest, alias: str, endpoint: Endpoint

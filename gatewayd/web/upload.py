@@ -1,0 +1,235 @@
+"""Multipart uploads (``/audio/transcriptions``, ``/audio/translations``,
+``/images/edits``, ``/images/variations``), parsed as they stream in.
+
+The body never sits whole in memory: :class:`UploadSpool` feeds each read to the
+``multipart`` package's push parser and keeps each part, a file in a
+:class:`~tempfile.SpooledTemporaryFile` (memory up to :data:`IN_MEMORY`, then disk),
+so that every attempt (a retry, a fallback) can send it again. Past
+``general_settings.max_audio_upload_bytes``, declared (``Content-Length``) or
+received, the request is refused with 413 at once, before the rest is read.
+
+Upstream, the parts go in the client's order with their own headers and the
+client's boundary; only ``model``'s value is replaced (by the deployment's model).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from multipart import MultipartError, PushMultipartParser, parse_options_header
+
+from gatewayd.providers.base import Endpoint
+
+#: Bytes of one file kept in memory before it goes to a temporary file.
+IN_MEMORY = 1024 * 1024
+#: Largest plain (non-file) field: they are parameters, not data.
+MAX_FIELD = 64 * 1024
+#: Most parts in one upload (several images for an edit, a mask, parameters).
+MAX_PARTS = 256
+
+#: The upload endpoints by path suffix.
+UPLOAD_PATHS: dict[bytes, Endpoint] = {
+    b"audio/transcriptions": Endpoint.TRANSCRIPTIONS,
+    b"audio/translations": Endpoint.TRANSLATIONS,
+    b"images/edits": Endpoint.IMAGE_EDITS,
+    b"images/variations": Endpoint.IMAGE_VARIATIONS,
+}
+
+
+def upload_endpoint(target: bytes) -> Endpoint | None:
+    """The upload endpoint a request target names (``/v1/audio/transcriptions``,
+    ``/audio/transcriptions``, a trailing slash or a query allowed), else None."""
+    path = target.split(b"?", 1)[0].rstrip(b"/")
+    if path.startswith(b"/v1/"):
+        path = path[4:]
+    elif path.startswith(b"/"):
+        path = path[1:]
+    return UPLOAD_PATHS.get(path)
+
+
+class UploadError(ValueError):
+    """The upload is not usable: the message of a 400."""
+
+
+@dataclass
+class Part:
+    """One part of the form: its headers as sent, its name, and its bytes."""
+
+    headers: list[tuple[str, str]]
+    name: str
+    filename: str | None
+    content_type: str | None
+    data: IO[bytes] = field(default_factory=lambda: tempfile.SpooledTemporaryFile(IN_MEMORY))
+    size: int = 0
+
+    def read(self) -> bytes:
+        self.data.seek(0)
+        return self.data.read()
+
+    def text(self) -> str:
+        return self.read().decode("utf-8", "replace")
+
+
+class UploadSpool:
+    """A multipart body as it arrives: parts parsed and kept, size bounded.
+
+    ``too_large`` is set once ``limit`` bytes are passed (the rest is dropped);
+    ``error`` holds the first parse error (reported as a 400 once the body is in)."""
+
+    def __init__(self, content_type: str | None, limit: int) -> None:
+        self.limit = limit
+        self.received = 0
+        self.too_large = False
+        self.refused = False  # a 413 went out: nothing more to do with this request
+        self.error: str | None = None
+        self.parts: list[Part] = []
+        self._current: Part | None = None
+        self.boundary = b""
+        self._parser: PushMultipartParser | None = None
+        kind, options = parse_options_header(content_type or "")
+        if kind != "multipart/form-data":
+            self.error = (
+                "this endpoint takes multipart/form-data (a file upload), "
+                f"not {kind or 'a body without a Content-Type'}"
+            )
+            return
+        boundary = options.get("boundary")
+        if not boundary:
+            self.error = "multipart/form-data without a boundary"
+            return
+        self.boundary = boundary.encode("latin-1")
+        self._parser = PushMultipartParser(
+            boundary, max_header_count=16, max_segment_count=MAX_PARTS
+        )
+
+    def feed(self, data: bytes) -> None:
+        """One read of the body: counted, parsed, its parts' bytes kept."""
+        self.received += len(data)
+        if self.received > self.limit:
+            self.too_large = True
+            self.close()
+            return
+        if self._parser is None or self.error is not None:
+            return
+        try:
+            for event in self._parser.parse(data):
+                self._event(event)
+        except (MultipartError, UploadError) as e:
+            self.error = f"the multipart body cannot be read: {e}"
+
+    def _event(self, event: Any) -> None:
+        if event is None:  # the end of a part
+            self._current = None
+            return
+        if isinstance(event, bytes | bytearray):
+            part = self._current
+            assert part is not None
+            part.size += len(event)
+            if part.filename is None and part.size > MAX_FIELD:
+                raise UploadError(f"the field {part.name!r} is longer than {MAX_FIELD} bytes")
+            part.data.write(event)
+            return
+        part = Part(list(event.headerlist), event.name or "", event.filename, event.content_type)
+        self.parts.append(part)
+        self._current = part
+
+    def finish(self) -> None:
+        """The whole body is in: a form cut short is an error."""
+        if self._parser is None or self.error is not None or self.too_large:
+            return
+        try:
+            for event in self._parser.parse(b""):
+                self._event(event)
+            self._parser.close()
+        except (MultipartError, UploadError) as e:
+            self.error = f"the multipart body cannot be read: {e}"
+
+    def close(self) -> None:
+        """Let the spooled parts go (temporary files included)."""
+        for part in self.parts:
+            part.data.close()
+        self.parts = []
+        self._current = None
+
+    # -- what the gateway reads of it --------------------------------------------
+
+    def fields(self) -> dict[str, Any]:
+        """The plain fields by name (a repeated name, like ``timestamp_granularities[]``,
+        as a list); files are left out."""
+        out: dict[str, Any] = {}
+        for part in self.parts:
+            if part.filename is not None:
+                continue
+            value = part.text()
+            if part.name in out:
+                was = out[part.name]
+                out[part.name] = [*was, value] if isinstance(was, list) else [was, value]
+            else:
+                out[part.name] = value
+        return out
+
+    def files(self) -> list[Part]:
+        return [p for p in self.parts if p.filename is not None]
+
+    def body(self, model: str) -> bytes:
+        """The form for an upstream: the parts in order with their headers, the client's
+        boundary, ``model``'s value replaced. Built per attempt (from the spool)."""
+        b = self.boundary
+        out: list[bytes] = []
+        for part in self.parts:
+            out.append(b"--" + b + b"\r\n")
+            for name, value in part.headers:
+                out.append(f"{name}: {value}\r\n".encode())
+            out.append(b"\r\n")
+            if part.name == "model" and part.filename is None:
+                out.append(model.encode())
+            else:
+                out.append(part.read())
+            out.append(b"\r\n")
+        out.append(b"--" + b + b"--\r\n")
+        return b"".join(out)
+
+    def content_type(self) -> bytes:
+        return b"multipart/form-data; boundary=" + self.boundary
+
+    def first_file(self) -> bytes:
+        """The bytes of the first file (the mock reads an audio file's length)."""
+        files = self.files()
+        return files[0].read() if files else b""
+
+
+def too_large_message(limit: int) -> str:
+    return f"upload larger than max_audio_upload_bytes ({limit} bytes)"
+
+
+def start_upload(request: Any, length: int | None) -> UploadSpool | None:
+    """At the end of a request's headers (``gotLength``): an :class:`UploadSpool` for a
+    POST to an upload endpoint, else None. A declared length past the limit is refused
+    with 413 now, before the body is read."""
+    channel = request.channel
+    target = getattr(channel, "_url", None) or getattr(channel, "_path", None) or b""
+    method = getattr(channel, "_method", None) or getattr(channel, "_command", None)
+    if method != b"POST" or upload_endpoint(target) is None:
+        return None
+    site = getattr(channel, "site", None)
+    settings = getattr(site, "settings", None)
+    limit = settings().max_audio_upload_bytes if settings is not None else 25 * 1024 * 1024
+    ctype = request.requestHeaders.getRawHeaders(b"content-type")
+    spool = UploadSpool(ctype[0].decode("latin-1") if ctype else None, limit)
+    if length is not None and length > limit:
+        spool.too_large = True
+        refuse(request, spool)
+    return spool
+
+
+def refuse(request: Any, spool: UploadSpool) -> None:
+    """Answer 413 now and close the connection (the rest of the body is not read)."""
+    if spool.refused:
+        return
+    spool.refused = True
+    spool.close()
+    reject = getattr(request.channel, "reject", None)
+    if reject is not None:
+        reject(413, too_large_message(spool.limit), "request_too_large")
