@@ -34,9 +34,9 @@ from twisted.web.iweb import IAgent
 from zope.interface import implementer
 
 from gatewayd.config import parse_config
-from gatewayd.log import _text_formatter
-from gatewayd.providers import http as provider_http
+from gatewayd.observability.log import _text_formatter
 from gatewayd.service import GatewayService
+from gatewayd.upstream import http as provider_http
 
 FIXED_ANSWER = chat_answer().encode()
 FIXED_STREAM = stream_answer().replace("\\n", "\n").encode()  # nginx's escapes undone

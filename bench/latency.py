@@ -16,8 +16,8 @@ each ``--duration`` seconds of non-streamed requests:
 - ``scrape+reload``: both.
 
 Variants (``--variants``) of the gateway's garbage collection, the same code otherwise:
-``default`` (CPython's settings, as before gatewayd.gctune), ``freeze`` (only ``gc.freeze``
-after start) and ``tuned`` (what gatewayd does: :mod:`gatewayd.gctune`). The gateway runs
+``default`` (CPython's settings, as before gatewayd.daemon.gc_tuning), ``freeze`` (only ``gc.freeze``
+after start) and ``tuned`` (what gatewayd does: :mod:`gatewayd.daemon.gc_tuning`). The gateway runs
 under a wrapper that records every collection's pause per generation (``gc.callbacks``)
 and reports the phase's counts, the longest pause and the total; it also reports the
 longest reactor stall (how late a call scheduled every 5 ms fired) and each reload's
@@ -89,7 +89,7 @@ def timed_reload(self):
     return reload(self).addBoth(done)
 service.GatewayService.startService = started
 service.GatewayService.reload = timed_reload
-import gatewayd.gctune as tune
+import gatewayd.daemon.gc_tuning as tune
 if variant == "default":
     tune.freeze_startup_heap = lambda: None
 elif variant == "freeze":

@@ -3,13 +3,13 @@
     python bench/metrics_hot.py [--requests 200000] [--deployments 1000]
 
 A non-streamed request that succeeds on its first attempt updates, through
-:class:`gatewayd.metrics.GatewayMetrics`: the attempt counter and the upstream latency
+:class:`gatewayd.observability.metrics.GatewayMetrics`: the attempt counter and the upstream latency
 histogram (router), the request counter, the per-key request counter and the overhead
 histogram (access log), the token counters from ``usage`` (two), the per-key token counters
 (two) and the spend counter (admission). Rows:
 
-- ``native``: the default in one process (:mod:`gatewayd.metricstore`);
-- ``shared``: with ``--workers N`` (:mod:`gatewayd.metricshare`: the values in this
+- ``native``: the default in one process (:mod:`gatewayd.observability.metric_store`);
+- ``shared``: with ``--workers N`` (:mod:`gatewayd.observability.metric_share`: the values in this
   process's mmap'd file, an update is ``view[slot] += x``);
 - ``prometheus_client, cached children``: the same wrapper over prometheus_client's metrics
   (each label set's child found in a dict; what main did before);
@@ -33,8 +33,8 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from gatewayd.metrics import GatewayMetrics
-from gatewayd.metricshare import SharedStore
+from gatewayd.observability.metric_share import SharedStore
+from gatewayd.observability.metrics import GatewayMetrics
 
 USAGE: dict[str, object] = {"prompt_tokens": 9, "completion_tokens": 8, "total_tokens": 17}
 
@@ -99,7 +99,7 @@ def client_multiprocess(requests: int, deployments: int) -> float:
     mode (it picks its storage at import: the variable must be set before)."""
     code = (
         "import sys; sys.path.insert(0, sys.argv[3]); import metrics_hot as h; "
-        "import gatewayd.metrics as gm; gm.multiprocess_dir = lambda: None; "
+        "import gatewayd.observability.metrics as gm; gm.multiprocess_dir = lambda: None; "
         "print(h.ns_per_request(h.wrapped(gm.GatewayMetrics(native=False)), "
         "int(sys.argv[1]), int(sys.argv[2])))"
     )

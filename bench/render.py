@@ -13,7 +13,7 @@ upstream is needed), after a few requests per deployment (so every label set exi
 - **http**: a real ``twistd -n gateway`` daemon on loopback, timed from the client
   (one keep-alive connection, the answer read whole);
 - **workers**: the same with ``--workers N``: ``/metrics`` is then the sum over the
-  workers' shared files (:mod:`gatewayd.metricmerge`), read at every scrape
+  workers' shared files (:mod:`gatewayd.observability.metric_merge`), read at every scrape
   (``bench/render_workers.py`` times that merge in one process, without HTTP).
 
 Prints a markdown table: p50 / p99 milliseconds and the answer's size. Timing belongs
@@ -35,7 +35,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from gatewayd.config import parse_config
-from gatewayd.gctune import freeze_startup_heap
+from gatewayd.daemon.gc_tuning import freeze_startup_heap
 from gatewayd.service import GatewayService
 from gatewayd.testing import GatewayProcess
 

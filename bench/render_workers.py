@@ -1,10 +1,10 @@
 """How long a ``/metrics`` scrape takes with ``--workers N``: the merge of every worker's
-shared files (:mod:`gatewayd.metricmerge`) and the render, in one process.
+shared files (:mod:`gatewayd.observability.metric_merge`) and the render, in one process.
 
     python bench/render_workers.py [--sizes 100,1000] [--workers 2,4] [--scrapes 200]
 
 For each size (deployments, 4 per alias) and worker count, N "workers" (a
-:class:`~gatewayd.metricshare.SharedStore` each, with its own pid, as the daemon's
+:class:`~gatewayd.observability.metric_share.SharedStore` each, with its own pid, as the daemon's
 workers have) write into one temporary directory what a request per deployment each
 writes (the 10 updates of ``bench/metrics_hot.py``, plus the in-flight and cooldown
 gauges of every deployment, copied as the reactor-lag tick does); worker 0 then scrapes,
@@ -34,9 +34,9 @@ from collections.abc import Callable
 
 from metrics_hot import wrapped
 
-from gatewayd.gctune import freeze_startup_heap
-from gatewayd.metrics import GatewayMetrics
-from gatewayd.metricshare import SharedStore
+from gatewayd.daemon.gc_tuning import freeze_startup_heap
+from gatewayd.observability.metric_share import SharedStore
+from gatewayd.observability.metrics import GatewayMetrics
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from gatewayd.providers.sse import SSEFramer
+from gatewayd.upstream.sse import SSEFramer
 
 READ = b"x" * 65536
 

@@ -101,9 +101,9 @@ def _int_flag(name: str, value: str, low: int, high: int) -> int:
 
 def make_service(options: Options) -> IService:
     """Validate the config and build the service; a bad config exits non-zero, one line."""
-    from gatewayd import workers
     from gatewayd.config import ConfigError
-    from gatewayd.log import set_verbose
+    from gatewayd.daemon import workers
+    from gatewayd.observability.log import set_verbose
     from gatewayd.service import GatewayService, listen_description, with_backlog
 
     set_verbose(bool(options["verbose"]))
@@ -114,13 +114,13 @@ def make_service(options: Options) -> IService:
     except ConfigError as e:
         print(f"gatewayd: config error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    from gatewayd.log import twistd_json_observer, twistd_text_observer
+    from gatewayd.observability.log import twistd_json_observer, twistd_text_observer
 
     if (options["log-format"] or service.config.general.log_format) == "json":
         service.log_observer = twistd_json_observer(getattr(options, "parent", None))
     else:  # twistd's text lines, made cheaper (the access log writes one per request)
         service.log_observer = twistd_text_observer(getattr(options, "parent", None))
-    from gatewayd import gctune
+    from gatewayd.daemon import gc_tuning as gctune
 
     # What is alive once running (code, config, table) is left out of GC passes: p99.
     service.reactor.callWhenRunning(gctune.freeze_startup_heap)

@@ -27,21 +27,23 @@ from twisted.logger import ILogObserver
 from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 
-from gatewayd import systemd
 from gatewayd.config import ConfigError, GatewayConfig, load_config
 from gatewayd.config.pace import pacing
 from gatewayd.limits import Limiter
-from gatewayd.limits.setup import build_limiter
 from gatewayd.limits.usagelog import UsageLog
-from gatewayd.log import get_logger
-from gatewayd.metrics import GatewayMetrics, multiprocess_dir
+from gatewayd.observability.log import get_logger
+from gatewayd.observability.metrics import GatewayMetrics, multiprocess_dir
+from gatewayd.observability.reactor_lag import ReactorLag
 from gatewayd.providers.factory import build_provider
-from gatewayd.providers.http import UpstreamAgents
-from gatewayd.reactorlag import ReactorLag
 from gatewayd.routing import Router, RoutingTable, build_table
-from gatewayd.tracing import build_tracing
+from gatewayd.routing.state_setup import build_limiter
+from gatewayd.sockets import systemd_notify as systemd
+from gatewayd.stages import Pipeline
+from gatewayd.tracing.setup import build_tracing
+from gatewayd.upstream.http import UpstreamAgents
 from gatewayd.web.request import GatewaySite
 from gatewayd.web.resources import build_root
+from gatewayd.web.stage_list import request_pipeline
 
 log = get_logger("gatewayd.service")
 
@@ -76,7 +78,7 @@ BUILD_SWITCH_INTERVAL = 0.0005
 #: time; the event loop has the GIL alone the rest.
 BUILD_RUN, BUILD_PAUSE = 0.0005, 0.002
 
-#: Allocations between young collections while a reload builds (gatewayd.gctune sets
+#: Allocations between young collections while a reload builds (gatewayd.daemon.gc_tuning sets
 #: 10,000 otherwise): more collections, each of fewer objects.
 BUILD_YOUNG_THRESHOLD = 1000
 
@@ -136,6 +138,7 @@ class GatewayService(Service):
         self._router = Router(self._table(config), reactor, rng, self.metrics)
         #: Key and deployment limits on the state store (memory, or shared Redis).
         self.state = build_limiter(config.general, reactor, self.metrics, self._router)
+        self._pipeline = request_pipeline()
         self.site = GatewaySite(build_root(self), lambda: self.config.general, self.metrics)
         self._observe()
         self.tracing = build_tracing(config.general.otel, reactor)
@@ -181,6 +184,11 @@ class GatewayService(Service):
     @property
     def limiter(self) -> Limiter:
         return self.state.limiter
+
+    @property
+    def pipeline(self) -> Pipeline:
+        """The stages around every routed request (:mod:`gatewayd.web.stage_list`)."""
+        return self._pipeline
 
     @property
     def usage_log(self) -> UsageLog | None:

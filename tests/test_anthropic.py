@@ -13,8 +13,8 @@ from conftest import GatewayFactory, sdk
 from twisted.web.http_headers import Headers
 
 from gatewayd.providers.anthropic import StreamTranslator, to_anthropic, to_openai
-from gatewayd.providers.sse import SSEFramer, event_data
 from gatewayd.testing import Error, FakeUpstream, RawResponse, SSEFramingStream
+from gatewayd.upstream.sse import SSEFramer, event_data
 
 # -- request translation -----------------------------------------------------------
 

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 
 from gatewayd.config import ConfigError, GatewayConfig, load_config, parse_config
-from gatewayd.config.model import Deployment, GeneralSettings
-from gatewayd.providers.catalog import (
+from gatewayd.config.catalog import (
     AZURE_AI_DEFAULT_API_VERSION,
     AZURE_DEFAULT_API_VERSION,
     WireFormat,
 )
+from gatewayd.config.model import Deployment, GeneralSettings
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "etc" / "gateway.example.yaml"
 

@@ -11,7 +11,8 @@ from twisted.internet.task import Clock
 
 from gatewayd.config import ConfigError, parse_config
 from gatewayd.config.model import OtelSettings
-from gatewayd.tracing import NOOP_TRACING, build_tracing
+from gatewayd.tracing.request_trace import NOOP_TRACING
+from gatewayd.tracing.setup import build_tracing
 
 MODELS = [{"model_name": "m", "params": {"model": "mock/x"}}]
 
@@ -110,7 +111,7 @@ def test_exporter_follows_the_protocol() -> None:
     )
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-    from gatewayd.otel import _exporter
+    from gatewayd.tracing.otel import _exporter
 
     grpc = _exporter(OtelSettings(endpoint="http://127.0.0.1:4317", protocol="grpc"))
     assert isinstance(grpc, GrpcExporter)

@@ -15,8 +15,8 @@ from gatewayd.dialects.anthropic_stream import StreamTranslator
 from gatewayd.dialects.errors import TranslationError, anthropic_error
 from gatewayd.dialects.messages import estimate_tokens, from_chat, to_chat
 from gatewayd.dialects.messages_stream import MessagesStream
-from gatewayd.providers.sse import data_event
 from gatewayd.testing.replies import chat_completion, chat_stream
+from gatewayd.upstream.sse import data_event
 
 
 def test_request_to_chat() -> None:

@@ -249,7 +249,7 @@ def test_native_urls() -> None:
 
 def test_an_in_band_error_then_a_broken_end_is_said_once() -> None:
     from gatewayd.dialects.messages_stream import MessagesStream
-    from gatewayd.providers.sse import data_event
+    from gatewayd.upstream.sse import data_event
 
     error = {"message": "Overloaded", "type": "overloaded_error", "param": None, "code": None}
     for stage in (ResponsesStream({"model": "m"}, "resp_1", "m"), MessagesStream("m")):

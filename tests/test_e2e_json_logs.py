@@ -10,7 +10,7 @@ import pytest
 from conftest import MASTER_KEY, UPSTREAM_KEY, GatewayFactory, openai_entry
 from test_e2e_api import CHAT, post
 
-from gatewayd.log import event_as_json
+from gatewayd.observability.log import event_as_json
 from gatewayd.testing import Error, FakeUpstream, GatewayProcess, run_gateway_expecting_failure
 
 PROMPT = "json-log-prompt-text-4242"

@@ -14,10 +14,10 @@ from conftest import UPSTREAM_KEY, GatewayFactory
 from test_e2e_api import CHAT, post
 
 from gatewayd.config import ConfigError, parse_config
-from gatewayd.providers.endpoints import TLSSettings
-from gatewayd.providers.http import UpstreamAgents
+from gatewayd.config.tls import TLSSettings
 from gatewayd.testing import FakeUpstream
 from gatewayd.testing.tlsfiles import TLSFiles, make_tls_files
+from gatewayd.upstream.http import UpstreamAgents
 
 
 @pytest.fixture(scope="module")

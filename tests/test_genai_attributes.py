@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from gatewayd.genai import (
+from gatewayd.tracing.genai import (
     StreamFacts,
     operation_for,
     provider_name,

@@ -21,16 +21,16 @@ from twisted.web.iweb import IAgent, IBodyProducer, IResponse
 from zope.interface import implementer
 
 from gatewayd.config import parse_config
-from gatewayd.log import set_verbose
+from gatewayd.observability.log import set_verbose
 from gatewayd.providers.base import AttemptLimits, Endpoint, ProviderRequest, UpstreamFailure
-from gatewayd.providers.endpoints import FastFailoverEndpoint, getaddrinfo_in_thread
-from gatewayd.providers.http import DEFAULT_TLS, _CachedEndpoints
 from gatewayd.providers.openai import OpenAICompatibleProvider, dump_json
-from gatewayd.providers.redact import Redactor, loggable_url, split_credentials
 from gatewayd.providers.replies import error_object as _error_object
-from gatewayd.providers.sse import EventTooLarge, SSEFramer
-from gatewayd.providers.stream import BadEvent, vet_event
-from gatewayd.providers.wirejson import loads_strict, normalise_error
+from gatewayd.upstream.endpoints import FastFailoverEndpoint, getaddrinfo_in_thread
+from gatewayd.upstream.http import DEFAULT_TLS, _CachedEndpoints
+from gatewayd.upstream.redact import Redactor, loggable_url, split_credentials
+from gatewayd.upstream.sse import EventTooLarge, SSEFramer
+from gatewayd.upstream.stream import BadEvent, vet_event
+from gatewayd.upstream.wirejson import loads_strict, normalise_error
 
 # -- 8. a refused connection fails over at once -----------------------------------
 

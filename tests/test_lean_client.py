@@ -14,11 +14,11 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 
-from gatewayd.providers.body import BodyCollector, BytesProducer
-from gatewayd.providers.endpoints import TLSSettings
-from gatewayd.providers.http import UpstreamAgents
-from gatewayd.providers.leanhttp import MAX_HEAD
-from gatewayd.providers.pool import LeanAgent
+from gatewayd.config.tls import TLSSettings
+from gatewayd.upstream.body import BodyCollector, BytesProducer
+from gatewayd.upstream.http import UpstreamAgents
+from gatewayd.upstream.leanhttp import MAX_HEAD
+from gatewayd.upstream.pool import LeanAgent
 
 
 def agent_for(server: ScriptedServer, **kw: Any) -> LeanAgent:

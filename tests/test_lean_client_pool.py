@@ -17,10 +17,10 @@ from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock
 from twisted.web.client import ResponseDone, ResponseFailed, ResponseNeverReceived
 
-from gatewayd.providers.body import BytesProducer
-from gatewayd.providers.endpoints import TLSSettings
-from gatewayd.providers.pool import LeanAgent
+from gatewayd.config.tls import TLSSettings
 from gatewayd.testing.tlsfiles import make_tls_files
+from gatewayd.upstream.body import BytesProducer
+from gatewayd.upstream.pool import LeanAgent
 
 
 @deferred_test

@@ -10,10 +10,10 @@ import pytest
 from test_state_store import deferred_test, env, redis_server  # noqa: F401 - fixtures
 from twisted.internet.task import Clock
 
+from gatewayd.config.catalog import lookup
 from gatewayd.config.keys import Budget, ClientKey, digest
 from gatewayd.config.model import Deployment
 from gatewayd.limits import Estimate, Limiter, LimitExceeded, Spent, cost, estimate, format_reset
-from gatewayd.providers.catalog import lookup
 from gatewayd.state import StateStore
 
 Env = tuple[StateStore, Clock, str]

@@ -7,9 +7,9 @@ from test_routing import Harness, conf, entry, http_fail, outcome
 from twisted.internet.task import Clock
 
 from gatewayd.limits import Limiter
-from gatewayd.limits.cooldowns import SharedCooldowns
 from gatewayd.routing import RouteError, RouteResult
 from gatewayd.routing.cooldown import Cooldowns
+from gatewayd.routing.shared_cooldowns import SharedCooldowns
 from gatewayd.state import MemoryStore
 
 

@@ -9,8 +9,8 @@ from twisted.logger import ILogObserver, Logger, LogLevel, LogPublisher, textFil
 from twisted.python.failure import Failure
 from zope.interface import provider
 
-from gatewayd import log as gwlog
-from gatewayd.log import emit_text, event_as_json, text_observer
+from gatewayd.observability import log as gwlog
+from gatewayd.observability.log import emit_text, event_as_json, text_observer
 
 
 def _collect(events: list[dict[str, Any]]) -> ILogObserver:

@@ -1,4 +1,4 @@
-"""gatewayd.logflush.TurnFlushed: one write and flush per reactor turn."""
+"""gatewayd.observability.log_flush.TurnFlushed: one write and flush per reactor turn."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from twisted.internet.testing import MemoryReactorClock
 
-from gatewayd.logflush import TurnFlushed
+from gatewayd.observability.log_flush import TurnFlushed
 
 
 class CountingStream(io.StringIO):

@@ -12,8 +12,8 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.task import Clock
 
-from gatewayd.metrics import GatewayMetrics
-from gatewayd.reactorlag import ReactorLag
+from gatewayd.observability.metrics import GatewayMetrics
+from gatewayd.observability.reactor_lag import ReactorLag
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -80,7 +80,7 @@ def test_reactor_lag_observes_how_late_each_tick_fires() -> None:
 
 _WRITER = """
 import os, sys
-from gatewayd.metrics import GatewayMetrics
+from gatewayd.observability.metrics import GatewayMetrics
 n = int(sys.argv[1])
 m = GatewayMetrics()
 m.requests.inc("a", "d", "200", "chat", amount=n)
@@ -92,7 +92,7 @@ print(os.getpid())
 
 _READER = """
 import sys
-from gatewayd.metrics import GatewayMetrics, multiprocess_dir
+from gatewayd.observability.metrics import GatewayMetrics, multiprocess_dir
 from prometheus_client.multiprocess import mark_process_dead
 assert multiprocess_dir()
 for pid in sys.argv[1:]:
@@ -132,7 +132,7 @@ def test_multiprocess_mode_renders_the_sum_over_processes(tmp_path: Path) -> Non
 
 
 def test_multiprocess_dir_must_exist(tmp_path: Path) -> None:
-    code = "from gatewayd.metrics import GatewayMetrics\nGatewayMetrics()"
+    code = "from gatewayd.observability.metrics import GatewayMetrics\nGatewayMetrics()"
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "missing")}
     done = subprocess.run(
         [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60

@@ -12,9 +12,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from test_render_metrics import OPENMETRICS, traffic
 
-from gatewayd.metricmerge import PAGE
-from gatewayd.metrics import GatewayMetrics
-from gatewayd.metricshare import KEYS, SharedStore, forget_process, list_processes
+from gatewayd.observability.metric_merge import PAGE
+from gatewayd.observability.metric_share import KEYS, SharedStore, forget_process, list_processes
+from gatewayd.observability.metrics import GatewayMetrics
 
 Key = tuple[str, tuple[tuple[str, str], ...]]
 REQ = (

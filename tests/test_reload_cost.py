@@ -22,7 +22,7 @@ from gatewayd import service as service_module
 from gatewayd.config import ConfigError, GatewayConfig, load_config, parse_config
 from gatewayd.config import deployments as deployments_module
 from gatewayd.config import pace as pace_module
-from gatewayd.providers.endpoints import tls_creator
+from gatewayd.config.tls import tls_creator
 from gatewayd.routing import Router, RoutingTable, build_table
 from gatewayd.testing.tlsfiles import TLSFiles, make_tls_files
 

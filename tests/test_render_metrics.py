@@ -15,8 +15,8 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gatewayd.metrics import GatewayMetrics
-from gatewayd.metricstore import fmt
+from gatewayd.observability.metric_store import fmt
+from gatewayd.observability.metrics import GatewayMetrics
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 
@@ -137,7 +137,7 @@ def test_gctune_freezes_what_is_alive_and_raises_the_young_threshold() -> None:
     import sys
 
     code = (
-        "import gc; from gatewayd import gctune; before = gc.get_freeze_count(); "
+        "import gc; from gatewayd.daemon import gc_tuning as gctune; before = gc.get_freeze_count(); "
         "gctune.freeze_startup_heap(); "
         "print(before, gc.get_freeze_count() > 1000, gc.get_threshold()[0] == gctune.YOUNG_THRESHOLD)"
     )
@@ -149,7 +149,7 @@ def test_gctune_freezes_what_is_alive_and_raises_the_young_threshold() -> None:
 
 _REFRESHES = """
 import sys
-from gatewayd.metrics import GatewayMetrics
+from gatewayd.observability.metrics import GatewayMetrics
 m = GatewayMetrics()
 assert not m.native
 state = {("a", "d1"): 2.0, ("a", "d2"): 1.0}

@@ -10,8 +10,8 @@ from test_state_store import deferred_test
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
+from gatewayd.config.redis_address import RedisAddress
 from gatewayd.state import LeaseTake, StoreUnavailable, WindowTake
-from gatewayd.state.address import RedisAddress
 from gatewayd.state.redis import RedisStore
 from gatewayd.testing.redis import RedisServer, redis_available
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gatewayd.providers.sse import EventTooLarge, SSEFramer, event_data, is_done, split_block
+from gatewayd.upstream.sse import EventTooLarge, SSEFramer, event_data, is_done, split_block
 
 EVENTS = [
     b'data: {"a":1}\n\n',

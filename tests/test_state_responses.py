@@ -8,10 +8,10 @@ from typing import Any
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 
+from gatewayd.dialects.shared_store import SharedResponseStore
 from gatewayd.dialects.store import MemoryResponseStore
 from gatewayd.state import StoreUnavailable
 from gatewayd.state.memory import MemoryStore
-from gatewayd.state.responses import SharedResponseStore
 
 
 def result(d: Deferred[Any]) -> Any:

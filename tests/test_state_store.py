@@ -11,8 +11,8 @@ import pytest_twisted
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
+from gatewayd.config.redis_address import RedisAddress
 from gatewayd.state import LeaseTake, MemoryStore, StateStore, WindowTake
-from gatewayd.state.address import RedisAddress
 from gatewayd.state.redis import RedisStore
 from gatewayd.testing.redis import RedisServer, redis_available
 

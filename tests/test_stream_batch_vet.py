@@ -6,8 +6,8 @@ from __future__ import annotations
 from twisted.internet.task import Clock
 
 from gatewayd.providers.base import UpstreamFailure
-from gatewayd.providers.redact import Redactor
-from gatewayd.providers.stream import StreamReader
+from gatewayd.upstream.redact import Redactor
+from gatewayd.upstream.stream import StreamReader
 
 
 class _Sink:

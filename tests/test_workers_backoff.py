@@ -9,7 +9,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
-from gatewayd.workers import Supervisor, _Slot
+from gatewayd.daemon.workers import Supervisor, _Slot
 
 
 class Recorder(Supervisor):

@@ -9,18 +9,18 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
-from gatewayd.config.endpoints import api_endpoints
-from gatewayd.config.errors import ConfigError
-from gatewayd.config.model import Deployment
-from gatewayd.config.values import ValueReader, kind
-from gatewayd.providers.catalog import (
+from gatewayd.config.catalog import (
     AZURE_AI_DEFAULT_API_VERSION,
     AZURE_DEFAULT_API_VERSION,
     ProviderInfo,
     WireFormat,
     lookup,
 )
-from gatewayd.providers.endpoints import TLSSettings, tls_creator
+from gatewayd.config.endpoints import api_endpoints
+from gatewayd.config.errors import ConfigError
+from gatewayd.config.model import Deployment
+from gatewayd.config.tls import TLSSettings, tls_creator
+from gatewayd.config.values import ValueReader, kind
 
 _ENTRY_KEYS = {"model_name", "params", "litellm_params", "model_info"}
 _PARAM_KEYS = {

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from gatewayd.config.catalog import WireFormat
 from gatewayd.config.errors import ConfigError
 from gatewayd.config.values import kind
-from gatewayd.providers.catalog import WireFormat
 
 #: Every endpoint name ``params.api_endpoints`` may list.
 API_ENDPOINTS: tuple[str, ...] = (

@@ -17,8 +17,8 @@ from types import MappingProxyType
 from typing import Any
 
 from gatewayd.config.errors import ConfigError
+from gatewayd.config.redis_address import RedisAddress
 from gatewayd.config.values import ValueReader, kind
-from gatewayd.state.address import RedisAddress
 
 _KEY_FIELDS = {
     "key",

@@ -8,8 +8,8 @@ from types import MappingProxyType
 from typing import Any
 
 from gatewayd.config.aliases import DEFAULT_ALIAS_SETTINGS, AliasSettings
+from gatewayd.config.catalog import ProviderInfo
 from gatewayd.config.keys import KeyTable
-from gatewayd.providers.catalog import ProviderInfo
 
 
 def _empty() -> Mapping[str, Any]:

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from gatewayd.dialects.anthropic_chat import STOP_REASONS, chat_usage
-from gatewayd.providers.sse import DONE, data_event, event_data
+from gatewayd.upstream.sse import DONE, data_event, event_data
 
 
 class StreamTranslator:

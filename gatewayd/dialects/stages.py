@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gatewayd.dialects.errors import anthropic_error
-from gatewayd.providers.sse import DONE, SSEFramer, data_event, event_data
+from gatewayd.upstream.sse import DONE, SSEFramer, data_event, event_data
 
 
 def named_event(name: str, payload: dict[str, Any]) -> bytes:

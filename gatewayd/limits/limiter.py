@@ -25,7 +25,7 @@ from twisted.python.failure import Failure
 from gatewayd.config.keys import ClientKey
 from gatewayd.config.model import Deployment
 from gatewayd.limits.estimate import Estimate, Spent
-from gatewayd.log import get_logger
+from gatewayd.observability.log import get_logger
 from gatewayd.state.base import LeaseTake, StateStore, Take, TakeResult, Usage, WindowTake
 
 log = get_logger(__name__)

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 
 from twisted.python.logfile import LogFile
 
-from gatewayd.log import get_logger
+from gatewayd.observability.log import get_logger
 
 log = get_logger(__name__)
 

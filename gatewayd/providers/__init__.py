@@ -1,5 +1,5 @@
 """Provider clients: one per deployment (see :mod:`gatewayd.providers.factory`).
 
 :mod:`~gatewayd.providers.base` defines the seam every provider implements;
-:mod:`~gatewayd.providers.catalog` holds what we know of each upstream.
+:mod:`~gatewayd.config.catalog` holds what we know of each upstream.
 """

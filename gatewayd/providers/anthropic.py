@@ -32,8 +32,8 @@ from gatewayd.providers.base import (
     UpstreamFailure,
     openai_error,
 )
+from gatewayd.providers.http_provider import HTTPProvider, error_type_for, retry_after_seconds
 from gatewayd.providers.openai import dump_json, upstream_body
-from gatewayd.providers.upstream import HTTPProvider, error_type_for, retry_after_seconds
 
 ANTHROPIC_VERSION = "2023-06-01"
 _NATIVE = (Endpoint.MESSAGES, Endpoint.COUNT_TOKENS)

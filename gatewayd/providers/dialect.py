@@ -13,6 +13,7 @@ from dataclasses import replace
 
 from twisted.internet.defer import Deferred, fail, succeed
 
+from gatewayd.config.catalog import WireFormat
 from gatewayd.config.model import Deployment
 from gatewayd.dialects import Dialect, messages, responses
 from gatewayd.dialects.errors import TranslationError
@@ -26,7 +27,6 @@ from gatewayd.providers.base import (
     UpstreamResponse,
     openai_error,
 )
-from gatewayd.providers.catalog import WireFormat
 
 _NATIVE_ENDPOINTS = {Dialect.MESSAGES: Endpoint.MESSAGES, Dialect.RESPONSES: Endpoint.RESPONSES}
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from twisted.internet.interfaces import IReactorTime
 
+from gatewayd.config.catalog import WireFormat
 from gatewayd.config.model import Deployment
+from gatewayd.config.tls import TLSSettings
 from gatewayd.providers.anthropic import AnthropicProvider
 from gatewayd.providers.base import Provider
-from gatewayd.providers.catalog import WireFormat
-from gatewayd.providers.endpoints import TLSSettings
-from gatewayd.providers.http import UpstreamAgents
 from gatewayd.providers.mock import MockProvider
 from gatewayd.providers.openai import OpenAICompatibleProvider
+from gatewayd.upstream.http import UpstreamAgents
 
 
 def build_provider(deployment: Deployment, agents: UpstreamAgents, clock: IReactorTime) -> Provider:

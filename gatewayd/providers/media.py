@@ -13,8 +13,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IResponse
 
 from gatewayd.providers.base import Endpoint, ProviderRequest, UpstreamResponse
-from gatewayd.providers.bytestream import ByteStream
-from gatewayd.providers.encoding import Decoder
+from gatewayd.upstream.bytestream import ByteStream
+from gatewayd.upstream.encoding import Decoder
 
 #: Endpoints whose success body may be something other than JSON.
 MEDIA_ENDPOINTS = frozenset(

@@ -36,7 +36,7 @@ from gatewayd.providers.base import (
 )
 from gatewayd.providers.mock_input import Item, flag, integer, invalid, items, token_count
 from gatewayd.providers.mock_media import media_answer
-from gatewayd.providers.sse import DONE, data_event
+from gatewayd.upstream.sse import DONE, data_event
 
 DEFAULT_RESPONSE = "Hello! This is the gatewayd mock provider answering."
 DEFAULT_STREAM_DELAY_MS = 20.0

@@ -22,7 +22,7 @@ from typing import Any
 
 from gatewayd.providers.base import Endpoint, EventStream, ProviderRequest, UpstreamResponse
 from gatewayd.providers.mock_input import invalid
-from gatewayd.providers.sse import data_event
+from gatewayd.upstream.sse import data_event
 
 #: Speech: samples per second, seconds per character of input (bounded), bytes per chunk.
 SAMPLE_RATE = 8000

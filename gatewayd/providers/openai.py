@@ -1,7 +1,7 @@
 """OpenAI-compatible upstreams: pass-through with ``model`` replaced.
 
 Covers every OpenAI-compatible prefix (one client, a table of defaults in
-:mod:`gatewayd.providers.catalog`) and Azure's two URL layouts, which differ
+:mod:`gatewayd.config.catalog`) and Azure's two URL layouts, which differ
 only in the URL and the auth header.
 """
 
@@ -15,10 +15,10 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent
 
+from gatewayd.config.catalog import WireFormat
 from gatewayd.config.model import Deployment
 from gatewayd.providers.base import Endpoint, ProviderRequest
-from gatewayd.providers.catalog import WireFormat
-from gatewayd.providers.upstream import HTTPProvider, bearer_headers, copy_headers
+from gatewayd.providers.http_provider import HTTPProvider, bearer_headers, copy_headers
 
 
 def upstream_body(request: ProviderRequest, model: str) -> bytes:

@@ -13,7 +13,7 @@ from typing import Any
 from twisted.web.http_headers import Headers
 
 from gatewayd.providers.base import openai_error
-from gatewayd.providers.wirejson import loads_strict
+from gatewayd.upstream.wirejson import loads_strict
 
 _ERROR_TYPES = {
     400: "invalid_request_error",

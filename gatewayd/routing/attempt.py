@@ -12,14 +12,18 @@ from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
 
 from gatewayd.config.model import Deployment
-from gatewayd.metrics import GatewayMetrics
+from gatewayd.observability.metrics import GatewayMetrics
 from gatewayd.providers.base import AttemptLimits, ProviderRequest, UpstreamFailure
 from gatewayd.providers.dialect import send_in_dialect
 from gatewayd.routing.balancer import Balancer
 from gatewayd.routing.cooldown import Cooldowns
 from gatewayd.routing.outcome import Progress, RouteResult
 from gatewayd.routing.table import Route, RoutingTable
-from gatewayd.tracing import trace_of
+from gatewayd.tracing.request_trace import trace_of
+
+
+def _nothing_to_finish(_: UpstreamFailure | None) -> None:
+    """A JSON answer's ``finish``: its deployment's slot was freed when it arrived."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,25 +79,12 @@ class Attempts:
         self.metrics.upstream_latency.observe(took, alias, route.id)
         tickets = [] if ticket is None else [ticket]
         if response.stream is None:
-            release()
-            return RouteResult(
-                response,
-                alias,
-                route.id,
-                progress.attempts,
-                None,
-                upstream_seconds=took,
-                tickets=tickets,
-            )
+            release()  # a JSON answer is complete: its slot is free now
+            finish: Callable[[UpstreamFailure | None], None] = _nothing_to_finish
+        else:
+            finish = self._stream_finish(route, release)
         return RouteResult(
-            response,
-            alias,
-            route.id,
-            progress.attempts,
-            None,
-            self._stream_finish(route, release),
-            took,
-            tickets,
+            response, alias, route.id, progress.attempts, None, finish, took, tickets
         )
 
     def _stream_finish(

@@ -102,6 +102,12 @@ class AliasPool:
         assert ends, "soonest() is for an alias whose deployments are all cooling down"
         return self.routes[ends[0][1]]
 
+    def choose_now(self, tried: Collection[str], rng: random.Random) -> Candidate | None:
+        """Refreshed first: a healthy deployment with room (untried first, see
+        :meth:`choose`), or None when none is healthy or none has room."""
+        self.refresh()
+        return self.choose(tried, rng) if self.healthy_count else None
+
     def choose(self, tried: Collection[str], rng: random.Random) -> Candidate | None:
         """An open deployment, untried ones first; None when none is open.
 

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
+
+from gatewayd.routing.pool import AliasPool
+from gatewayd.upstream.outcomes import UpstreamFailure
 
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 8.0
@@ -36,3 +43,50 @@ class RetryPolicy:
         if retry_after is not None:
             return retry_after if retry_after <= self.max_retry_after else None
         return self.backoff(retry, rng)
+
+
+def wait_before_next(
+    policy: RetryPolicy,
+    rng: random.Random,
+    retry: int,
+    f: UpstreamFailure,
+    pool: AliasPool,
+    tried: set[str],
+    can_skip: bool,
+) -> float | None:
+    """Seconds to sleep before the next attempt on this alias, or None to give up on
+    it: none while another healthy deployment is left; give up when the upstream asked
+    for too long a wait, or when every deployment is cooling down and a fallback is
+    left (never wait on a deployment known to be down)."""
+    pool.refresh()
+    if pool.has_healthy_untried(tried):
+        return 0.0
+    if not pool.healthy_count and can_skip:
+        return None
+    return policy.wait_before_retry(retry, f.retry_after, rng)
+
+
+async def owed_backoff(
+    policy: RetryPolicy,
+    rng: random.Random,
+    clock: IReactorTime,
+    retry: int,
+    f: UpstreamFailure,
+    pool: AliasPool,
+    skip: set[str],
+    can_skip: bool,
+    ticket: Any,
+) -> None:
+    """Sleep the backoff a retry skipped for a deployment that then turned out to be
+    at its limit; re-raise ``f`` (giving the reservation back) when the wait would be
+    too long or every deployment is cooling down and a fallback is left."""
+    wait = wait_before_next(policy, rng, retry, f, pool, skip, can_skip)
+    try:
+        if wait is None:
+            raise f
+        if wait > 0:
+            await deferLater(clock, wait)
+    except BaseException:
+        if ticket is not None:
+            ticket.settle(None, served=False)  # never sent
+        raise

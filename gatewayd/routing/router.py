@@ -19,9 +19,9 @@ from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
 from gatewayd.config.model import GeneralSettings
-from gatewayd.limits import Limiter, LimitExceeded, Spent, estimate
-from gatewayd.log import get_logger
-from gatewayd.metrics import GatewayMetrics, Sample
+from gatewayd.limits import Limiter, Spent
+from gatewayd.observability.log import get_logger
+from gatewayd.observability.metrics import GatewayMetrics, Sample
 from gatewayd.providers.base import (
     FailureKind,
     ProviderRequest,
@@ -44,8 +44,9 @@ from gatewayd.routing.outcome import (
     reason,
     timed_out,
 )
+from gatewayd.routing.picking import Picker
 from gatewayd.routing.pool import AliasPool
-from gatewayd.routing.retry import RetryPolicy
+from gatewayd.routing.retry import RetryPolicy, owed_backoff, wait_before_next
 from gatewayd.routing.table import Route, RoutingTable
 
 log = get_logger(__name__)
@@ -72,9 +73,8 @@ class Router:
         self.health = Cooldowns(clock, g.allowed_fails, g.cooldown_time)
         self.balancer = Balancer(self.health)
         self.attempts = Attempts(clock, self.balancer, self.health, self.metrics)
+        self.picker = Picker(self.balancer, self.rng)
         self.table = table
-        #: Deployment rpm/tpm limits (set by the service); None = no limits anywhere.
-        self.limiter: Limiter | None = None
         #: Told when this instance puts a deployment in cooldown (to share it).
         self.on_cooldown: Callable[[str, float], None] | None = None
         self._apply(g)
@@ -88,6 +88,15 @@ class Router:
         self._gauge_keys: tuple[RoutingTable | None, list[tuple[tuple[str, str], str]]] = (None, [])
         self.metrics.in_flight.collect = lambda: self._gauge(lambda h, now: h.in_flight)
         self.metrics.cooldown.collect = lambda: self._gauge(lambda h, now: h.cooling(now))
+
+    @property
+    def limiter(self) -> Limiter | None:
+        """Deployment rpm/tpm limits (set by the service); None = no limits anywhere."""
+        return self.picker.limiter
+
+    @limiter.setter
+    def limiter(self, limiter: Limiter | None) -> None:
+        self.picker.limiter = limiter
 
     def _gauge(self, read: Callable[[DeploymentHealth, float], float]) -> list[Sample]:
         now, get, table = self.health.now(), self.health.get, self.table
@@ -272,13 +281,15 @@ class Router:
                 attempt, first = first, None
                 tried.add(attempt.route.id)
             else:
-                route, ticket = await self._pick_admitted(
+                route, ticket = await self.picker.admitted(
                     alias, pool, tried, can_skip, request, progress
                 )
                 if owed is not None and route.id in tried:
                     # The other deployment was at its rpm/tpm: back off as for a lone one.
                     skip = tried | progress.limited.keys()
-                    await self._owed_backoff(n, owed, pool, skip, can_skip, ticket)
+                    await owed_backoff(
+                        self.policy, self.rng, self.clock, n, owed, pool, skip, can_skip, ticket
+                    )
                 owed = None
                 tried.add(route.id)
                 attempt = self.attempts.launch(table, route, ticket, request, progress)
@@ -308,7 +319,7 @@ class Router:
                 release()
                 wait = None
                 if verdict is Verdict.RETRY and n < retries:
-                    wait = self._wait_before(n + 1, f, pool, tried, can_skip)
+                    wait = wait_before_next(self.policy, self.rng, n + 1, f, pool, tried, can_skip)
                 log.info(
                     "{alias}: attempt {n} on {dep} failed: {status} {msg}{then}",
                     alias=alias,
@@ -351,11 +362,9 @@ class Router:
             return None
         if self._serving_only(table, alias, request.endpoint) is not None:
             return None
-        pool.refresh()
-        choice = pool.choose((), self.rng) if pool.healthy_count else None
+        choice = self.picker.now(pool)
         if choice is None:
             return None
-        assert isinstance(choice, Route)
         return self.attempts.launch(table, choice, None, request, progress)
 
     def _follow(
@@ -403,99 +412,6 @@ class Router:
         """Whether any deployment of ``alias`` serves ``endpoint``."""
         partial = self._serving_only(table, alias, endpoint)
         return partial is None or bool(partial)
-
-    async def _owed_backoff(
-        self,
-        retry: int,
-        f: UpstreamFailure,
-        pool: AliasPool,
-        skip: set[str],
-        can_skip: bool,
-        ticket: Any,
-    ) -> None:
-        """Sleep the backoff a retry skipped for a deployment that then turned out to be
-        at its limit; re-raise ``f`` (giving the reservation back) when the wait would be
-        too long or every deployment is cooling down and a fallback is left."""
-        wait = self._wait_before(retry, f, pool, skip, can_skip)
-        try:
-            if wait is None:
-                raise f
-            if wait > 0:
-                await deferLater(self.clock, wait)
-        except BaseException:
-            if ticket is not None:
-                ticket.settle(None, served=False)  # never sent
-            raise
-
-    def _wait_before(
-        self,
-        retry: int,
-        f: UpstreamFailure,
-        pool: AliasPool,
-        tried: set[str],
-        can_skip: bool,
-    ) -> float | None:
-        """Seconds to sleep before the next attempt on this alias, or None to give up on
-        it: none while another healthy deployment is left; give up when the upstream asked
-        for too long a wait, or when every deployment is cooling down and a fallback is
-        left (never wait on a deployment known to be down)."""
-        pool.refresh()
-        if pool.has_healthy_untried(tried):
-            return 0.0
-        if not pool.healthy_count and can_skip:
-            return None
-        return self.policy.wait_before_retry(retry, f.retry_after, self.rng)
-
-    async def _pick_admitted(
-        self,
-        alias: str,
-        pool: AliasPool,
-        tried: set[str],
-        can_skip: bool,
-        request: ProviderRequest,
-        progress: Progress,
-    ) -> tuple[Route, Any]:
-        """:meth:`_pick`, skipping deployments at their rpm/tpm limit (each refusal is
-        remembered for this request); raises :class:`AllLimited` when none is left."""
-        if self.limiter is None:
-            return await self._pick(alias, pool, tried, can_skip), None
-        while True:
-            limited = progress.limited
-            route = await self._pick(alias, pool, tried | limited.keys(), can_skip)
-            if route.id in limited:
-                # Every untried deployment is limited: a tried one that is not, if any.
-                route = await self._pick(alias, pool, set(limited), can_skip)
-                if route.id in limited:
-                    raise AllLimited()
-            if route.deployment.rpm is None and route.deployment.tpm is None:
-                return route, None
-            if progress.estimate is None:
-                progress.estimate = estimate(request.body)
-            try:
-                ticket = await self.limiter.admit_deployment(route.deployment, progress.estimate)
-            except LimitExceeded as e:
-                progress.limited[route.id] = e.refusal
-                continue
-            return route, ticket
-
-    async def _pick(self, alias: str, pool: AliasPool, tried: set[str], can_skip: bool) -> Route:
-        """A deployment for the next attempt: healthy and untried first; waits (FIFO)
-        while all are at ``max_parallel_requests``. O(log n) in the alias's deployments."""
-        while True:
-            pool.refresh()
-            choice = None
-            if pool.healthy_count:
-                choice = pool.choose(tried, self.rng)
-            elif can_skip:
-                raise AllCoolingDown()
-            else:
-                # Nowhere else to go: probe the one whose cooldown ends first.
-                probe = pool.soonest()
-                choice = probe if self.balancer.has_room(probe) else None
-            if choice is not None:
-                assert isinstance(choice, Route)
-                return choice
-            await self.balancer.wait_for_room(alias)
 
 
 def _unlimited(table: RoutingTable) -> frozenset[str]:

@@ -15,7 +15,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
-from gatewayd.log import get_logger
+from gatewayd.observability.log import get_logger
 from gatewayd.state.base import StateStore, StoreUnavailable, Take, TakeResult, Usage
 
 log = get_logger(__name__)

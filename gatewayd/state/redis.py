@@ -19,9 +19,10 @@ from twisted.internet.defer import Deferred, TimeoutError, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
-from gatewayd.log import get_logger
+from gatewayd.config.redis_address import RedisAddress
+from gatewayd.observability.log import get_logger
+from gatewayd.sockets.writethrough import write_through
 from gatewayd.state import scripts
-from gatewayd.state.address import RedisAddress
 from gatewayd.state.base import (
     LeaseTake,
     StoreUnavailable,
@@ -30,7 +31,6 @@ from gatewayd.state.base import (
     Usage,
     WindowTake,
 )
-from gatewayd.writethrough import write_through
 
 log = get_logger(__name__)
 
@@ -99,7 +99,7 @@ class RedisStore:
         self._orphan_timer: Any = None
         factory = getattr(self._redis, "_factory", None)
         if factory is not None:
-            # Commands leave at once, as the client's answers do (gatewayd.writethrough):
+            # Commands leave at once, as the client's answers do (gatewayd.sockets.writethrough):
             # a slot given back before an answer reaches Redis before the client's next
             # request can take it again.
             factory.protocol = _SendNowProtocol

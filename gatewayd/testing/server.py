@@ -14,7 +14,7 @@ import traceback
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from gatewayd.testing.behaviours import (
     _BAD_JSON_MESSAGE,
@@ -37,9 +37,7 @@ from gatewayd.testing.behaviours import (
     _error_body,
     _split_words,
 )
-
-if TYPE_CHECKING:
-    from gatewayd.testing.upstream import FakeUpstream
+from gatewayd.testing.served import ServedFake
 
 
 class _ServerClosing(Exception):
@@ -57,7 +55,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
 
-    def __init__(self, fake: FakeUpstream) -> None:
+    def __init__(self, fake: ServedFake) -> None:
         self.fake = fake
         super().__init__((_HOST, 0), _Handler)
 
@@ -120,7 +118,7 @@ class _Handler(BaseHTTPRequestHandler):
     _request_id = ""
 
     @property
-    def _fake(self) -> FakeUpstream:
+    def _fake(self) -> ServedFake:
         return cast(_Server, self.server).fake
 
     def log_message(self, format: str, *args: Any) -> None:

@@ -71,7 +71,7 @@ from gatewayd.testing.behaviours import (
     StreamThenCut,
     closed_port,
 )
-from gatewayd.testing.openai_wire import OpenAIWire
+from gatewayd.testing.served import ServedFake
 from gatewayd.testing.server import (
     _Server,
 )
@@ -98,7 +98,7 @@ __all__ = [
 ]
 
 
-class FakeUpstream(OpenAIWire):
+class FakeUpstream(ServedFake):
     """A fake OpenAI-compatible upstream server (see the module docstring).
 
     ``prefix`` is the path prefix of the API (``"/v1"``; ``""`` or e.g.

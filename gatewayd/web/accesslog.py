@@ -4,22 +4,53 @@ from __future__ import annotations
 
 import random
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from twisted.logger import Logger, LogLevel
 
-from gatewayd.log import emit_text
-from gatewayd.tracing import NOOP_TRACE, RequestSummary
+from gatewayd.config.model import GeneralSettings
+from gatewayd.observability.log import emit_text
+from gatewayd.observability.metrics import GatewayMetrics
+from gatewayd.tracing.request_trace import NOOP_TRACE, RequestSummary, RequestTrace
 
-if TYPE_CHECKING:
-    from gatewayd.web.request import GatewayRequest, GatewaySite
+
+class LoggedSite(Protocol):
+    """What the line needs of the site (:class:`gatewayd.web.request.GatewaySite`)."""
+
+    metrics: GatewayMetrics
+    settings: Callable[[], GeneralSettings]
+
+
+class LoggedRequest(Protocol):
+    """What the line reads of a finished request (:class:`gatewayd.web.request.GatewayRequest`)."""
+
+    logged: bool
+    started: float
+    alias: str | None
+    deployment: str | None
+    dialect: str
+    endpoint: str | None
+    key_name: str | None
+    upstream_seconds: float | None
+    trace: RequestTrace
+    attempts: int
+    fallback: str | None
+    outcome: str | None
+    ttfb: float | None
+    request_id: str
+    method: bytes
+    uri: bytes
+
+    def getClientAddress(self) -> Any: ...
+
 
 access_log = Logger(namespace="gatewayd.access")
 #: Which successful requests get an access line under ``access_log_sample_rate``.
 _sampler = random.Random()
 
 
-def access_line(site: GatewaySite, request: GatewayRequest, status: int, sent: int) -> None:
+def access_line(site: LoggedSite, request: LoggedRequest, status: int, sent: int) -> None:
     """``request``'s one access-log line (and its metrics), once."""
     if request.logged:
         return

@@ -1,5 +1,5 @@
 """What a client connection does whichever parser reads it: writes sent at once
-(:mod:`gatewayd.writethrough`), the connection's addresses asked once, refusals answered
+(:mod:`gatewayd.sockets.writethrough`), the connection's addresses asked once, refusals answered
 in OpenAI's JSON shape; and :class:`TwistedChannel`, Twisted's own parser with those
 answers (``GATEWAYD_SERVER_PARSER=twisted``; :mod:`gatewayd.web.channel` is the default)."""
 
@@ -11,15 +11,15 @@ from twisted.web.http import RESPONSES, HTTPChannel
 from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 
-from gatewayd import reqid
+from gatewayd.observability import request_ids as reqid
+from gatewayd.observability.request_ids import request_id
 from gatewayd.providers.base import openai_error
-from gatewayd.reqid import request_id
+from gatewayd.sockets.writethrough import write_through
 from gatewayd.web.errors import error_json
-from gatewayd.writethrough import write_through
 
 
 class AnsweringChannel(HTTPChannel):
-    """What both parsers share: writes sent at once (:mod:`gatewayd.writethrough`), the
+    """What both parsers share: writes sent at once (:mod:`gatewayd.sockets.writethrough`), the
     connection's addresses asked once, and refusals answered in OpenAI's JSON shape
     (Twisted answers a bare ``400`` with no headers or body)."""
 
@@ -39,7 +39,7 @@ class AnsweringChannel(HTTPChannel):
             self._host = self.transport.getHost()  # type: ignore[union-attr]
         return self._host
 
-    # -- writing: at once when nothing is queued (gatewayd.writethrough) -----------
+    # -- writing: at once when nothing is queued (gatewayd.sockets.writethrough) -----------
 
     _corked: list[bytes] | None = None
 

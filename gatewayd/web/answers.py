@@ -16,7 +16,7 @@ from gatewayd.dialects.messages_stream import MessagesStream
 from gatewayd.dialects.responses_stream import NativeResponses, ResponsesStream
 from gatewayd.dialects.stages import NativeMessages, Stage, named_event
 from gatewayd.providers.base import UpstreamResponse
-from gatewayd.providers.sse import data_event
+from gatewayd.upstream.sse import data_event
 from gatewayd.web.errors import error_json
 
 

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from gatewayd.providers.wirejson import json_text
+from gatewayd.upstream.wirejson import json_text
 from gatewayd.web.request import GatewayRequest
 
 

@@ -10,14 +10,15 @@ so the client sees a truncated body rather than a short one that looks whole.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
-from gatewayd.log import get_logger
-from gatewayd.metrics import GatewayMetrics
+from gatewayd.observability.log import get_logger
+from gatewayd.observability.metrics import GatewayMetrics
 from gatewayd.providers.base import EventStream, UpstreamFailure
+from gatewayd.stages import StreamTap
 from gatewayd.web.request import GatewayRequest
 
 log = get_logger(__name__)
@@ -34,12 +35,15 @@ class ByteRelay:
         on_end: Callable[[UpstreamFailure | None], None],
         metrics: GatewayMetrics,
         alias: str,
+        taps: Sequence[StreamTap] = (),
     ) -> None:
         self.request = request
         self.stream = stream
         self.metrics = metrics
         self.alias = alias
         self._on_end = on_end
+        #: The stages' taps: told the stream was not SSE they could keep (end(False)).
+        self.taps = tuple(taps)
         self._first = True
         self.client_gone = False
         self.ended = False
@@ -73,6 +77,8 @@ class ByteRelay:
             return
         self.ended = True
         self.metrics.open_streams -= 1
+        for tap in self.taps:
+            tap.end(False)
         if not self.client_gone:
             self.request.unregisterProducer()
             if failure is not None:
@@ -108,4 +114,6 @@ class ByteRelay:
         self.stream.cancel()
         self.ended = True
         self.metrics.open_streams -= 1
+        for tap in self.taps:
+            tap.end(False)
         self._on_end(None)

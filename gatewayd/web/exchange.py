@@ -11,12 +11,12 @@ from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
 from gatewayd.limits import Limiter
-from gatewayd.log import get_logger
-from gatewayd.metrics import GatewayMetrics
+from gatewayd.observability.log import get_logger
+from gatewayd.observability.metrics import GatewayMetrics
 from gatewayd.providers.base import Endpoint, ProviderRequest, openai_error
-from gatewayd.providers.sse import comment_event
 from gatewayd.routing import RouteError, Router, RouteResult
-from gatewayd.web.admission import admitted_route
+from gatewayd.stages import Pipeline, RouteContext, route_alias
+from gatewayd.upstream.sse import comment_event
 from gatewayd.web.answers import Answer
 from gatewayd.web.errors import set_status
 from gatewayd.web.relay import StreamRelay
@@ -52,6 +52,9 @@ class Gateway(Protocol):
 
     @property
     def limiter(self) -> Limiter: ...
+
+    @property
+    def pipeline(self) -> Pipeline: ...
 
 
 def write_json_error(
@@ -96,7 +99,8 @@ class Exchange:
         self.heartbeat: LoopingCall | None = None
         self.committed = False  # headers sent (heartbeats): errors must go in-band
         g = gateway.router.table.config.general
-        self.deferred = admitted_route(gateway, request, alias, call)
+        self.ctx = RouteContext(gateway, request, alias, call)
+        self.deferred = gateway.pipeline.run(self.ctx, route_alias)
         request.on_lost = self._lost
         if call.stream and g.stream_heartbeat_interval > 0 and not self.deferred.called:
             self._start_heartbeat(gateway.clock, g.stream_heartbeat_interval)
@@ -171,7 +175,9 @@ class Exchange:
         if not self.committed:
             self._sse_headers()
         stage = self.answer.stage(response, result.deployment)
-        StreamRelay(r, response.stream, result.finish, self.metrics, self.alias, stage).begin()
+        StreamRelay(
+            r, response.stream, result.finish, self.metrics, self.alias, stage, self.ctx.taps
+        ).begin()
 
     def _failed(self, failure: Failure) -> None:
         self._stop_heartbeat()

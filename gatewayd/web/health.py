@@ -4,7 +4,7 @@ Both are scraped every few seconds, while the gateway is busy, and grow with the
 deployments: neither may build per-deployment Python objects it does not need. ``/health``
 writes its JSON from text prepared once per routing table (aliases, deployment ids,
 providers, models, fallbacks), with only the health numbers formatted per scrape;
-``/metrics`` renders from caches (:mod:`gatewayd.metricstore`).
+``/metrics`` renders from caches (:mod:`gatewayd.observability.metric_store`).
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from typing import Any
 from twisted.web.server import NOT_DONE_YET, Request
 
 from gatewayd.limits import store_health
-from gatewayd.log import get_logger
+from gatewayd.observability.log import get_logger
 from gatewayd.routing.cooldown import Cooldowns
 from gatewayd.routing.table import RoutingTable
 from gatewayd.web.auth import authenticate, is_authorized
 from gatewayd.web.errors import write_error
 from gatewayd.web.exchange import Gateway
-from gatewayd.web.resources import JSONResource
+from gatewayd.web.resource_kinds import JSONResource
 
 log = get_logger(__name__)
 

@@ -20,7 +20,7 @@ from gatewayd.routing import RouteResult
 from gatewayd.web.byterelay import ByteRelay
 from gatewayd.web.exchange import Exchange, Gateway, upstream_call
 from gatewayd.web.request import CONTENT_LENGTH, CONTENT_TYPE, GatewayRequest
-from gatewayd.web.resources import RoutedResource
+from gatewayd.web.resource_kinds import RoutedResource
 from gatewayd.web.upload import too_large_message
 
 
@@ -49,7 +49,9 @@ class MediaExchange(Exchange):
             r.write(body)
             r.finish()
             return
-        ByteRelay(r, response.stream, result.finish, self.metrics, self.alias).begin()
+        ByteRelay(
+            r, response.stream, result.finish, self.metrics, self.alias, self.ctx.taps
+        ).begin()
 
 
 class MediaResource(RoutedResource):
@@ -136,7 +138,7 @@ _AUDIO = (Endpoint.TRANSCRIPTIONS, Endpoint.TRANSLATIONS)
 
 def add_media_routes(api: Any, gateway: Gateway) -> None:
     """Put this module's endpoints under ``api`` (the ``/v1`` node)."""
-    from gatewayd.web.resources import JSONResource
+    from gatewayd.web.resource_kinds import JSONResource
 
     audio = JSONResource()
     audio.putChild(b"speech", MediaResource(gateway, Endpoint.SPEECH))

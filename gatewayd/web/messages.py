@@ -18,7 +18,7 @@ from gatewayd.providers.base import Endpoint
 from gatewayd.web.answers import Answer, MessagesAnswer
 from gatewayd.web.exchange import Exchange, Gateway, upstream_call
 from gatewayd.web.request import GatewayRequest
-from gatewayd.web.resources import NotFound, RoutedResource
+from gatewayd.web.resource_kinds import NotFound, RoutedResource
 
 #: The Anthropic shape for errors before the alias is known (auth, body).
 _ANTHROPIC = MessagesAnswer("")

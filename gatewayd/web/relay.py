@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
 from gatewayd.dialects.stages import Stage
-from gatewayd.log import get_logger
-from gatewayd.metrics import GatewayMetrics
+from gatewayd.observability.log import get_logger
+from gatewayd.observability.metrics import GatewayMetrics
 from gatewayd.providers.base import EventStream, UpstreamFailure
+from gatewayd.stages.base import StreamTap
 from gatewayd.web.request import GatewayRequest
 
 log = get_logger(__name__)
@@ -40,6 +41,7 @@ class StreamRelay:
         metrics: GatewayMetrics,
         alias: str,
         stage: Stage | None = None,
+        taps: Sequence[StreamTap] = (),
     ) -> None:
         self.request = request
         self.metrics = metrics
@@ -51,6 +53,8 @@ class StreamRelay:
         self.client_gone = False
         self.ended = False
         self.usage: dict[str, Any] | None = None
+        #: The stages' taps (a cache recording the stream): fed what the upstream sent.
+        self.taps = tuple(taps)
 
     @property
     def saw_done(self) -> bool:
@@ -77,6 +81,8 @@ class StreamRelay:
             return
         if b'"usage"' in data:  # parse only the events that can carry usage
             self._note_usage(data)
+        for tap in self.taps:
+            tap.event(data)
         out = self.stage.feed(data)
         if not out:
             return
@@ -93,6 +99,8 @@ class StreamRelay:
         self.ended = True
         self.metrics.open_streams -= 1
         self.metrics.count_usage(self.alias, self.request.deployment or "-", self.usage)
+        for tap in self.taps:
+            tap.end(failure is None and self.saw_done)
         if not self.client_gone:
             if failure is not None:
                 log.warn(
@@ -132,6 +140,8 @@ class StreamRelay:
         self.stream.cancel()
         self.ended = True
         self.metrics.open_streams -= 1
+        for tap in self.taps:
+            tap.end(False)
         self._on_end(None)
 
     def _note_usage(self, data: bytes) -> None:

@@ -14,13 +14,13 @@ from twisted.web.http import _GenericHTTPChannelProtocol, datetimeToString, pars
 from twisted.web.http_headers import _nameEncoder, _sanitizeLinearWhitespace
 from twisted.web.server import Request, Site, version
 
-from gatewayd import reqid
 from gatewayd.config.model import GeneralSettings
-from gatewayd.log import PerSecond, get_logger
-from gatewayd.metrics import GatewayMetrics
+from gatewayd.observability import request_ids as reqid
+from gatewayd.observability.log import PerSecond, get_logger
+from gatewayd.observability.metrics import GatewayMetrics
+from gatewayd.observability.request_ids import request_id
 from gatewayd.providers.base import openai_error
-from gatewayd.reqid import request_id
-from gatewayd.tracing import NOOP_TRACE, NOOP_TRACING, RequestTrace, Tracing
+from gatewayd.tracing.request_trace import NOOP_TRACE, NOOP_TRACING, RequestTrace, Tracing
 from gatewayd.web.accesslog import access_line
 from gatewayd.web.answering import AnsweringChannel
 from gatewayd.web.channel import HEADER_KEYS, channel_class, header_key

@@ -19,12 +19,12 @@ from twisted.web.server import NOT_DONE_YET, Request
 from gatewayd.dialects import Dialect
 from gatewayd.dialects.responses import listed_items
 from gatewayd.dialects.store import ResponseStore, StoredResponse
-from gatewayd.log import get_logger
+from gatewayd.observability.log import get_logger
 from gatewayd.providers.base import Endpoint
 from gatewayd.web.answers import ResponsesAnswer
 from gatewayd.web.exchange import Exchange, Gateway, upstream_call
 from gatewayd.web.request import GatewayRequest
-from gatewayd.web.resources import NotFound, RoutedResource
+from gatewayd.web.resource_kinds import NotFound, RoutedResource
 
 log = get_logger(__name__)
 

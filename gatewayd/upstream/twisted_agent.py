@@ -26,8 +26,9 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer, IResponse
 from zope.interface import implementer
 
-from gatewayd.providers.body import BytesProducer
-from gatewayd.providers.endpoints import FastFailoverEndpoint, TLSSettings, tls_creator
+from gatewayd.config.tls import TLSSettings, tls_creator
+from gatewayd.upstream.body import BytesProducer
+from gatewayd.upstream.endpoints import FastFailoverEndpoint
 
 
 def origin_endpoint(

@@ -4,7 +4,7 @@ Twisted's client (``_newclient``) costs a large share of a proxied request's CPU
 line-based parser, a state machine per request and per response, a Deferred or two
 per step. Here a request is one ``transport.write`` and a response is parsed by
 llhttp (through ``httptools``) straight into an :class:`IResponse`; the pool of
-connections is :mod:`gatewayd.providers.pool`.
+connections is :mod:`gatewayd.upstream.pool`.
 
 What a body protocol sees is what ``twisted.web.client`` gives it: ``makeConnection``
 with a transport that can ``pauseProducing``/``resumeProducing`` (reaching the TCP
@@ -15,7 +15,8 @@ delimited by the connection's close) or ``ResponseFailed`` (broken off or malfor
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import typing
+from typing import Any
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 from twisted.internet.defer import Deferred, succeed
@@ -27,10 +28,28 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IResponse
 from zope.interface import implementer
 
-from gatewayd.writethrough import write_through
+from gatewayd.sockets.writethrough import write_through
 
-if TYPE_CHECKING:
-    from gatewayd.providers.pool import Exchange, LeanAgent
+
+class Exchange(typing.Protocol):
+    """What a connection tells the request it carries (:class:`gatewayd.upstream.pool.Exchange`)."""
+
+    def answered(self, response: LeanResponse) -> None: ...
+
+    def failed(self, failure: Failure) -> None: ...
+
+    def lost_before_response(self, failure: Failure) -> None: ...
+
+
+class LeanAgent(typing.Protocol):
+    """What a connection tells its pool (:class:`gatewayd.upstream.pool.LeanAgent`)."""
+
+    def lost(self, conn: LeanConnection) -> None: ...
+
+    def release(self, conn: LeanConnection) -> None: ...
+
+    def retire(self, conn: LeanConnection) -> None: ...
+
 
 #: Most bytes of status lines and headers (interim responses included) before a body.
 MAX_HEAD = 64 * 1024

@@ -20,18 +20,18 @@ from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 
-from gatewayd.log import get_logger
-from gatewayd.providers.base import (
+from gatewayd.observability.log import get_logger
+from gatewayd.upstream.encoding import Decoder, DecodingError
+from gatewayd.upstream.http import _describe
+from gatewayd.upstream.outcomes import (
     EventStream,
     FailureKind,
     StreamSink,
     UpstreamFailure,
     openai_error,
 )
-from gatewayd.providers.encoding import Decoder, DecodingError
-from gatewayd.providers.http import _describe
-from gatewayd.providers.redact import Redactor
-from gatewayd.providers.sse import (
+from gatewayd.upstream.redact import Redactor
+from gatewayd.upstream.sse import (
     DONE,
     EventTooLarge,
     SSEFramer,
@@ -40,7 +40,7 @@ from gatewayd.providers.sse import (
     is_done,
     split_block,
 )
-from gatewayd.providers.wirejson import loads_strict, normalise_error
+from gatewayd.upstream.wirejson import loads_strict, normalise_error
 
 log = get_logger(__name__)
 

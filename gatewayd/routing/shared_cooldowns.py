@@ -14,7 +14,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
-from gatewayd.log import get_logger
+from gatewayd.observability.log import get_logger
 from gatewayd.routing.cooldown import Cooldowns
 from gatewayd.state.base import LeaseTake, StateStore
 

@@ -1,7 +1,7 @@
 """GenAI semantic-convention attributes read from OpenAI-shaped bodies and streams.
 
 Pure functions over the JSON the gateway already has in hand (no OpenTelemetry
-import): :mod:`gatewayd.otel` puts what they return on spans. Prompt and completion
+import): :mod:`gatewayd.tracing.otel` puts what they return on spans. Prompt and completion
 text only when ``capture`` says so.
 """
 

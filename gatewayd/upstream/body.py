@@ -14,8 +14,8 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
-from gatewayd.providers.base import FailureKind, UpstreamFailure, openai_error
-from gatewayd.providers.encoding import Decoder, DecodingError
+from gatewayd.upstream.encoding import Decoder, DecodingError
+from gatewayd.upstream.outcomes import FailureKind, UpstreamFailure, openai_error
 
 
 @implementer(IBodyProducer)

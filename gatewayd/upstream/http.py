@@ -1,8 +1,8 @@
 """HTTP plumbing shared by every networked provider.
 
 One pooled agent per upstream origin and TLS settings, kept across reloads: the lean
-HTTP/1.1 client (:mod:`gatewayd.providers.pool`, :mod:`gatewayd.providers.leanhttp`) by
-default, Twisted's ``Agent`` (:mod:`gatewayd.providers.twisted_agent`) with
+HTTP/1.1 client (:mod:`gatewayd.upstream.pool`, :mod:`gatewayd.upstream.leanhttp`) by
+default, Twisted's ``Agent`` (:mod:`gatewayd.upstream.twisted_agent`) with
 ``GATEWAYD_UPSTREAM_CLIENT=agent`` (a diagnostic for A/B measurement, see
 docs/performance.md). Bodies are read through our own protocols so that they can be
 bounded, decoded, cancelled and, for streams, paused.
@@ -19,15 +19,16 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.python.failure import Failure
 from twisted.web.iweb import IAgent
 
+from gatewayd.config.tls import TLSSettings
+
 # Re-exported: the providers take bodies from here.
-from gatewayd.providers.body import BodyCollector as BodyCollector
-from gatewayd.providers.body import BytesProducer as BytesProducer
-from gatewayd.providers.endpoints import TLSSettings
-from gatewayd.providers.pool import LeanAgent
-from gatewayd.providers.twisted_agent import QuietPool, pooled_agent
+from gatewayd.upstream.body import BodyCollector as BodyCollector
+from gatewayd.upstream.body import BytesProducer as BytesProducer
+from gatewayd.upstream.pool import LeanAgent
+from gatewayd.upstream.twisted_agent import QuietPool, pooled_agent
 
 # Re-exported for the endpoint tests.
-from gatewayd.providers.twisted_agent import _CachedEndpoints as _CachedEndpoints
+from gatewayd.upstream.twisted_agent import _CachedEndpoints as _CachedEndpoints
 
 #: Connections kept open per upstream: treq's default of 2 would serialise a busy gateway.
 MAX_PERSISTENT_PER_HOST = 128

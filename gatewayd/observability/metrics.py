@@ -5,11 +5,11 @@ owned by the service; ``GET /metrics`` renders it. Each instance has its own
 :class:`~prometheus_client.CollectorRegistry` (never the global default), so several
 gateways embedded in one process, or in one test run, do not clash.
 
-One process: the values are kept and rendered by :mod:`gatewayd.metricstore` (exactly
+One process: the values are kept and rendered by :mod:`gatewayd.observability.metric_store` (exactly
 prometheus_client's output, much faster). Several worker processes: set
 ``PROMETHEUS_MULTIPROC_DIR`` to an empty directory shared by all of them. Then every
-process writes its values into its own files there (:mod:`gatewayd.metricshare`) and any
-one of them renders the sum (:mod:`gatewayd.metricmerge`), in the same format. Gauges
+process writes its values into its own files there (:mod:`gatewayd.observability.metric_share`) and any
+one of them renders the sum (:mod:`gatewayd.observability.metric_merge`), in the same format. Gauges
 read from callbacks are pushed into the shared files by :meth:`GatewayMetrics.refresh`,
 which the service calls periodically in that mode. See docs/observability.md.
 """
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from prometheus_client.exposition import choose_encoder
 
 from gatewayd.config.errors import ConfigError
-from gatewayd.metrickinds import (
+from gatewayd.observability.metric_kinds import (
     LAG_BUCKETS,
     LATENCY_BUCKETS,
     Counter,
@@ -33,9 +33,9 @@ from gatewayd.metrickinds import (
     ValueGauge,
     multiprocess_dir,
 )
-from gatewayd.metricmerge import Merger
-from gatewayd.metricshare import SharedStore, process_store
-from gatewayd.metricstore import Labels, Sample, render_openmetrics, render_text
+from gatewayd.observability.metric_merge import Merger
+from gatewayd.observability.metric_share import SharedStore, process_store
+from gatewayd.observability.metric_store import Labels, Sample, render_openmetrics, render_text
 
 __all__ = [
     "LAG_BUCKETS",
@@ -56,7 +56,7 @@ class GatewayMetrics:
     """Every metric gatewayd exports. Label names: ``alias``, ``deployment``, ``status``, ``dialect``."""
 
     def __init__(self, native: bool | None = None, store: SharedStore | None = None) -> None:
-        """One process: the values in :mod:`gatewayd.metricstore`, or with ``native``
+        """One process: the values in :mod:`gatewayd.observability.metric_store`, or with ``native``
         False in ``prometheus_client``'s metrics. With ``PROMETHEUS_MULTIPROC_DIR`` set
         (or a ``store`` given: tests play several processes with them), in this
         process's shared files, and rendered summed over every process's."""

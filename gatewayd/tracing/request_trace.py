@@ -2,8 +2,8 @@
 
 When tracing is off (the default) every call here is a no-op on shared objects, so the
 hot path costs a method call. When ``general_settings.otel`` (or the standard
-``OTEL_EXPORTER_OTLP_*`` variables) turn it on, :func:`build_tracing` loads
-:mod:`gatewayd.otel`, the OpenTelemetry SDK implementation (the ``otel`` extra).
+``OTEL_EXPORTER_OTLP_*`` variables) turn it on, :func:`gatewayd.tracing.setup.build_tracing` loads
+:mod:`gatewayd.tracing.otel`, the OpenTelemetry SDK implementation (the ``otel`` extra).
 
 Used by the web layer (:meth:`Tracing.start` when a request arrives,
 :meth:`RequestTrace.finish` when it is logged) and by the router
@@ -16,13 +16,10 @@ import importlib.util
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 
-from gatewayd.config.errors import ConfigError
-from gatewayd.config.model import OtelSettings
-from gatewayd.log import get_logger
+from gatewayd.observability.log import get_logger
 from gatewayd.providers.base import AttemptLimits, Provider, ProviderRequest, UpstreamResponse
 
 #: How an attempt is sent: ``Provider.send``, or the dialect-aware
@@ -105,7 +102,7 @@ def otel_installed() -> bool:
         return False
 
 
-def _env_enabled() -> bool:
+def env_enabled() -> bool:
     if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return False
     if os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "none":
@@ -114,28 +111,3 @@ def _env_enabled() -> bool:
         os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
         or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
     )
-
-
-def build_tracing(settings: OtelSettings | None, reactor: Any) -> Tracing:
-    """The tracing in force: OpenTelemetry when configured (the ``otel`` key, or an
-    ``OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT`` in the environment), else the no-op."""
-    if settings is None:
-        if not _env_enabled():
-            return NOOP_TRACING
-        settings = OtelSettings()
-    if not settings.enabled:
-        return NOOP_TRACING
-    if not otel_installed():
-        # The config check refuses an explicit `otel:` without the extra; this is the
-        # environment-only case, which must not stop the gateway.
-        log.warn(
-            "OTEL_EXPORTER_OTLP_* is set but OpenTelemetry is not installed "
-            "(pip install 'gatewayd[otel]'): tracing stays off"
-        )
-        return NOOP_TRACING
-    from gatewayd.otel import OtelTracing
-
-    try:
-        return OtelTracing(settings, reactor)
-    except ValueError as e:  # the SDK's own checks of OTEL_* values
-        raise ConfigError("general_settings.otel", f"cannot start OpenTelemetry: {e}") from None

@@ -1,6 +1,6 @@
 """OpenTelemetry traces with the GenAI semantic conventions (the ``otel`` extra).
 
-Loaded by :func:`gatewayd.tracing.build_tracing` only when tracing is configured. Spans
+Loaded by :func:`gatewayd.tracing.setup.build_tracing` only when tracing is configured. Spans
 go through a :class:`BatchSpanProcessor`: a bounded queue drained by the SDK's own
 thread, so exporting never blocks the reactor and a dead collector costs dropped spans,
 never unbounded memory. The tracer provider is ours, not the global one: an embedding
@@ -33,14 +33,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
 
 from gatewayd.config.model import OtelSettings
-from gatewayd.genai import (
-    StreamFacts,
-    operation_for,
-    provider_name,
-    request_attributes,
-    response_attributes,
-)
-from gatewayd.log import get_logger
+from gatewayd.observability.log import get_logger
 from gatewayd.providers.base import (
     AttemptLimits,
     EventStream,
@@ -50,7 +43,14 @@ from gatewayd.providers.base import (
     UpstreamFailure,
     UpstreamResponse,
 )
-from gatewayd.tracing import (
+from gatewayd.tracing.genai import (
+    StreamFacts,
+    operation_for,
+    provider_name,
+    request_attributes,
+    response_attributes,
+)
+from gatewayd.tracing.request_trace import (
     NOOP_TRACE,
     HeaderGetter,
     RequestSummary,

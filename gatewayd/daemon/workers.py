@@ -35,13 +35,13 @@ from twisted.internet.protocol import DatagramProtocol, Factory, ProcessProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from gatewayd import systemd
 from gatewayd.config import ConfigError, load_config
-from gatewayd.log import get_logger
+from gatewayd.observability.log import get_logger
 from gatewayd.service import GatewayService
+from gatewayd.sockets import systemd_notify as systemd
 from gatewayd.web.request import GatewayRequest
 
-log = get_logger("gatewayd.workers")
+log = get_logger("gatewayd.daemon.workers")
 
 FD_ENV = "GATEWAYD_WORKER_FD"
 INDEX_ENV = "GATEWAYD_WORKER_INDEX"
@@ -239,7 +239,7 @@ class Supervisor(Service):
                 SUPERVISOR_ENV: str(os.getpid()),
                 "NOTIFY_SOCKET": os.path.join(self.tmpdir, f"notify-{slot.index}"),
                 # Every worker writes its metric values here and /metrics sums them
-                # (gatewayd.metricshare; the variable is prometheus_client's name).
+                # (gatewayd.observability.metric_share; the variable is prometheus_client's name).
                 "PROMETHEUS_MULTIPROC_DIR": os.path.join(self.tmpdir, "metrics"),
                 "PYTHONUNBUFFERED": "1",
             }
@@ -252,7 +252,7 @@ class Supervisor(Service):
         slot.ready = False
         slot.ended = Deferred()
         args = ["-c", self.config_path, *(["-v"] if self.verbose else [])]
-        code = "from gatewayd.workers import worker_main; worker_main()"
+        code = "from gatewayd.daemon.workers import worker_main; worker_main()"
         fd = self.port.fileno()  # type: ignore[attr-defined]
         slot.process = self.reactor.spawnProcess(
             _WorkerProtocol(self, slot),
@@ -383,7 +383,7 @@ def _forget_metrics(tmpdir: str, pid: int | None) -> None:
     if pid is None or not tmpdir:
         return
     with contextlib.suppress(Exception):
-        from gatewayd.metricshare import forget_process
+        from gatewayd.observability.metric_share import forget_process
 
         forget_process(os.path.join(tmpdir, "metrics"), pid)
 

@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 
 from gatewayd.dialects.store import MemoryResponseStore
-from gatewayd.log import get_logger
+from gatewayd.observability.log import get_logger
 from gatewayd.state.base import StateStore
 
 log = get_logger(__name__)

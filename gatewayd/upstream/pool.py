@@ -1,7 +1,7 @@
 """The lean client's agent: keep-alive connections to one upstream origin, pooled.
 
 An :class:`IAgent` for one origin and TLS settings over
-:class:`gatewayd.providers.leanhttp.LeanConnection`: idle connections are reused most
+:class:`gatewayd.upstream.leanhttp.LeanConnection`: idle connections are reused most
 recent first (the least likely to have been closed by the upstream's own keep-alive
 timeout), at most ``max_idle`` are kept, and each is closed after ``idle_timeout``
 seconds unused (one timer for the pool, not one per request). A request that fails on a
@@ -22,10 +22,10 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IBodyProducer, IResponse
 from zope.interface import implementer
 
-from gatewayd.providers.body import BytesProducer
-from gatewayd.providers.endpoints import TLSSettings
-from gatewayd.providers.leanhttp import LeanConnection, LeanResponse
-from gatewayd.providers.twisted_agent import origin_endpoint
+from gatewayd.config.tls import TLSSettings
+from gatewayd.upstream.body import BytesProducer
+from gatewayd.upstream.leanhttp import LeanConnection, LeanResponse
+from gatewayd.upstream.twisted_agent import origin_endpoint
 
 #: URLs remembered per agent (an agent serves one origin: a few deployments' URLs).
 MAX_URLS = 256

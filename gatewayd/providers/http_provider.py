@@ -21,7 +21,7 @@ from twisted.web.http_headers import Headers, _nameEncoder
 from twisted.web.iweb import IAgent, IResponse
 
 from gatewayd.config.model import Deployment
-from gatewayd.log import get_logger, is_verbose
+from gatewayd.observability.log import get_logger, is_verbose
 from gatewayd.providers.base import (
     AttemptLimits,
     Endpoint,
@@ -32,17 +32,17 @@ from gatewayd.providers.base import (
     UpstreamResponse,
     openai_error,
 )
-from gatewayd.providers.encoding import Decoder, DecodingError, decoder_for
-from gatewayd.providers.http import BodyCollector, BytesProducer, _describe
 from gatewayd.providers.media import media_answer
-from gatewayd.providers.redact import Redactor, loggable_url, split_credentials
 from gatewayd.providers.replies import error_object, passable_headers
 
 # Re-exported: translating providers import these from here.
 from gatewayd.providers.replies import error_type_for as error_type_for
 from gatewayd.providers.replies import retry_after_seconds as retry_after_seconds
-from gatewayd.providers.stream import StreamReader
-from gatewayd.providers.wirejson import loads_strict, normalise_error
+from gatewayd.upstream.encoding import Decoder, DecodingError, decoder_for
+from gatewayd.upstream.http import BodyCollector, BytesProducer, _describe
+from gatewayd.upstream.redact import Redactor, loggable_url, split_credentials
+from gatewayd.upstream.stream import StreamReader
+from gatewayd.upstream.wirejson import loads_strict, normalise_error
 
 log = get_logger(__name__)
 

@@ -1,9 +1,9 @@
-"""The kinds of metric :class:`gatewayd.metrics.GatewayMetrics` declares.
+"""The kinds of metric :class:`gatewayd.observability.metrics.GatewayMetrics` declares.
 
-Each keeps its values in :mod:`gatewayd.metricstore` in one process; with
+Each keeps its values in :mod:`gatewayd.observability.metric_store` in one process; with
 ``PROMETHEUS_MULTIPROC_DIR`` set (``--workers N``), in this process's shared files
-(:mod:`gatewayd.metricshare`), and the families are filled from every process's files
-at scrape (:mod:`gatewayd.metricmerge`). ``native=False`` keeps them in
+(:mod:`gatewayd.observability.metric_share`), and the families are filled from every process's files
+at scrape (:mod:`gatewayd.observability.metric_merge`). ``native=False`` keeps them in
 :mod:`prometheus_client`'s metrics instead (the reference the tests compare with).
 A label set's child is looked up once, then found in a dict: label sets are never removed.
 """
@@ -20,9 +20,9 @@ from prometheus_client import Gauge as _Gauge
 from prometheus_client import Histogram as _Histogram
 from prometheus_client.registry import Collector
 
-from gatewayd.metricmerge import Merger
-from gatewayd.metricshare import SharedGauge, SharedStore
-from gatewayd.metricstore import (
+from gatewayd.observability.metric_merge import Merger
+from gatewayd.observability.metric_share import SharedGauge, SharedStore
+from gatewayd.observability.metric_store import (
     CounterFamily,
     Family,
     GaugeFamily,

@@ -31,7 +31,7 @@ from twisted.logger import (
 from twisted.python.failure import Failure
 from zope.interface import provider
 
-from gatewayd.logflush import TurnFlushed
+from gatewayd.observability.log_flush import TurnFlushed
 
 _predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
 _observer: ILogObserver = FilteringLogObserver(globalLogPublisher, [_predicate])
@@ -198,7 +198,7 @@ def _twistd_option(twistd_options: Any, name: str) -> Any:
 def twistd_json_observer(twistd_options: Any) -> ILogObserver:
     """A JSON observer writing where twistd would have written its text: ``--logfile``
     (rotated like twistd's), else stdout in the foreground, else ``twistd.log``; flushed
-    once per reactor turn (:class:`~gatewayd.logflush.TurnFlushed`)."""
+    once per reactor turn (:class:`~gatewayd.observability.log_flush.TurnFlushed`)."""
     from twisted.python.logfile import LogFile
 
     def opt(name: str) -> Any:
@@ -213,7 +213,7 @@ def twistd_json_observer(twistd_options: Any) -> ILogObserver:
 def twistd_text_observer(twistd_options: Any) -> ILogObserver | None:
     """:func:`text_observer` where twistd would have put its own text observer (the same
     choice of file, ``SIGUSR1`` rotating a log file), flushed once per reactor turn
-    (:class:`~gatewayd.logflush.TurnFlushed`); None where twistd must choose itself
+    (:class:`~gatewayd.observability.log_flush.TurnFlushed`); None where twistd must choose itself
     (``--syslog``, a daemon told to log to stdout, which twistd refuses)."""
     import signal
 

@@ -8,14 +8,14 @@ from typing import Any
 from twisted.internet.defer import Deferred, succeed
 
 from gatewayd.config.model import GeneralSettings
-from gatewayd.limits.cooldowns import SharedCooldowns
+from gatewayd.config.redis_address import RedisAddress
 from gatewayd.limits.limiter import Limiter
 from gatewayd.limits.usagelog import UsageLog
-from gatewayd.log import get_logger
-from gatewayd.metrics import GatewayMetrics
+from gatewayd.observability.log import get_logger
+from gatewayd.observability.metrics import GatewayMetrics
 from gatewayd.routing import Router
+from gatewayd.routing.shared_cooldowns import SharedCooldowns
 from gatewayd.state import FailoverStore, MemoryStore, StateStore
-from gatewayd.state.address import RedisAddress
 
 log = get_logger(__name__)
 

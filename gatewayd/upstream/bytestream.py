@@ -17,14 +17,14 @@ from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 
-from gatewayd.providers.base import (
+from gatewayd.upstream.encoding import Decoder, DecodingError
+from gatewayd.upstream.outcomes import (
     EventStream,
     FailureKind,
     StreamSink,
     UpstreamFailure,
     openai_error,
 )
-from gatewayd.providers.encoding import Decoder, DecodingError
 
 #: Most bytes one upstream read may decode to (a compression bomb stops here).
 MAX_DECODED_READ = 64 * 1024 * 1024

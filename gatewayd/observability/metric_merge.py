@@ -1,5 +1,5 @@
-"""A scrape with ``--workers N``: every process's shared files (:mod:`gatewayd.metricshare`)
-summed into the render families of :mod:`gatewayd.metricstore`.
+"""A scrape with ``--workers N``: every process's shared files (:mod:`gatewayd.observability.metric_share`)
+summed into the render families of :mod:`gatewayd.observability.metric_store`.
 
 Per kind of file, the merged values are one list of floats, in the shared slot order.
 At a scrape each process's file is copied (one ``memcpy``) and compared with its copy
@@ -20,8 +20,15 @@ from itertools import compress
 from operator import add, ne
 from typing import Any
 
-from gatewayd.metricshare import KINDS, LIVE_KINDS, Kind, Record, SharedStore, list_processes
-from gatewayd.metricstore import (
+from gatewayd.observability.metric_share import (
+    KINDS,
+    LIVE_KINDS,
+    Kind,
+    Record,
+    SharedStore,
+    list_processes,
+)
+from gatewayd.observability.metric_store import (
     CounterFamily,
     CounterSeries,
     HistogramFamily,

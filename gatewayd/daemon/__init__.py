@@ -1,0 +1,1 @@
+"""The daemon around the service: the supervisor and its workers, GC tuning."""

@@ -1,0 +1,1 @@
+"""Socket-level helpers: writes sent at once, systemd's notify socket."""

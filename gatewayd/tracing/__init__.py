@@ -1,0 +1,1 @@
+"""Traces: a request's spans, OpenTelemetry export, GenAI semantic attributes."""

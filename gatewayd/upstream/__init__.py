@@ -1,0 +1,1 @@
+"""The upstream HTTP/1.1 client: connections, pools, TLS, decoding, SSE framing, the stream reader."""

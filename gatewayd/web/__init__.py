@@ -1,0 +1,1 @@
+"""The server side: the resource tree, the client connection, answers in the client's dialect."""
