@@ -139,6 +139,9 @@ class GeneralSettings:
     response_store_max_bytes: int = 64 * 1024 * 1024
     #: Largest multipart upload (audio, images): 413 past it, declared or received.
     max_audio_upload_bytes: int = 25 * 1024 * 1024
+    #: The HMAC key of the file and batch ids handed out (docs/endpoints.md says where
+    #: one comes from when unset).
+    object_id_secret: str | None = field(default=None, repr=False)
     #: Per-alias overrides (``general_settings.alias_settings``).
     alias_settings: Mapping[str, AliasSettings] = field(default_factory=_empty)
 

@@ -45,6 +45,10 @@ class Endpoint(Enum):
     IMAGE_VARIATIONS = "images/variations"
     MODERATIONS = "moderations"
     RERANK = "rerank"
+    #: Objects held by one deployment (:mod:`gatewayd.web.objects`): the path is
+    #: ``ProviderRequest.path`` (``files/{id}/content``...), the method its own.
+    FILES = "files"
+    BATCHES = "batches"
 
 
 @dataclass(frozen=True)
@@ -71,14 +75,20 @@ class ProviderRequest:
     pin: str | None = None
     #: A multipart upload (transcriptions, image edits): ``body`` holds its plain fields.
     upload: Upload | None = None
+    #: The HTTP method upstream (files and batches: GET, DELETE as well).
+    method: str = "POST"
+    #: The path under the API base when not the endpoint's own (``files/{id}/content``,
+    #: a list's query string included).
+    path: str | None = None
 
 
 class Upload(Protocol):
     """A client's multipart upload, spooled (:mod:`gatewayd.web.upload`): sent again
     whole by every attempt."""
 
-    def body(self, model: str) -> bytes:
-        """The multipart body for an upstream, with ``model`` as the model field."""
+    def body(self, model: str | None) -> bytes:
+        """The multipart body for an upstream, with ``model`` as the model field (None:
+        without it)."""
 
     def content_type(self) -> bytes:
         """``multipart/form-data; boundary=...``"""

@@ -23,6 +23,8 @@ ENDPOINT_NAMES: Mapping[Endpoint, str] = {
     Endpoint.IMAGE_VARIATIONS: "images",
     Endpoint.MODERATIONS: "moderations",
     Endpoint.RERANK: "rerank",
+    Endpoint.FILES: "files",
+    Endpoint.BATCHES: "batches",
 }
 
 #: The endpoints every deployment serves unless ``api_endpoints`` says otherwise.

@@ -176,7 +176,9 @@ class HTTPProvider(Provider):
         coroutine's driver costs more than the two steps it would save writing."""
         try:
             url, headers, body = self._prepare(request, sent)
-            d = self._agent.request(b"POST", url, headers, BytesProducer(body))
+            method = request.method.encode("ascii")
+            producer = BytesProducer(body) if method == b"POST" else None
+            d = self._agent.request(method, url, headers, producer)
         except Exception:
             return fail()
         return d.addCallback(self._answered, request, limits)

@@ -25,6 +25,7 @@ MEDIA_ENDPOINTS = frozenset(
         Endpoint.IMAGES,
         Endpoint.IMAGE_EDITS,
         Endpoint.IMAGE_VARIATIONS,
+        Endpoint.FILES,
     }
 )
 
@@ -52,13 +53,15 @@ def media_answer(
         return None
     raw_type = (response.headers.getRawHeaders(b"content-type") or [b""])[0]
     ctype = raw_type.lower()
-    if b"text/event-stream" in ctype or (
-        _is_json(ctype) and request.endpoint is not Endpoint.SPEECH
+    if (
+        b"text/event-stream" in ctype
+        or (_is_json(ctype) and request.endpoint is not Endpoint.SPEECH)
+        or (request.endpoint is Endpoint.FILES and b"application/json" in ctype)
     ):
         return None
     headers = [*passed, (b"content-type", raw_type or b"application/octet-stream")]
     code = response.code
-    if request.endpoint is Endpoint.SPEECH:
+    if request.endpoint in (Endpoint.SPEECH, Endpoint.FILES):  # audio, a file's content
         reader = ByteStream(clock, idle_timeout, deployment, decoder)
         response.deliverBody(reader)
 

@@ -41,7 +41,7 @@ class MediaExchange(Exchange):
         if not r.responseHeaders.hasHeader(b"content-type"):
             r.put_header(CONTENT_TYPE, b"application/json")
         if response.stream is None:
-            body = response.body or b""
+            body = self.rewrite(response.body or b"", result)
             self.metrics.count_usage(self.alias, result.deployment, response.usage)
             if result.attempts == 1:
                 r.upstream_seconds = result.upstream_seconds
@@ -52,6 +52,10 @@ class MediaExchange(Exchange):
         ByteRelay(
             r, response.stream, result.finish, self.metrics, self.alias, self.ctx.taps
         ).begin()
+
+    def rewrite(self, body: bytes, result: RouteResult) -> bytes:
+        """The body to send the client (objects: their ids handed out signed)."""
+        return body
 
 
 class MediaResource(RoutedResource):
@@ -98,9 +102,7 @@ class UploadResource(RoutedResource):
         request.notifyFinish().addBoth(lambda _: spool.close())
         spool.finish()
         if spool.too_large:
-            return self.error(
-                request, 413, too_large_message(spool.limit), code="request_too_large"
-            )
+            return self.error(request, 413, too_large_message(spool), code="request_too_large")
         if spool.error is not None:
             return self.error(request, 400, spool.error, code="invalid_multipart")
         fields = spool.fields()

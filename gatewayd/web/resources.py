@@ -6,6 +6,8 @@ POST /v1/responses          GET|DELETE /v1/responses/{id}  POST .../cancel  (web
 POST /v1/audio/speech  /v1/images/generations  /v1/moderations  /v1/rerank  /v2/rerank
 POST /v1/audio/transcriptions  /v1/audio/translations  /v1/images/edits  /v1/images/variations
                                                                             (web/media.py)
+POST|GET /v1/files  GET|DELETE /v1/files/{id}  GET .../content
+POST|GET /v1/batches  GET /v1/batches/{id}  POST .../cancel                 (web/objects.py)
 GET  /v1/models             GET  /v1/models/{id}
 (the same without /v1)
 GET  /health/liveliness  /health/liveness  /health/readiness  /health
@@ -133,6 +135,7 @@ def build_root(gateway: Gateway) -> Resource:
     from gatewayd.web.health import Health, Liveness, Metrics, Readiness
     from gatewayd.web.media import add_media_routes
     from gatewayd.web.messages import MessagesResource
+    from gatewayd.web.objects import add_object_routes
     from gatewayd.web.responses import ResponsesResource
 
     created = int(time.time())
@@ -159,6 +162,7 @@ def build_root(gateway: Gateway) -> Resource:
     api.putChild(b"messages", MessagesResource(gateway))
     api.putChild(b"responses", ResponsesResource(gateway, store))
     add_media_routes(api, gateway)
+    add_object_routes(api, gateway)
 
     health = Health(gateway)
     health.putChild(b"liveliness", Liveness())

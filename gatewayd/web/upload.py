@@ -35,6 +35,7 @@ UPLOAD_PATHS: dict[bytes, Endpoint] = {
     b"audio/translations": Endpoint.TRANSLATIONS,
     b"images/edits": Endpoint.IMAGE_EDITS,
     b"images/variations": Endpoint.IMAGE_VARIATIONS,
+    b"files": Endpoint.FILES,
 }
 
 
@@ -80,6 +81,8 @@ class UploadSpool:
 
     def __init__(self, content_type: str | None, limit: int) -> None:
         self.limit = limit
+        #: The setting that set ``limit`` (named in the 413).
+        self.limit_key = "max_audio_upload_bytes"
         self.received = 0
         self.too_large = False
         self.refused = False  # a 413 went out: nothing more to do with this request
@@ -173,17 +176,20 @@ class UploadSpool:
     def files(self) -> list[Part]:
         return [p for p in self.parts if p.filename is not None]
 
-    def body(self, model: str) -> bytes:
+    def body(self, model: str | None) -> bytes:
         """The form for an upstream: the parts in order with their headers, the client's
         boundary, ``model``'s value replaced. Built per attempt (from the spool)."""
         b = self.boundary
         out: list[bytes] = []
         for part in self.parts:
+            is_model = part.name == "model" and part.filename is None
+            if is_model and model is None:
+                continue  # the gateway's routing field, not the upstream's
             out.append(b"--" + b + b"\r\n")
             for name, value in part.headers:
                 out.append(f"{name}: {value}\r\n".encode())
             out.append(b"\r\n")
-            if part.name == "model" and part.filename is None:
+            if is_model and model is not None:
                 out.append(model.encode())
             else:
                 out.append(part.read())
@@ -200,8 +206,8 @@ class UploadSpool:
         return files[0].read() if files else b""
 
 
-def too_large_message(limit: int) -> str:
-    return f"upload larger than max_audio_upload_bytes ({limit} bytes)"
+def too_large_message(spool: UploadSpool) -> str:
+    return f"upload larger than {spool.limit_key} ({spool.limit} bytes)"
 
 
 def start_upload(request: Any, length: int | None) -> UploadSpool | None:
@@ -211,13 +217,18 @@ def start_upload(request: Any, length: int | None) -> UploadSpool | None:
     channel = request.channel
     target = getattr(channel, "_url", None) or getattr(channel, "_path", None) or b""
     method = getattr(channel, "_method", None) or getattr(channel, "_command", None)
-    if method != b"POST" or upload_endpoint(target) is None:
+    endpoint = upload_endpoint(target)
+    if method != b"POST" or endpoint is None:
         return None
     site = getattr(channel, "site", None)
     settings = getattr(site, "settings", None)
     limit = settings().max_audio_upload_bytes if settings is not None else 25 * 1024 * 1024
+    key = "max_audio_upload_bytes"
+    if endpoint is Endpoint.FILES:  # batch input files: the general body limit
+        limit, key = request.max_body_size, "max_request_body_size"
     ctype = request.requestHeaders.getRawHeaders(b"content-type")
     spool = UploadSpool(ctype[0].decode("latin-1") if ctype else None, limit)
+    spool.limit_key = key
     if length is not None and length > limit:
         spool.too_large = True
         refuse(request, spool)
@@ -232,4 +243,4 @@ def refuse(request: Any, spool: UploadSpool) -> None:
     spool.close()
     reject = getattr(request.channel, "reject", None)
     if reject is not None:
-        reject(413, too_large_message(spool.limit), "request_too_large")
+        reject(413, too_large_message(spool), "request_too_large")

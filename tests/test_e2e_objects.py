@@ -1,0 +1,151 @@
+"""End to end: files and batches through the real daemon with the official openai SDK:
+signed ids naming the deployment, ids inside answers handed out the same way, a key
+seeing only its own objects; on the mock and on an OpenAI-format fake."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import openai
+import pytest
+from conftest import MASTER_KEY, GatewayFactory, openai_entry
+from test_e2e_api import assert_openai_error, raw
+from test_e2e_endpoints import http_answer, mock_entry
+
+from gatewayd.testing import FakeUpstream
+
+KEY_A = "sk-team-a-0123456789"
+KEY_B = "sk-team-b-0123456789"
+
+
+def sdk(gw: Any, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gw.base_url, api_key=key, max_retries=0, timeout=30)
+
+
+BATCH_INPUT = "".join(
+    json.dumps(
+        {
+            "custom_id": f"req-{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"model": "batcher", "messages": [{"role": "user", "content": f"hi {i}"}]},
+        }
+    )
+    + "\n"
+    for i in range(3)
+).encode()
+
+
+def test_mock_files_and_a_batch_that_completes_per_key(gateway: GatewayFactory) -> None:
+    gw = gateway(
+        {
+            "model_list": [mock_entry("batcher"), mock_entry("other")],
+            "general_settings": {"master_key": MASTER_KEY},
+            "keys": [{"key": KEY_A, "name": "team-a"}, {"key": KEY_B, "name": "team-b"}],
+        }
+    )
+    a, b = sdk(gw, KEY_A), sdk(gw, KEY_B)
+    head = {"x-gatewayd-model": "batcher"}
+    created = a.files.create(file=("in.jsonl", BATCH_INPUT), purpose="batch", extra_headers=head)
+    assert created.id.startswith("file-gw") and created.bytes == len(BATCH_INPUT)
+    assert a.files.retrieve(created.id).filename == "upload"
+    assert a.files.content(created.id).content == BATCH_INPUT
+    assert [f.id for f in a.files.list(extra_headers=head)] == [created.id]
+    # Another key: not found, and not listed.
+    with pytest.raises(openai.NotFoundError):
+        b.files.retrieve(created.id)
+    assert list(b.files.list(extra_headers=head)) == []
+    # The master key sees every object.
+    assert sdk(gw, MASTER_KEY).files.retrieve(created.id).id == created.id
+    # A forged id (another deployment, same upstream id): refused.
+    forged = created.id[:-3] + ("AAA" if not created.id.endswith("AAA") else "BBB")
+    with pytest.raises(openai.NotFoundError):
+        a.files.retrieve(forged)
+
+    batch = a.batches.create(
+        input_file_id=created.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    assert batch.id.startswith("batch_gw") and batch.input_file_id == created.id
+    assert batch.status == "validating"
+    done = a.batches.retrieve(batch.id)
+    assert done.status == "completed" and done.request_counts is not None
+    assert done.request_counts.completed == 3
+    assert done.output_file_id is not None and done.output_file_id.startswith("file-gw")
+    lines = [json.loads(x) for x in a.files.content(done.output_file_id).text.splitlines()]
+    assert [x["custom_id"] for x in lines] == ["req-0", "req-1", "req-2"]
+    assert lines[0]["response"]["body"]["object"] == "chat.completion"
+    with pytest.raises(openai.NotFoundError):
+        b.batches.retrieve(batch.id)
+    assert [x.id for x in a.batches.list(extra_headers=head)] == [batch.id]
+    assert a.files.delete(created.id).deleted is True
+    with pytest.raises(openai.NotFoundError):
+        a.files.retrieve(created.id)
+    _, _, metrics = raw(gw.port, "GET", "/metrics")
+    assert b'endpoint="batches",status="200"} ' in metrics
+
+
+def test_files_and_batches_on_an_openai_fake_go_to_the_deployment_that_holds_them(
+    gateway: GatewayFactory, upstream: FakeUpstream, upstream2: FakeUpstream
+) -> None:
+    def batch(status: str) -> bytes:
+        return json.dumps(
+            {
+                "id": "batch_up1",
+                "object": "batch",
+                "status": status,
+                "input_file_id": "file-up1",
+                "output_file_id": "file-out1" if status == "completed" else None,
+                "error_file_id": None,
+            }
+        ).encode()
+
+    upstream2.enqueue(
+        http_answer(json.dumps({"id": "file-up1", "object": "file", "bytes": 3}).encode()),
+        http_answer(batch("validating")),
+        http_answer(batch("completed")),
+        http_answer(b'{"custom_id":"x"}\n', "application/octet-stream"),
+    )
+    gw = gateway(
+        {
+            "model_list": [
+                openai_entry("chat", upstream, api_endpoints=["chat"]),
+                openai_entry("batcher", upstream2, api_endpoints=["files", "batches"]),
+            ]
+        }
+    )
+    c = sdk(gw, "none")
+    f = c.files.create(file=("in.jsonl", b"abc"), purpose="batch", extra_body={"model": "batcher"})
+    sent = upstream2.requests[0]
+    assert sent.bare_path == "/v1/files"
+    assert b'name="model"' not in sent.body and b'name="purpose"\r\n\r\nbatch' in sent.body
+    assert f.id.startswith("file-gw")
+    b = c.batches.create(
+        input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    sent = upstream2.requests[1]
+    assert sent.bare_path == "/v1/batches"
+    assert json.loads(sent.body) == {
+        "input_file_id": "file-up1",
+        "endpoint": "/v1/chat/completions",
+        "completion_window": "24h",
+    }
+    assert b.input_file_id == f.id
+    done = c.batches.retrieve(b.id)
+    assert upstream2.requests[2].bare_path == "/v1/batches/batch_up1"
+    assert done.output_file_id and done.output_file_id.startswith("file-gw")
+    assert c.files.content(done.output_file_id).content == b'{"custom_id":"x"}\n'
+    assert upstream2.requests[3].bare_path == "/v1/files/file-out1/content"
+    assert upstream.count() == 0
+    status, _, body = raw(
+        gw.port,
+        "POST",
+        "/v1/files",
+        b"x",
+        {"content-type": "multipart/form-data; boundary=Q", "x-gatewayd-model": "chat"},
+    )
+    assert status == 400
+    status, _, body = raw(gw.port, "GET", "/v1/files", None, {"x-gatewayd-model": "chat"})
+    assert status == 400 and assert_openai_error(json.loads(body))["code"] == (
+        "endpoint_not_supported"
+    )
