@@ -372,3 +372,57 @@ def test_slow_speech_reader_keeps_gateway_memory_bounded(gateway: GatewayFactory
         assert up.sent < EndlessAudio.TOTAL
     finally:
         up.close()
+
+
+def _spend(port: int, alias: str) -> float:
+    _, _, text = raw(port, "GET", "/metrics")
+    total = 0.0
+    for line in text.decode().splitlines():
+        if line.startswith("gatewayd_spend_usd_total{") and f'alias="{alias}"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_spend_per_character_image_second_and_request(gateway: GatewayFactory) -> None:
+    gw = gateway(
+        {
+            "model_list": [
+                mock_entry("voice", input_cost_per_character=0.001),
+                mock_entry("painter", output_cost_per_image=0.04),
+                {
+                    "model_name": "whisper",
+                    "params": {"model": "mock/w"},
+                    "model_info": {"input_cost_per_second": 0.01},
+                },
+                mock_entry("ranker", input_cost_per_query=0.002),
+            ],
+            "keys": [{"key": "sk-spender-0123456789", "name": "spender"}],
+        }
+    )
+    key = {"authorization": "Bearer sk-spender-0123456789"}
+    status, _, _ = raw(
+        gw.port,
+        "POST",
+        "/v1/audio/speech",
+        json.dumps({**SPEECH, "input": "x" * 250}).encode(),
+        {"content-type": "application/json", **key},
+    )
+    assert status == 200
+    status, _, _ = post(
+        gw.port, "/v1/images/generations", {"model": "painter", "prompt": "p", "n": 3}, key
+    )
+    assert status == 200
+    c = client(gw.base_url, key="sk-spender-0123456789")
+    from gatewayd.providers.mock_media import wav
+
+    c.audio.transcriptions.create(model="whisper", file=("a.wav", wav(2.0)))
+    status, _, _ = post(gw.port, "/v1/rerank", {**RERANK, "model": "ranker"}, key)
+    assert status == 200
+    assert _spend(gw.port, "voice") == pytest.approx(0.25)
+    assert _spend(gw.port, "painter") == pytest.approx(0.12)
+    assert _spend(gw.port, "whisper") == pytest.approx(0.02)
+    assert _spend(gw.port, "ranker") == pytest.approx(0.002)
+    status, _, info = raw(gw.port, "GET", "/key/info", None, key)
+    assert status == 200, info
+    # The key's spend (what its budget is checked against) has every unit price in it.
+    assert json.loads(info)["info"]["spend"]["usd"] == pytest.approx(0.25 + 0.12 + 0.02 + 0.002)

@@ -9,11 +9,12 @@ the set it serves.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from gatewayd.config.catalog import WireFormat
 from gatewayd.config.errors import ConfigError
-from gatewayd.config.values import kind
+from gatewayd.config.values import ValueReader, kind
 
 #: Every endpoint name ``params.api_endpoints`` may list.
 API_ENDPOINTS: tuple[str, ...] = (
@@ -100,3 +101,29 @@ def api_endpoints(
             )
         return MODES[mode]
     return default_endpoints(wire)
+
+
+#: Prices per unit other than a token (LiteLLM's names), in USD.
+UNIT_PRICES = (
+    "input_cost_per_request",
+    "input_cost_per_query",
+    "input_cost_per_second",
+    "output_cost_per_second",
+    "input_cost_per_character",
+    "output_cost_per_image",
+)
+
+
+def unit_prices(
+    reader: ValueReader, params: Mapping[str, Any], model_info: Any, ppath: str, path: str
+) -> Mapping[str, float]:
+    """The :data:`UNIT_PRICES` set in ``params``, else in ``model_info`` (LiteLLM puts
+    prices in either); each a number of at least 0."""
+    out: dict[str, float] = {}
+    for k in UNIT_PRICES:
+        if params.get(k) is not None:
+            out[k] = reader._float(params, k, ppath, 0.0)
+        elif isinstance(model_info, dict) and model_info.get(k) is not None:
+            info = {k: reader.resolve(model_info[k], f"{path}.model_info.{k}")}
+            out[k] = reader._float(info, k, f"{path}.model_info", 0.0)
+    return MappingProxyType(out)

@@ -60,6 +60,9 @@ class Deployment:
     #: The endpoints it serves (``params.api_endpoints`` / ``model_info.mode`` / its
     #: provider's defaults: :mod:`gatewayd.config.endpoints`); None: the text endpoints.
     api_endpoints: frozenset[str] | None = None
+    #: USD per request, second of audio, character, image (:data:`~gatewayd.config.
+    #: endpoints.UNIT_PRICES`): only those set.
+    unit_prices: Mapping[str, float] = field(default_factory=_empty)
 
 
 OTEL_PROTOCOLS = ("http/protobuf", "grpc")

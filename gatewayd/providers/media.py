@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -70,3 +71,12 @@ def media_answer(
 
         return reader.first_bytes.addCallback(started)
     return collect().addCallback(lambda body: UpstreamResponse(code, headers, body=body))
+
+
+def wav_seconds(data: bytes) -> float:
+    """The length of a WAV upload from its header; 1.0 for anything else."""
+    if len(data) >= 44 and data[:4] == b"RIFF" and data[8:12] == b"WAVE":
+        byte_rate: int = struct.unpack("<I", data[28:32])[0]
+        if byte_rate:
+            return max(0.0, (len(data) - 44) / byte_rate)
+    return 1.0

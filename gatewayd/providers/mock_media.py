@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gatewayd.providers.base import Endpoint, EventStream, ProviderRequest, UpstreamResponse
+from gatewayd.providers.media import wav_seconds
 from gatewayd.providers.mock_input import invalid
 from gatewayd.upstream.sse import data_event
 
@@ -170,15 +171,6 @@ def transcript(
         }
         return _json(payload)
     return _json({"text": text, "usage": usage} if not translate else {"text": text})
-
-
-def wav_seconds(data: bytes) -> float:
-    """The length of a WAV upload from its header; 1.0 for anything else."""
-    if len(data) >= 44 and data[:4] == b"RIFF" and data[8:12] == b"WAVE":
-        byte_rate: int = struct.unpack("<I", data[28:32])[0]
-        if byte_rate:
-            return max(0.0, (len(data) - 44) / byte_rate)
-    return 1.0
 
 
 # -- images -------------------------------------------------------------------
