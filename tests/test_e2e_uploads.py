@@ -213,3 +213,81 @@ def test_max_audio_upload_bytes_is_configurable_and_checked(gateway: GatewayFact
         c.audio.transcriptions.create(model="whisper", file=("a.wav", wav(1.0)))
     if isinstance(e.value, openai.APIStatusError):
         assert e.value.status_code == 413
+
+
+def _form(alias: str, files: list[tuple[str, str, bytes]], **fields: str) -> bytes:
+    out = b""
+    for name, value in {"model": alias, **fields}.items():
+        out += b'--BND\r\nContent-Disposition: form-data; name="%s"\r\n\r\n%s\r\n' % (
+            name.encode(),
+            value.encode(),
+        )
+    for name, filename, data in files:
+        out += (
+            b'--BND\r\nContent-Disposition: form-data; name="%s"; filename="%s"\r\n'
+            b"Content-Type: application/octet-stream\r\n\r\n%s\r\n"
+        ) % (name.encode(), filename.encode(), data)
+    return out + b"--BND--\r\n"
+
+
+@pytest.mark.parametrize(
+    ("path", "files", "fields"),
+    [
+        ("/audio/translations", [("file", "a.wav", AUDIO)], {}),
+        (
+            "/images/edits",
+            [("image[]", "a.png", png(b"a")), ("image[]", "b.png", png(b"b"))],
+            {"prompt": "hat"},
+        ),
+        ("/images/variations", [("image", "a.png", png(b"a"))], {"n": "2"}),
+    ],
+)
+def test_each_upload_endpoint_retries_then_falls_back_with_the_whole_form(
+    gateway: GatewayFactory,
+    upstream: FakeUpstream,
+    upstream2: FakeUpstream,
+    path: str,
+    files: list[tuple[str, str, bytes]],
+    fields: dict[str, str],
+) -> None:
+    upstream.set_default(Error(502))
+    upstream2.enqueue(http_answer(b'{"text": "ok", "data": []}'))
+    gw = gateway(
+        {
+            "model_list": [openai_entry("up", upstream), openai_entry("b", upstream2, model="m2")],
+            "general_settings": {"num_retries": 1, "fallbacks": [{"up": ["b"]}]},
+        }
+    )
+    form = _form("up", files, **fields)
+    status, hdrs, body = raw(
+        gw.port, "POST", path, form, {"content-type": "multipart/form-data; boundary=BND"}
+    )
+    assert status == 200, body
+    assert hdrs["x-gatewayd-fallback"] == "b"
+    assert [r.body for r in upstream.requests] == [with_model(form, "up", "up-model")] * 2
+    assert upstream2.last_request.body == with_model(form, "up", "m2")
+    assert upstream2.last_request.bare_path == "/v1" + path
+
+
+def test_streamed_transcript_from_an_upstream_is_relayed_as_sse(
+    gateway: GatewayFactory, upstream: FakeUpstream
+) -> None:
+    events = (
+        b'data: {"type":"transcript.text.delta","delta":"Hello"}\n\n'
+        b'data: {"type":"transcript.text.delta","delta":" world"}\n\n'
+        b'data: {"type":"transcript.text.done","text":"Hello world"}\n\n'
+    )
+    upstream.enqueue(http_answer(events, "text/event-stream", chunked=True))
+    gw = gateway({"model_list": [openai_entry("whisper", upstream)]})
+    c = openai.OpenAI(base_url=gw.base_url, api_key="none", max_retries=0, timeout=30)
+    got = list(
+        c.audio.transcriptions.create(
+            model="whisper", file=("a.wav", AUDIO, "audio/wav"), stream=True
+        )
+    )
+    assert [e.type for e in got] == [
+        "transcript.text.delta",
+        "transcript.text.delta",
+        "transcript.text.done",
+    ]
+    assert b'name="stream"\r\n\r\ntrue' in upstream.last_request.body
