@@ -104,7 +104,9 @@ def test_files_and_batches_on_an_openai_fake_go_to_the_deployment_that_holds_the
         http_answer(json.dumps({"id": "file-up1", "object": "file", "bytes": 3}).encode()),
         http_answer(batch("validating")),
         http_answer(batch("completed")),
-        http_answer(b'{"custom_id":"x"}\n', "application/octet-stream"),
+        http_answer(
+            b'{"custom_id":"x","id":"batch_req_1"}\n{"custom_id":"y"}\n', "application/json"
+        ),
     )
     gw = gateway(
         {
@@ -134,7 +136,10 @@ def test_files_and_batches_on_an_openai_fake_go_to_the_deployment_that_holds_the
     done = c.batches.retrieve(b.id)
     assert upstream2.requests[2].bare_path == "/v1/batches/batch_up1"
     assert done.output_file_id and done.output_file_id.startswith("file-gw")
-    assert c.files.content(done.output_file_id).content == b'{"custom_id":"x"}\n'
+    # A JSONL output comes back as the upstream sent it, whatever its Content-Type says.
+    assert c.files.content(done.output_file_id).content == (
+        b'{"custom_id":"x","id":"batch_req_1"}\n{"custom_id":"y"}\n'
+    )
     assert upstream2.requests[3].bare_path == "/v1/files/file-out1/content"
     assert upstream.count() == 0
     status, _, body = raw(

@@ -31,6 +31,11 @@ MEDIA_ENDPOINTS = frozenset(
 )
 
 
+def is_file_content(request: ProviderRequest) -> bool:
+    """``GET /files/{id}/content``: bytes to stream, never JSON to read."""
+    return request.endpoint is Endpoint.FILES and (request.path or "").endswith("/content")
+
+
 def _is_json(ctype: bytes) -> bool:
     return b"json" in ctype or not ctype
 
@@ -54,16 +59,19 @@ def media_answer(
         return None
     raw_type = (response.headers.getRawHeaders(b"content-type") or [b""])[0]
     ctype = raw_type.lower()
-    if (
+    # A file's content is bytes whatever its type says (JSONL is not one JSON object).
+    content = is_file_content(request)
+    if request.endpoint is Endpoint.FILES and not content:
+        return None
+    if not content and (
         b"text/event-stream" in ctype
         or (_is_json(ctype) and request.endpoint is not Endpoint.SPEECH)
-        or (request.endpoint is Endpoint.FILES and b"application/json" in ctype)
     ):
         return None
     headers = [*passed, (b"content-type", raw_type or b"application/octet-stream")]
     code = response.code
-    if request.endpoint in (Endpoint.SPEECH, Endpoint.FILES):  # audio, a file's content
-        reader = ByteStream(clock, idle_timeout, deployment, decoder)
+    if request.endpoint is Endpoint.SPEECH or content:  # audio, a file's bytes: streamed
+        reader = ByteStream(clock, idle_timeout, deployment, decoder, empty_ok=content)
         response.deliverBody(reader)
 
         def started(_: Any) -> UpstreamResponse:

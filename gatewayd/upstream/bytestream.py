@@ -42,11 +42,14 @@ class ByteStream(Protocol, EventStream):
         idle_timeout: float,
         deployment: str = "",
         decoder: Decoder | None = None,
+        empty_ok: bool = False,
     ) -> None:
         self._clock = clock
         self._idle_timeout = idle_timeout
         self._deployment = deployment
         self._decoder = decoder
+        #: An empty body is an answer (an empty file), not a broken upstream.
+        self._empty_ok = empty_ok
         self._pending: list[bytes] = []
         self._sink: StreamSink | None = None
         self._ended = False
@@ -101,6 +104,10 @@ class ByteStream(Protocol, EventStream):
                     ),
                     deployment=self._deployment,
                 )
+        if not self.first_bytes.called and failure is None and self._empty_ok:
+            self._ended = True
+            self.first_bytes.callback(None)
+            return
         if not self.first_bytes.called:
             self.first_bytes.errback(
                 failure

@@ -16,6 +16,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from gatewayd.providers.base import Endpoint
 from gatewayd.providers.capabilities import endpoint_name
+from gatewayd.providers.media import is_file_content
 from gatewayd.routing import RouteResult
 from gatewayd.web.byterelay import ByteRelay
 from gatewayd.web.exchange import Exchange, Gateway, upstream_call
@@ -30,7 +31,9 @@ class MediaExchange(Exchange):
 
     def _routed(self, result: RouteResult) -> None:
         response = result.response
-        binary = response.stream is not None and self.call.endpoint is Endpoint.SPEECH
+        binary = response.stream is not None and (
+            self.call.endpoint is Endpoint.SPEECH or is_file_content(self.call)
+        )
         if self.gone or self.committed or not (binary or response.stream is None):
             super()._routed(result)
             return
