@@ -180,6 +180,26 @@ def test_speech_streams_upstream_bytes_with_its_content_type(
     }
 
 
+def test_speech_sse_stream_format_passes_through_as_it_comes(
+    gateway: GatewayFactory, upstream: FakeUpstream
+) -> None:
+    events = b'data: {"type":"speech.audio.delta","audio":"AAAA"}\n\n' * 3 + (
+        b'data: {"type":"speech.audio.done","usage":{"input_tokens":1}}\n\n'
+    )
+    upstream.enqueue(http_answer(events, "text/event-stream", chunked=True))
+    gw = gateway({"model_list": [openai_entry("voice", upstream)]})
+    status, hdrs, body = raw(
+        gw.port,
+        "POST",
+        "/v1/audio/speech",
+        json.dumps({**SPEECH, "stream_format": "sse"}).encode(),
+        {"content-type": "application/json"},
+    )
+    assert status == 200 and hdrs["content-type"] == "text/event-stream"
+    assert body == events
+    assert json.loads(upstream.last_request.body)["stream_format"] == "sse"
+
+
 @pytest.mark.parametrize(
     ("path", "payload", "answer"),
     [

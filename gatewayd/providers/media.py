@@ -63,9 +63,11 @@ def media_answer(
     content = is_file_content(request)
     if request.endpoint is Endpoint.FILES and not content:
         return None
-    if not content and (
-        b"text/event-stream" in ctype
-        or (_is_json(ctype) and request.endpoint is not Endpoint.SPEECH)
+    # Speech is bytes whatever its type (audio, or SSE audio deltas with stream_format).
+    if (
+        not content
+        and request.endpoint is not Endpoint.SPEECH
+        and (b"text/event-stream" in ctype or _is_json(ctype))
     ):
         return None
     headers = [*passed, (b"content-type", raw_type or b"application/octet-stream")]

@@ -26,7 +26,7 @@ from gatewayd.web.answering import AnsweringChannel
 from gatewayd.web.channel import HEADER_KEYS, channel_class, header_key
 from gatewayd.web.channel import GatewayChannel as GatewayChannel  # where it was
 from gatewayd.web.errors import write_error_object
-from gatewayd.web.upload import UploadSpool, refuse, start_upload
+from gatewayd.web.upload import UploadSpool, done_refusing, refuse, start_upload
 
 log = get_logger("gatewayd.web")
 
@@ -84,7 +84,8 @@ class GatewayRequest(Request):
             rest = path.split(b"//", 1)[1]
             path = b"/" + rest.split(b"/", 1)[1] if b"/" in rest else b"/"
         if self.upload is not None and self.upload.refused:
-            return  # answered 413 and closed while the body came
+            done_refusing(self, self.upload)  # answered 413 while the body came
+            return
         if self._parsePOSTFormSubmission:  # not gatewayd's site: Twisted's, forms parsed
             super().requestReceived(command, path, version)  # type: ignore[no-untyped-call]
             return
@@ -168,6 +169,8 @@ class GatewayRequest(Request):
             site.active_requests -= 1
 
     def _cleanup(self) -> None:
+        if self.upload is not None:  # its spooled parts (temporary files) go now
+            self.upload.close()
         self._uncount()
         super()._cleanup()  # type: ignore[no-untyped-call]
 

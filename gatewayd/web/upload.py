@@ -20,7 +20,10 @@ from typing import IO, Any
 
 from multipart import MultipartError, PushMultipartParser, parse_options_header
 
-from gatewayd.providers.base import Endpoint
+from gatewayd.observability import request_ids as reqid
+from gatewayd.observability.request_ids import request_id
+from gatewayd.providers.base import Endpoint, openai_error
+from gatewayd.web.errors import error_json
 
 #: Bytes of one file kept in memory before it goes to a temporary file.
 IN_MEMORY = 1024 * 1024
@@ -28,6 +31,8 @@ IN_MEMORY = 1024 * 1024
 MAX_FIELD = 64 * 1024
 #: Most parts in one upload (several images for an edit, a mask, parameters).
 MAX_PARTS = 256
+#: Seconds the rest of a refused upload is read (and dropped) before the connection goes.
+LINGER = 10.0
 
 #: The upload endpoints by path suffix.
 UPLOAD_PATHS: dict[bytes, Endpoint] = {
@@ -86,6 +91,8 @@ class UploadSpool:
         self.received = 0
         self.too_large = False
         self.refused = False  # a 413 went out: nothing more to do with this request
+        #: The timer that ends reading a refused body (see :func:`refuse`).
+        self.linger: Any = None
         self.error: str | None = None
         self.parts: list[Part] = []
         self._current: Part | None = None
@@ -236,11 +243,48 @@ def start_upload(request: Any, length: int | None) -> UploadSpool | None:
 
 
 def refuse(request: Any, spool: UploadSpool) -> None:
-    """Answer 413 now and close the connection (the rest of the body is not read)."""
+    """Answer 413 now, before the rest of the body is read, and close our side.
+
+    The rest of the body is read and dropped (nothing is kept) until it ends or for
+    :data:`LINGER` seconds: a client that sends its whole body before reading (httpx,
+    the SDKs) then reads the 413 instead of a reset connection."""
     if spool.refused:
         return
     spool.refused = True
     spool.close()
-    reject = getattr(request.channel, "reject", None)
-    if reject is not None:
-        reject(413, too_large_message(spool), "request_too_large")
+    channel = request.channel
+    transport = getattr(channel, "transport", None)
+    if transport is None:
+        return
+    body = error_json(
+        openai_error(too_large_message(spool), "invalid_request_error", "request_too_large")
+    )
+    rid = request_id(request.getHeader(reqid.HEADER))
+    request.request_id = rid
+    transport.write(
+        b"HTTP/1.1 413 Request Entity Too Large\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\nx-request-id: %s\r\nconnection: close\r\n\r\n%s"
+        % (len(body), rid.encode("ascii"), body)
+    )
+    half_close = getattr(transport, "loseWriteConnection", None)
+    if half_close is None:
+        channel.loseConnection()
+    else:
+        half_close()  # the client sees the answer end; we go on reading (and dropping)
+        later = getattr(channel, "callLater", None)
+        if later is not None:
+            spool.linger = later(LINGER, transport.abortConnection)
+    site = getattr(channel, "site", None)
+    access_line = getattr(site, "access_line", None)
+    if access_line is not None:
+        request.method = getattr(channel, "_method", None) or b"POST"
+        request.uri = getattr(channel, "_url", None) or b"-"
+        request.outcome = "upload_too_large"
+        access_line(request, 413, len(body))
+
+
+def done_refusing(request: Any, spool: UploadSpool) -> None:
+    """The refused body has ended: close the connection now."""
+    if spool.linger is not None and spool.linger.active():
+        spool.linger.cancel()
+    request.channel.loseConnection()
