@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -146,7 +147,9 @@ def main() -> None:
             prof.disable()
             print(f"### {name}")
             stats = pstats.Stats(prof, stream=sys.stdout)
-            stats.sort_stats("tottime").print_stats(30)
+            stats.sort_stats("tottime").print_stats(
+                int(os.environ.get("GATEWAYD_PROFILE_ROWS", "30"))
+            )
         return
     print("| request | CPU us per request (best of 3) |")
     print("|---|--:|")

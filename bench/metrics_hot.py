@@ -6,7 +6,7 @@ A non-streamed request that succeeds on its first attempt updates, through
 :class:`gatewayd.observability.metrics.GatewayMetrics`: the attempt counter and the upstream latency
 histogram (router), the request counter, the per-key request counter and the overhead
 histogram (access log), the token counters from ``usage`` (two), the per-key token counters
-(two) and the spend counter (admission). Rows:
+(two) and the spend counter (the limits stage). Rows:
 
 - ``native``: the default in one process (:mod:`gatewayd.observability.metric_store`);
 - ``shared``: with ``--workers N`` (:mod:`gatewayd.observability.metric_share`: the values in this

@@ -138,7 +138,8 @@ class GatewayService(Service):
         self._router = Router(self._table(config), reactor, rng, self.metrics)
         #: Key and deployment limits on the state store (memory, or shared Redis).
         self.state = build_limiter(config.general, reactor, self.metrics, self._router)
-        self._pipeline = request_pipeline()
+        #: The stages around every routed request (:mod:`gatewayd.web.stage_list`).
+        self.pipeline: Pipeline = request_pipeline()
         self.site = GatewaySite(build_root(self), lambda: self.config.general, self.metrics)
         self._observe()
         self.tracing = build_tracing(config.general.otel, reactor)
@@ -184,11 +185,6 @@ class GatewayService(Service):
     @property
     def limiter(self) -> Limiter:
         return self.state.limiter
-
-    @property
-    def pipeline(self) -> Pipeline:
-        """The stages around every routed request (:mod:`gatewayd.web.stage_list`)."""
-        return self._pipeline
 
     @property
     def usage_log(self) -> UsageLog | None:

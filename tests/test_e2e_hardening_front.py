@@ -18,6 +18,7 @@ import pytest
 from conftest import MASTER_KEY, GatewayFactory, openai_entry, sdk
 
 from gatewayd.testing import Error, FakeUpstream, free_port, run_gateway_expecting_failure
+from gatewayd.testing.rawhttp import read_response
 
 MOCK = {"model_name": "demo", "params": {"model": "mock/demo", "mock_response": "hi"}}
 CHAT = {"model": "demo", "messages": [{"role": "user", "content": "hi"}]}
@@ -27,23 +28,7 @@ def exchange(port: int, data: bytes, timeout: float = 10.0) -> bytes:
     """Send raw bytes, read until the server closes (or the response is complete)."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.sendall(data)
-        chunks: list[bytes] = []
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                chunk = s.recv(65536)
-            except (ConnectionResetError, TimeoutError):
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-            whole = b"".join(chunks)
-            head, sep, body = whole.partition(b"\r\n\r\n")
-            if sep and b"content-length:" in head.lower():
-                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-                if len(body) >= length:
-                    break
-        return b"".join(chunks)
+        return read_response(s, timeout, whole_response=True)
 
 
 def split(response: bytes) -> tuple[int, dict[str, str], bytes]:

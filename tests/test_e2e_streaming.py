@@ -13,6 +13,7 @@ from conftest import GatewayFactory, openai_entry
 from conftest import sdk as client
 
 from gatewayd.testing import FakeUpstream, RawResponse, SSEFramingStream, Stream, StreamThenCut
+from gatewayd.testing.rawhttp import read_response
 
 
 def stream_request(port: int, alias: str, extra: str = "") -> socket.socket:
@@ -31,18 +32,7 @@ def stream_request(port: int, alias: str, extra: str = "") -> socket.socket:
 
 
 def read_until(s: socket.socket, needle: bytes, limit: float = 10.0) -> bytes:
-    buf = b""
-    deadline = time.monotonic() + limit
-    while needle not in buf and time.monotonic() < deadline:
-        s.settimeout(max(0.01, deadline - time.monotonic()))
-        try:
-            chunk = s.recv(65536)
-        except TimeoutError:
-            break
-        if not chunk:
-            break
-        buf += chunk
-    return buf
+    return read_response(s, limit, until=needle)
 
 
 def wait_for(pred: object, limit: float) -> bool:

@@ -19,10 +19,10 @@ from zope.interface import implementer
 from gatewayd.config import Deployment, parse_config
 from gatewayd.config.catalog import AZURE_AI_DEFAULT_API_VERSION, AZURE_DEFAULT_API_VERSION
 from gatewayd.providers.base import Endpoint, ProviderRequest, UpstreamFailure
-from gatewayd.providers.http_provider import bearer_headers
 from gatewayd.providers.openai import OpenAICompatibleProvider
 from gatewayd.providers.replies import error_object as _error_object
 from gatewayd.providers.replies import passable_headers, retry_after_seconds
+from gatewayd.providers.request_headers import bearer_headers
 
 # providers.md: every OpenAI-compatible prefix's default base.
 DEFAULT_BASES = {

@@ -16,6 +16,7 @@ from twisted.web.server import Request
 
 from gatewayd.config.model import GeneralSettings
 from gatewayd.testing import FakeUpstream
+from gatewayd.testing.rawhttp import read_response
 from gatewayd.testing.tlsfiles import make_tls_files
 from gatewayd.web.channel import GatewayChannel
 from gatewayd.web.request import GatewaySite
@@ -33,22 +34,6 @@ class _Echo(Resource):
 
 def chat(content: str) -> bytes:
     return json.dumps({"model": "a", "messages": [{"role": "user", "content": content}]}).encode()
-
-
-def read_all(s: socket.socket, timeout: float = 10.0) -> bytes:
-    """Read until the server closes the connection (bounded)."""
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + timeout
-    s.settimeout(timeout)
-    while time.monotonic() < deadline:
-        try:
-            chunk = s.recv(65536)
-        except (ConnectionResetError, TimeoutError):
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def split_responses(out: bytes) -> list[tuple[int, dict[str, str], bytes]]:
@@ -89,7 +74,7 @@ def test_pipelined_requests_with_chunked_and_split_bodies_answered_in_order(
             s.sendall(data[start : min(start + 37, cut)])
             time.sleep(0.005)
         s.sendall(data[cut:])
-        out = read_all(s)
+        out = read_response(s)
     answers = split_responses(out)
     assert [(status, h["x-request-id"]) for status, h, _ in answers] == [
         (200, "r-1"),
@@ -123,7 +108,7 @@ def test_oversized_headers_and_smuggling_are_json_refusals_on_a_real_socket(
     for raw, want in cases:
         with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as s:
             s.sendall(raw)
-            out = read_all(s)
+            out = read_response(s)
         [(status, headers, answer)] = split_responses(out)
         assert status == want and headers["content-type"] == "application/json"
         assert json.loads(answer)["error"]["type"] == "invalid_request_error"
@@ -137,7 +122,7 @@ def test_oversized_headers_and_smuggling_are_json_refusals_on_a_real_socket(
 def _talk(sock: socket.socket, data: bytes) -> bytes:
     with sock:
         sock.sendall(data)
-        return read_all(sock)
+        return read_response(sock)
 
 
 @pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]

@@ -8,20 +8,19 @@ to translate the response, errors and stream events.
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
-from twisted.internet import error as net_error
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
-from twisted.web.client import ResponseFailed, ResponseNeverReceived
 from twisted.web.http_headers import Headers, _nameEncoder
 from twisted.web.iweb import IAgent, IResponse
 
 from gatewayd.config.model import Deployment
 from gatewayd.observability.log import get_logger, is_verbose
+from gatewayd.providers.attempt_failures import attempt_failure, is_cancellation
 from gatewayd.providers.base import (
     AttemptLimits,
     Endpoint,
@@ -38,8 +37,9 @@ from gatewayd.providers.replies import error_object, passable_headers
 # Re-exported: translating providers import these from here.
 from gatewayd.providers.replies import error_type_for as error_type_for
 from gatewayd.providers.replies import retry_after_seconds as retry_after_seconds
+from gatewayd.providers.request_headers import ACCEPT_ENCODING
 from gatewayd.upstream.encoding import Decoder, DecodingError, decoder_for
-from gatewayd.upstream.http import BodyCollector, BytesProducer, _describe
+from gatewayd.upstream.http import BodyCollector, BytesProducer
 from gatewayd.upstream.redact import Redactor, loggable_url, split_credentials
 from gatewayd.upstream.stream import StreamReader
 from gatewayd.upstream.wirejson import loads_strict, normalise_error
@@ -133,9 +133,9 @@ class HTTPProvider(Provider):
             if isinstance(result, Failure):
                 if timed_out:
                     result = Failure(TimeoutError())
-                elif _is_cancellation(result):
+                elif is_cancellation(result):
                     return Failure(CancelledError())  # the caller gave up: not a failure
-                result = self._redact(self._map_failure(result, limits))
+                result = self._redact(attempt_failure(result, self.deployment.id, limits.timeout))
             if verbose:
                 self._trace(result, sent, started)
             return result
@@ -214,8 +214,8 @@ class HTTPProvider(Provider):
                 self._clean_urls.clear()
             known = self._clean_urls[url] = (clean.encode("ascii"), clean)
         sent.append(known[1])
-        if _ACCEPT_ENCODING not in raw:
-            raw[_ACCEPT_ENCODING] = [b"identity"]
+        if ACCEPT_ENCODING not in raw:
+            raw[ACCEPT_ENCODING] = [b"identity"]
         return known[0], headers, body
 
     def _answered(
@@ -335,50 +335,6 @@ class HTTPProvider(Provider):
             deployment=self.deployment.id,
         )
 
-    def _map_failure(self, failure: Failure, limits: AttemptLimits) -> Failure:
-        """Every failure leaves as an :class:`UpstreamFailure`, except a cancellation."""
-        if isinstance(failure.value, UpstreamFailure):
-            failure.value.deployment = self.deployment.id
-            return failure
-        if failure.check(TimeoutError):
-            return Failure(
-                UpstreamFailure(
-                    FailureKind.TIMEOUT,
-                    504,
-                    openai_error(
-                        f"upstream did not answer within {limits.timeout:g} s",
-                        "timeout",
-                        "upstream_timeout",
-                    ),
-                    deployment=self.deployment.id,
-                )
-            )
-        if failure.check(CancelledError):
-            return failure
-        if failure.check(
-            net_error.ConnectError,
-            net_error.ConnectionLost,
-            net_error.ConnectionDone,
-            net_error.DNSLookupError,
-            ResponseNeverReceived,
-            ResponseFailed,
-            OSError,
-        ):
-            # OSError covers a socket that could not even be created (EMFILE, ENOBUFS).
-            return Failure(
-                UpstreamFailure(
-                    FailureKind.CONNECT,
-                    502,
-                    openai_error(
-                        f"could not reach upstream {self.deployment.id}: {_describe(failure)}",
-                        "api_connection_error",
-                        "upstream_connection_error",
-                    ),
-                    deployment=self.deployment.id,
-                )
-            )
-        return failure
-
 
 class _LazyURL:
     """The attempt's URL for a debug line, made loggable only if the line is written."""
@@ -402,37 +358,8 @@ class _Discard(Protocol):
     """Reads and drops a body the gateway will not use (so the connection is freed)."""
 
 
-def _is_cancellation(failure: Failure) -> bool:
-    """A cancellation, possibly wrapped by the HTTP client in ResponseNeverReceived/Failed."""
-    if failure.check(CancelledError, net_error.ConnectingCancelledError):
-        return True
-    reasons = getattr(failure.value, "reasons", None) or []
-    return any(isinstance(r, Failure) and r.check(CancelledError) for r in reasons)
-
-
 def _collect(response: IResponse, limit: int, decoder: Decoder | None = None) -> Deferred[bytes]:
     """Fires with the (decoded) body, at most ``limit`` bytes."""
     collector = BodyCollector(limit, decoder)
     response.deliverBody(collector)
     return collector.done
-
-
-_ACCEPT_ENCODING = _nameEncoder.encode(b"accept-encoding")
-
-
-def copy_headers(headers: Headers) -> Headers:
-    """A copy of ``headers`` to add to: ``Headers.copy`` re-encodes and re-checks every
-    name and value, which a deployment's headers, checked once when built, do not need."""
-    copy = Headers()
-    copy._rawHeaders = {name: values[:] for name, values in headers._rawHeaders.items()}
-    return copy
-
-
-def bearer_headers(key: str | None, extra: Sequence[tuple[str, str]] = ()) -> Headers:
-    """JSON request headers with ``Authorization: Bearer`` when there is a key."""
-    h = Headers({b"content-type": [b"application/json"]})
-    if key:
-        h.setRawHeaders(b"authorization", [b"Bearer " + key.encode()])
-    for k, v in extra:
-        h.setRawHeaders(k.encode(), [v.encode()])
-    return h

@@ -18,7 +18,8 @@ from twisted.web.iweb import IAgent
 from gatewayd.config.catalog import WireFormat
 from gatewayd.config.model import Deployment
 from gatewayd.providers.base import Endpoint, ProviderRequest
-from gatewayd.providers.http_provider import HTTPProvider, bearer_headers, copy_headers
+from gatewayd.providers.http_provider import HTTPProvider
+from gatewayd.providers.request_headers import bearer_headers, copy_headers
 
 
 def upstream_body(request: ProviderRequest, model: str) -> bytes:

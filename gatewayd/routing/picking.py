@@ -23,13 +23,6 @@ class Picker:
         #: Deployment rpm/tpm limits (set by the service); None = no limits anywhere.
         self.limiter: Limiter | None = None
 
-    def now(self, pool: AliasPool, tried: set[str] | tuple[()] = ()) -> Route | None:
-        """A deployment to try at once, or None when that would mean waiting (none is
-        healthy, or none has room)."""
-        choice = pool.choose_now(tried, self.rng)
-        assert choice is None or isinstance(choice, Route)
-        return choice
-
     async def admitted(
         self,
         alias: str,

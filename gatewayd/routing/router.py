@@ -27,7 +27,6 @@ from gatewayd.providers.base import (
     ProviderRequest,
     UpstreamFailure,
 )
-from gatewayd.providers.capabilities import serves
 from gatewayd.routing.attempt import Attempt, Attempts
 from gatewayd.routing.balancer import Balancer
 from gatewayd.routing.classify import Verdict, classify
@@ -47,6 +46,7 @@ from gatewayd.routing.outcome import (
 from gatewayd.routing.picking import Picker
 from gatewayd.routing.pool import AliasPool
 from gatewayd.routing.retry import RetryPolicy, owed_backoff, wait_before_next
+from gatewayd.routing.serving import ServingIndex
 from gatewayd.routing.table import Route, RoutingTable
 
 log = get_logger(__name__)
@@ -80,11 +80,8 @@ class Router:
         self._apply(g)
         self._pools = self._index(table)
         self._unlimited = _unlimited(table)
-        #: Per table: (alias, endpoint) -> the routes serving it when not all of them do.
-        self._serving: tuple[RoutingTable | None, dict[tuple[str, Any], tuple[Route, ...]]] = (
-            None,
-            {},
-        )
+        #: Which deployments serve which endpoint (``params.api_endpoints``).
+        self.endpoints = ServingIndex()
         self._gauge_keys: tuple[RoutingTable | None, list[tuple[tuple[str, str], str]]] = (None, [])
         self.metrics.in_flight.collect = lambda: self._gauge(lambda h, now: h.in_flight)
         self.metrics.cooldown.collect = lambda: self._gauge(lambda h, now: h.cooling(now))
@@ -217,7 +214,7 @@ class Router:
         last: UpstreamFailure | None = None
         while True:
             current = chain.current
-            if not self.serving(table, current, request.endpoint):
+            if not self.endpoints.any(table, current, request.endpoint):  # api_endpoints
                 progress.failed[current] = "no deployment serves this endpoint"
                 first = None
                 if not chain.advance():
@@ -269,8 +266,7 @@ class Router:
             pinned = [r for r in table.routes[alias] if r.id == request.pin]
             if pinned:
                 pool = AliasPool(pinned, self.health, table.config.general.routing_strategy)
-        partial = self._serving_only(table, alias, request.endpoint)
-        if partial is not None:  # only the deployments that serve this endpoint
+        elif (partial := self.endpoints.only(table, alias, request.endpoint)) is not None:
             pool = AliasPool(partial, self.health, table.config.general.routing_strategy)
         tried: set[str] = set()
         retries = self.policy.num_retries
@@ -360,11 +356,12 @@ class Router:
         once needs no coroutine; None: :meth:`_route` makes it."""
         if request.pin is not None or alias not in self._unlimited:
             return None
-        if self._serving_only(table, alias, request.endpoint) is not None:
+        if self.endpoints.only(table, alias, request.endpoint) is not None:  # some do not
             return None
-        choice = self.picker.now(pool)
+        choice = pool.choose_now((), self.rng)
         if choice is None:
             return None
+        assert isinstance(choice, Route)
         return self.attempts.launch(table, choice, None, request, progress)
 
     def _follow(
@@ -389,29 +386,6 @@ class Router:
         return sent.addCallbacks(
             lambda response: self.attempts.succeeded(alias, first, response, progress), failed
         )
-
-    def _serving_only(
-        self, table: RoutingTable, alias: str, endpoint: Any
-    ) -> tuple[Route, ...] | None:
-        """The routes of ``alias`` that serve ``endpoint`` when some do not; None when
-        all do (the common case: the alias's own pool)."""
-        known, cache = self._serving
-        if known is not table:
-            cache = {}
-            self._serving = (table, cache)
-        key = (alias, endpoint)
-        hit = cache.get(key)
-        if hit is None:
-            routes = table.routes.get(alias, ())
-            hit = cache[key] = tuple(r for r in routes if serves(r.deployment, endpoint))
-            if len(hit) == len(routes):
-                hit = cache[key] = routes
-        return None if hit is table.routes.get(alias) else hit
-
-    def serving(self, table: RoutingTable, alias: str, endpoint: Any) -> bool:
-        """Whether any deployment of ``alias`` serves ``endpoint``."""
-        partial = self._serving_only(table, alias, endpoint)
-        return partial is None or bool(partial)
 
 
 def _unlimited(table: RoutingTable) -> frozenset[str]:

@@ -25,14 +25,11 @@ class Pipeline:
     def __init__(self, stages: Sequence[Stage]) -> None:
         self.stages = tuple(stages)
 
-    def run(self, ctx: RouteContext, route: Route) -> Deferred[RouteResult]:
-        """``route`` behind the stages: fires with the :class:`RouteResult` (routed, or
-        a stage's early answer) or fails (:class:`~gatewayd.routing.RouteError`, or what
-        a stage raised). Cancelling it cancels what is pending: a stage's wait or the
-        route."""
-        return self._from(ctx, route, 0)
-
-    def _from(self, ctx: RouteContext, route: Route, i: int) -> Deferred[RouteResult]:
+    def run(self, ctx: RouteContext, route: Route, i: int = 0) -> Deferred[RouteResult]:
+        """``route`` behind the stages (from the ``i``-th on): fires with the
+        :class:`RouteResult` (routed, or a stage's early answer) or fails
+        (:class:`~gatewayd.routing.RouteError`, or what a stage raised). Cancelling it
+        cancels what is pending: a stage's wait or the route."""
         stages = self.stages
         while i < len(stages):
             try:
@@ -67,7 +64,7 @@ class Pipeline:
                 self._complete(early, ctx, i + 1)
                 out.callback(early)
                 return
-            d = self._from(ctx, route, i + 1)
+            d = self.run(ctx, route, i + 1)
             inner.append(d)
             d.chainDeferred(out)
 
@@ -86,7 +83,13 @@ class Pipeline:
             return outcome
         result: RouteResult = outcome
         if result.response.stream is None:
-            self._after(ctx, ran, result, None)
+            if ran == 1:  # the common case, without a slice and a call
+                try:
+                    self.stages[0].after(ctx, result, None)
+                except Exception:
+                    log.failure("a stage's after step failed", Failure())
+            else:
+                self._after(ctx, ran, result, None)
             return result
         relayed = result.finish
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from twisted.internet.defer import Deferred, fail
-from twisted.python.failure import Failure
 
 from gatewayd.observability.log import get_logger
 from gatewayd.providers.base import openai_error
@@ -28,17 +27,11 @@ def store_down(e: StoreUnavailable, attempts: int = 0) -> RouteError:
     )
 
 
-def _store_failure(failure: Failure) -> Failure:
-    if isinstance(failure.value, StoreUnavailable):
-        return Failure(store_down(failure.value))
-    return failure
-
-
 def route_alias(ctx: RouteContext) -> Deferred[RouteResult]:
-    """Fires with the :class:`RouteResult`, or fails with :class:`RouteError` (a closed
-    state store that is down: 503)."""
+    """Fires with the :class:`RouteResult`, or fails with :class:`RouteError` or
+    :class:`StoreUnavailable` (a closed state store that is down: worded as a 503 by
+    :func:`store_down`, where the failure is answered)."""
     try:
-        d = ctx.gateway.router.route(ctx.alias, ctx.call)
+        return ctx.gateway.router.route(ctx.alias, ctx.call)
     except StoreUnavailable as e:
         return fail(store_down(e))
-    return d.addErrback(_store_failure)

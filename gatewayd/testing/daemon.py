@@ -20,20 +20,16 @@ Every wait is bounded.
 
 from __future__ import annotations
 
-import contextlib
-import http.client
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, TypeAlias
+from typing import Any
 
 import yaml
 
@@ -46,121 +42,20 @@ __all__ = [
     "run_gateway_expecting_failure",
 ]
 
-#: A config given as YAML text, as a mapping (dumped with ``yaml.safe_dump``) or as the path of
-#: an existing file (used in place).
-ConfigLike: TypeAlias = "str | Mapping[str, Any] | os.PathLike[str]"
-
-_HOST: Final = "127.0.0.1"
-#: The directory that contains the ``gatewayd`` package (the source tree root when not
-#: installed); it also holds ``twisted/plugins`` in a checkout.
-_POLL: Final = 0.05
-
-
-class GatewayStartupError(RuntimeError):
-    """The daemon exited, or did not become ready in time; ``log`` holds its output."""
-
-    def __init__(self, message: str, log: str, returncode: int | None) -> None:
-        super().__init__(f"{message}\n--- gateway output ---\n{log}")
-        self.log = log
-        self.returncode = returncode
-
-
-class GatewayDidNotExit(AssertionError):
-    """The daemon was expected to exit by itself but was still running; it has been killed."""
-
-    def __init__(self, message: str, log: str) -> None:
-        super().__init__(f"{message}\n--- gateway output ---\n{log}")
-        self.log = log
-
-
-def free_port() -> int:
-    """Return a currently free 127.0.0.1 TCP port (bound, read and released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((_HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def _write_config(config: ConfigLike, directory: Path) -> Path:
-    """Write the config into ``directory`` (or return the given file path) and return its path."""
-    if isinstance(config, os.PathLike):
-        return Path(config).resolve()
-    path = directory / "gateway.yaml"
-    if isinstance(config, str):
-        text = config
-    else:
-        text = yaml.safe_dump(dict(config), sort_keys=False)
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def _bin_dir() -> Path:
-    # Not resolved: a venv's bin/python is a symlink and the scripts sit next to the link.
-    return Path(sys.executable).parent
-
-
-def _command(config_path: Path, port: int, extra_args: Sequence[str], use_cli: bool) -> list[str]:
-    """Build the daemon command line (falling back to ``python -c`` if a script is missing)."""
-    flags = ["-c", str(config_path), "--host", _HOST, "-p", str(port), *extra_args]
-    if use_cli:
-        script = _bin_dir() / "gatewayd"
-        if script.exists():
-            return [str(script), *flags]
-        code = (
-            "import sys; from gatewayd.cli import main; sys.argv[0] = 'gatewayd'; sys.exit(main())"
-        )
-        return [sys.executable, "-c", code, *flags]
-    twistd = _bin_dir() / "twistd"
-    prefix = (
-        [str(twistd)]
-        if twistd.exists()
-        else [
-            sys.executable,
-            "-c",
-            "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()",
-        ]
-    )
-    return [*prefix, "-n", "gateway", *flags]
-
-
-def _environment(env: Mapping[str, str] | None, unset_env: Sequence[str]) -> dict[str, str]:
-    """``os.environ`` + ``PYTHONUNBUFFERED=1`` + overrides - unset.
-
-    The daemon runs from the *installed* package, as users run it: twistd must find the
-    plugin in site-packages, so the source tree is deliberately not put on ``PYTHONPATH``."""
-    result = dict(os.environ)
-    result["PYTHONUNBUFFERED"] = "1"
-    result.update(env or {})
-    for name in unset_env:
-        result.pop(name, None)
-    return result
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
-
-
-def _kill(proc: subprocess.Popen[bytes], sig: int) -> None:
-    """Send ``sig`` to the process by pid, only if it has not been reaped yet."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, sig)
-
-
-def _probe(port: int, path: str) -> bool:
-    """Return True if ``GET http://127.0.0.1:port{path}`` answers 200 within a second."""
-    conn = http.client.HTTPConnection(_HOST, port, timeout=1.0)
-    try:
-        conn.request("GET", path, headers={"Connection": "close"})
-        response = conn.getresponse()
-        response.read()
-        return response.status == 200
-    except (OSError, http.client.HTTPException):
-        return False
-    finally:
-        conn.close()
+from gatewayd.testing.launch import (
+    HOST,
+    POLL,
+    ConfigLike,
+    GatewayDidNotExit,
+    GatewayStartupError,
+    command_line,
+    environment,
+    free_port,
+    kill,
+    probe,
+    read_log,
+    write_config_file,
+)
 
 
 class GatewayProcess:
@@ -188,7 +83,7 @@ class GatewayProcess:
     ) -> None:
         self._config = config
         self._extra_args = list(extra_args)
-        self._env = _environment(env, unset_env)
+        self._env = environment(env, unset_env)
         self._use_cli = use_cli
         self._fixed_port = port
         self._startup_timeout = startup_timeout
@@ -214,7 +109,7 @@ class GatewayProcess:
         if self._proc is not None:
             raise RuntimeError("GatewayProcess can only be started once")
         self._dir = Path(tempfile.mkdtemp(prefix="gatewayd-test-"))
-        self._config_path = _write_config(self._config, self._dir)
+        self._config_path = write_config_file(self._config, self._dir)
         self._log_path = self._dir / "gateway.log"
         attempts = 1 if self._fixed_port is not None else 3
         for attempt in range(attempts):
@@ -234,7 +129,7 @@ class GatewayProcess:
         assert self._log_path is not None
         self._port = port
         self._returncode = None
-        command = _command(self._config_path, port, self._extra_args, self._use_cli)
+        command = command_line(self._config_path, port, self._extra_args, self._use_cli)
         with open(self._log_path, "wb") as log:
             self._proc = subprocess.Popen(
                 command,
@@ -256,7 +151,7 @@ class GatewayProcess:
                 raise GatewayStartupError(
                     f"gateway exited with code {code} before becoming ready", self.log(), code
                 )
-            if _probe(self._port, self._ready_path):
+            if probe(self._port, self._ready_path):
                 return
             if time.monotonic() >= deadline:
                 code = self._terminate(5.0)
@@ -265,18 +160,18 @@ class GatewayProcess:
                     self.log(),
                     code,
                 )
-            time.sleep(_POLL)
+            time.sleep(POLL)
 
     def _terminate(self, timeout: float) -> int:
         """SIGTERM by pid, wait up to ``timeout``, then SIGKILL; return the exit code."""
         proc = self._proc
         assert proc is not None
         if proc.poll() is None:
-            _kill(proc, signal.SIGTERM)
+            kill(proc, signal.SIGTERM)
             try:
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                _kill(proc, signal.SIGKILL)
+                kill(proc, signal.SIGKILL)
                 proc.wait(10.0)
         self._returncode = proc.returncode
         return proc.returncode
@@ -319,7 +214,7 @@ class GatewayProcess:
         """Send ``sig`` to the daemon by pid (no-op once it has exited and been reaped)."""
         if self._proc is None:
             raise RuntimeError("GatewayProcess was not started")
-        _kill(self._proc, sig)
+        kill(self._proc, sig)
 
     def wait(self, timeout: float) -> int | None:
         """Wait up to ``timeout`` seconds for the daemon to exit; its exit code, or None."""
@@ -350,7 +245,7 @@ class GatewayProcess:
         """The daemon's combined stdout and stderr so far."""
         if self._log_path is None:
             return self._log_cache
-        return _read(self._log_path)
+        return read_log(self._log_path)
 
     @property
     def pid(self) -> int:
@@ -376,7 +271,7 @@ class GatewayProcess:
     @property
     def url(self) -> str:
         """``http://127.0.0.1:PORT``."""
-        return f"http://{_HOST}:{self.port}"
+        return f"http://{HOST}:{self.port}"
 
     @property
     def base_url(self) -> str:
@@ -415,14 +310,14 @@ def run_gateway_expecting_failure(
     """
     directory = Path(tempfile.mkdtemp(prefix="gatewayd-test-"))
     try:
-        config_path = _write_config(config, directory)
+        config_path = write_config_file(config, directory)
         log_path = directory / "gateway.log"
-        command = _command(config_path, free_port(), extra_args, use_cli)
+        command = command_line(config_path, free_port(), extra_args, use_cli)
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
                 command,
                 cwd=directory,
-                env=_environment(env, unset_env),
+                env=environment(env, unset_env),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -430,15 +325,15 @@ def run_gateway_expecting_failure(
         try:
             code = proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            _kill(proc, signal.SIGTERM)
+            kill(proc, signal.SIGTERM)
             try:
                 proc.wait(5.0)
             except subprocess.TimeoutExpired:
-                _kill(proc, signal.SIGKILL)
+                kill(proc, signal.SIGKILL)
                 proc.wait(10.0)
             raise GatewayDidNotExit(
-                f"gateway did not exit by itself within {timeout}s", _read(log_path)
+                f"gateway did not exit by itself within {timeout}s", read_log(log_path)
             ) from None
-        return code, _read(log_path)
+        return code, read_log(log_path)
     finally:
         shutil.rmtree(directory, ignore_errors=True)

@@ -16,6 +16,8 @@ from gatewayd.observability.metrics import GatewayMetrics
 from gatewayd.providers.base import Endpoint, ProviderRequest, openai_error
 from gatewayd.routing import RouteError, Router, RouteResult
 from gatewayd.stages import Pipeline, RouteContext, route_alias
+from gatewayd.stages.route import store_down
+from gatewayd.state import StoreUnavailable
 from gatewayd.upstream.sse import comment_event
 from gatewayd.web.answers import Answer
 from gatewayd.web.errors import set_status
@@ -185,6 +187,8 @@ class Exchange:
             return
         r = self.request
         err = failure.value
+        if isinstance(err, StoreUnavailable):  # a closed state store that is down
+            err = store_down(err)
         if not isinstance(err, RouteError):
             failure.raiseException()
         assert isinstance(err, RouteError)

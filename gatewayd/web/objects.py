@@ -151,7 +151,8 @@ class _ObjectResource(RoutedResource):
             alias = query[0].decode("utf-8", "replace") if query else None
         if not alias:
             router = self.gateway.router
-            serving = [a for a in router.table.routes if router.serving(router.table, a, endpoint)]
+            table = router.table
+            serving = [a for a in table.routes if router.endpoints.any(table, a, endpoint)]
             if len(serving) != 1:
                 return self.error(
                     request,

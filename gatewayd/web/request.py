@@ -26,7 +26,7 @@ from gatewayd.web.answering import AnsweringChannel
 from gatewayd.web.channel import HEADER_KEYS, channel_class, header_key
 from gatewayd.web.channel import GatewayChannel as GatewayChannel  # where it was
 from gatewayd.web.errors import write_error_object
-from gatewayd.web.upload import UploadSpool, done_refusing, refuse, start_upload
+from gatewayd.web.upload import UploadSpool, done_refusing, start_upload
 
 log = get_logger("gatewayd.web")
 
@@ -50,9 +50,8 @@ class GatewayRequest(Request):
         self.alias: str | None = None
         #: The client's API dialect (chat, responses, messages): a metrics label.
         self.dialect = "chat"
-        #: The endpoint (``params.api_endpoints`` name: chat, speech, rerank...): a
-        #: metrics label; None: the dialect's (chat, responses, messages).
-        self.endpoint: str | None = None
+        self.endpoint: str | None = None  # api_endpoints' name (a label); None: the dialect
+
         self.deployment: str | None = None
         self.attempts = 0
         self.fallback: str | None = None
@@ -63,8 +62,7 @@ class GatewayRequest(Request):
         self.caller: Any = None  # web.auth.Caller: who sent it
         self.key_name: str | None = None  # the client key's name (never the key)
         self.usage: dict[str, Any] | None = None  # a stream's usage, for the limits
-        #: A multipart upload's parts (web/upload.py), spooled as the body came.
-        self.upload: UploadSpool | None = None
+        self.upload: UploadSpool | None = None  # a multipart upload's parts, spooled
         self.logged = False
         #: The client's ``x-request-id`` or a minted one (set in :meth:`process`).
         self.request_id = ""
@@ -223,7 +221,7 @@ class GatewayRequest(Request):
 
     def gotLength(self, length: int | None) -> None:
         self.upload = start_upload(self, length)
-        if self.upload is not None:  # multipart: parsed and spooled as it comes
+        if self.upload is not None:
             self.content = io.BytesIO()
             return
         if length is not None and length > self.max_body_size:
@@ -238,11 +236,8 @@ class GatewayRequest(Request):
         super().gotLength(length)  # type: ignore[no-untyped-call]
 
     def handleContentChunk(self, data: bytes) -> None:
-        if self.upload is not None:
-            if not self.upload.refused:
-                self.upload.feed(data)
-                if self.upload.too_large:
-                    refuse(self, self.upload)
+        if self.upload is not None:  # multipart (web/upload.py): parsed as it comes
+            self.upload.take(self, data)
             return
         if self.too_large:
             return

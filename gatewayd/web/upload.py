@@ -129,6 +129,14 @@ class UploadSpool:
         except (MultipartError, UploadError) as e:
             self.error = f"the multipart body cannot be read: {e}"
 
+    def take(self, request: Any, data: bytes) -> None:
+        """One read of ``request``'s body: fed, and a 413 sent once it is too large."""
+        if self.refused:
+            return
+        self.feed(data)
+        if self.too_large:
+            refuse(request, self)
+
     def _event(self, event: Any) -> None:
         if event is None:  # the end of a part
             self._current = None
@@ -224,8 +232,10 @@ def start_upload(request: Any, length: int | None) -> UploadSpool | None:
     channel = request.channel
     target = getattr(channel, "_url", None) or getattr(channel, "_path", None) or b""
     method = getattr(channel, "_method", None) or getattr(channel, "_command", None)
+    if method != b"POST":
+        return None
     endpoint = upload_endpoint(target)
-    if method != b"POST" or endpoint is None:
+    if endpoint is None:
         return None
     site = getattr(channel, "site", None)
     settings = getattr(site, "settings", None)
