@@ -446,3 +446,35 @@ def test_spend_per_character_image_second_and_request(gateway: GatewayFactory) -
     assert status == 200, info
     # The key's spend (what its budget is checked against) has every unit price in it.
     assert json.loads(info)["info"]["spend"]["usd"] == pytest.approx(0.25 + 0.12 + 0.02 + 0.002)
+
+
+def test_fallback_skips_aliases_that_do_not_serve_the_endpoint_and_keys_are_checked(
+    gateway: GatewayFactory, upstream: FakeUpstream, upstream2: FakeUpstream
+) -> None:
+    upstream.set_default(Error(503))
+    upstream2.set_default(http_answer(b'{"results": []}'))
+    gw = gateway(
+        {
+            "model_list": [
+                openai_entry("first", upstream),
+                openai_entry("chatty", upstream2, api_endpoints=["chat"]),
+                openai_entry("ranker", upstream2, model="ranker-up"),
+            ],
+            "general_settings": {
+                "master_key": "sk-master-0123456789",
+                "fallbacks": [{"first": ["chatty", "ranker"]}],
+            },
+            "keys": [{"key": "sk-small-0123456789", "name": "small", "models": ["ranker"]}],
+        }
+    )
+    master = {"authorization": "Bearer sk-master-0123456789"}
+    status, hdrs, body = post(gw.port, "/v1/rerank", {**RERANK, "model": "first"}, master)
+    assert status == 200, body
+    assert hdrs["x-gatewayd-fallback"] == "ranker"
+    assert json.loads(upstream2.last_request.body)["model"] == "ranker-up"
+    assert upstream2.count() == 1  # chatty (chat only) was skipped, not tried
+    small = {"authorization": "Bearer sk-small-0123456789"}
+    status, _, body = post(gw.port, "/v1/rerank", {**RERANK, "model": "first"}, small)
+    assert status == 403 and assert_openai_error(body)["type"] == "permission_error"
+    status, _, body = post(gw.port, "/v1/rerank", RERANK, {"authorization": "Bearer nope"})
+    assert status == 401
