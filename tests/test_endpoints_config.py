@@ -143,3 +143,27 @@ def test_spool_relays_the_form_with_model_replaced() -> None:
     assert upload_endpoint(b"/images/edits/") is Endpoint.IMAGE_EDITS
     assert upload_endpoint(b"/v1/chat/completions") is None
     assert ProviderRequest(Endpoint.FILES, {}).method == "POST"
+
+
+def test_object_urls_and_bodies() -> None:
+    from test_provider_requests import provider
+
+    azure = provider(
+        {"model": "azure/dep", "api_base": "https://r.openai.azure.com", "api_version": "v"}
+    )
+    listing = ProviderRequest(Endpoint.FILES, {}, method="GET", path="files?limit=2")
+    url, headers, body = azure.build_request(listing)
+    assert url == b"https://r.openai.azure.com/openai/files?limit=2&api-version=v"
+    assert body == b"" and not headers.hasHeader(b"content-type")
+    openai = provider({"model": "openai/gpt-4o"})
+    create = ProviderRequest(
+        Endpoint.BATCHES, {"model": "alias", "input_file_id": "file-1"}, path="batches"
+    )
+    url, _, body = openai.build_request(create)
+    assert url == b"https://api.openai.com/v1/batches"
+    assert json.loads(body) == {"input_file_id": "file-1"}  # no model upstream
+    content = ProviderRequest(Endpoint.FILES, {}, method="GET", path="files/file-1/content")
+    assert openai.build_request(content)[0] == b"https://api.openai.com/v1/files/file-1/content"
+    # The endpoint's own URL is still cached and right after an object's path.
+    speech = ProviderRequest(Endpoint.SPEECH, {"model": "a", "input": "x"})
+    assert openai.build_request(speech)[0] == b"https://api.openai.com/v1/audio/speech"
