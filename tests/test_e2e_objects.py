@@ -49,7 +49,7 @@ def test_mock_files_and_a_batch_that_completes_per_key(gateway: GatewayFactory) 
     head = {"x-gatewayd-model": "batcher"}
     created = a.files.create(file=("in.jsonl", BATCH_INPUT), purpose="batch", extra_headers=head)
     assert created.id.startswith("file-gw") and created.bytes == len(BATCH_INPUT)
-    assert a.files.retrieve(created.id).filename == "upload"
+    assert a.files.retrieve(created.id).filename == "in.jsonl"
     assert a.files.content(created.id).content == BATCH_INPUT
     assert [f.id for f in a.files.list(extra_headers=head)] == [created.id]
     # Another key: not found, and not listed.

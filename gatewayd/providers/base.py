@@ -96,6 +96,9 @@ class Upload(Protocol):
     def first_file(self) -> bytes:
         """The first file's bytes."""
 
+    def first_filename(self) -> str:
+        """The first file's name, as the client gave it."""
+
 
 @dataclass
 class UpstreamResponse:

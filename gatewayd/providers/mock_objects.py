@@ -91,7 +91,8 @@ class MockObjects:
                 if not isinstance(purpose, str) or not purpose:
                     raise invalid("'purpose' is a required property.", "purpose")
                 data = upload.first_file() if upload is not None else b""
-                return _json(self._add_file("upload", purpose, data))
+                name = upload.first_filename() if upload is not None else ""
+                return _json(self._add_file(name or "upload", purpose, data))
             return _json(_listing([meta for meta, _ in self.files.values()]))
         known = self.files.get(rest[0])
         if known is None:

@@ -165,7 +165,9 @@ class UploadSpool:
             self.error = f"the multipart body cannot be read: {e}"
 
     def close(self) -> None:
-        """Let the spooled parts go (temporary files included)."""
+        """Let the spooled parts go (temporary files included); no more lingering."""
+        if self.linger is not None and self.linger.active():
+            self.linger.cancel()
         for part in self.parts:
             part.data.close()
         self.parts = []
@@ -219,6 +221,10 @@ class UploadSpool:
         """The bytes of the first file (the mock reads an audio file's length)."""
         files = self.files()
         return files[0].read() if files else b""
+
+    def first_filename(self) -> str:
+        files = self.files()
+        return (files[0].filename or "") if files else ""
 
 
 def too_large_message(spool: UploadSpool) -> str:
@@ -295,6 +301,5 @@ def refuse(request: Any, spool: UploadSpool) -> None:
 
 def done_refusing(request: Any, spool: UploadSpool) -> None:
     """The refused body has ended: close the connection now."""
-    if spool.linger is not None and spool.linger.active():
-        spool.linger.cancel()
+    spool.close()
     request.channel.loseConnection()
