@@ -301,3 +301,41 @@ def test_streamed_transcript_from_an_upstream_is_relayed_as_sse(
         "transcript.text.done",
     ]
     assert b'name="stream"\r\n\r\ntrue' in upstream.last_request.body
+
+
+def test_transcription_retried_on_the_alias_second_deployment_resends_the_file(
+    gateway: GatewayFactory, upstream: FakeUpstream, upstream2: FakeUpstream
+) -> None:
+    gw = gateway(
+        {
+            "model_list": [
+                openai_entry("whisper", upstream, model="w-a"),
+                openai_entry("whisper", upstream2, model="w-b"),
+            ],
+            "general_settings": {"num_retries": 1},
+        }
+    )
+    # Whichever deployment is tried first fails; the retry goes to the other one.
+    first: list[str] = []
+
+    def answer_second(name: str) -> Any:
+        def behaviour(_: Any) -> Any:
+            first.append(name)
+            if len(first) == 1:
+                return Error(500)
+            return http_answer(b'{"text": "second"}')
+
+        return behaviour
+
+    upstream.set_default(answer_second("a"))
+    upstream2.set_default(answer_second("b"))
+    client = Captured(gw.base_url)
+    got = client.sdk.audio.transcriptions.create(model="whisper", file=("s.wav", AUDIO))
+    assert got.text == "second"
+    assert sorted(first) == ["a", "b"]
+    sent = client.bodies[0]
+    (a,) = upstream.requests
+    (b,) = upstream2.requests
+    assert a.body == with_model(sent, "whisper", "w-a")
+    assert b.body == with_model(sent, "whisper", "w-b")
+    assert AUDIO in a.body and AUDIO in b.body
