@@ -299,6 +299,12 @@ def test_cohere_deployment_gets_v2_rerank_with_its_key(
     assert sent.bare_path == "/v1/rerank" and sent.headers["authorization"] == "Bearer jina-KEY"
     status, _, body = post(gw.port, "/v1/chat/completions", {"model": "ranker", "messages": []})
     assert status == 400 and assert_openai_error(body)["code"] == "endpoint_not_supported"
+    # The Messages dialect words it in its own error shape.
+    status, _, body = post(
+        gw.port, "/v1/messages", {"model": "ranker", "max_tokens": 5, "messages": []}
+    )
+    assert status == 400 and body["type"] == "error" and "ranker" in body["error"]["message"]
+    assert upstream.count("/chat/completions") == 0 and upstream.count("/messages") == 0
 
 
 class EndlessAudio:

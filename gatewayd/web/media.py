@@ -74,9 +74,6 @@ class MediaResource(RoutedResource):
             return parsed
         body, stream = parsed
         assert request.alias is not None
-        refused = self.refuse_unserved(request, request.alias, self.endpoint)
-        if refused is not None:
-            return refused
         request.endpoint = endpoint_name(self.endpoint)
         call = upstream_call(
             request, self.endpoint, body, self._streams(body, stream), drop_params=False

@@ -131,6 +131,10 @@ class AuthedResource(JSONResource):
         return super().render(request)
 
 
+#: The routed endpoints by the path :meth:`RoutedResource.parse` is told.
+_BY_PATH = {e.value: e for e in Endpoint}
+
+
 class RoutedResource(AuthedResource):
     """A POST whose JSON body names an alias: parsed the same for every dialect."""
 
@@ -145,7 +149,10 @@ class RoutedResource(AuthedResource):
             stream = stream_flag(body)
         except BodyError as e:
             return self.error(request, e.status, e.message, e.type, e.code, e.param)
-        refused = self.admit_alias(request, alias)
+        served = _BY_PATH.get(endpoint)  # every dialect: a 400 when no deployment serves it
+        refused = self.admit_alias(request, alias) or (
+            None if served is None else self.refuse_unserved(request, alias, served)
+        )
         if refused is not None:
             return refused
         if is_verbose():  # the slice and decode cost on every request otherwise

@@ -54,9 +54,6 @@ class CompletionResource(RoutedResource):
         if stream and self.endpoint is Endpoint.EMBEDDINGS:
             stream = False
         assert request.alias is not None
-        refused = self.refuse_unserved(request, request.alias, self.endpoint)
-        if refused is not None:
-            return refused
         request.endpoint = endpoint_name(self.endpoint)
         call = upstream_call(request, self.endpoint, body, stream, drop_params=self.drop_params())
         Exchange(self.gateway, request, request.alias, call)
