@@ -66,6 +66,9 @@ def test_example_config_answers_speech_images_moderation_rerank(gateway: Gateway
         audio = b"".join(speech.iter_bytes())
     with wave.open(io.BytesIO(audio)) as w:
         assert w.getnchannels() == 1 and w.getnframes() > 0
+    mp3 = c.audio.speech.create(model="demo", voice="alloy", input="Hello there")  # mp3
+    assert mp3.response.headers["content-type"] == "audio/mpeg"
+    assert mp3.content[:3] == b"\xff\xfb\x90" and len(mp3.content) % 417 == 0
     img = c.images.generate(model="demo", prompt="a red square", n=2)
     assert img.data is not None and len(img.data) == 2
     assert base64.b64decode(img.data[0].b64_json or "").startswith(b"\x89PNG\r\n\x1a\n")

@@ -83,10 +83,21 @@ def _wav_header(data_bytes: int) -> bytes:
     )
 
 
+#: One MPEG-1 Layer III frame of silence: 128 kbit/s, 44.1 kHz, mono, no CRC; 1152
+#: samples. Its side information and main data are zeros: nothing to decode, silence.
+MP3_FRAME = b"\xff\xfb\x90\xc0" + bytes(413)
+MP3_FRAMES_PER_SECOND = 44100 / 1152
+
+
+def mp3(seconds: float) -> bytes:
+    """A valid MP3 stream of silence, ``seconds`` long."""
+    return MP3_FRAME * max(1, round(seconds * MP3_FRAMES_PER_SECOND))
+
+
 def speech(body: dict[str, Any]) -> tuple[list[bytes], bytes, float]:
-    """The audio's chunks, its Content-Type and its length in seconds. ``response_format``
-    ``pcm`` is raw samples; every other format is answered as WAV (the mock has no
-    encoder), which players recognise by its header."""
+    """The audio's chunks, its Content-Type and its length in seconds: ``mp3`` (the
+    default) is MP3 silence, ``pcm`` raw samples, every other format WAV (the mock has no
+    encoder for them), which players recognise by its header."""
     text = body.get("input")
     if not isinstance(text, str) or not text:
         raise invalid("'input' is a required property and must be a non-empty string.", "input")
@@ -101,6 +112,8 @@ def speech(body: dict[str, Any]) -> tuple[list[bytes], bytes, float]:
     seconds = min(MAX_SECONDS, max(0.2, len(text) * SECONDS_PER_CHAR))
     if fmt == "pcm":
         audio, ctype = _samples(seconds), b"audio/pcm"
+    elif fmt == "mp3":
+        audio, ctype = mp3(seconds), b"audio/mpeg"
     else:
         audio, ctype = wav(seconds), b"audio/wav"
     return [audio[i : i + CHUNK] for i in range(0, len(audio), CHUNK)], ctype, seconds
