@@ -153,7 +153,7 @@ def test_api_endpoints_pick_the_deployment_and_400_names_alias_and_endpoint(
         json.dumps({**SPEECH, "model": "moded"}).encode(),
         {"content-type": "application/json"},
     )
-    assert status == 200 and hdrs["content-type"] == "audio/wav"
+    assert status == 200 and hdrs["content-type"] == "audio/mpeg"  # mp3 by default
 
 
 # -- OpenAI-format fakes: what they received, retries and fallbacks -----------------
@@ -487,3 +487,26 @@ def test_fallback_skips_aliases_that_do_not_serve_the_endpoint_and_keys_are_chec
     assert status == 403 and assert_openai_error(body)["type"] == "permission_error"
     status, _, body = post(gw.port, "/v1/rerank", RERANK, {"authorization": "Bearer nope"})
     assert status == 401
+
+
+def test_streamed_image_generation_is_relayed_as_sse(
+    gateway: GatewayFactory, upstream: FakeUpstream
+) -> None:
+    events = (
+        b'event: image_generation.partial_image\ndata: {"type":"image_generation.partial_image",'
+        b'"b64_json":"AAAA","partial_image_index":0}\n\n'
+        b'event: image_generation.completed\ndata: {"type":"image_generation.completed",'
+        b'"b64_json":"BBBB","usage":{"input_tokens":1,"output_tokens":2,"total_tokens":3}}\n\n'
+    )
+    upstream.enqueue(http_answer(events, "text/event-stream", chunked=True))
+    gw = gateway({"model_list": [openai_entry("painter", upstream, model="gpt-image-1")]})
+    got = list(
+        client(gw.base_url).images.generate(
+            model="painter", prompt="a cat", stream=True, partial_images=1
+        )
+    )
+    assert [e.type for e in got] == [
+        "image_generation.partial_image",
+        "image_generation.completed",
+    ]
+    assert json.loads(upstream.last_request.body)["stream"] is True

@@ -75,16 +75,12 @@ class MediaResource(RoutedResource):
         body, stream = parsed
         assert request.alias is not None
         request.endpoint = endpoint_name(self.endpoint)
-        call = upstream_call(
-            request, self.endpoint, body, self._streams(body, stream), drop_params=False
-        )
+        # Speech streams its bytes whatever the body says (stream_format is the upstream's
+        # business); of the rest only image generation streams (SSE partial images).
+        stream = stream and self.endpoint is Endpoint.IMAGES
+        call = upstream_call(request, self.endpoint, body, stream, drop_params=False)
         MediaExchange(self.gateway, request, request.alias, call)
         return NOT_DONE_YET
-
-    def _streams(self, body: dict[str, Any], stream: bool) -> bool:
-        # Speech streams its bytes whatever the body says (its stream_format is the
-        # upstream's business); an SSE answer is only asked of transcripts.
-        return stream and self.endpoint in (Endpoint.TRANSCRIPTIONS, Endpoint.TRANSLATIONS)
 
 
 class UploadResource(RoutedResource):
@@ -129,7 +125,8 @@ class UploadResource(RoutedResource):
                 param="file" if self.endpoint in _AUDIO else "image",
             )
         request.endpoint = endpoint_name(self.endpoint)
-        stream = self.endpoint in _AUDIO and str(fields.get("stream", "")).lower() == "true"
+        # Transcripts (SSE transcript events) and image edits (partial images) stream.
+        stream = str(fields.get("stream", "")).lower() == "true"
         call = upstream_call(request, self.endpoint, fields, stream, upload=spool)
         MediaExchange(self.gateway, request, alias, call)
         return NOT_DONE_YET
