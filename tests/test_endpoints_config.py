@@ -167,3 +167,13 @@ def test_object_urls_and_bodies() -> None:
     # The endpoint's own URL is still cached and right after an object's path.
     speech = ProviderRequest(Endpoint.SPEECH, {"model": "a", "input": "x"})
     assert openai.build_request(speech)[0] == b"https://api.openai.com/v1/audio/speech"
+
+
+def test_span_operation_names() -> None:
+    from gatewayd.tracing.genai import operation_for
+
+    assert operation_for(Endpoint.SPEECH.value) == "generate_content"
+    assert operation_for(Endpoint.IMAGE_EDITS.value) == "generate_content"
+    assert operation_for(Endpoint.RERANK.value) == "rerank"
+    assert operation_for(Endpoint.CHAT.value) == "chat"
+    assert operation_for(Endpoint.COMPLETIONS.value) == "text_completion"
