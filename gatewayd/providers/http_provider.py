@@ -31,7 +31,7 @@ from gatewayd.providers.base import (
     UpstreamResponse,
     openai_error,
 )
-from gatewayd.providers.media import media_answer
+from gatewayd.providers.media import MEDIA_ENDPOINTS, media_answer
 from gatewayd.providers.replies import error_object, passable_headers
 
 # Re-exported: translating providers import these from here.
@@ -249,18 +249,19 @@ class HTTPProvider(Provider):
 
             return _collect(response, MAX_ERROR_BODY, decoder).addCallback(refused)
         passed = passable_headers(response.headers)
-        media = media_answer(
-            request,
-            response,
-            passed,
-            self._clock,
-            limits.idle_timeout,
-            self.deployment.id,
-            decoder,
-            lambda: _collect(response, MAX_RESPONSE_BODY, decoder),
-        )
-        if media is not None:  # audio bytes, a text transcript: not JSON
-            return media
+        if request.endpoint in MEDIA_ENDPOINTS:  # audio bytes, a text transcript: not JSON
+            media = media_answer(
+                request,
+                response,
+                passed,
+                self._clock,
+                limits.idle_timeout,
+                self.deployment.id,
+                decoder,
+                lambda: _collect(response, MAX_RESPONSE_BODY, decoder),
+            )
+            if media is not None:
+                return media
         ctype = (response.headers.getRawHeaders(b"content-type") or [b""])[0].lower()
         if request.stream and b"text/event-stream" in ctype:
             reader = StreamReader(
