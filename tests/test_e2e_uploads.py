@@ -339,3 +339,25 @@ def test_transcription_retried_on_the_alias_second_deployment_resends_the_file(
     assert a.body == with_model(sent, "whisper", "w-a")
     assert b.body == with_model(sent, "whisper", "w-b")
     assert AUDIO in a.body and AUDIO in b.body
+
+
+def test_an_unauthenticated_upload_learns_401_not_413(gateway: GatewayFactory) -> None:
+    gw = gateway(
+        {
+            "model_list": [mock_entry("whisper")],
+            "general_settings": {
+                "master_key": "sk-master-0123456789",
+                "max_audio_upload_bytes": 1000,
+            },
+        }
+    )
+    big = ("big.wav", b"\0" * 5000)
+    stranger = openai.OpenAI(base_url=gw.base_url, api_key="wrong", max_retries=0, timeout=30)
+    with pytest.raises(openai.AuthenticationError):
+        stranger.audio.transcriptions.create(model="whisper", file=big)
+    owner = openai.OpenAI(
+        base_url=gw.base_url, api_key="sk-master-0123456789", max_retries=0, timeout=30
+    )
+    with pytest.raises(openai.APIStatusError) as e:
+        owner.audio.transcriptions.create(model="whisper", file=big)
+    assert e.value.status_code == 413

@@ -23,6 +23,7 @@ from multipart import MultipartError, PushMultipartParser, parse_options_header
 from gatewayd.observability import request_ids as reqid
 from gatewayd.observability.request_ids import request_id
 from gatewayd.providers.base import Endpoint, openai_error
+from gatewayd.web.auth import authenticate
 from gatewayd.web.errors import error_json
 
 #: Bytes of one file kept in memory before it goes to a temporary file.
@@ -93,6 +94,8 @@ class UploadSpool:
         self.refused = False  # a 413 went out: nothing more to do with this request
         #: The timer that ends reading a refused body (see :func:`refuse`).
         self.linger: Any = None
+        #: The caller presented a good key: it may be told 413 before the body ends.
+        self.authorized = True
         self.error: str | None = None
         self.parts: list[Part] = []
         self._current: Part | None = None
@@ -134,7 +137,7 @@ class UploadSpool:
         if self.refused:
             return
         self.feed(data)
-        if self.too_large:
+        if self.too_large and self.authorized:  # else dropped, and 401 at the end
             refuse(request, self)
 
     def _event(self, event: Any) -> None:
@@ -252,9 +255,13 @@ def start_upload(request: Any, length: int | None) -> UploadSpool | None:
     ctype = request.requestHeaders.getRawHeaders(b"content-type")
     spool = UploadSpool(ctype[0].decode("latin-1") if ctype else None, limit)
     spool.limit_key = key
+    gateway = getattr(getattr(site, "resource", None), "gateway", None)
+    if gateway is not None:  # a caller without a key learns nothing of the path early
+        spool.authorized = authenticate(request, gateway.router.table.config) is not None
     if length is not None and length > limit:
         spool.too_large = True
-        refuse(request, spool)
+        if spool.authorized:
+            refuse(request, spool)
     return spool
 
 
