@@ -1,6 +1,8 @@
-"""The JSON endpoints past chat: ``/audio/speech``, ``/images/generations``,
-``/moderations`` and ``/rerank`` (also ``/v2/rerank``), routed by the alias in ``model``
-through the same admission, limits, retries and fallbacks as chat.
+"""The endpoints past chat: ``/audio/speech``, ``/images/generations``,
+``/moderations`` and ``/rerank`` (also ``/v2/rerank``) with a JSON body, and
+``/audio/transcriptions``, ``/audio/translations``, ``/images/edits`` and
+``/images/variations`` with a multipart one (:mod:`gatewayd.web.upload`), routed by the
+alias in ``model`` through the same admission, limits, retries and fallbacks as chat.
 
 A request for an endpoint no deployment of the alias serves (``params.api_endpoints``)
 is a 400 naming both. Answers that are not JSON keep the upstream's ``Content-Type``:
