@@ -78,6 +78,14 @@ def test_mock_files_and_a_batch_that_completes_per_key(gateway: GatewayFactory) 
     with pytest.raises(openai.NotFoundError):
         b.batches.retrieve(batch.id)
     assert [x.id for x in a.batches.list(extra_headers=head)] == [batch.id]
+    assert list(b.batches.list(extra_headers=head)) == []
+    second = a.batches.create(
+        input_file_id=created.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    cancelled = a.batches.cancel(second.id)
+    assert cancelled.id == second.id and cancelled.status == "cancelled"
+    with pytest.raises(openai.NotFoundError):
+        b.batches.cancel(second.id)
     assert a.files.delete(created.id).deleted is True
     with pytest.raises(openai.NotFoundError):
         a.files.retrieve(created.id)
