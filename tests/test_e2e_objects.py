@@ -162,3 +162,45 @@ def test_files_and_batches_on_an_openai_fake_go_to_the_deployment_that_holds_the
     assert status == 400 and assert_openai_error(json.loads(body))["code"] == (
         "endpoint_not_supported"
     )
+
+
+def test_two_instances_sharing_redis_filter_lists_by_owner(
+    gateway: GatewayFactory, upstream: FakeUpstream
+) -> None:
+    from gatewayd.testing.redis import RedisServer, redis_available
+
+    if not redis_available():
+        pytest.skip("redis-server not installed")
+    listing = {
+        "object": "list",
+        "data": [
+            {"id": "file-up1", "object": "file", "bytes": 3},
+            {"id": "file-else", "object": "file", "bytes": 9},
+        ],
+        "has_more": False,
+    }
+    upstream.enqueue(
+        http_answer(json.dumps({"id": "file-up1", "object": "file", "bytes": 3}).encode())
+    )
+    upstream.set_default(http_answer(json.dumps(listing).encode()))
+    with RedisServer() as redis:
+        config = {
+            "model_list": [openai_entry("batcher", upstream)],
+            "general_settings": {"state_store": redis.url, "object_id_secret": "shared-secret"},
+            "keys": [{"key": KEY_A, "name": "team-a"}, {"key": KEY_B, "name": "team-b"}],
+        }
+        first, second = gateway(config), gateway(config)
+        made = sdk(first, KEY_A).files.create(
+            file=("in.jsonl", b"abc"), purpose="batch", extra_body={"model": "batcher"}
+        )
+        # The other instance knows the id (same secret) and the owner (through Redis).
+        a_list = list(sdk(second, KEY_A).files.list(extra_query={"model": "batcher"}))
+        assert [f.id for f in a_list] == [made.id]
+        assert list(sdk(second, KEY_B).files.list(extra_query={"model": "batcher"})) == []
+        upstream.enqueue(
+            http_answer(json.dumps({"id": "file-up1", "object": "file", "bytes": 3}).encode())
+        )
+        assert sdk(second, KEY_A).files.retrieve(made.id).id == made.id
+        assert upstream.last_request.bare_path == "/v1/files/file-up1"
+        assert upstream.requests[1].bare_path == "/v1/files"
+        assert "model=" not in upstream.requests[1].path

@@ -177,3 +177,29 @@ def test_span_operation_names() -> None:
     assert operation_for(Endpoint.RERANK.value) == "rerank"
     assert operation_for(Endpoint.CHAT.value) == "chat"
     assert operation_for(Endpoint.COMPLETIONS.value) == "text_completion"
+
+
+def test_object_owners_are_shared_through_the_state_store() -> None:
+    from twisted.internet.task import Clock
+
+    from gatewayd.state.memory import MemoryStore
+    from gatewayd.web.object_ids import OWNER_TTL, OwnedObjects
+
+    clock = Clock()
+    store = MemoryStore(clock)
+    here, there = OwnedObjects(store), OwnedObjects(store)  # two workers, one store
+    here.note("dep", "file-1", "team-a")
+    assert there.owner("dep", "file-1") is None
+    done: list[object] = []
+    there.learn("dep", ["file-1", "file-2"]).addCallback(done.append)
+    assert done == [None]
+    assert there.owner("dep", "file-1") == "team-a"
+    assert there.owner("dep", "file-2") is None
+    clock.advance(OWNER_TTL + 1)  # forgotten by the store in time
+    later = OwnedObjects(store)
+    later.learn("dep", ["file-1"])
+    assert later.owner("dep", "file-1") is None
+    # Without a store, only what this process saw.
+    alone = OwnedObjects()
+    alone.note("dep", "file-3", "team-b")
+    assert alone.owner("dep", "file-3") == "team-b"

@@ -22,14 +22,23 @@ import json
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.defer import Deferred, DeferredList, succeed
 
 from gatewayd.config.model import GeneralSettings
+from gatewayd.observability.log import get_logger
 
 #: The id prefixes OpenAI uses, kept so that clients that look at them are not surprised.
 PREFIXES = {"file": "file-gw", "batch": "batch_gw"}
 MAC_BYTES = 16
 #: Objects remembered per process for list filtering (the oldest forgotten first).
 MAX_OWNED = 100_000
+#: Seconds an object's owner is kept in the state store (files and batches outlive
+#: requests; OpenAI's batch files expire after 30 days).
+OWNER_TTL = 90 * 86400.0
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -103,18 +112,50 @@ class ObjectIds:
 
 
 class OwnedObjects:
-    """Which key owns which upstream object, as handed out by this process: lists are
-    filtered by it (the upstream knows nothing of the gateway's keys)."""
+    """Which key owns which upstream object: lists are filtered by it (the upstream
+    knows nothing of the gateway's keys). Kept here (the newest :data:`MAX_OWNED`) and,
+    through ``store`` (the state store: Redis when configured), for every worker and
+    instance, for :data:`OWNER_TTL` seconds."""
 
-    def __init__(self, limit: int = MAX_OWNED) -> None:
+    def __init__(self, store: Any = None, limit: int = MAX_OWNED) -> None:
         self._owners: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._limit = limit
+        self._store = store
 
-    def note(self, deployment: str, upstream_id: str, owner: str) -> None:
+    @staticmethod
+    def _key(deployment: str, upstream_id: str) -> str:
+        return f"gatewayd:owner:{deployment}:{upstream_id}"
+
+    def note(self, deployment: str, upstream_id: str, owner: str, share: bool = True) -> None:
         self._owners[(deployment, upstream_id)] = owner
         self._owners.move_to_end((deployment, upstream_id))
         while len(self._owners) > self._limit:
             self._owners.popitem(last=False)
+        if share and self._store is not None:
+            try:
+                d = self._store.set(self._key(deployment, upstream_id), owner, OWNER_TTL)
+            except Exception as e:  # a store that cannot even start the call
+                log.debug("object owner not shared: {err}", err=str(e))
+            else:  # lost when the store is down: this process still knows
+                d.addErrback(lambda f: log.debug("object owner not shared: {f}", f=f.value))
 
     def owner(self, deployment: str, upstream_id: str) -> str | None:
         return self._owners.get((deployment, upstream_id))
+
+    def learn(self, deployment: str, upstream_ids: list[str]) -> Deferred[None]:
+        """Look up in the store the owners of ``upstream_ids`` this process does not
+        know; fires (with None) once they are known here, or could not be."""
+        unknown = [i for i in upstream_ids if (deployment, i) not in self._owners]
+        if not unknown or self._store is None:
+            return succeed(None)
+
+        def got(values: list[Any]) -> None:
+            for upstream_id, (ok, owner) in zip(unknown, values, strict=True):
+                if ok and isinstance(owner, str):
+                    self.note(deployment, upstream_id, owner, share=False)
+
+        try:
+            lookups = [self._store.get(self._key(deployment, i)) for i in unknown]
+        except Exception:
+            return succeed(None)
+        return DeferredList(lookups, consumeErrors=True).addCallback(got)

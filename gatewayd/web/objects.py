@@ -65,6 +65,23 @@ class ObjectExchange(MediaExchange):
         self.owner = owner
         super().__init__(store.gateway, request, alias, *args, **kw)
 
+    def _routed(self, result: RouteResult) -> None:
+        """A key's list waits for the owners of its items that this process does not
+        know (made through another worker or instance) to be read from the state store."""
+        caller = self.request.caller
+        body = result.response.body
+        if caller is None or caller.key is None or body is None or b'"list"' not in body:
+            super()._routed(result)
+            return
+        try:
+            data = json.loads(body).get("data")
+        except (ValueError, AttributeError):
+            data = None
+        ids = [i["id"] for i in data or () if isinstance(i, dict) and isinstance(i.get("id"), str)]
+        learnt = self.store.owners.learn(result.deployment, ids)
+        learnt.addCallback(lambda _: super(ObjectExchange, self)._routed(result))
+        learnt.addErrback(self._bug)
+
     def rewrite(self, body: bytes, result: RouteResult) -> bytes:
         if (self.call.path or "").endswith("/content"):
             return body  # a file's bytes (a one-line JSONL is JSON too): never touched
@@ -124,7 +141,7 @@ class ObjectStore:
     def __init__(self, gateway: Gateway, ids: ObjectIds) -> None:
         self.gateway = gateway
         self.ids = ids
-        self.owners = OwnedObjects()
+        self.owners = OwnedObjects(getattr(gateway.limiter, "store", None))
 
 
 class _ObjectResource(RoutedResource):
