@@ -113,9 +113,12 @@ class UploadSpool:
             self.error = "multipart/form-data without a boundary"
             return
         self.boundary = boundary.encode("latin-1")
-        self._parser = PushMultipartParser(
-            boundary, max_header_count=16, max_segment_count=MAX_PARTS
-        )
+        try:
+            self._parser = PushMultipartParser(
+                boundary, max_header_count=16, max_segment_count=MAX_PARTS
+            )
+        except (MultipartError, ValueError) as e:  # a boundary the parser refuses
+            self.error = f"the multipart boundary cannot be used: {e}"
 
     def feed(self, data: bytes) -> None:
         """One read of the body: counted, parsed, its parts' bytes kept."""
@@ -129,7 +132,7 @@ class UploadSpool:
         try:
             for event in self._parser.parse(data):
                 self._event(event)
-        except (MultipartError, UploadError) as e:
+        except (MultipartError, ValueError) as e:  # UploadError is a ValueError
             self.error = f"the multipart body cannot be read: {e}"
 
     def take(self, request: Any, data: bytes) -> None:
@@ -164,7 +167,7 @@ class UploadSpool:
             for event in self._parser.parse(b""):
                 self._event(event)
             self._parser.close()
-        except (MultipartError, UploadError) as e:
+        except (MultipartError, ValueError) as e:
             self.error = f"the multipart body cannot be read: {e}"
 
     def close(self) -> None:
