@@ -8,6 +8,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_provider_requests import build
 
 from gatewayd.config import ConfigError, parse_config
@@ -203,3 +205,40 @@ def test_object_owners_are_shared_through_the_state_store() -> None:
     alone = OwnedObjects()
     alone.note("dep", "file-3", "team-b")
     assert alone.owner("dep", "file-3") == "team-b"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    parts=st.lists(
+        st.tuples(
+            st.sampled_from(["file", "image[]", "language", "prompt", "mask"]),
+            st.booleans(),
+            st.binary(max_size=3000),
+        ),
+        min_size=1,
+        max_size=5,
+    ),
+    cuts=st.lists(st.integers(min_value=1, max_value=4000), max_size=8),
+)
+def test_any_form_cut_anywhere_is_relayed_whole(
+    parts: list[tuple[str, bool, bytes]], cuts: list[int]
+) -> None:
+    boundary = b"----gw" + b"7" * 20
+    form = b'--%s\r\nContent-Disposition: form-data; name="model"\r\n\r\nalias\r\n' % boundary
+    for name, is_file, data in parts:
+        if not is_file:
+            data = data.replace(b"\r", b"").replace(b"\n", b"")[:100]
+        head = f'Content-Disposition: form-data; name="{name}"'
+        head += '; filename="f.bin"\r\nContent-Type: application/octet-stream' if is_file else ""
+        form += b"--%s\r\n%s\r\n\r\n%s\r\n" % (boundary, head.encode(), data)
+    form += b"--%s--\r\n" % boundary
+    spool = UploadSpool("multipart/form-data; boundary=" + boundary.decode(), 1 << 24)
+    at = 0
+    for cut in [*sorted(set(cuts)), len(form)]:
+        spool.feed(form[at:cut])
+        at = max(at, cut)
+    spool.feed(form[at:])
+    spool.finish()
+    assert spool.error is None
+    assert spool.body("up") == form.replace(b"\r\n\r\nalias\r\n", b"\r\n\r\nup\r\n", 1)
+    assert spool.body("alias") == form

@@ -122,6 +122,8 @@ class UploadSpool:
 
     def feed(self, data: bytes) -> None:
         """One read of the body: counted, parsed, its parts' bytes kept."""
+        if not data:  # the parser would read an empty chunk as the end of the body
+            return
         self.received += len(data)
         if self.received > self.limit:
             self.too_large = True
