@@ -95,6 +95,12 @@ def test_rerank_paths_with_and_without_v1_and_v2(gateway: GatewayFactory) -> Non
         text
     )
     assert b'endpoint="moderations",status="200"} 2' in text
+    # One access-log line each, as for chat.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and '"POST /v2/rerank" 200 alias=ranker' not in gw.log():
+        time.sleep(0.05)
+    assert '"POST /v2/rerank" 200 alias=ranker' in gw.log()
+    assert '"POST /moderations" 200 alias=ranker' in gw.log()
 
 
 def test_speech_mock_refuses_bad_input_with_openai_400(gateway: GatewayFactory) -> None:
@@ -166,13 +172,15 @@ def test_speech_streams_upstream_bytes_with_its_content_type(
     upstream.enqueue(http_answer(audio, "audio/mpeg", chunked=True))
     gw = gateway({"model_list": [openai_entry("voice", upstream, model="tts-1")]})
     with client(gw.base_url).audio.speech.with_streaming_response.create(
-        model="voice", voice="alloy", input="Hi", speed=1.5
+        model="voice", voice="alloy", input="Hi", speed=1.5, extra_headers={"x-request-id": "r-1"}
     ) as speech:
         assert speech.headers["content-type"] == "audio/mpeg"
         assert speech.headers.get("transfer-encoding") == "chunked"
+        assert speech.headers["x-request-id"] == "r-1"
         got = b"".join(speech.iter_bytes())
     assert got == audio
     sent = upstream.last_request
+    assert sent.headers["x-request-id"] == "r-1"  # the request id goes upstream as for chat
     assert sent.bare_path == "/v1/audio/speech"
     assert sent.headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
     assert json.loads(sent.body) == {
