@@ -9,7 +9,6 @@ import json
 import socket
 from typing import Any
 
-import httpx
 import openai
 import pytest
 from conftest import EXAMPLE_CONFIG, GatewayFactory, openai_entry
@@ -25,10 +24,11 @@ class Captured:
 
     def __init__(self, base_url: str) -> None:
         self.bodies: list[bytes] = []
-        http = httpx.Client(event_hooks={"request": [self._keep]}, timeout=30)
+        # The SDK's own client class (its httpx flavour), with a hook that keeps bodies.
+        http = openai.DefaultHttpxClient(event_hooks={"request": [self._keep]}, timeout=30)
         self.sdk = openai.OpenAI(base_url=base_url, api_key="none", max_retries=0, http_client=http)
 
-    def _keep(self, request: httpx.Request) -> None:
+    def _keep(self, request: Any) -> None:
         self.bodies.append(request.read())
 
 
