@@ -25,26 +25,23 @@ from gatewayd.routing import RouteResult
 from gatewayd.web.body import BodyError, parse_body
 from gatewayd.web.exchange import Gateway, upstream_call
 from gatewayd.web.media import MediaExchange
-from gatewayd.web.object_ids import ObjectIds, ObjectRef, OwnedObjects
+from gatewayd.web.object_answers import (
+    ObjectStore,
+    item_ids,
+    list_answer,
+    list_items,
+    may_see,
+    owner_of,
+    sees_all,
+    signed,
+    visible_signed,
+)
+from gatewayd.web.object_ids import ObjectIds, ObjectRef
 from gatewayd.web.request import GatewayRequest
 from gatewayd.web.resource_kinds import RoutedResource
 from gatewayd.web.upload import too_large_message
 
 MODEL_HEADER = b"x-gatewayd-model"
-#: Fields of a batch that name files.
-FILE_FIELDS = ("input_file_id", "output_file_id", "error_file_id")
-
-
-def owner_of(request: GatewayRequest) -> str:
-    """The owner recorded in ids this request creates: its key's name, "" for master."""
-    name = request.caller.name if request.caller is not None else None
-    return name or ""
-
-
-def may_see(request: GatewayRequest, owner: str) -> bool:
-    """A key sees its own objects; the master key (or no auth) sees every one."""
-    caller = request.caller
-    return caller is None or caller.key is None or owner == owner_of(request)
 
 
 class ObjectExchange(MediaExchange):
@@ -68,17 +65,11 @@ class ObjectExchange(MediaExchange):
     def _routed(self, result: RouteResult) -> None:
         """A key's list waits for the owners of its items that this process does not
         know (made through another worker or instance) to be read from the state store."""
-        caller = self.request.caller
-        body = result.response.body
-        if caller is None or caller.key is None or body is None or b'"list"' not in body:
+        items = None if sees_all(self.request) else list_items(result.response.body)
+        if not items:
             super()._routed(result)
             return
-        try:
-            data = json.loads(body).get("data")
-        except (ValueError, AttributeError):
-            data = None
-        ids = [i["id"] for i in data or () if isinstance(i, dict) and isinstance(i.get("id"), str)]
-        learnt = self.store.owners.learn(result.deployment, ids)
+        learnt = self.store.owners.learn(result.deployment, item_ids(items))
         learnt.addCallback(lambda _: super(ObjectExchange, self)._routed(result))
         learnt.addErrback(self._bug)
 
@@ -92,56 +83,15 @@ class ObjectExchange(MediaExchange):
         if not isinstance(obj, dict):
             return body
         dep = result.deployment
-        if obj.get("object") == "list" and isinstance(obj.get("data"), list):
-            kept = []
-            for item in obj["data"]:
-                if isinstance(item, dict) and self._visible(dep, item):
-                    kept.append(self._sign(dep, item, note=False))
-            obj["data"] = kept
-            for cursor in ("first_id", "last_id"):
-                if isinstance(obj.get(cursor), str):
-                    kind = "batch" if self.call.endpoint is Endpoint.BATCHES else "file"
-                    obj[cursor] = self.store.ids.sign(
-                        kind, self.alias, dep, obj[cursor], self.owner
-                    )
+        items = list_items(body)
+        if items is None:
+            obj = signed(self.store, self.alias, dep, obj, self.owner, made=True)
         else:
-            obj = self._sign(dep, obj, note=True)
+            shown = visible_signed(
+                self.store, self.alias, dep, items, self.owner, sees_all(self.request)
+            )
+            obj.update(list_answer(shown, bool(obj.get("has_more"))))
         return json.dumps(obj).encode()
-
-    def _visible(self, dep: str, item: dict[str, Any]) -> bool:
-        caller = self.request.caller
-        if caller is None or caller.key is None:
-            return True
-        upstream_id = item.get("id")
-        return isinstance(upstream_id, str) and (
-            self.store.owners.owner(dep, upstream_id) == self.owner
-        )
-
-    def _sign(self, dep: str, item: dict[str, Any], note: bool) -> dict[str, Any]:
-        kind = "batch" if item.get("object") == "batch" else "file"
-        fields = ["id", *FILE_FIELDS] if kind == "batch" else ["id"]
-        out = dict(item)
-        for f in fields:
-            upstream_id = out.get(f)
-            if not isinstance(upstream_id, str) or not upstream_id:
-                continue
-            field_kind = kind if f == "id" else "file"
-            owner = self.owner
-            if not note:  # a list: the owner recorded when it was made
-                owner = self.store.owners.owner(dep, upstream_id) or self.owner
-            else:
-                self.store.owners.note(dep, upstream_id, owner)
-            out[f] = self.store.ids.sign(field_kind, self.alias, dep, upstream_id, owner)
-        return out
-
-
-class ObjectStore:
-    """What the object resources share: the gateway, the id signer and the owners."""
-
-    def __init__(self, gateway: Gateway, ids: ObjectIds) -> None:
-        self.gateway = gateway
-        self.ids = ids
-        self.owners = OwnedObjects(getattr(gateway.limiter, "store", None))
 
 
 class _ObjectResource(RoutedResource):
