@@ -13,7 +13,7 @@ from conftest import MASTER_KEY, GatewayFactory, openai_entry
 from test_e2e_api import assert_openai_error, raw
 from test_e2e_endpoints import http_answer, mock_entry
 
-from gatewayd.testing import FakeUpstream
+from gatewayd.testing import Error, FakeUpstream
 
 KEY_A = "sk-team-a-0123456789"
 KEY_B = "sk-team-b-0123456789"
@@ -204,3 +204,45 @@ def test_two_instances_sharing_redis_filter_lists_by_owner(
         assert upstream.last_request.bare_path == "/v1/files/file-up1"
         assert upstream.requests[1].bare_path == "/v1/files"
         assert "model=" not in upstream.requests[1].path
+
+
+def test_a_list_over_several_deployments_is_merged_and_each_id_names_its_own(
+    gateway: GatewayFactory, upstream: FakeUpstream, upstream2: FakeUpstream
+) -> None:
+    from gatewayd.config.model import GeneralSettings
+    from gatewayd.web.object_ids import ObjectIds
+
+    def listing(*ids: str) -> Any:
+        data = [{"id": i, "object": "file", "bytes": 1} for i in ids]
+        return http_answer(json.dumps({"object": "list", "data": data, "has_more": False}).encode())
+
+    upstream.set_default(listing("file-a1", "file-a2"))
+    upstream2.set_default(listing("file-b1"))
+    gw = gateway(
+        {
+            "model_list": [
+                openai_entry("store", upstream, api_endpoints=["files"]),
+                openai_entry("store", upstream2, model="m2", api_endpoints=["files"]),
+            ],
+            "general_settings": {"master_key": MASTER_KEY, "object_id_secret": "s3"},
+        }
+    )
+    ids, _ = ObjectIds.from_settings(GeneralSettings(object_id_secret="s3"))
+    c = sdk(gw, MASTER_KEY)
+    got = [f.id for f in c.files.list(extra_query={"model": "store"})]
+    refs = [ids.open("file", i) for i in got]
+    assert all(r is not None for r in refs)
+    where = {r.upstream_id: r.deployment for r in refs if r is not None}
+    assert set(where) == {"file-a1", "file-a2", "file-b1"}
+    assert where["file-a1"] == where["file-a2"] != where["file-b1"]
+    assert upstream.count("/files") == 1 and upstream2.count("/files") == 1
+    # A page after one deployment's id is asked of that deployment alone.
+    after = next(i for i, r in zip(got, refs, strict=True) if r and r.upstream_id == "file-a1")
+    page = c.files.list(extra_query={"model": "store"}, after=after)
+    assert upstream.count("/files") == 2 and upstream2.count("/files") == 1
+    assert "after=file-a1" in upstream.last_request.path
+    assert len(page.data) == 2
+    # A deployment that fails is left out; the others still answer.
+    upstream.enqueue(Error(500))
+    left = [f.id for f in c.files.list(extra_query={"model": "store"})]
+    assert [ids.open("file", i).upstream_id for i in left] == ["file-b1"]  # type: ignore[union-attr]

@@ -8,7 +8,9 @@ names: the ``x-gatewayd-model`` header, a ``model`` form or body field (the SDK'
 pinned to the deployment its id names. Ids in answers (``id``, a batch's
 ``input_file_id``, ``output_file_id``, ``error_file_id``) are handed out signed, so a
 batch's output downloads through the gateway. A key sees only its own objects: another
-key's id answers 404, and lists show only what this key created (through this process).
+key's id answers 404, and lists show only what this key created (owners are remembered
+here and in the state store). A list asks every deployment that holds objects
+(:mod:`gatewayd.web.object_lists`).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from gatewayd.web.object_answers import (
     visible_signed,
 )
 from gatewayd.web.object_ids import ObjectIds, ObjectRef
+from gatewayd.web.object_lists import ListAcross
 from gatewayd.web.request import GatewayRequest
 from gatewayd.web.resource_kinds import RoutedResource
 from gatewayd.web.upload import too_large_message
@@ -174,19 +177,30 @@ class _ObjectResource(RoutedResource):
         )
         return NOT_DONE_YET
 
-    def _query(self, request: GatewayRequest, kind: str) -> str:
-        """The client's list query for the upstream: ``model`` dropped, an ``after``
-        cursor that is a gateway id turned back into the upstream's."""
-        pairs = []
+    def _list(self, request: GatewayRequest, endpoint: Endpoint, kind: str) -> bytes | int:
+        """``GET /files`` or ``/batches``: the alias's one deployment that holds objects
+        asked, or each of several (merged: :mod:`gatewayd.web.object_lists`)."""
+        alias = self._named_alias(request, endpoint)
+        if isinstance(alias, bytes):
+            return alias
+        pairs, cursor = [], None
         for k, v in parse_qsl(request.uri.partition(b"?")[2].decode("utf-8", "replace")):
             if k == "model":
                 continue
-            if k == "after":
-                ref = self.store.ids.open(kind, v)
-                if ref is not None:
-                    v = ref.upstream_id
+            if k == "after":  # a gateway id: the upstream's own, on its deployment alone
+                cursor = self.store.ids.open(kind, v)
+                if cursor is not None:
+                    v = cursor.upstream_id
             pairs.append((k, v))
-        return ("?" + urlencode(pairs)) if pairs else ""
+        path = endpoint.value + ("?" + urlencode(pairs) if pairs else "")
+        router = self.gateway.router
+        routes = router.endpoints.only(router.table, alias, endpoint) or router.table.routes[alias]
+        deployments = [r.id for r in routes]
+        if cursor is not None and cursor.deployment in deployments:
+            deployments = [cursor.deployment]
+        if len(deployments) == 1:
+            return self._send(request, alias, endpoint, "GET", path, pin=deployments[0])
+        return ListAcross(self.store, request, alias, endpoint, path, deployments).start()
 
 
 class FilesResource(_ObjectResource):
@@ -217,12 +231,7 @@ class FilesResource(_ObjectResource):
         return self._send(request, alias, Endpoint.FILES, "POST", "files", fields, upload=spool)
 
     def render_GET(self, request: GatewayRequest) -> bytes | int:
-        alias = self._named_alias(request, Endpoint.FILES)
-        if isinstance(alias, bytes):
-            return alias
-        return self._send(
-            request, alias, Endpoint.FILES, "GET", "files" + self._query(request, "file")
-        )
+        return self._list(request, Endpoint.FILES, "file")
 
 
 class FileResource(_ObjectResource):
@@ -302,12 +311,7 @@ class BatchesResource(_ObjectResource):
         )
 
     def render_GET(self, request: GatewayRequest) -> bytes | int:
-        alias = self._named_alias(request, Endpoint.BATCHES)
-        if isinstance(alias, bytes):
-            return alias
-        return self._send(
-            request, alias, Endpoint.BATCHES, "GET", "batches" + self._query(request, "batch")
-        )
+        return self._list(request, Endpoint.BATCHES, "batch")
 
 
 class BatchResource(_ObjectResource):
