@@ -518,3 +518,30 @@ def test_streamed_image_generation_is_relayed_as_sse(
         "image_generation.completed",
     ]
     assert json.loads(upstream.last_request.body)["stream"] is True
+
+
+def test_spend_per_second_of_speech_out(gateway: GatewayFactory, upstream: FakeUpstream) -> None:
+    from gatewayd.providers.mock_media import mp3, wav
+
+    upstream.enqueue(
+        http_answer(wav(2.0), "audio/wav", chunked=True),
+        http_answer(mp3(3.0), "audio/mpeg", chunked=True),
+    )
+    gw = gateway(
+        {
+            "model_list": [
+                openai_entry("voice", upstream, output_cost_per_second=0.01),
+            ]
+        }
+    )
+    for fmt in ("wav", "mp3"):
+        status, _, _ = raw(
+            gw.port,
+            "POST",
+            "/v1/audio/speech",
+            json.dumps({**SPEECH, "response_format": fmt}).encode(),
+            {"content-type": "application/json"},
+        )
+        assert status == 200
+    # 2 s of WAV (by its header) and 3 s of 128 kbit/s MP3 (by its frames' bit rate).
+    assert _spend(gw.port, "voice") == pytest.approx(0.05, abs=0.001)

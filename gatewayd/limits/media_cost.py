@@ -45,6 +45,36 @@ def audio_seconds(call: ProviderRequest, response: UpstreamResponse) -> float:
     return 0.0
 
 
+#: MPEG-1 Layer III bit rates (kbit/s) by the header's index.
+_MP3_KBPS = (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 0)
+#: OpenAI's ``pcm``: 24 kHz, 16-bit, mono.
+_PCM_BYTES_PER_SECOND = 48_000
+
+
+def speech_seconds(response: UpstreamResponse) -> float:
+    """Seconds of speech in a streamed answer, from its bytes and type: WAV by its
+    header, PCM at OpenAI's 24 kHz, MP3 by its first frame's bit rate (constant bit
+    rate, as TTS services send); 0 for anything else."""
+    stream = response.stream
+    size = getattr(stream, "received", 0)
+    head: bytes = getattr(stream, "head", b"")
+    ctype = b""
+    for name, value in response.headers:
+        if name.lower() == b"content-type":
+            ctype = value.lower()
+    if not size:
+        return 0.0
+    if len(head) >= 44 and head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        byte_rate = int.from_bytes(head[28:32], "little")
+        return max(0, size - 44) / byte_rate if byte_rate else 0.0
+    if b"pcm" in ctype:
+        return size / _PCM_BYTES_PER_SECOND
+    if (b"mpeg" in ctype or b"mp3" in ctype) and len(head) >= 3 and head[0] == 0xFF:
+        kbps = _MP3_KBPS[head[2] >> 4]
+        return size * 8 / (kbps * 1000) if kbps else 0.0
+    return 0.0
+
+
 def unit_cost(deployment: Deployment, call: ProviderRequest, response: UpstreamResponse) -> float:
     """USD for one answered request at the deployment's unit prices (0 when it has none)."""
     prices = deployment.unit_prices
@@ -56,6 +86,8 @@ def unit_cost(deployment: Deployment, call: ProviderRequest, response: UpstreamR
         text = call.body.get("input")
         if isinstance(text, str):
             usd += len(text) * prices.get("input_cost_per_character", 0.0)
+        if "output_cost_per_second" in prices:
+            usd += speech_seconds(response) * prices["output_cost_per_second"]
     elif endpoint in _AUDIO_IN and "input_cost_per_second" in prices:
         usd += audio_seconds(call, response) * prices["input_cost_per_second"]
     elif endpoint in _IMAGES and "output_cost_per_image" in prices:

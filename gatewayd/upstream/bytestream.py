@@ -28,6 +28,8 @@ from gatewayd.upstream.outcomes import (
 
 #: Most bytes one upstream read may decode to (a compression bomb stops here).
 MAX_DECODED_READ = 64 * 1024 * 1024
+#: Bytes of the body's start kept (a WAV header, an MP3 frame header).
+HEAD_BYTES = 64
 
 
 class ByteStream(Protocol, EventStream):
@@ -57,8 +59,10 @@ class ByteStream(Protocol, EventStream):
         self._failure: UpstreamFailure | None = None
         self._idle_call: Any = None
         self._paused = False
-        #: Bytes handed on so far (the ``input_cost_per_second`` of nothing: a count).
+        #: Bytes handed on so far, and the first of them (an audio header: the length of
+        #: speech for ``output_cost_per_second``).
         self.received = 0
+        self.head = b""
         self.first_bytes: Deferred[None] = Deferred(lambda _: self.cancel())
 
     # -- protocol side ---------------------------------------------------------
@@ -81,6 +85,8 @@ class ByteStream(Protocol, EventStream):
         if not data:
             return
         self.received += len(data)
+        if len(self.head) < HEAD_BYTES:
+            self.head += data[: HEAD_BYTES - len(self.head)]
         if self._sink is not None:
             self._sink.event(data)
         else:
