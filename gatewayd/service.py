@@ -36,6 +36,7 @@ from gatewayd.observability.log import get_logger
 from gatewayd.observability.metrics import GatewayMetrics, multiprocess_dir
 from gatewayd.observability.reactor_lag import ReactorLag
 from gatewayd.providers.factory import build_provider
+from gatewayd.requestlog import RequestLog, config_secrets
 from gatewayd.routing import Router, RoutingTable, build_table
 from gatewayd.routing.state_setup import build_limiter
 from gatewayd.sockets import systemd_notify as systemd
@@ -141,6 +142,10 @@ class GatewayService(Service):
         self.state = build_limiter(config.general, reactor, self.metrics, self._router)
         #: The response cache: one for the service's life (a reload keeps its answers).
         self.cache = CacheStage()
+        #: The console's request log (one for the service's life: a reload keeps it).
+        self.request_log = RequestLog(
+            config.general.request_log, reactor, self.metrics, config_secrets(config)
+        )
         #: The stages around every routed request (:mod:`gatewayd.web.stage_list`).
         self.pipeline: Pipeline = self._pipeline(config)
         self.site = GatewaySite(build_root(self), lambda: self.config.general, self.metrics)
@@ -219,7 +224,9 @@ class GatewayService(Service):
     # -- lifecycle -------------------------------------------------------------
 
     def _pipeline(self, config: GatewayConfig) -> Pipeline:
-        return request_pipeline(self.cache if config.general.cache is not None else None)
+        return request_pipeline(
+            self.cache if config.general.cache is not None else None, self.request_log.stage
+        )
 
     def _table(self, config: GatewayConfig) -> RoutingTable:
         return build_table(config, lambda d: build_provider(d, self.agents, self.reactor))
@@ -227,6 +234,7 @@ class GatewayService(Service):
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
         self.state.start()
+        self.request_log.start()
         endpoint = (
             endpoints.serverFromString(
                 self.reactor, with_backlog(self.listen, self.config.general.listen_backlog)
@@ -362,6 +370,7 @@ class GatewayService(Service):
         d.addBoth(lambda _: self.agents.close())
         d.addBoth(lambda _: self.state.stop())
         d.addBoth(lambda _: self.cache.close())
+        d.addBoth(lambda _: self.request_log.stop())
         d.addBoth(lambda _: self.tracing.shutdown())
         d.addBoth(lambda _: None)
         return d

@@ -14,6 +14,7 @@ from gatewayd.config.errors import ConfigError
 from gatewayd.config.keys import KeySection
 from gatewayd.config.model import ROUTING_STRATEGIES, GeneralSettings
 from gatewayd.config.observability import log_format, otel_settings
+from gatewayd.config.request_log import request_log_settings, ui_setting
 from gatewayd.config.values import kind
 
 GENERAL_KEYS = {
@@ -54,6 +55,8 @@ GENERAL_KEYS = {
     "cache_params",
     "max_audio_upload_bytes",
     "object_id_secret",
+    "request_log",
+    "ui",
 }
 
 #: LiteLLM's spellings of the state store, read by :mod:`gatewayd.config.keys`.
@@ -203,6 +206,10 @@ class GeneralSection(KeySection):
                 g.get("cache_params"),
                 f"{p('cache_params')}.cache_params",
             ),
+            request_log=request_log_settings(
+                self, g.get("request_log"), f"{p('request_log')}.request_log"
+            ),
+            ui=ui_setting(self, g, p("ui"), master_key),
         )
         check_cache_store(general.cache, general.state_store, f"{p('cache')}.cache")
         return general

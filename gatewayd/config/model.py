@@ -9,6 +9,7 @@ from typing import Any
 
 from gatewayd.config.aliases import DEFAULT_ALIAS_SETTINGS, AliasSettings
 from gatewayd.config.cache import CacheSettings
+from gatewayd.config.request_log import RequestLogSettings
 from gatewayd.config.catalog import ProviderInfo
 from gatewayd.config.keys import KeyTable
 
@@ -150,6 +151,10 @@ class GeneralSettings:
     alias_settings: Mapping[str, AliasSettings] = field(default_factory=_empty)
     #: The response cache and request coalescing (``general_settings.cache``); None: off.
     cache: CacheSettings | None = None
+    #: The console's request log (``general_settings.request_log``): memory by default.
+    request_log: RequestLogSettings = RequestLogSettings()
+    #: Serve the operator console at ``/ui`` (default: on when a master key is set).
+    ui: bool = False
 
     def for_alias(self, alias: str) -> AliasSettings:
         """``alias``'s own settings, or the defaults when it has none."""

@@ -236,6 +236,17 @@ class GatewayMetrics:
             native=n,
             shared=sh,
         )
+        self.request_log_dropped = Counter(
+            "gatewayd_request_log_dropped_total",
+            "Request log rows lost, by reason (queue_full: the writer was behind; "
+            "write_error: the database could not be opened or written).",
+            ("reason",),
+            r,
+            native=n,
+            shared=sh,
+        )
+        for reason in ("queue_full", "write_error"):
+            self.request_log_dropped.touch(reason)
         self.cache_evictions = Counter(
             "gatewayd_cache_evictions_total",
             "Cached answers pushed out of the in-memory cache to keep it under max_bytes.",

@@ -54,6 +54,8 @@ class Accounting:
         self.done = False
         #: The upstream call, for the prices that are not per token.
         self.call: ProviderRequest | None = None
+        #: The cost counted once settled (the request log reads it).
+        self.usd = 0.0
 
     @staticmethod
     def _unit_cost(table: RoutingTable, result: RouteResult, call: ProviderRequest) -> float:
@@ -100,6 +102,7 @@ class Accounting:
             for kind, n in (("prompt", counted.prompt), ("completion", counted.completion)):
                 if n:
                     m.key_tokens.inc(key, result.alias, kind, amount=n)
+        self.usd = usd
         self._log(result, counted, usd, status, free)
         for t in self.tickets:
             if result is not None and spent is None and not free:
@@ -176,7 +179,7 @@ class LimitsStage:
             ctx.request.setHeader(name, value)
 
     def after(self, ctx: RouteContext, result: RouteResult | None, failure: Failure | None) -> None:
-        acct: Accounting = ctx.scratch.pop(LimitsStage)
+        acct: Accounting = ctx.scratch[LimitsStage]  # left for the request log's after
         if result is None:
             e = failure.value if failure is not None else None
             if isinstance(e, RouteError):

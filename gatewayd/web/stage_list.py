@@ -11,17 +11,24 @@ routing (401, 404, a bad body) are counted too; attempt spans are traced in
 from __future__ import annotations
 
 from gatewayd.cache import CacheStage
+from gatewayd.requestlog import RequestLogStage
 from gatewayd.stages import LimitsStage, Pipeline, Stage
 
 
-def request_pipeline(cache: CacheStage | None = None) -> Pipeline:
+def request_pipeline(
+    cache: CacheStage | None = None, request_log: RequestLogStage | None = None
+) -> Pipeline:
     """The stages in force, in order. ``cache``: the service's one cache stage (it keeps
     the stored answers across reloads), given while ``general_settings.cache`` is set;
-    without it, requests do not pay for a stage that would only step aside."""
+    without it, requests do not pay for a stage that would only step aside.
+    ``request_log``: the console's request log (one row per request), outermost: it
+    sees every outcome, refusals of the stages below included."""
+    logged: list[Stage] = [] if request_log is None else [request_log]
     if cache is None:
         # The key's limits and budget before routing; spend and the usage log after.
-        return Pipeline([LimitsStage()])
+        return Pipeline([*logged, LimitsStage()])
     stages: list[Stage] = [
+        *logged,
         # Looks the request up first: the limits stage admits a hit without tokens or budget.
         cache.lookup,
         LimitsStage(),
