@@ -30,6 +30,7 @@ from twisted.python.failure import Failure
 from gatewayd.cache import CacheStage
 from gatewayd.config import ConfigError, GatewayConfig, load_config
 from gatewayd.config.pace import pacing
+from gatewayd.console import ConsoleRoot
 from gatewayd.limits import Limiter
 from gatewayd.limits.usagelog import UsageLog
 from gatewayd.observability.log import get_logger
@@ -148,7 +149,10 @@ class GatewayService(Service):
         )
         #: The stages around every routed request (:mod:`gatewayd.web.stage_list`).
         self.pipeline: Pipeline = self._pipeline(config)
-        self.site = GatewaySite(build_root(self), lambda: self.config.general, self.metrics)
+        root = build_root(self)
+        # Always mounted: general_settings.ui is read per request (a reload turns it on/off).
+        root.putChild(b"ui", ConsoleRoot(self, root.children[b"v1"]))
+        self.site = GatewaySite(root, lambda: self.config.general, self.metrics)
         self._observe()
         self.tracing = build_tracing(config.general.otel, reactor)
         self.site.tracing = self.tracing

@@ -9,9 +9,9 @@ from typing import Any
 
 from gatewayd.config.aliases import DEFAULT_ALIAS_SETTINGS, AliasSettings
 from gatewayd.config.cache import CacheSettings
-from gatewayd.config.request_log import RequestLogSettings
 from gatewayd.config.catalog import ProviderInfo
 from gatewayd.config.keys import KeyTable
+from gatewayd.config.request_log import RequestLogSettings
 
 
 def _empty() -> Mapping[str, Any]:
@@ -152,7 +152,7 @@ class GeneralSettings:
     #: The response cache and request coalescing (``general_settings.cache``); None: off.
     cache: CacheSettings | None = None
     #: The console's request log (``general_settings.request_log``): memory by default.
-    request_log: RequestLogSettings = RequestLogSettings()
+    request_log: RequestLogSettings = field(default_factory=RequestLogSettings)
     #: Serve the operator console at ``/ui`` (default: on when a master key is set).
     ui: bool = False
 

@@ -3,8 +3,8 @@ log (one row per routed request) and whether ``/ui`` is served. See docs/console
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from gatewayd.config.errors import ConfigError
@@ -49,6 +49,8 @@ def request_log_settings(reader: ValueReader, raw: Any, path: str) -> RequestLog
     )
 
 
-def ui_setting(reader: ValueReader, g: Mapping[str, Any], path: str, master_key: str | None) -> bool:
+def ui_setting(
+    reader: ValueReader, g: Mapping[str, Any], path: str, master_key: str | None
+) -> bool:
     """``general_settings.ui``: on by default when a master key is set."""
     return reader._bool(g, "ui", path, master_key is not None)

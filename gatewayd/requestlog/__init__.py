@@ -20,7 +20,7 @@ from gatewayd.config.request_log import RequestLogSettings
 from gatewayd.observability.metrics import GatewayMetrics
 from gatewayd.requestlog.redact import Redactor
 from gatewayd.requestlog.ring import MemoryLog
-from gatewayd.requestlog.row import Page, Query, Row
+from gatewayd.requestlog.row import Page, Query, Row, SpendByDay
 from gatewayd.requestlog.sqlite_log import SQLiteLog
 from gatewayd.requestlog.stage import RequestLogStage
 from gatewayd.requestlog.stats import LiveStats
@@ -91,6 +91,11 @@ class RequestLog:
     def get(self, row_id: int) -> Deferred[dict[str, Any] | None]:
         """Fires with one row and its bodies, or None."""
         return self.sink.get(row_id)
+
+    def spend_by_day(self, days: int) -> Deferred[SpendByDay]:
+        """Fires with each key's cost and requests per UTC day over the last ``days``."""
+        today = int(time.time() // 86400)
+        return self.sink.spend_by_day((today - days + 1) * 86400.0)
 
     def start(self) -> None:
         self.sink.start()

@@ -7,7 +7,16 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 
-from gatewayd.requestlog.row import COLUMNS, Page, Query, Row, as_dict, matches
+from gatewayd.requestlog.row import (
+    COLUMNS,
+    Page,
+    Query,
+    Row,
+    SpendByDay,
+    add_spend,
+    as_dict,
+    matches,
+)
 
 
 class MemoryLog:
@@ -36,6 +45,14 @@ class MemoryLog:
         more = len(out) > q.limit
         out = out[: q.limit]
         return succeed(Page(out, out[-1]["id"] if more else None))
+
+    def spend_by_day(self, since: float) -> Deferred[SpendByDay]:
+        """Fires with each key's cost and requests per UTC day since ``since``."""
+        out: SpendByDay = {}
+        for _, row in self._rows:
+            if row[0] >= since and row[2] is not None:
+                add_spend(out, row[2], row[0], row[14] or 0.0)
+        return succeed(out)
 
     def get(self, row_id: int) -> Deferred[dict[str, Any] | None]:
         """Fires with the row with its bodies, or None."""

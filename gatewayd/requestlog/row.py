@@ -6,6 +6,7 @@ by ``executemany``): no key, only the key's *name*; bodies only with ``store_bod
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,6 +126,17 @@ def matches(q: Query, row: Row) -> bool:
             return False
     ts = row[0]
     return (q.since is None or ts >= q.since) and (q.until is None or ts < q.until)
+
+
+#: Each key's ``{day: {"usd": ..., "requests": ...}}`` (UTC days, ``YYYY-MM-DD``).
+SpendByDay = dict[str, dict[str, dict[str, float]]]
+
+
+def add_spend(out: SpendByDay, key: str, ts: float, usd: float, requests: int = 1) -> None:
+    day = time.strftime("%Y-%m-%d", time.gmtime(ts))
+    entry = out.setdefault(key, {}).setdefault(day, {"usd": 0.0, "requests": 0})
+    entry["usd"] = round(entry["usd"] + usd, 10)
+    entry["requests"] += requests
 
 
 _INDEX = {c: i for i, c in enumerate(COLUMNS)}

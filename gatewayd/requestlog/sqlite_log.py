@@ -31,7 +31,16 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.threads import deferToThreadPool
 
 from gatewayd.observability.log import get_logger
-from gatewayd.requestlog.row import COLUMNS, LIST_COLUMNS, Page, Query, Row, as_dict
+from gatewayd.requestlog.row import (
+    COLUMNS,
+    LIST_COLUMNS,
+    Page,
+    Query,
+    Row,
+    SpendByDay,
+    add_spend,
+    as_dict,
+)
 
 log = get_logger(__name__)
 
@@ -52,10 +61,12 @@ CREATE TABLE IF NOT EXISTS requests (
     request_body TEXT, response_body TEXT
 );
 CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
-{"".join(
-    f"CREATE INDEX IF NOT EXISTS requests_{c} ON requests ({c}, id);"
-    for c in ("key_name", "alias", "deployment", "status", "dialect", "endpoint", "cached")
-)}
+{
+    "".join(
+        f"CREATE INDEX IF NOT EXISTS requests_{c} ON requests ({c}, id);"
+        for c in ("key_name", "alias", "deployment", "status", "dialect", "endpoint", "cached")
+    )
+}
 """
 _INSERT = f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 _STOP = object()
@@ -205,6 +216,22 @@ class SQLiteLog:
     def get(self, row_id: int) -> Deferred[dict[str, Any] | None]:
         """Fires with the row with its bodies, or None."""
         return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self.get_now, row_id)
+
+    def spend_by_day(self, since: float) -> Deferred[SpendByDay]:
+        """Fires with each key's cost and requests per UTC day since ``since``."""
+        return deferToThreadPool(
+            self.reactor, self.reactor.getThreadPool(), self.spend_by_day_now, since
+        )
+
+    def spend_by_day_now(self, since: float) -> SpendByDay:
+        out: SpendByDay = {}
+        for key, day, usd, n in self._reader().execute(
+            "SELECT key_name, CAST(ts / 86400 AS INTEGER) AS day, SUM(cost_usd), COUNT(*) "
+            "FROM requests WHERE ts >= ? AND key_name IS NOT NULL GROUP BY key_name, day",
+            (since,),
+        ):
+            add_spend(out, key, day * 86400.0, usd or 0.0, n)
+        return out
 
     def query_now(self, q: Query) -> Page:
         """:meth:`query`, in the calling thread."""
