@@ -127,7 +127,7 @@ def keys_info(gateway: ConsoleGateway, request: Request) -> bytes | int:
 
 
 def _failed(failure: Failure, request: Request) -> None:
-    if failure.check(sqlite3.Error):
+    if failure.check(sqlite3.Error, OSError):
         log.error("request log query failed: {err}", err=failure.getErrorMessage())
         _finish(request, api_error(request, 503, "the request log is unavailable"))
         return
