@@ -229,7 +229,8 @@ class GatewayService(Service):
 
     def _pipeline(self, config: GatewayConfig) -> Pipeline:
         return request_pipeline(
-            self.cache if config.general.cache is not None else None, self.request_log.stage
+            self.cache if config.general.cache is not None else None,
+            self.request_log.stage if self.request_log.settings.enabled else None,
         )
 
     def _table(self, config: GatewayConfig) -> RoutingTable:

@@ -21,7 +21,7 @@ from gatewayd.requestlog import RequestLog
 from gatewayd.requestlog.redact import REDACTED, Redactor
 from gatewayd.requestlog.ring import MemoryLog
 from gatewayd.requestlog.row import COLUMNS, Page, Query, Row, parse_query
-from gatewayd.requestlog.sqlite_log import _INSERT, _STOP, SQLiteLog, connect, prune, run_query
+from gatewayd.requestlog.sqlite_log import _INSERT, SQLiteLog, connect, prune, run_query
 
 
 class ThreadReactor:
@@ -66,11 +66,8 @@ def wait(pred: Callable[[], bool], limit: float = 10.0) -> bool:
 
 def stop_thread(log: SQLiteLog) -> None:
     thread = log._thread
-    log._thread = None
-    if thread is not None:
-        log._queue.put(_STOP)
-        thread.join(10)
-        assert not thread.is_alive()
+    log.stop_now()
+    assert thread is None or not thread.is_alive()
 
 
 def test_full_queue_drops_and_counts_never_waits(tmp_path: Path) -> None:

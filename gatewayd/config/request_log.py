@@ -28,12 +28,16 @@ class RequestLogSettings:
     store_bodies: bool = False
     #: The in-memory ring's length (without ``path``).
     ring_size: int = 10_000
+    #: ``request_log: false``: no request log at all (nor the Overview's live numbers).
+    enabled: bool = True
 
 
 def request_log_settings(reader: ValueReader, raw: Any, path: str) -> RequestLogSettings:
     """``raw``: the ``request_log`` value (a mapping, or None/absent for the defaults)."""
-    if raw is None:
+    if raw is None or raw is True:
         return RequestLogSettings()
+    if raw is False:
+        return RequestLogSettings(enabled=False)
     d = reader._mapping(raw, path)
     reader._unknown(d, set(REQUEST_LOG_KEYS), path)
     db = reader._str(d, "path", path)

@@ -1,9 +1,9 @@
 """The request log in SQLite: one writer thread fed by a bounded queue, batched inserts.
 
-A request only ever does ``put_nowait`` on the queue (in the reactor thread): when the
-queue is full the row is dropped and counted, never waited for. The writer thread opens
-the database (WAL), drains the queue in batches of up to :data:`BATCH` rows per
-transaction, and prunes old rows (``retention_days``, ``max_rows``) in the background.
+A request only ever appends to a bounded queue (a deque, in the reactor thread): when
+it is full the row is dropped and counted, never waited for. The writer thread opens
+the database (WAL), drains the queue every :data:`FLUSH_EVERY` seconds in batches of up
+to :data:`BATCH` rows per transaction, and prunes old rows (``retention_days``, ``max_rows``) in the background.
 A database that cannot be opened or written (bad path, full disk) costs rows, counted
 as dropped, and a log line per failure streak: never a request.
 
@@ -20,10 +20,10 @@ page fast at a million rows: no OFFSET anywhere.
 from __future__ import annotations
 
 import os
-import queue
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -46,6 +46,8 @@ log = get_logger(__name__)
 
 #: Rows per insert transaction at most.
 BATCH = 512
+#: Seconds between the writer's drains of the queue.
+FLUSH_EVERY = 0.1
 #: Seconds between background prunes.
 PRUNE_EVERY = 60.0
 #: Rows deleted per prune transaction (short write locks for the other workers).
@@ -69,7 +71,6 @@ CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
 }
 """
 _INSERT = f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
-_STOP = object()
 
 
 def connect(path: str, timeout: float = 5.0) -> sqlite3.Connection:
@@ -102,7 +103,9 @@ class SQLiteLog:
         self.max_rows = max_rows
         #: Told (in the reactor thread) of rows lost: ``("queue_full", n)``, ``("write_error", n)``.
         self.on_dropped = on_dropped
-        self._queue: queue.Queue[Any] = queue.Queue(queue_size)
+        self.queue_size = queue_size
+        self._queue: deque[Row] = deque()
+        self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._local = threading.local()
         self._failing = False
@@ -111,16 +114,18 @@ class SQLiteLog:
     # -- the request side (reactor thread) ---------------------------------------
 
     def add(self, row: Row) -> None:
-        """Queue ``row``; when the queue is full it is dropped and counted."""
-        try:
-            self._queue.put_nowait(row)
-        except queue.Full:
+        """Queue ``row``; when the queue is full it is dropped and counted. A deque
+        append: no lock and no wake-up of the writer, which drains on its own beat."""
+        if len(self._queue) >= self.queue_size:
             self.on_dropped("queue_full", 1)
+            return
+        self._queue.append(row)
 
     # -- the writer thread -----------------------------------------------------
 
     def start(self) -> None:
         if self._thread is None:
+            self._stopping.clear()
             self._thread = threading.Thread(
                 target=self._write_loop, name="gatewayd-request-log", daemon=True
             )
@@ -132,13 +137,17 @@ class SQLiteLog:
         thread, self._thread = self._thread, None
         if thread is None:
             return succeed(None)
-        try:
-            self._queue.put(_STOP, timeout=timeout)
-        except queue.Full:
-            return succeed(None)  # a daemon thread: it dies with the process
+        self._stopping.set()
         return deferToThreadPool(
             self.reactor, self.reactor.getThreadPool(), thread.join, timeout
         ).addCallback(lambda _: None)
+
+    def stop_now(self, timeout: float = 10.0) -> None:
+        """:meth:`stop`, waiting in the calling thread (tests, tools)."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._stopping.set()
+            thread.join(timeout)
 
     def _open(self) -> sqlite3.Connection | None:
         try:
@@ -154,30 +163,24 @@ class SQLiteLog:
 
     def _write_loop(self) -> None:
         conn = self._open()
+        pending = self._queue
         while True:
-            first = self._queue.get()
-            if first is _STOP:
-                break
-            batch = [first]
-            stop = False
-            while len(batch) < BATCH:
-                try:
-                    row = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if row is _STOP:
-                    stop = True
-                    break
-                batch.append(row)
-            if conn is None:
-                conn = self._open()  # a path that appeared, a disk with room again
-            if conn is None or not self._insert(conn, batch):
-                self.reactor.callFromThread(self.on_dropped, "write_error", len(batch))
+            # Drained on a beat, not woken per row: a request only appends to a deque,
+            # and each transaction carries every row of the last beat.
+            stopping = self._stopping.wait(FLUSH_EVERY)
+            while pending:
+                batch: list[Row] = []
+                while pending and len(batch) < BATCH:
+                    batch.append(pending.popleft())
+                if conn is None:
+                    conn = self._open()  # a path that appeared, a disk with room again
+                if conn is None or not self._insert(conn, batch):
+                    self.reactor.callFromThread(self.on_dropped, "write_error", len(batch))
             now = time.time()
             if conn is not None and now >= self._next_prune:
                 self._next_prune = now + PRUNE_EVERY
                 self._prune_quietly(conn, now)
-            if stop:
+            if stopping:
                 break
         if conn is not None:
             conn.close()
