@@ -16,7 +16,7 @@ def _empty() -> Mapping[str, Any]:
     return MappingProxyType({})
 
 
-ROUTING_STRATEGIES = ("simple-shuffle", "least-busy")
+ROUTING_STRATEGIES = ("simple-shuffle", "least-busy", "latency-based-routing", "prefix-affinity")
 
 
 @dataclass(frozen=True)

@@ -231,6 +231,13 @@ class GatewayMetrics:
             ("alias", "deployment"),
             "livemax",
         )
+        self.latency = self._gauge(
+            "gatewayd_deployment_latency_seconds",
+            "A deployment's peak-EWMA latency, as latency-based-routing scores it: time to "
+            "first byte (kind=ttfb, streams) or seconds per output token (kind=per_token, JSON).",
+            ("alias", "deployment", "kind"),
+            "livemax",
+        )
         self.client_connections = self._gauge(
             "gatewayd_client_connections", "Client connections open right now.", ()
         )
@@ -252,6 +259,7 @@ class GatewayMetrics:
             self.streams_in_flight,
             self.in_flight,
             self.cooldown,
+            self.latency,
             self.client_connections,
             self.upstream_connections,
             self.state_store_up,

@@ -32,6 +32,7 @@ from gatewayd.routing.balancer import Balancer
 from gatewayd.routing.classify import Verdict, classify
 from gatewayd.routing.cooldown import Cooldowns, DeploymentHealth
 from gatewayd.routing.fallback import FallbackChain
+from gatewayd.routing.latency import LatencyBook
 from gatewayd.routing.outcome import (
     AllCoolingDown,
     AllLimited,
@@ -46,6 +47,7 @@ from gatewayd.routing.outcome import (
 from gatewayd.routing.picking import Picker
 from gatewayd.routing.pool import AliasPool
 from gatewayd.routing.retry import RetryPolicy, owed_backoff, wait_before_next
+from gatewayd.routing.strategies import make_pool
 from gatewayd.routing.table import Route, RoutingTable
 
 log = get_logger(__name__)
@@ -71,7 +73,9 @@ class Router:
         g = table.config.general
         self.health = Cooldowns(clock, g.allowed_fails, g.cooldown_time)
         self.balancer = Balancer(self.health)
-        self.attempts = Attempts(clock, self.balancer, self.health, self.metrics)
+        #: Latency estimates per deployment (latency-based-routing; /health shows them).
+        self.latency = LatencyBook(clock)
+        self.attempts = Attempts(clock, self.balancer, self.health, self.metrics, self.latency)
         self.picker = Picker(self.balancer, self.rng)
         self.table = table
         #: Told when this instance puts a deployment in cooldown (to share it).
@@ -82,6 +86,7 @@ class Router:
         self._gauge_keys: tuple[RoutingTable | None, list[tuple[tuple[str, str], str]]] = (None, [])
         self.metrics.in_flight.collect = lambda: self._gauge(lambda h, now: h.in_flight)
         self.metrics.cooldown.collect = lambda: self._gauge(lambda h, now: h.cooling(now))
+        self.metrics.latency.collect = lambda: self.latency.samples(self.table.routes)
 
     @property
     def limiter(self) -> Limiter | None:
@@ -124,11 +129,11 @@ class Router:
         called right after, in the same step): a request sees the old table and pools or
         the new ones, never a mix. The watchers of the replaced pools are dropped last.
         Abandoned before the swap, the old table stays."""
-        strategy = table.config.general.routing_strategy
+        general = table.config.general
         pools: dict[str, AliasPool] = {}
         done = 0
         for alias, routes in table.routes.items():
-            pools[alias] = AliasPool(routes, self.health, strategy)
+            pools[alias] = make_pool(alias, routes, self.health, general, self.latency)
             done += len(routes)
             if step and done >= step:
                 done = 0
@@ -138,6 +143,7 @@ class Router:
         self.table, self._pools, self._unlimited = table, pools, unlimited
         self._apply(table.config.general)
         self.health.retain_only({d.id for d in table.config.deployments} | self._in_flight_ids())
+        self.latency.retain_only(d.id for d in table.config.deployments)
         if on_swap is not None:
             on_swap()
         for _ in self.health.pruning_watchers(step):
@@ -146,9 +152,9 @@ class Router:
     def _index(self, table: RoutingTable) -> Mapping[str, AliasPool]:
         """One pool per alias: built once per table (O(deployments)), then kept up to
         date by health changes, so that a request's picks do not walk the alias."""
-        strategy = table.config.general.routing_strategy
+        g = table.config.general
         return {
-            alias: AliasPool(routes, self.health, strategy)
+            alias: make_pool(alias, routes, self.health, g, self.latency)
             for alias, routes in table.routes.items()
         }
 
@@ -256,7 +262,7 @@ class Router:
         if request.pin is not None:  # a native upstream's response id: only it knows it
             pinned = [r for r in table.routes[alias] if r.id == request.pin]
             if pinned:
-                pool = AliasPool(pinned, self.health, table.config.general.routing_strategy)
+                pool = make_pool(alias, pinned, self.health, table.config.general, self.latency)
         tried: set[str] = set()
         retries = self.policy.num_retries
         #: The last failure, when its retry skipped the backoff for another deployment.
@@ -301,6 +307,7 @@ class Router:
                 )
                 if tripped and self.on_cooldown is not None:
                     self.on_cooldown(route.id, self.health.get(route.id).cooldown_until)
+                self.latency.after_failure(route.id, request.stream, attempt.started, tripped)
                 release()
                 wait = None
                 if verdict is Verdict.RETRY and n < retries:
@@ -345,7 +352,7 @@ class Router:
         once needs no coroutine; None: :meth:`_route` makes it."""
         if request.pin is not None or alias not in self._unlimited:
             return None
-        choice = pool.choose_now((), self.rng)
+        choice = pool.choose_now((), self.rng, request)
         if choice is None:
             return None
         assert isinstance(choice, Route)
