@@ -8,92 +8,15 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
+from typing import Any
 
 import pytest
-from twisted.internet.defer import Deferred
+from fleet_harness import Fleet, config
 from twisted.internet.task import Clock
 
-from gatewayd.config import Deployment, parse_config
-from gatewayd.providers.base import (
-    AttemptLimits,
-    Endpoint,
-    FailureKind,
-    Provider,
-    ProviderRequest,
-    UpstreamFailure,
-    UpstreamResponse,
-    openai_error,
-)
-from gatewayd.routing import Router, build_table
+from gatewayd.providers.base import Endpoint, ProviderRequest
 from gatewayd.routing.latency import PER_TOKEN, TTFB, LatencyBook, LatencyChooser, output_tokens
 from gatewayd.web.health import HealthLayout
-
-
-class TimedProvider(Provider):
-    """Answers after ``delay`` seconds of the fake clock (changeable at any time)."""
-
-    def __init__(self, deployment: Deployment, clock: Clock, delay: float) -> None:
-        super().__init__(deployment)
-        self.clock = clock
-        self.delay = delay
-        self.fail_next = 0
-        self.calls: list[float] = []
-
-    def send(self, request: ProviderRequest, limits: AttemptLimits) -> Deferred[UpstreamResponse]:
-        self.calls.append(self.clock.seconds())
-        d: Deferred[UpstreamResponse] = Deferred()
-        if self.fail_next:
-            self.fail_next -= 1
-            err = UpstreamFailure(FailureKind.CONNECT, 502, openai_error("refused"))
-            self.clock.callLater(0.001, d.errback, err)
-            return d
-        body = b'{"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 10}}'
-        self.clock.callLater(self.delay, d.callback, UpstreamResponse(200, body=body))
-        return d
-
-
-def config(strategy: str = "latency-based-routing", n: int = 3, extra: str = "") -> str:
-    entries = "".join(
-        f"  - model_name: fleet\n"
-        f"    params: {{model: openai/m, api_base: 'http://127.0.0.1:9/v1', api_key: k}}\n"
-        f"    model_info: {{id: r{i}}}\n"
-        for i in range(n)
-    )
-    return f"model_list:\n{entries}general_settings:\n  routing_strategy: {strategy}\n{extra}"
-
-
-class Fleet:
-    def __init__(self, text: str, delays: dict[str, float], seed: int = 7) -> None:
-        self.clock = Clock()
-        self.providers: dict[str, TimedProvider] = {}
-
-        def make(d: Deployment) -> Provider:
-            p = TimedProvider(d, self.clock, delays.get(d.id, 0.05))
-            self.providers[d.id] = p
-            return p
-
-        self.router = Router(
-            build_table(parse_config(text, environ={}), make), self.clock, random.Random(seed)
-        )
-        self.served: list[tuple[float, str]] = []
-
-    def run(self, seconds: float, rate: float = 10.0, alias: str = "fleet") -> Counter[str]:
-        """Requests at ``rate`` per second for ``seconds``; which deployment served each."""
-        got: Counter[str] = Counter()
-        step = 1.0 / rate
-        for _ in range(int(seconds * rate)):
-            d = self.router.route(alias, ProviderRequest(Endpoint.CHAT, {"model": alias}))
-
-            def done(result: object) -> None:
-                dep = getattr(result, "deployment", None)
-                if dep is not None:
-                    got[dep] += 1
-                    self.served.append((self.clock.seconds(), dep))
-
-            d.addCallbacks(done, lambda f: None)
-            self.clock.pump([step / 10] * 10)  # answers come back at their own times
-        self.clock.pump([0.01] * 500)  # let the last answers come back
-        return got
 
 
 def test_a_replica_turning_slow_loses_traffic_within_seconds_and_gets_it_back() -> None:
@@ -129,7 +52,7 @@ def test_in_flight_counts_weigh_on_the_score() -> None:
         book.observe(dep, PER_TOKEN, 0.01)
 
     class Pool:
-        routes: list[object] = []
+        routes: list[Any] = []
         open_count = 2
 
         def is_open(self, i: int) -> bool:
@@ -214,9 +137,7 @@ def test_per_alias_strategy_health_and_gauge() -> None:
         value = fleet.router.latency.raw(r, PER_TOKEN)
         # 0.02 s / 10 tokens, give or take the fake clock's 10 ms steps
         assert value is not None and 0.0015 < value < 0.0035
-    text, _ = HealthLayout(fleet.router.table).models(
-        fleet.router.health, fleet.router.latency
-    )
+    text, _ = HealthLayout(fleet.router.table).models(fleet.router.health, fleet.router.latency)
     doc = json.loads(text)
     dep = doc["fleet"]["deployments"][0]
     r0 = fleet.router.latency.raw("r0", PER_TOKEN)

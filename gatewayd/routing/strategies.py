@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gatewayd.config.model import GeneralSettings
+from gatewayd.routing.affinity import AffinityChooser
 from gatewayd.routing.balancer import Candidate
 from gatewayd.routing.choice import Chooser
 from gatewayd.routing.cooldown import Cooldowns
@@ -13,6 +14,7 @@ from gatewayd.routing.latency import LatencyBook, LatencyChooser
 from gatewayd.routing.pool import AliasPool
 
 LATENCY = "latency-based-routing"
+AFFINITY = "prefix-affinity"
 
 
 def strategy_for(general: GeneralSettings, alias: str) -> str:
@@ -32,4 +34,6 @@ def make_pool(
     chooser: Chooser | None = None
     if strategy == LATENCY:
         chooser = LatencyChooser(latency, [r.id for r in routes])
+    elif strategy == AFFINITY:
+        chooser = AffinityChooser([r.id for r in routes])
     return AliasPool(routes, health, strategy, chooser)
