@@ -32,18 +32,35 @@ class TimedProvider(Provider):
         self.clock = clock
         self.delay = delay
         self.fail_next = 0
+        self.cancelled = 0
         self.calls: list[float] = []
+        self.pending: list[tuple[Deferred[UpstreamResponse], Any]] = []
+
+    def fail_pending(self) -> None:
+        """Every answer still to come fails now (a 503)."""
+        for d, call in self.pending:
+            if call.active():
+                call.cancel()
+                d.errback(UpstreamFailure(FailureKind.HTTP, 503, openai_error("overloaded")))
+        self.pending.clear()
 
     def send(self, request: ProviderRequest, limits: AttemptLimits) -> Deferred[UpstreamResponse]:
         self.calls.append(self.clock.seconds())
-        d: Deferred[UpstreamResponse] = Deferred()
+
+        def cancel(_: Deferred[UpstreamResponse]) -> None:
+            self.cancelled += 1  # the connection would be closed here
+            call.cancel()
+
+        d: Deferred[UpstreamResponse] = Deferred(cancel)
+        call: Any
         if self.fail_next:
             self.fail_next -= 1
             err = UpstreamFailure(FailureKind.CONNECT, 502, openai_error("refused"))
-            self.clock.callLater(0.001, d.errback, err)
+            call = self.clock.callLater(0.001, d.errback, err)
             return d
         body = b'{"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 10}}'
-        self.clock.callLater(self.delay, d.callback, UpstreamResponse(200, body=body))
+        call = self.clock.callLater(self.delay, d.callback, UpstreamResponse(200, body=body))
+        self.pending.append((d, call))
         return d
 
 

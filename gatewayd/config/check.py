@@ -62,8 +62,8 @@ def describe(config: GatewayConfig) -> list[str]:
         strategy = own.routing_strategy or g.routing_strategy
         out.append(f"  {alias}")
         out.append(f"    routing_strategy: {strategy}")
-        hedge = own.hedge if own.hedge is not None else getattr(g, "hedge", None)
-        out.append(f"    hedge: {_hedge_text(hedge)}")
+        hedge = g.hedge_for(alias)
+        out.append(f"    hedge: {'off' if hedge is None else hedge.describe()}")
         out.append(f"    deployments: {len(deployments)}")
         out += [f"      - {_deployment_text(d)}" for d in deployments]
         fallbacks = g.fallbacks.get(alias, g.default_fallbacks)
@@ -81,15 +81,6 @@ def describe(config: GatewayConfig) -> list[str]:
     out.append(f"warnings: {len(config.warnings)}")
     out += [f"  - {w}" for w in config.warnings]
     return out
-
-
-def _hedge_text(hedge: object) -> str:
-    if hedge is None:
-        return "off"
-    describe_hedge = getattr(hedge, "describe", None)
-    if callable(describe_hedge):
-        return str(describe_hedge())
-    return str(hedge)
 
 
 def _deployment_text(d: Deployment) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 
 from gatewayd.config.aliases import check_alias_settings, parse_alias_settings
 from gatewayd.config.errors import ConfigError
+from gatewayd.config.fleet import alias_hedges, parse_hedge
 from gatewayd.config.keys import KeySection
 from gatewayd.config.model import ROUTING_STRATEGIES, GeneralSettings
 from gatewayd.config.observability import log_format, otel_settings
@@ -49,6 +50,7 @@ GENERAL_KEYS = {
     "response_store_ttl",
     "response_store_max_bytes",
     "alias_settings",
+    "hedge",
 }
 
 #: LiteLLM's spellings of the state store, read by :mod:`gatewayd.config.keys`.
@@ -134,6 +136,9 @@ class GeneralSection(KeySection):
                 f"unknown strategy {strategy!r}; expected one of {', '.join(ROUTING_STRATEGIES)}",
             )
         timeout_key = "request_timeout" if "request_timeout" in g else "timeout"
+        aliases = parse_alias_settings(
+            g.get("alias_settings"), f"{p('alias_settings')}.alias_settings", ROUTING_STRATEGIES
+        )
         return GeneralSettings(
             master_key=master_key,
             num_retries=self._int(g, "num_retries", p("num_retries"), 0),
@@ -186,9 +191,9 @@ class GeneralSection(KeySection):
             response_store_max_bytes=self._int(
                 g, "response_store_max_bytes", p("response_store_max_bytes"), 64 * 1024 * 1024, 0
             ),
-            alias_settings=parse_alias_settings(
-                g.get("alias_settings"), f"{p('alias_settings')}.alias_settings", ROUTING_STRATEGIES
-            ),
+            alias_settings=aliases,
+            hedge=parse_hedge(g.get("hedge"), f"{p('hedge')}.hedge"),
+            alias_hedges=alias_hedges(aliases, f"{p('alias_settings')}.alias_settings"),
         )
 
     def _sample_rate(self, g: Mapping[str, Any], section: str) -> float:

@@ -9,6 +9,7 @@ from typing import Any
 
 from gatewayd.config.aliases import DEFAULT_ALIAS_SETTINGS, AliasSettings
 from gatewayd.config.catalog import ProviderInfo
+from gatewayd.config.fleet import HedgeSettings
 from gatewayd.config.keys import KeyTable
 
 
@@ -137,9 +138,20 @@ class GeneralSettings:
     #: Per-alias overrides (``general_settings.alias_settings``).
     alias_settings: Mapping[str, AliasSettings] = field(default_factory=_empty)
 
+    #: Hedged requests for every alias (``general_settings.hedge``); None: off.
+    hedge: HedgeSettings | None = None
+    #: The aliases with a ``hedge`` of their own in ``alias_settings`` (None: off).
+    alias_hedges: Mapping[str, HedgeSettings | None] = field(default_factory=_empty)
+
     def for_alias(self, alias: str) -> AliasSettings:
         """``alias``'s own settings, or the defaults when it has none."""
         return self.alias_settings.get(alias, DEFAULT_ALIAS_SETTINGS)
+
+    def hedge_for(self, alias: str) -> HedgeSettings | None:
+        """How ``alias``'s requests are hedged: its own setting, else the general one."""
+        if alias in self.alias_hedges:
+            return self.alias_hedges[alias]
+        return self.hedge
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,30 @@ class GatewayMetrics:
             native=n,
             shared=sh,
         )
+        self.hedges_sent = Counter(
+            "gatewayd_hedges_sent_total",
+            "Hedged copies sent: a request had no first byte after the alias's hedge delay.",
+            ("alias",),
+            r,
+            native=n,
+            shared=sh,
+        )
+        self.hedges_won = Counter(
+            "gatewayd_hedges_won_total",
+            "Hedged copies that produced a first byte before the original attempt.",
+            ("alias",),
+            r,
+            native=n,
+            shared=sh,
+        )
+        self.hedges_cancelled = Counter(
+            "gatewayd_hedges_cancelled_total",
+            "Attempts (original or hedge) cancelled because another copy answered first.",
+            ("alias",),
+            r,
+            native=n,
+            shared=sh,
+        )
         self.stream_failures = Counter(
             "gatewayd_stream_failures_total",
             "Streams that broke off after their first byte (ended with an in-band error).",

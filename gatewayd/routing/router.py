@@ -32,6 +32,7 @@ from gatewayd.routing.balancer import Balancer
 from gatewayd.routing.classify import Verdict, classify
 from gatewayd.routing.cooldown import Cooldowns, DeploymentHealth
 from gatewayd.routing.fallback import FallbackChain
+from gatewayd.routing.hedge import Hedger, Hedging
 from gatewayd.routing.latency import LatencyBook
 from gatewayd.routing.outcome import (
     AllCoolingDown,
@@ -77,6 +78,8 @@ class Router:
         self.latency = LatencyBook(clock)
         self.attempts = Attempts(clock, self.balancer, self.health, self.metrics, self.latency)
         self.picker = Picker(self.balancer, self.rng)
+        self.hedging = Hedging(clock, self.metrics)
+        self.hedger = Hedger(self.hedging, self.attempts, self.health, self.rng)
         self.table = table
         #: Told when this instance puts a deployment in cooldown (to share it).
         self.on_cooldown: Callable[[str, float], None] | None = None
@@ -285,8 +288,19 @@ class Router:
                 tried.add(route.id)
                 attempt = self.attempts.launch(table, route, ticket, request, progress)
             route, ticket, release = attempt.route, attempt.ticket, attempt.release
+            unlimited = alias in self._unlimited
+            race = self.hedger.race(
+                table, pool, alias, request, progress, attempt, tried, unlimited
+            )
             try:
-                response = await attempt.sent
+                if race is None:
+                    response = await attempt.sent
+                else:
+                    try:
+                        attempt, response = await race.result
+                    finally:  # the copy that answered, or the one that failed last
+                        attempt = race.current
+                        route, ticket, release = attempt.route, attempt.ticket, attempt.release
             except UpstreamFailure as f:
                 if ticket is not None:
                     ticket.settle(Spent(0, 0))  # the request went out; no tokens were used
@@ -334,7 +348,12 @@ class Router:
                     ticket.settle(Spent(0, 0))
                 release()
                 raise
-            return self.attempts.succeeded(alias, attempt, response, progress)
+            result = self.attempts.succeeded(alias, attempt, response, progress)
+            if race is None:  # a hedged alias's quantile learns from every answer
+                self.hedger.observe(table, alias, result.upstream_seconds)
+            else:
+                result.hedge = race.winner
+            return result
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     # -- one attempt -------------------------------------------------------------
@@ -352,6 +371,8 @@ class Router:
         once needs no coroutine; None: :meth:`_route` makes it."""
         if request.pin is not None or alias not in self._unlimited:
             return None
+        if table.config.general.hedge_for(alias) is not None:
+            return None  # a hedged alias's attempts race: _alias runs them
         choice = pool.choose_now((), self.rng, request)
         if choice is None:
             return None
