@@ -7,34 +7,22 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-from gatewayd.limits import Estimate, Limiter, LimitExceeded, Spent, Ticket, cost, estimate
+from gatewayd.limits import Estimate, LimitExceeded, Spent, Ticket, cost, estimate
 from gatewayd.limits.usagelog import UsageRecord
 from gatewayd.observability.log import get_logger
-from gatewayd.observability.metrics import GatewayMetrics
 from gatewayd.providers.base import openai_error
-from gatewayd.routing import RouteError, Router, RouteResult
+from gatewayd.routing import RouteError, RouteResult
 from gatewayd.routing.table import RoutingTable
-from gatewayd.stages.base import ClientRequest, RouteContext
+from gatewayd.stages.base import ClientRequest, RouteContext, StagedGateway
 from gatewayd.stages.route import store_down
 from gatewayd.state import StoreUnavailable
 
 log = get_logger(__name__)
-
-
-class LimitedGateway(Protocol):
-    @property
-    def router(self) -> Router: ...
-
-    @property
-    def metrics(self) -> GatewayMetrics: ...
-
-    @property
-    def limiter(self) -> Limiter: ...
 
 
 def _prices(table: RoutingTable, alias: str, deployment: str | None) -> tuple[float, float]:
@@ -55,7 +43,7 @@ class Accounting:
     """Settles one request's reservations once, and counts its spend."""
 
     def __init__(
-        self, gateway: LimitedGateway, request: ClientRequest, alias: str, body: dict[str, Any]
+        self, gateway: StagedGateway, request: ClientRequest, alias: str, body: dict[str, Any]
     ) -> None:
         self.gateway = gateway
         self.request = request
