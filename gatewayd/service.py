@@ -27,8 +27,11 @@ from twisted.logger import ILogObserver
 from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 
-from gatewayd.config import ConfigError, GatewayConfig, load_config
+from gatewayd.config import ConfigError, Deployment, GatewayConfig, load_config
 from gatewayd.config.pace import pacing
+from gatewayd.fleet import probe
+from gatewayd.fleet.health_checks import HealthChecker
+from gatewayd.fleet.health_checks import targets as health_targets
 from gatewayd.limits import Limiter
 from gatewayd.limits.usagelog import UsageLog
 from gatewayd.observability.log import get_logger
@@ -141,6 +144,10 @@ class GatewayService(Service):
         #: The stages around every routed request (:mod:`gatewayd.web.stage_list`).
         self.pipeline: Pipeline = request_pipeline()
         self.site = GatewaySite(build_root(self), lambda: self.config.general, self.metrics)
+        #: Active health checks (general_settings.health_check_interval, params.health_check).
+        self.health_checks = HealthChecker(
+            self._router.health, reactor, self._probe, on_cooldown=self._share_cooldown
+        )
         self._observe()
         self.tracing = build_tracing(config.general.otel, reactor)
         self.site.tracing = self.tracing
@@ -215,6 +222,13 @@ class GatewayService(Service):
 
     # -- lifecycle -------------------------------------------------------------
 
+    def _probe(self, d: Deployment, url: str, timeout: float) -> Deferred[tuple[int, bytes]]:
+        return probe.get(self.agents.agent_for, self.reactor, d, url, timeout)
+
+    def _share_cooldown(self, deployment_id: str, until: float) -> None:
+        if self._router.on_cooldown is not None:  # with a state store: every instance knows
+            self._router.on_cooldown(deployment_id, until)
+
     def _table(self, config: GatewayConfig) -> RoutingTable:
         return build_table(config, lambda d: build_provider(d, self.agents, self.reactor))
 
@@ -229,6 +243,7 @@ class GatewayService(Service):
             else self.listen
         )
         self.lag.start()
+        self.health_checks.retarget(health_targets(self.config, probe.listing_url))
         d = endpoint.listen(self.site)
         d.addCallbacks(self._listening, self._listen_failed)
         if self.handle_sighup and hasattr(signal, "SIGHUP"):
@@ -333,6 +348,8 @@ class GatewayService(Service):
             self.config = config
             self.state.reloaded(config.general)
             self.agents.retain_only([d.api_base for d in config.deployments if d.api_base])
+            if self.running:
+                self.health_checks.retarget(health_targets(config, probe.listing_url))
             self.metrics.reloads.inc("ok")
             self.metrics.last_reload.set(self.reactor.seconds())
             log.info(
@@ -347,6 +364,7 @@ class GatewayService(Service):
     def stopService(self) -> Deferred[None]:
         super().stopService()  # type: ignore[no-untyped-call]
         self.lag.stop()
+        self.health_checks.stop()
         self._ready = False
         systemd.notify("STOPPING=1")
         d: Deferred[Any] = succeed(None)

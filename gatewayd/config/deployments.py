@@ -17,6 +17,7 @@ from gatewayd.config.catalog import (
     lookup,
 )
 from gatewayd.config.errors import ConfigError
+from gatewayd.config.fleet import parse_health_check
 from gatewayd.config.model import Deployment
 from gatewayd.config.tls import TLSSettings, tls_creator
 from gatewayd.config.values import ValueReader, kind
@@ -43,6 +44,7 @@ _PARAM_KEYS = {
     "output_cost_per_token",
     "api_dialects",
     "drop_params",
+    "health_check",
 }
 _MOCK_KEYS = {"mock_response", "mock_latency_ms", "mock_stream_delay_ms"}
 _AZURE_KEYS = {"azure_ad_token"}
@@ -211,6 +213,7 @@ class DeploymentSection(ValueReader):
             headers=MappingProxyType(headers),
             extra=MappingProxyType(extra),
             index=index,
+            health_check=parse_health_check(params.get("health_check"), f"{ppath}.health_check"),
             **_tls(self, params, ppath, self.tls_loaded),
         )
 

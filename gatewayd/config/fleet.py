@@ -1,5 +1,6 @@
 """Settings for fleets of model servers: hedged requests (``general_settings.hedge``
-and ``alias_settings.ALIAS.hedge``)."""
+and ``alias_settings.ALIAS.hedge``) and active health checks
+(``general_settings.health_check_interval``, ``params.health_check``)."""
 
 from __future__ import annotations
 
@@ -94,3 +95,63 @@ def alias_hedges(
             if s.hedge is not None
         }
     )
+
+
+#: LiteLLM's default ``health_check_interval`` when ``background_health_checks`` is on.
+LITELLM_HEALTH_CHECK_INTERVAL = 300.0
+#: Seconds a probe may take unless ``params.health_check.timeout`` says otherwise.
+DEFAULT_PROBE_TIMEOUT = 5.0
+HEALTH_CHECK_KEYS = ("path", "interval", "timeout")
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """``params.health_check``: how one deployment is probed (docs/routing.md)."""
+
+    #: A path under ``api_base`` (``/models``, ``/health``); None: the provider's model
+    #: listing (``/models``, or Ollama's ``/api/tags``).
+    path: str | None = None
+    #: Seconds between probes; None: ``general_settings.health_check_interval``.
+    interval: float | None = None
+    timeout: float = DEFAULT_PROBE_TIMEOUT
+
+
+def parse_health_check(v: Any, path: str) -> HealthCheck | None:
+    """``true``, ``false`` or ``{path, interval, timeout}``; errors name ``path``'s keys."""
+    if v is None or v is False:
+        return None
+    if v is True:
+        return HealthCheck()
+    if not isinstance(v, Mapping):
+        raise ConfigError(
+            path, f"expected true, false or a mapping like {{path: /health}}, got {kind(v)}"
+        )
+    for k in v:
+        if k not in HEALTH_CHECK_KEYS:
+            raise ConfigError(
+                f"{path}.{k}", f"unknown key; expected one of {', '.join(HEALTH_CHECK_KEYS)}"
+            )
+    probe_path = v.get("path")
+    if probe_path is not None and (
+        not isinstance(probe_path, str) or not probe_path.startswith("/")
+    ):
+        raise ConfigError(f"{path}.path", f"expected a path starting with /, got {probe_path!r}")
+    interval = v.get("interval")
+    return HealthCheck(
+        path=probe_path,
+        interval=None if interval is None else _number(interval, f"{path}.interval", 0.1),
+        timeout=_number(v.get("timeout", DEFAULT_PROBE_TIMEOUT), f"{path}.timeout", 0.01),
+    )
+
+
+def health_check_interval(interval: Any, background: Any, path: str) -> float:
+    """``general_settings.health_check_interval`` (0: off) and LiteLLM's
+    ``background_health_checks`` (on with no interval: LiteLLM's 300 s)."""
+    if background is not None and not isinstance(background, bool):
+        raise ConfigError(
+            f"{path}.background_health_checks", f"expected true or false, got {kind(background)}"
+        )
+    if interval is not None:
+        value = _number(interval, f"{path}.health_check_interval", 0)
+        return 0.0 if background is False else value
+    return LITELLM_HEALTH_CHECK_INTERVAL if background else 0.0

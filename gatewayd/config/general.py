@@ -10,7 +10,7 @@ from typing import Any
 
 from gatewayd.config.aliases import check_alias_settings, parse_alias_settings
 from gatewayd.config.errors import ConfigError
-from gatewayd.config.fleet import alias_hedges, parse_hedge
+from gatewayd.config.fleet import alias_hedges, health_check_interval, parse_hedge
 from gatewayd.config.keys import KeySection
 from gatewayd.config.model import ROUTING_STRATEGIES, GeneralSettings
 from gatewayd.config.observability import log_format, otel_settings
@@ -51,6 +51,8 @@ GENERAL_KEYS = {
     "response_store_max_bytes",
     "alias_settings",
     "hedge",
+    "health_check_interval",
+    "background_health_checks",
 }
 
 #: LiteLLM's spellings of the state store, read by :mod:`gatewayd.config.keys`.
@@ -194,6 +196,11 @@ class GeneralSection(KeySection):
             alias_settings=aliases,
             hedge=parse_hedge(g.get("hedge"), f"{p('hedge')}.hedge"),
             alias_hedges=alias_hedges(aliases, f"{p('alias_settings')}.alias_settings"),
+            health_check_interval=health_check_interval(
+                g.get("health_check_interval"),
+                g.get("background_health_checks"),
+                p("health_check_interval"),
+            ),
         )
 
     def _sample_rate(self, g: Mapping[str, Any], section: str) -> float:

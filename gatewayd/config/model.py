@@ -9,7 +9,7 @@ from typing import Any
 
 from gatewayd.config.aliases import DEFAULT_ALIAS_SETTINGS, AliasSettings
 from gatewayd.config.catalog import ProviderInfo
-from gatewayd.config.fleet import HedgeSettings
+from gatewayd.config.fleet import HealthCheck, HedgeSettings
 from gatewayd.config.keys import KeyTable
 
 
@@ -58,6 +58,8 @@ class Deployment:
     ssl_verify: bool | str = True
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
+    #: ``params.health_check``: probed on its own schedule; None: the general one, if any.
+    health_check: HealthCheck | None = None
 
 
 OTEL_PROTOCOLS = ("http/protobuf", "grpc")
@@ -142,6 +144,10 @@ class GeneralSettings:
     hedge: HedgeSettings | None = None
     #: The aliases with a ``hedge`` of their own in ``alias_settings`` (None: off).
     alias_hedges: Mapping[str, HedgeSettings | None] = field(default_factory=_empty)
+
+    #: Seconds between active health checks of every deployment; 0: none (except the
+    #: deployments with a ``health_check`` of their own).
+    health_check_interval: float = 0.0
 
     def for_alias(self, alias: str) -> AliasSettings:
         """``alias``'s own settings, or the defaults when it has none."""
