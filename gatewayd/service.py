@@ -29,17 +29,17 @@ from twisted.python.failure import Failure
 
 from gatewayd.config import ConfigError, Deployment, GatewayConfig, load_config
 from gatewayd.config.pace import pacing
-from gatewayd.fleet import probe
-from gatewayd.fleet.health_checks import HealthChecker
-from gatewayd.fleet.health_checks import targets as health_targets
+from gatewayd.fleet.watch import FleetWatch
 from gatewayd.limits import Limiter
 from gatewayd.limits.usagelog import UsageLog
 from gatewayd.observability.log import get_logger
 from gatewayd.observability.metrics import GatewayMetrics, multiprocess_dir
 from gatewayd.observability.reactor_lag import ReactorLag
+from gatewayd.providers.base import Provider
 from gatewayd.providers.factory import build_provider
 from gatewayd.routing import Router, RoutingTable, build_table
 from gatewayd.routing.state_setup import build_limiter
+from gatewayd.routing.wildcard import Listings, with_wildcards
 from gatewayd.sockets import systemd_notify as systemd
 from gatewayd.stages import Pipeline
 from gatewayd.tracing.setup import build_tracing
@@ -138,15 +138,17 @@ class GatewayService(Service):
         self.config = config
         self.agents = UpstreamAgents(reactor)
         self.metrics = GatewayMetrics()
+        #: The models discovering deployments list (wildcard aliases serve those).
+        self.listings = Listings()
         self._router = Router(self._table(config), reactor, rng, self.metrics)
         #: Key and deployment limits on the state store (memory, or shared Redis).
         self.state = build_limiter(config.general, reactor, self.metrics, self._router)
         #: The stages around every routed request (:mod:`gatewayd.web.stage_list`).
         self.pipeline: Pipeline = request_pipeline()
         self.site = GatewaySite(build_root(self), lambda: self.config.general, self.metrics)
-        #: Active health checks (general_settings.health_check_interval, params.health_check).
-        self.health_checks = HealthChecker(
-            self._router.health, reactor, self._probe, on_cooldown=self._share_cooldown
+        #: Active health checks and model discovery (docs/routing.md).
+        self.fleet = FleetWatch(
+            self._router.health, self.listings, reactor, self.agents.agent_for, self._shared
         )
         self._observe()
         self.tracing = build_tracing(config.general.otel, reactor)
@@ -222,15 +224,15 @@ class GatewayService(Service):
 
     # -- lifecycle -------------------------------------------------------------
 
-    def _probe(self, d: Deployment, url: str, timeout: float) -> Deferred[tuple[int, bytes]]:
-        return probe.get(self.agents.agent_for, self.reactor, d, url, timeout)
-
-    def _share_cooldown(self, deployment_id: str, until: float) -> None:
+    def _shared(self, deployment_id: str, until: float) -> None:
         if self._router.on_cooldown is not None:  # with a state store: every instance knows
             self._router.on_cooldown(deployment_id, until)
 
     def _table(self, config: GatewayConfig) -> RoutingTable:
-        return build_table(config, lambda d: build_provider(d, self.agents, self.reactor))
+        def make(d: Deployment) -> Provider:
+            return build_provider(d, self.agents, self.reactor)
+
+        return with_wildcards(build_table(config, make), make, self.listings)
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
@@ -243,7 +245,7 @@ class GatewayService(Service):
             else self.listen
         )
         self.lag.start()
-        self.health_checks.retarget(health_targets(self.config, probe.listing_url))
+        self.fleet.retarget(self.config)
         d = endpoint.listen(self.site)
         d.addCallbacks(self._listening, self._listen_failed)
         if self.handle_sighup and hasattr(signal, "SIGHUP"):
@@ -349,7 +351,7 @@ class GatewayService(Service):
             self.state.reloaded(config.general)
             self.agents.retain_only([d.api_base for d in config.deployments if d.api_base])
             if self.running:
-                self.health_checks.retarget(health_targets(config, probe.listing_url))
+                self.fleet.retarget(config)
             self.metrics.reloads.inc("ok")
             self.metrics.last_reload.set(self.reactor.seconds())
             log.info(
@@ -364,7 +366,7 @@ class GatewayService(Service):
     def stopService(self) -> Deferred[None]:
         super().stopService()  # type: ignore[no-untyped-call]
         self.lag.stop()
-        self.health_checks.stop()
+        self.fleet.stop()
         self._ready = False
         systemd.notify("STOPPING=1")
         d: Deferred[Any] = succeed(None)

@@ -45,6 +45,8 @@ _PARAM_KEYS = {
     "api_dialects",
     "drop_params",
     "health_check",
+    "discover",
+    "discover_interval",
 }
 _MOCK_KEYS = {"mock_response", "mock_latency_ms", "mock_stream_delay_ms"}
 _AZURE_KEYS = {"azure_ad_token"}
@@ -214,8 +216,22 @@ class DeploymentSection(ValueReader):
             extra=MappingProxyType(extra),
             index=index,
             health_check=parse_health_check(params.get("health_check"), f"{ppath}.health_check"),
+            discover=self._discover(params, ppath, name, upstream),
+            discover_interval=self._opt_float(params, "discover_interval", ppath),
             **_tls(self, params, ppath, self.tls_loaded),
         )
+
+    def _discover(self, params: Mapping[str, Any], ppath: str, alias: str, model: str) -> bool:
+        """``params.discover``: only for a wildcard alias whose model has a ``*``."""
+        v = params.get("discover", False)
+        if not isinstance(v, bool):
+            raise ConfigError(f"{ppath}.discover", f"expected true or false, got {kind(v)}")
+        if v and ("*" not in alias or "*" not in model):
+            raise ConfigError(
+                f"{ppath}.discover",
+                'is for a wildcard alias (model_name: "ollama/*", model: "ollama/*")',
+            )
+        return v
 
     def _opt_weight(self, params: Mapping[str, Any], ppath: str) -> float | None:
         if params.get("weight") is None:

@@ -53,6 +53,7 @@ GENERAL_KEYS = {
     "hedge",
     "health_check_interval",
     "background_health_checks",
+    "discover_interval",
 }
 
 #: LiteLLM's spellings of the state store, read by :mod:`gatewayd.config.keys`.
@@ -200,6 +201,9 @@ class GeneralSection(KeySection):
                 g.get("health_check_interval"),
                 g.get("background_health_checks"),
                 p("health_check_interval"),
+            ),
+            discover_interval=self._float(
+                g, "discover_interval", p("discover_interval"), 60.0, positive=True
             ),
         )
 

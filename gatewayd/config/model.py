@@ -60,6 +60,10 @@ class Deployment:
     ssl_keyfile: str | None = None
     #: ``params.health_check``: probed on its own schedule; None: the general one, if any.
     health_check: HealthCheck | None = None
+    #: ``params.discover``: list the upstream's models (a wildcard alias serves only those).
+    discover: bool = False
+    #: ``params.discover_interval``: seconds between listings; None: the general one.
+    discover_interval: float | None = None
 
 
 OTEL_PROTOCOLS = ("http/protobuf", "grpc")
@@ -148,6 +152,8 @@ class GeneralSettings:
     #: Seconds between active health checks of every deployment; 0: none (except the
     #: deployments with a ``health_check`` of their own).
     health_check_interval: float = 0.0
+    #: Seconds between two listings of a discovering deployment's models.
+    discover_interval: float = 60.0
 
     def for_alias(self, alias: str) -> AliasSettings:
         """``alias``'s own settings, or the defaults when it has none."""

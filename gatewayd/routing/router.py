@@ -48,7 +48,7 @@ from gatewayd.routing.outcome import (
 from gatewayd.routing.picking import Picker
 from gatewayd.routing.pool import AliasPool
 from gatewayd.routing.retry import RetryPolicy, owed_backoff, wait_before_next
-from gatewayd.routing.strategies import make_pool
+from gatewayd.routing.strategies import AliasPools, make_pool
 from gatewayd.routing.table import Route, RoutingTable
 
 log = get_logger(__name__)
@@ -132,11 +132,10 @@ class Router:
         called right after, in the same step): a request sees the old table and pools or
         the new ones, never a mix. The watchers of the replaced pools are dropped last.
         Abandoned before the swap, the old table stays."""
-        general = table.config.general
-        pools: dict[str, AliasPool] = {}
+        pools = self._pools_for(table)
         done = 0
         for alias, routes in table.routes.items():
-            pools[alias] = make_pool(alias, routes, self.health, general, self.latency)
+            pools[alias] = pools._make(alias, routes)
             done += len(routes)
             if step and done >= step:
                 done = 0
@@ -155,11 +154,17 @@ class Router:
     def _index(self, table: RoutingTable) -> Mapping[str, AliasPool]:
         """One pool per alias: built once per table (O(deployments)), then kept up to
         date by health changes, so that a request's picks do not walk the alias."""
+        pools = self._pools_for(table)
+        for alias, routes in table.routes.items():
+            pools[alias] = pools._make(alias, routes)
+        return pools
+
+    def _pools_for(self, table: RoutingTable) -> AliasPools:
         g = table.config.general
-        return {
-            alias: make_pool(alias, routes, self.health, g, self.latency)
-            for alias, routes in table.routes.items()
-        }
+        return AliasPools(
+            table.routes,
+            lambda alias, routes: make_pool(alias, routes, self.health, g, self.latency),
+        )
 
     def _in_flight_ids(self) -> set[str]:
         return {k for k, h in self.health.states.items() if h.in_flight}

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from gatewayd.config.model import GeneralSettings
 from gatewayd.routing.affinity import AffinityChooser
@@ -37,3 +37,34 @@ def make_pool(
     elif strategy == AFFINITY:
         chooser = AffinityChooser([r.id for r in routes])
     return AliasPool(routes, health, strategy, chooser)
+
+
+#: Pools kept for names a wildcard alias matched (beyond: start over).
+MAX_LAZY_POOLS = 1024
+
+
+class AliasPools(dict[str, AliasPool]):
+    """The pools of a table's aliases, built at a swap; a name that a wildcard alias
+    matches (:mod:`gatewayd.routing.wildcard`) gets its pool on first use, rebuilt when
+    its routes change (a new listing)."""
+
+    def __init__(
+        self,
+        routes: Mapping[str, Sequence[Candidate]],
+        make: Callable[[str, Sequence[Candidate]], AliasPool],
+    ) -> None:
+        super().__init__()
+        self._routes = routes
+        self._make = make
+        self._lazy: dict[str, tuple[Sequence[Candidate], AliasPool]] = {}
+
+    def __missing__(self, alias: str) -> AliasPool:
+        routes = self._routes[alias]  # KeyError: not an alias, nor matched by a pattern
+        cached = self._lazy.get(alias)
+        if cached is not None and cached[0] is routes:
+            return cached[1]
+        if len(self._lazy) >= MAX_LAZY_POOLS:
+            self._lazy.clear()
+        pool = self._make(alias, routes)
+        self._lazy[alias] = (routes, pool)
+        return pool
