@@ -60,3 +60,28 @@ def test_the_hedge_wins_and_the_stalled_connection_is_closed(
         exposition = r.read().decode()
     for name in ("sent", "won", "cancelled"):
         assert f'gatewayd_hedges_{name}_total{{alias="fleet"}} 1.0' in exposition, name
+
+
+def test_a_key_at_its_limit_is_not_hedged(gateway: GatewayFactory, quick: FakeUpstream) -> None:
+    with FakeUpstream(default=Stream(first_byte_delay=1.5), content="from slow") as slow:
+        config = {
+            "model_list": [
+                openai_entry("fleet", slow, "m", weight=1000000),
+                openai_entry("fleet", quick, "m", weight=0.000001),
+            ],
+            "general_settings": {"hedge": {"after_ms": 200, "budget_percent": 100}},
+            "keys": [{"name": "team", "key": "sk-team-key-1", "rpm": 2}],
+        }
+        gw = gateway(config)
+        client = sdk(gw.base_url, key="sk-team-key-1")
+
+        def ask() -> str:
+            stream = client.chat.completions.create(
+                model="fleet", messages=[{"role": "user", "content": "Hi"}], stream=True
+            )
+            return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+
+        assert ask() == "from quick"  # one request of two left: hedged
+        assert ask() == "from slow"  # the last of the key's minute: no copy sent
+        assert quick.count("/chat/completions") == 1
+        assert slow.count("/chat/completions") == 2

@@ -13,6 +13,7 @@ from gatewayd.config import ConfigError, parse_config
 from gatewayd.providers.base import Endpoint, ProviderRequest
 from gatewayd.routing import RouteResult
 from gatewayd.routing.hedge import MIN_SAMPLES, RollingMinute
+from gatewayd.stages.limits import at_limit
 
 
 def hedged(hedge: str, n: int = 2, params: str = "", alias_settings: str = "") -> str:
@@ -219,3 +220,10 @@ def test_a_client_that_leaves_cancels_every_copy() -> None:
     for dep, p in fleet.providers.items():
         assert p.cancelled == 1
         assert fleet.router.health.get(dep).in_flight == 0
+
+
+def test_a_key_that_used_the_last_of_its_limit_is_not_hedged() -> None:
+    remaining = (b"x-ratelimit-limit-requests", b"10"), (b"x-ratelimit-remaining-requests", b"3")
+    assert not at_limit(remaining)
+    assert at_limit(((b"x-ratelimit-remaining-tokens", b"0"),))
+    assert not at_limit(())

@@ -158,3 +158,11 @@ def test_discover_errors_name_the_key(entry: str, path: str, reason: str) -> Non
     with pytest.raises(ConfigError) as e:
         parse_config(f"model_list:\n  - {entry}\n", environ={})
     assert path in str(e.value) and reason in str(e.value)
+
+
+def test_a_key_may_name_a_wildcard_alias() -> None:
+    text = CONFIG + "keys:\n  - {name: team, key: sk-team-1, models: ['ollama/*']}\n"
+    config = parse_config(text, environ={})
+    key = config.keys.keys[0]
+    assert key.allows("ollama/mistral") and key.allows("ollama/*")
+    assert not key.allows("gpt-4o")
