@@ -148,7 +148,11 @@ class GatewayService(Service):
         self.site = GatewaySite(build_root(self), lambda: self.config.general, self.metrics)
         #: Active health checks and model discovery (docs/routing.md).
         self.fleet = FleetWatch(
-            self._router.health, self.listings, reactor, self.agents.agent_for, self._shared
+            self._router.health,
+            self.listings,
+            reactor,
+            self.agents.agent_for,
+            self.state.cooldowns,
         )
         self._observe()
         self.tracing = build_tracing(config.general.otel, reactor)
@@ -223,10 +227,6 @@ class GatewayService(Service):
         self.lag = ReactorLag(self.reactor, m.reactor_lag.observe, tick=tick)
 
     # -- lifecycle -------------------------------------------------------------
-
-    def _shared(self, deployment_id: str, until: float) -> None:
-        if self._router.on_cooldown is not None:  # with a state store: every instance knows
-            self._router.on_cooldown(deployment_id, until)
 
     def _table(self, config: GatewayConfig) -> RoutingTable:
         def make(d: Deployment) -> Provider:

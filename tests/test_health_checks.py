@@ -18,9 +18,11 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 
 from gatewayd.config import ConfigError, Deployment, parse_config
-from gatewayd.fleet.health_checks import CONCURRENCY, HealthChecker, targets
+from gatewayd.fleet.health_checks import CONCURRENCY, HealthChecker, store_claim, targets
 from gatewayd.fleet.probe import auth_headers, listing_url
 from gatewayd.routing.cooldown import Cooldowns
+from gatewayd.routing.shared_cooldowns import SharedCooldowns
+from gatewayd.state.memory import MemoryStore
 from gatewayd.testing import FakeUpstream
 
 CONFIG = """
@@ -214,3 +216,46 @@ def test_a_killed_upstream_is_found_with_no_client_request_failing(
             assert raw.parse().choices[0].message.content == "from b"
         assert time.monotonic() - start < 10.0
         assert "is down" in gw.log()
+
+
+def test_with_a_state_store_one_instance_probes_and_all_know() -> None:
+    clock = Clock()
+    store = MemoryStore(clock)
+    config = parse_config(
+        CONFIG.replace("health_check_interval: 10", "health_check_interval: 2"), environ={}
+    )
+    found = targets(config, listing_url)
+    instances: list[tuple[Cooldowns, ScriptedProbe, HealthChecker, SharedCooldowns]] = []
+    for name in ("one", "two"):
+        health = Cooldowns(clock)
+        shared = SharedCooldowns(store, health, clock, lambda: {"a", "b", "c"})
+        probe = ScriptedProbe(clock)
+        hc = HealthChecker(
+            health,
+            clock,
+            probe,
+            on_cooldown=shared.publish,
+            rng=random.Random(len(instances)),
+            claim=store_claim(store, name),
+            on_recovered=shared.withdraw,
+        )
+        hc.retarget(found)
+        shared.start()
+        instances.append((health, probe, hc, shared))
+    clock.pump([0.1] * 50)
+    for dep in ("a", "b", "c"):  # each deployment probed by one instance only
+        probers = {i for i, inst in enumerate(instances) if any(p[1] == dep for p in inst[1].sent)}
+        assert len(probers) == 1, (dep, probers)
+    prober = next(i for i, inst in enumerate(instances) if any(p[1] == "a" for p in inst[1].sent))
+    other = 1 - prober
+    instances[prober][1].status["a"] = None  # down
+    clock.pump([0.1] * 40)
+    assert all(inst[0].is_cooling("a") for inst in instances)  # both know
+    assert "another gateway instance" in (instances[other][0].get("a").last_error or "")
+    instances[prober][1].status["a"] = 200  # back, long before the 30 s cooldown ends
+    clock.pump([0.1] * 40)
+    assert not any(inst[0].is_cooling("a") for inst in instances)  # both know
+    assert not any(p[1] == "a" for p in instances[other][1].sent)
+    for _, _, hc, shared in instances:
+        hc.stop()
+        shared.stop()

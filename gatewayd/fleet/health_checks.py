@@ -13,6 +13,9 @@ wrong path or key) change nothing: they are logged once.
 
 Probes are spread in time (each deployment's first one at a random point of its
 interval, then every interval, 10 % jitter) and at most :data:`CONCURRENCY` run at once.
+With a state store, one instance probes each deployment (:func:`store_claim`: the
+first to claim it, until it stops) and every instance learns the outcome through the
+shared cooldowns.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from gatewayd.config.fleet import DEFAULT_PROBE_TIMEOUT
 from gatewayd.config.model import Deployment, GatewayConfig
 from gatewayd.observability.log import get_logger
 from gatewayd.routing.cooldown import Cooldowns
+from gatewayd.state.base import StateStore
 
 log = get_logger(__name__)
 
@@ -78,12 +82,19 @@ class HealthChecker:
         probe: Probe,
         on_cooldown: Callable[[str, float], None] | None = None,
         rng: random.Random | None = None,
+        claim: Callable[[str, float], Deferred[bool]] | None = None,
+        on_recovered: Callable[[str], None] | None = None,
     ) -> None:
         self.health = health
         self.clock = clock
         self.probe = probe
         #: Told when a probe puts a deployment in cooldown (the router's: to share it).
         self.on_cooldown = on_cooldown
+        #: With a state store: whether this instance probes a deployment this time (one
+        #: instance probes, every instance learns the outcome); None: always.
+        self.claim = claim
+        #: Told when a probe ends a cooldown early (to withdraw the shared one).
+        self.on_recovered = on_recovered
         self.rng = rng or random.Random()
         self.semaphore = DeferredSemaphore(CONCURRENCY)
         self._timers: dict[str, IDelayedCall] = {}
@@ -118,7 +129,15 @@ class HealthChecker:
             return
         spread = 1.0 + self.rng.uniform(-JITTER, JITTER)
         self._schedule(dep_id, t.interval * spread)
-        self.semaphore.run(self._probe, t)
+        if self.claim is None:
+            self.semaphore.run(self._probe, t)
+            return
+
+        def claimed(mine: bool) -> None:
+            if mine:
+                self.semaphore.run(self._probe, t)
+
+        self.claim(dep_id, t.interval).addCallback(claimed)
 
     def _probe(self, t: Target) -> Deferred[None]:
         """Fires (never fails) when the probe has been judged."""
@@ -134,9 +153,12 @@ class HealthChecker:
         dep_id = t.deployment.id
         if 200 <= status < 300:
             h = self.health.get(dep_id)
-            if h.cooling(self.health.now()) or h.consecutive_fails:
+            cooling = h.cooling(self.health.now())
+            if cooling or h.consecutive_fails:
                 log.info("health check: {dep} is answering again", dep=dep_id)
                 self.health.success(dep_id)  # ends the cooldown, resets the count
+            if cooling and self.on_recovered is not None:
+                self.on_recovered(dep_id)
             return
         if status in DOWN_STATUSES:
             self._down(t, f"health check: HTTP {status}", status)
@@ -165,3 +187,22 @@ class HealthChecker:
             log.warn("health check: {dep} is down ({why})", dep=dep_id, why=message)
         if tripped and self.on_cooldown is not None:
             self.on_cooldown(dep_id, h.cooldown_until)
+
+
+def store_claim(store: StateStore, instance: str) -> Callable[[str, float], Deferred[bool]]:
+    """Claims on the state store: a deployment is probed by the instance that claimed
+    it, for as long as it keeps probing (the claim lasts 1.5 intervals); a store that
+    cannot be reached leaves every instance probing."""
+
+    def claim(deployment_id: str, interval: float) -> Deferred[bool]:
+        key = f"health_probe:{deployment_id}"
+
+        def decide(holder: str | None) -> bool | Deferred[bool]:
+            if holder is not None and holder != instance:
+                return False
+            return store.set(key, instance, interval * 1.5).addCallback(lambda _: True)
+
+        d: Deferred[bool] = store.get(key).addCallback(decide)
+        return d.addErrback(lambda _: True)
+
+    return claim

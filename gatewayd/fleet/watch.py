@@ -3,6 +3,7 @@ retargeted at every reload."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -14,8 +15,9 @@ from gatewayd.config.model import Deployment, GatewayConfig
 from gatewayd.config.tls import TLSSettings
 from gatewayd.fleet import probe
 from gatewayd.fleet.discovery import Discoverer
-from gatewayd.fleet.health_checks import HealthChecker, targets
+from gatewayd.fleet.health_checks import HealthChecker, store_claim, targets
 from gatewayd.routing.cooldown import Cooldowns
+from gatewayd.routing.shared_cooldowns import SharedCooldowns
 from gatewayd.routing.wildcard import Listings
 
 
@@ -28,11 +30,20 @@ class FleetWatch:
         listings: Listings,
         clock: IReactorTime,
         agent_for: Callable[[str, TLSSettings], IAgent],
-        on_cooldown: Callable[[str, float], None],
+        shared: SharedCooldowns | None = None,
     ) -> None:
+        """``shared``: the cooldowns shared through the state store, when there is one
+        (then one instance probes each deployment and all learn what it found)."""
         self.clock = clock
         self.agent_for = agent_for
-        self.health_checks = HealthChecker(health, clock, self.get, on_cooldown=on_cooldown)
+        self.health_checks = HealthChecker(
+            health,
+            clock,
+            self.get,
+            on_cooldown=None if shared is None else shared.publish,
+            claim=None if shared is None else store_claim(shared.store, uuid.uuid4().hex),
+            on_recovered=None if shared is None else shared.withdraw,
+        )
         self.discovery = Discoverer(listings, clock, self.get, probe.listing_url)
 
     def get(self, d: Deployment, url: str, timeout: float) -> Deferred[tuple[int, bytes]]:
