@@ -152,6 +152,7 @@ class GatewayService(Service):
             self.listings,
             reactor,
             self.agents.agent_for,
+            lambda d: build_provider(d, self.agents, reactor),
             self.state.cooldowns,
         )
         self._observe()

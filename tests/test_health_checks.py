@@ -23,7 +23,7 @@ from gatewayd.fleet.probe import auth_headers, listing_url
 from gatewayd.routing.cooldown import Cooldowns
 from gatewayd.routing.shared_cooldowns import SharedCooldowns
 from gatewayd.state.memory import MemoryStore
-from gatewayd.testing import FakeUpstream
+from gatewayd.testing import Error, FakeUpstream
 
 CONFIG = """
 model_list:
@@ -259,3 +259,25 @@ def test_with_a_state_store_one_instance_probes_and_all_know() -> None:
     for _, _, hc, shared in instances:
         hc.stop()
         shared.stop()
+
+
+def test_a_completion_probe_where_asked(gateway: GatewayFactory) -> None:
+    with FakeUpstream(content="pong") as up:
+        config = {
+            "model_list": [
+                openai_entry("fleet", up, "m", health_check={"completion": True, "interval": 0.3}),
+            ],
+        }
+        gw = gateway(config)
+        assert wait_for(lambda: up.count("/chat/completions") >= 1, 10.0)
+        sent = up.requests[0].json()
+        assert sent["max_tokens"] == 1 and sent["model"] == "m"
+        assert up.count("/models") == 0  # no listing probe for it
+        up.set_default(Error(503))
+        dep = f"openai/m@{up.host}:{up.port}"
+
+        def down() -> bool:
+            deps = _health(gw.url)["models"]["fleet"]["deployments"]
+            return any(d["id"] == dep and d["state"] == "cooldown" for d in deps)
+
+        assert wait_for(down, 10.0)

@@ -101,7 +101,7 @@ def alias_hedges(
 LITELLM_HEALTH_CHECK_INTERVAL = 300.0
 #: Seconds a probe may take unless ``params.health_check.timeout`` says otherwise.
 DEFAULT_PROBE_TIMEOUT = 5.0
-HEALTH_CHECK_KEYS = ("path", "interval", "timeout")
+HEALTH_CHECK_KEYS = ("path", "interval", "timeout", "completion")
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,8 @@ class HealthCheck:
     #: Seconds between probes; None: ``general_settings.health_check_interval``.
     interval: float | None = None
     timeout: float = DEFAULT_PROBE_TIMEOUT
+    #: Probe with a one-token chat completion instead of a GET (costs a token).
+    completion: bool = False
 
 
 def parse_health_check(v: Any, path: str) -> HealthCheck | None:
@@ -137,7 +139,13 @@ def parse_health_check(v: Any, path: str) -> HealthCheck | None:
     ):
         raise ConfigError(f"{path}.path", f"expected a path starting with /, got {probe_path!r}")
     interval = v.get("interval")
+    completion = v.get("completion", False)
+    if not isinstance(completion, bool):
+        raise ConfigError(f"{path}.completion", f"expected true or false, got {kind(completion)}")
+    if completion and probe_path is not None:
+        raise ConfigError(path, "set path or completion, not both")
     return HealthCheck(
+        completion=completion,
         path=probe_path,
         interval=None if interval is None else _number(interval, f"{path}.interval", 0.1),
         timeout=_number(v.get("timeout", DEFAULT_PROBE_TIMEOUT), f"{path}.timeout", 0.01),

@@ -55,6 +55,8 @@ class Target:
     url: str
     interval: float
     timeout: float
+    #: Probe with a one-token chat completion (``params.health_check.completion``).
+    completion: bool = False
 
 
 def targets(config: GatewayConfig, listing_url: Callable[[Deployment], str]) -> list[Target]:
@@ -68,7 +70,8 @@ def targets(config: GatewayConfig, listing_url: Callable[[Deployment], str]) -> 
         interval = (check.interval if check is not None else None) or general or 30.0
         url = listing_url(d) if check is None or check.path is None else d.api_base + check.path
         timeout = check.timeout if check is not None else DEFAULT_PROBE_TIMEOUT
-        out.append(Target(d, url, interval, min(timeout, interval)))
+        completion = check is not None and check.completion
+        out.append(Target(d, url, interval, min(timeout, interval), completion))
     return out
 
 
@@ -84,10 +87,13 @@ class HealthChecker:
         rng: random.Random | None = None,
         claim: Callable[[str, float], Deferred[bool]] | None = None,
         on_recovered: Callable[[str], None] | None = None,
+        complete: Probe | None = None,
     ) -> None:
         self.health = health
         self.clock = clock
         self.probe = probe
+        #: Sends the one-token completion of ``completion`` targets (None: a GET instead).
+        self.complete = complete
         #: Told when a probe puts a deployment in cooldown (the router's: to share it).
         self.on_cooldown = on_cooldown
         #: With a state store: whether this instance probes a deployment this time (one
@@ -142,8 +148,9 @@ class HealthChecker:
     def _probe(self, t: Target) -> Deferred[None]:
         """Fires (never fails) when the probe has been judged."""
         self.probes_sent += 1
+        send = self.complete if t.completion and self.complete is not None else self.probe
         try:
-            d = self.probe(t.deployment, t.url, t.timeout)
+            d = send(t.deployment, t.url, t.timeout)
         except Exception as e:  # a URL the agent refuses: as a failed probe
             d = Deferred()
             d.errback(e)
