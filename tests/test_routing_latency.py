@@ -120,6 +120,9 @@ def test_json_latency_is_per_output_token_and_streams_by_first_byte() -> None:
     assert output_tokens(b'{"usage": null}') is None
     book = LatencyBook(Clock())
     book.observe_success("a", False, 2.0, b'{"usage": {"completion_tokens": 40}}')
+    assert book.raw("a", PER_TOKEN) is None  # not a deployment that routes by latency
+    book.tracked.add("a")
+    book.observe_success("a", False, 2.0, b'{"usage": {"completion_tokens": 40}}')
     book.observe_success("a", True, 0.3, None)
     assert book.raw("a", PER_TOKEN) == 0.05
     assert book.raw("a", TTFB) == 0.3

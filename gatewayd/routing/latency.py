@@ -69,11 +69,16 @@ def kind_of(request: Any) -> str:
     return TTFB if getattr(request, "stream", False) else PER_TOKEN
 
 
+#: Bytes at the end of a JSON answer searched for its usage (where OpenAI and Anthropic
+#: put it): a large answer (embeddings) is not scanned whole on every request.
+USAGE_TAIL = 2048
+
+
 def output_tokens(body: bytes | None) -> int | None:
     """The upstream's count of output tokens in a JSON answer's usage, if it has one."""
     if not body:
         return None
-    m = _OUTPUT_TOKENS.search(body)
+    m = _OUTPUT_TOKENS.search(body, max(0, len(body) - USAGE_TAIL))
     return int(m.group(1)) if m else None
 
 
@@ -84,6 +89,9 @@ class LatencyBook:
         self.clock = clock
         self.decay = decay
         self._est: dict[tuple[str, str], PeakEwma] = {}
+        #: The deployments of aliases that route by latency: only theirs are measured
+        #: (a regex over the answer's tail and an exp() per request, saved elsewhere).
+        self.tracked: set[str] = set()
 
     def observe(self, deployment_id: str, kind: str, seconds: float) -> None:
         now = self.clock.seconds()
@@ -98,6 +106,8 @@ class LatencyBook:
     ) -> None:
         """A successful attempt: ``took`` is its time to first byte (stream) or to the
         whole answer (JSON, divided by its output tokens when the usage says them)."""
+        if deployment_id not in self.tracked:
+            return
         if stream:
             self.observe(deployment_id, TTFB, took)
             return
@@ -162,6 +172,7 @@ class LatencyBook:
 
     def retain_only(self, ids: Iterable[str]) -> None:
         keep = set(ids)
+        self.tracked &= keep
         for key in [k for k in self._est if k[0] not in keep]:
             del self._est[key]
 
@@ -172,6 +183,7 @@ class LatencyChooser:
     def __init__(self, book: LatencyBook, ids: list[str]) -> None:
         self.book = book
         self.ids = ids
+        book.tracked.update(ids)
         self._medians: dict[str, tuple[float, float]] = {}  # kind -> (computed at, median)
 
     def median(self, kind: str, now: float) -> float:
