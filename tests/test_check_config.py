@@ -103,3 +103,26 @@ def test_the_installed_commands(tmp_path: Path, text: str, strict: bool, status:
         for secret in SECRETS:
             assert secret not in shown
     assert not (tmp_path / "twistd.pid").exists()
+
+
+def test_fleet_settings_are_described(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = """
+model_list:
+  - model_name: "ollama/*"
+    params: {model: "ollama/*", api_base: "http://10.0.0.5:11434", discover: true}
+  - model_name: llama
+    params: {model: hosted_vllm/llama, api_base: "http://10.0.0.8:8000/v1",
+             health_check: {completion: true, interval: 5}}
+general_settings:
+  health_check_interval: 15
+  hedge: {after_ms: 300}
+  alias_settings:
+    llama: {routing_strategy: latency-based-routing, hedge: {after_quantile: 0.95}}
+"""
+    assert check_config_command([_write(tmp_path, text)]) == 0
+    out = capsys.readouterr().out
+    assert "hedge: after 300 ms, max_extra 1, budget 10 %" in out
+    assert "hedge: after the p95 of time to first byte" in out
+    assert "routing_strategy: latency-based-routing" in out
+    assert "discover=true" in out and "health_check=completion/5s" in out
+    assert "health checks: every 15 s" in out

@@ -71,6 +71,8 @@ def describe(config: GatewayConfig) -> list[str]:
         cw = g.context_window_fallbacks.get(alias, ())
         if cw:
             out.append(f"    context_window_fallbacks: {', '.join(cw)}")
+    if g.health_check_interval:
+        out.append(f"health checks: every {g.health_check_interval:g} s")
     out.append(
         f"num_retries: {g.num_retries}, allowed_fails: {g.allowed_fails}, "
         f"cooldown_time: {g.cooldown_time:g} s, request_timeout: {g.request_timeout:g} s"
@@ -94,4 +96,11 @@ def _deployment_text(d: Deployment) -> str:
         if value is not None:
             parts.append(f"{name}={value:g}")
     parts.append(f"api_key={'set' if d.api_key else 'not set'}")
+    if d.health_check is not None:
+        check = d.health_check
+        how = "completion" if check.completion else (check.path or "listing")
+        every = f"/{check.interval:g}s" if check.interval is not None else ""
+        parts.append(f"health_check={how}{every}")
+    if d.discover:
+        parts.append("discover=true")
     return " ".join(parts)
