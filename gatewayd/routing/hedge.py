@@ -258,11 +258,14 @@ class Hedger:
         attempts: Attempts,
         health: Cooldowns,
         rng: random.Random,
+        tripped: Callable[[str, float], None] | None = None,
     ) -> None:
         self.hedging = hedging
         self.attempts = attempts
         self.health = health
         self.rng = rng
+        #: Told when a copy's failure puts its deployment in cooldown (to share it).
+        self.tripped = tripped
 
     def observe(self, table: RoutingTable, alias: str, seconds: float) -> None:
         """An answer that was not raced: counted for an ``after_quantile`` alias."""
@@ -305,7 +308,9 @@ class Hedger:
             metrics.attempts.inc(alias, dep, outcome_label(f))
             progress.failed[alias] = reason(f)
             transient = classify(f) is Verdict.RETRY
-            self.health.failure(dep, f.message, f.status, transient=transient)
+            if self.health.failure(dep, f.message, f.status, transient=transient):
+                if self.tripped is not None:
+                    self.tripped(dep, self.health.get(dep).cooldown_until)
             attempt.release()
 
         return Race(alias, first, delay, settings, self.hedging, launch, lost)

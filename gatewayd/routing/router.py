@@ -48,7 +48,7 @@ from gatewayd.routing.outcome import (
 from gatewayd.routing.picking import Picker
 from gatewayd.routing.pool import AliasPool
 from gatewayd.routing.retry import RetryPolicy, owed_backoff, wait_before_next
-from gatewayd.routing.strategies import AliasPools, make_pool
+from gatewayd.routing.strategies import make_pool, pools_for
 from gatewayd.routing.table import Route, RoutingTable
 
 log = get_logger(__name__)
@@ -79,7 +79,7 @@ class Router:
         self.attempts = Attempts(clock, self.balancer, self.health, self.metrics, self.latency)
         self.picker = Picker(self.balancer, self.rng)
         self.hedging = Hedging(clock, self.metrics)
-        self.hedger = Hedger(self.hedging, self.attempts, self.health, self.rng)
+        self.hedger = Hedger(self.hedging, self.attempts, self.health, self.rng, self._tripped)
         self.table = table
         #: Told when this instance puts a deployment in cooldown (to share it).
         self.on_cooldown: Callable[[str, float], None] | None = None
@@ -90,6 +90,10 @@ class Router:
         self.metrics.in_flight.collect = lambda: self._gauge(lambda h, now: h.in_flight)
         self.metrics.cooldown.collect = lambda: self._gauge(lambda h, now: h.cooling(now))
         self.metrics.latency.collect = lambda: self.latency.samples(self.table.routes)
+
+    def _tripped(self, deployment_id: str, until: float) -> None:
+        if self.on_cooldown is not None:  # shared through the state store
+            self.on_cooldown(deployment_id, until)
 
     @property
     def limiter(self) -> Limiter | None:
@@ -132,10 +136,10 @@ class Router:
         called right after, in the same step): a request sees the old table and pools or
         the new ones, never a mix. The watchers of the replaced pools are dropped last.
         Abandoned before the swap, the old table stays."""
-        pools = self._pools_for(table)
+        pools = pools_for(table.routes, table.config.general, self.health, self.latency)
         done = 0
         for alias, routes in table.routes.items():
-            pools[alias] = pools._make(alias, routes)
+            pools.build(alias, routes)
             done += len(routes)
             if step and done >= step:
                 done = 0
@@ -154,17 +158,10 @@ class Router:
     def _index(self, table: RoutingTable) -> Mapping[str, AliasPool]:
         """One pool per alias: built once per table (O(deployments)), then kept up to
         date by health changes, so that a request's picks do not walk the alias."""
-        pools = self._pools_for(table)
+        pools = pools_for(table.routes, table.config.general, self.health, self.latency)
         for alias, routes in table.routes.items():
-            pools[alias] = pools._make(alias, routes)
+            pools.build(alias, routes)
         return pools
-
-    def _pools_for(self, table: RoutingTable) -> AliasPools:
-        g = table.config.general
-        return AliasPools(
-            table.routes,
-            lambda alias, routes: make_pool(alias, routes, self.health, g, self.latency),
-        )
 
     def _in_flight_ids(self) -> set[str]:
         return {k for k, h in self.health.states.items() if h.in_flight}

@@ -58,6 +58,10 @@ class AliasPools(dict[str, AliasPool]):
         self._make = make
         self._lazy: dict[str, tuple[Sequence[Candidate], AliasPool]] = {}
 
+    def build(self, alias: str, routes: Sequence[Candidate]) -> None:
+        """The pool of a configured alias (built at a swap)."""
+        self[alias] = self._make(alias, routes)
+
     def __missing__(self, alias: str) -> AliasPool:
         routes = self._routes[alias]  # KeyError: not an alias, nor matched by a pattern
         cached = self._lazy.get(alias)
@@ -68,3 +72,13 @@ class AliasPools(dict[str, AliasPool]):
         pool = self._make(alias, routes)
         self._lazy[alias] = (routes, pool)
         return pool
+
+
+def pools_for(
+    routes: Mapping[str, Sequence[Candidate]],
+    general: GeneralSettings,
+    health: Cooldowns,
+    latency: LatencyBook,
+) -> AliasPools:
+    """An empty :class:`AliasPools` for a table's ``routes``: fill it with ``build``."""
+    return AliasPools(routes, lambda a, rs: make_pool(a, rs, health, general, latency))
