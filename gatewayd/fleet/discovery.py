@@ -115,6 +115,8 @@ class Discoverer:
         sent.addBoth(lambda _: self._tell(dep_id))
 
     def _answered(self, d: Deployment, status: int, body: bytes) -> None:
+        if self._targets.get(d.id, (None,))[0] is not d:
+            return  # a reload replaced or removed it while the listing was under way
         if not 200 <= status < 300:
             log.warn("model discovery for {dep}: HTTP {status}", dep=d.id, status=status)
             return
