@@ -15,6 +15,7 @@ from gatewayd.config import ConfigError, Deployment, parse_config
 from gatewayd.fleet.discovery import parse_listing
 from gatewayd.providers.base import Endpoint, Provider, ProviderRequest
 from gatewayd.routing import Router, RouteResult, build_table
+from gatewayd.routing.affinity import AffinityChooser
 from gatewayd.routing.wildcard import Listings, WildcardRoutes, with_wildcards
 
 CONFIG = """
@@ -40,14 +41,14 @@ general_settings:
 
 
 class Table:
-    def __init__(self, text: str = CONFIG) -> None:
+    def __init__(self, text: str = CONFIG, delay: float = 0.01) -> None:
         self.clock = Clock()
         self.listings = Listings()
         self.built: list[Deployment] = []
 
         def make(d: Deployment) -> Provider:
             self.built.append(d)
-            return TimedProvider(d, self.clock, 0.01)
+            return TimedProvider(d, self.clock, delay)
 
         config = parse_config(text, environ={})
         self.table = with_wildcards(build_table(config, make), make, self.listings)
@@ -166,3 +167,21 @@ def test_a_key_may_name_a_wildcard_alias() -> None:
     key = config.keys.keys[0]
     assert key.allows("ollama/mistral") and key.allows("ollama/*")
     assert not key.allows("gpt-4o")
+
+
+def test_a_wildcard_alias_settings_apply_to_its_names() -> None:
+    text = (
+        CONFIG
+        + '  alias_settings:\n    "ollama/*": {routing_strategy: prefix-affinity,'
+        + " hedge: {after_ms: 100, budget_percent: 100}}\n"
+    )
+    t = Table(text, delay=0.5)
+    assert isinstance(t.router._pools["ollama/mistral"].chooser, AffinityChooser)
+    assert t.router._pools["gpt-4o"].chooser is None  # "*" has no settings of its own
+    box: list[object] = []
+    request = ProviderRequest(Endpoint.CHAT, {"model": "ollama/mistral"})
+    t.router.route("ollama/mistral", request).addBoth(box.append)
+    t.clock.pump([0.05] * 20)
+    result = box[0]
+    assert isinstance(result, RouteResult), result
+    assert result.hedge == "primary" and result.attempts == 2  # a copy went to the other box

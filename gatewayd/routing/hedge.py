@@ -269,7 +269,7 @@ class Hedger:
 
     def observe(self, table: RoutingTable, alias: str, seconds: float) -> None:
         """An answer that was not raced: counted for an ``after_quantile`` alias."""
-        settings = table.config.general.hedge_for(alias)
+        settings = table.config.general.hedge_for(table.origin(alias))
         if settings is not None and settings.after_quantile is not None:
             self.hedging.observe(alias, seconds)
 
@@ -287,7 +287,7 @@ class Hedger:
         """A race for ``first`` when ``alias`` hedges this request; None: it does not
         (no hedge setting, an endpoint with side effects, a pin, rpm/tpm limits on the
         alias, no quantile yet). Deployments hedged to are added to ``tried``."""
-        settings = table.config.general.hedge_for(alias)
+        settings = table.config.general.hedge_for(table.origin(alias))
         if settings is None or not unlimited or not hedgeable(request):
             return None
         delay = self.hedging.delay(alias, settings)

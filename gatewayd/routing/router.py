@@ -290,7 +290,7 @@ class Router:
                 tried.add(route.id)
                 attempt = self.attempts.launch(table, route, ticket, request, progress)
             route, ticket, release = attempt.route, attempt.ticket, attempt.release
-            unlimited = alias in self._unlimited
+            unlimited = table.origin(alias) in self._unlimited
             race = self.hedger.race(
                 table, pool, alias, request, progress, attempt, tried, unlimited
             )

@@ -69,7 +69,9 @@ class AliasPools(dict[str, AliasPool]):
             return cached[1]
         if len(self._lazy) >= MAX_LAZY_POOLS:
             self._lazy.clear()
-        pool = self._make(alias, routes)
+        # A name a wildcard alias matched is routed by the wildcard alias's settings.
+        pattern_of: Mapping[str, str] = getattr(self._routes, "pattern_of", {})
+        pool = self._make(pattern_of.get(alias, alias), routes)
         self._lazy[alias] = (routes, pool)
         return pool
 
