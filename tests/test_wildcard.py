@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import json
 import random
+from typing import Any
 
 import pytest
 from fleet_harness import TimedProvider
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 
 from gatewayd.config import ConfigError, Deployment, parse_config
-from gatewayd.fleet.discovery import parse_listing
+from gatewayd.fleet.discovery import Discoverer, parse_listing
+from gatewayd.fleet.probe import listing_url
 from gatewayd.providers.base import Endpoint, Provider, ProviderRequest
 from gatewayd.routing import Router, RouteResult, build_table
 from gatewayd.routing.affinity import AffinityChooser
@@ -185,3 +188,37 @@ def test_a_wildcard_alias_settings_apply_to_its_names() -> None:
     result = box[0]
     assert isinstance(result, RouteResult), result
     assert result.hedge == "primary" and result.attempts == 2  # a copy went to the other box
+
+
+def test_discoverer_lists_every_interval_keeps_the_last_good_listing_and_forgets() -> None:
+    clock = Clock()
+    listings = Listings()
+    answers: dict[str, Any] = {"box1": (200, b'{"models": [{"name": "llama3:latest"}]}')}
+    asked: list[tuple[str, str]] = []
+
+    def get(d: Deployment, url: str, timeout: float) -> Deferred[tuple[int, bytes]]:
+        asked.append((d.id, url))
+        answer = answers.get(d.id, ConnectionRefusedError("down"))
+        return fail(answer) if isinstance(answer, Exception) else succeed(answer)
+
+    disco = Discoverer(listings, clock, get, listing_url, random.Random(1))
+    config = parse_config(
+        CONFIG.replace("discover: true}", "discover: true, discover_interval: 5}"), environ={}
+    )
+    disco.retarget(config)
+    clock.advance(0.3)  # at start
+    assert ("box1", "http://10.0.0.1:11434/api/tags") in asked
+    assert listings.get("box1") == frozenset({"llama3:latest"}) and listings.get("box2") is None
+    answers["box1"] = (500, b"oops")  # a bad listing keeps the last good one
+    clock.advance(5.0)
+    assert listings.get("box1") == frozenset({"llama3:latest"})
+    answers["box1"] = (200, b'{"data": [{"id": "phi3"}]}')
+    clock.advance(5.0)
+    assert listings.get("box1") == frozenset({"phi3"})
+    # A reload lists again at once; a deployment no longer discovering is forgotten.
+    n = len(asked)
+    disco.retarget(parse_config(CONFIG.replace("discover: true", "discover: false", 1), environ={}))
+    assert listings.get("box1") is None
+    clock.advance(0.3)
+    assert {dep for dep, _ in asked[n:]} == {"box2"}
+    disco.stop()
