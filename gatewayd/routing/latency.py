@@ -89,6 +89,8 @@ class LatencyBook:
         self.clock = clock
         self.decay = decay
         self._est: dict[tuple[str, str], PeakEwma] = {}
+        #: Bumped when an estimate appears or goes: the medians are then computed again.
+        self.version = 0
         #: The deployments of aliases that route by latency: only theirs are measured
         #: (a regex over the answer's tail and an exp() per request, saved elsewhere).
         self.tracked: set[str] = set()
@@ -98,6 +100,7 @@ class LatencyBook:
         e = self._est.get((deployment_id, kind))
         if e is None:
             self._est[(deployment_id, kind)] = PeakEwma(seconds, now)
+            self.version += 1
         else:
             e.observe(seconds, now, self.decay)
 
@@ -149,7 +152,8 @@ class LatencyBook:
     def forget(self, deployment_id: str) -> None:
         """The deployment went into cooldown: when it is back it starts at the median."""
         for kind in KINDS:
-            self._est.pop((deployment_id, kind), None)
+            if self._est.pop((deployment_id, kind), None) is not None:
+                self.version += 1
 
     def raw(self, deployment_id: str, kind: str) -> float | None:
         """The estimate as last observed (no drift), or None."""
@@ -184,21 +188,24 @@ class LatencyChooser:
         self.book = book
         self.ids = ids
         book.tracked.update(ids)
-        self._medians: dict[str, tuple[float, float]] = {}  # kind -> (computed at, median)
+        #: kind -> (computed at, the book's version then, median)
+        self._medians: dict[str, tuple[float, int, float]] = {}
 
     def median(self, kind: str, now: float) -> float:
         """The median of the alias's known estimates (:data:`UNKNOWN` when none is),
-        computed at most every :data:`MEDIAN_REFRESH_S`."""
+        computed at most every :data:`MEDIAN_REFRESH_S`, and whenever a deployment got its
+        first estimate or lost it."""
         cached = self._medians.get(kind)
-        if cached is not None and now - cached[0] < MEDIAN_REFRESH_S:
-            return cached[1]
+        version = self.book.version
+        if cached is not None and now - cached[0] < MEDIAN_REFRESH_S and cached[1] == version:
+            return cached[2]
         known = sorted(v for i in self.ids if (v := self.book.raw(i, kind)) is not None)
         if not known:
             value = UNKNOWN
         else:
             mid = len(known) // 2
             value = known[mid] if len(known) % 2 else (known[mid - 1] + known[mid]) / 2
-        self._medians[kind] = (now, value)
+        self._medians[kind] = (now, version, value)
         return value
 
     def cost(self, pool: PoolView, i: int, kind: str, now: float) -> float:
