@@ -16,6 +16,7 @@ from gatewayd.config.catalog import (
     WireFormat,
     lookup,
 )
+from gatewayd.config.endpoints import UNIT_PRICES, api_endpoints, unit_prices
 from gatewayd.config.errors import ConfigError
 from gatewayd.config.fleet import parse_health_check
 from gatewayd.config.model import Deployment
@@ -47,6 +48,8 @@ _PARAM_KEYS = {
     "health_check",
     "discover",
     "discover_interval",
+    "api_endpoints",
+    *UNIT_PRICES,
 }
 _MOCK_KEYS = {"mock_response", "mock_latency_ms", "mock_stream_delay_ms"}
 _AZURE_KEYS = {"azure_ad_token"}
@@ -218,6 +221,8 @@ class DeploymentSection(ValueReader):
             health_check=parse_health_check(params.get("health_check"), f"{ppath}.health_check"),
             discover=self._discover(params, ppath, name, upstream),
             discover_interval=self._opt_float(params, "discover_interval", ppath),
+            api_endpoints=api_endpoints(params, entry.get("model_info"), info.wire, ppath, path),
+            unit_prices=unit_prices(self, params, entry.get("model_info"), ppath, path),
             **_tls(self, params, ppath, self.tls_loaded),
         )
 

@@ -48,6 +48,7 @@ from gatewayd.routing.outcome import (
 from gatewayd.routing.picking import Picker
 from gatewayd.routing.pool import AliasPool
 from gatewayd.routing.retry import RetryPolicy, owed_backoff, wait_before_next
+from gatewayd.routing.serving import ServingIndex
 from gatewayd.routing.strategies import make_pool, pools_for
 from gatewayd.routing.table import Route, RoutingTable
 
@@ -86,6 +87,8 @@ class Router:
         self._apply(g)
         self._pools = self._index(table)
         self._unlimited = _unlimited(table)
+        #: Which deployments serve which endpoint (``params.api_endpoints``).
+        self.endpoints = ServingIndex()
         self._gauge_keys: tuple[RoutingTable | None, list[tuple[tuple[str, str], str]]] = (None, [])
         self.metrics.in_flight.collect = lambda: self._gauge(lambda h, now: h.in_flight)
         self.metrics.cooldown.collect = lambda: self._gauge(lambda h, now: h.cooling(now))
@@ -222,6 +225,12 @@ class Router:
         last: UpstreamFailure | None = None
         while True:
             current = chain.current
+            if not self.endpoints.any(table, current, request.endpoint):  # api_endpoints
+                progress.failed[current] = "no deployment serves this endpoint"
+                first = None
+                if not chain.advance():
+                    break
+                continue
             try:
                 result = await self._alias(
                     table, pools[current], current, request, progress, chain.has_next(), first
@@ -268,6 +277,8 @@ class Router:
             pinned = [r for r in table.routes[alias] if r.id == request.pin]
             if pinned:
                 pool = make_pool(alias, pinned, self.health, table.config.general, self.latency)
+        elif (partial := self.endpoints.only(table, alias, request.endpoint)) is not None:
+            pool = make_pool(alias, partial, self.health, table.config.general, self.latency)
         tried: set[str] = set()
         retries = self.policy.num_retries
         #: The last failure, when its retry skipped the backoff for another deployment.
@@ -375,6 +386,8 @@ class Router:
             return None
         if table.config.general.hedge_for(alias) is not None:
             return None  # a hedged alias's attempts race: _alias runs them
+        if self.endpoints.only(table, alias, request.endpoint) is not None:  # some do not
+            return None
         choice = pool.choose_now((), self.rng, request)
         if choice is None:
             return None

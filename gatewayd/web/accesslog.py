@@ -30,6 +30,7 @@ class LoggedRequest(Protocol):
     alias: str | None
     deployment: str | None
     dialect: str
+    endpoint: str | None
     key_name: str | None
     upstream_seconds: float | None
     trace: RequestTrace
@@ -37,6 +38,7 @@ class LoggedRequest(Protocol):
     fallback: str | None
     hedge: str | None
     outcome: str | None
+    cached: bool
     ttfb: float | None
     request_id: str
     method: bytes
@@ -59,6 +61,9 @@ def access_line(site: LoggedSite, request: LoggedRequest, status: int, sent: int
     if request.alias is not None:
         site.metrics.requests.inc(
             request.alias, request.deployment or "-", str(status), request.dialect
+        )
+        site.metrics.endpoint_requests.inc(
+            request.alias, request.endpoint or request.dialect, str(status)
         )
         if request.key_name is not None:
             site.metrics.key_requests.inc(request.key_name, request.alias, str(status))
@@ -104,7 +109,8 @@ def access_line(site: LoggedSite, request: LoggedRequest, status: int, sent: int
         f"ttfb_ms={'-' if ttfb is None else f'{ttfb * 1000.0:.1f}'} bytes={sent} "
         f"dialect={dialect}{f' key={key}' if key else ''}"
         f"{f' hedge={request.hedge}' if request.hedge else ''}"
-        f"{f' outcome={outcome}' if outcome else ''} request_id={rid}"
+        f"{f' outcome={outcome}' if outcome else ''}{' cached=true' if request.cached else ''}"
+        f" request_id={rid}"
     )
     emit_text(
         access_log,
@@ -125,6 +131,7 @@ def access_line(site: LoggedSite, request: LoggedRequest, status: int, sent: int
             "dialect": dialect,
             "outcome": outcome,
             "hedge": request.hedge,
+            "cached": request.cached,
             "request_id": rid,
             "key": key,
         },
