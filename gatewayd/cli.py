@@ -179,26 +179,33 @@ def _no_default_pidfile_in_foreground(options: Options) -> None:
         pass
 
 
-def check_config_main(path: str, strict: bool) -> int:
-    """Print the check of ``path`` (errors to stderr) and return the exit status."""
+def check_config_main(path: str, strict: bool, as_json: bool = False) -> int:
+    """Print the check of ``path`` (a failing one to stderr; ``as_json``: the JSON
+    document, always to stdout) and return the exit status."""
     from gatewayd.config import load_config
     from gatewayd.config.check import OK, check_config
 
     result = check_config(path, load_config, strict)
-    print(result.text, end="", file=sys.stdout if result.status == OK else sys.stderr)
+    if as_json:
+        print(result.json, end="")
+    else:
+        print(result.text, end="", file=sys.stdout if result.status == OK else sys.stderr)
     return result.status
 
 
 class CheckConfigOptions(usage.Options):
     """``gatewayd check-config FILE [--strict]``."""
 
-    synopsis = "Usage: gatewayd check-config FILE [--strict]"
+    synopsis = "Usage: gatewayd check-config FILE [--strict] [--json]"
     longdesc = (
         "Validate FILE exactly as a start would and print its aliases, deployments (no "
         "secrets), fallbacks, strategies and warnings. Exit 0 when valid, 1 when it has "
         "warnings and --strict is given, 2 on errors."
     )
-    optFlags: list[Any] = [["strict", None, "Warnings fail the check (exit 1)."]]
+    optFlags: list[Any] = [
+        ["strict", None, "Warnings fail the check (exit 1)."],
+        ["json", None, "Print the report as one JSON document (on stdout)."],
+    ]
 
     def parseArgs(self, *args: str) -> None:
         if len(args) != 1:
@@ -216,7 +223,7 @@ def check_config_command(args: list[str]) -> int:
     except usage.UsageError as e:
         print(f"gatewayd check-config: {e}\n{opts.synopsis}", file=sys.stderr)
         return 2
-    return check_config_main(opts["path"], bool(opts["strict"]))
+    return check_config_main(opts["path"], bool(opts["strict"]), bool(opts["json"]))
 
 
 def main(argv: list[str] | None = None) -> None:

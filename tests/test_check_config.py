@@ -3,6 +3,7 @@ the exit status (0 valid, 1 warnings with --strict, 2 errors), run as the real c
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -126,3 +127,21 @@ general_settings:
     assert "routing_strategy: latency-based-routing" in out
     assert "discover=true" in out and "health_check=completion/5s" in out
     assert "health checks: every 15 s" in out
+
+
+def test_json_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert check_config_command([_write(tmp_path, WARNING), "--json", "--strict"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["status"] == "warnings" and doc["exit_status"] == 1
+    smart = doc["aliases"]["smart"]
+    assert smart["routing_strategy"] == "least-busy" and smart["fallbacks"] == ["local"]
+    assert smart["deployments"][0]["id"] == "openai/gpt-4o@api.openai.com"
+    assert smart["deployments"][0]["api_key_set"] is True
+    assert any("retry_policy" in w for w in doc["warnings"])
+    assert check_config_command([_write(tmp_path, BROKEN), "--json"]) == 2
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["status"] == "error"
+    assert doc["error"]["path"] == "general_settings.routing_strategy"
+    text = json.dumps(doc)
+    for secret in SECRETS:
+        assert secret not in text

@@ -8,8 +8,10 @@ pipeline needs to know: :data:`OK`, :data:`WARNINGS` (only with ``--strict``) or
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from gatewayd.config.errors import ConfigError
 from gatewayd.config.model import Deployment, GatewayConfig
@@ -22,14 +24,20 @@ ERRORS = 2
 
 @dataclass(frozen=True)
 class CheckResult:
-    """What :func:`check_config` found: the exit status and the report's lines."""
+    """What :func:`check_config` found: the exit status, the report's lines, and the
+    same as a JSON document (``--json``)."""
 
     status: int
     lines: tuple[str, ...]
+    document: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def text(self) -> str:
         return "\n".join(self.lines) + "\n"
+
+    @property
+    def json(self) -> str:
+        return json.dumps(self.document, indent=2) + "\n"
 
 
 def check_config(
@@ -42,14 +50,59 @@ def check_config(
     try:
         config = load(path)
     except ConfigError as e:
-        return CheckResult(ERRORS, (f"{path}: config error: {e}",))
+        error = {"path": e.path, "reason": e.reason, "message": str(e)}
+        doc = {"file": path, "status": "error", "exit_status": ERRORS, "error": error}
+        return CheckResult(ERRORS, (f"{path}: config error: {e}",), doc)
     lines = describe(config)
     if config.warnings:
         status = WARNINGS if strict else OK
         verdict = "has warnings" + (" (--strict: failing)" if strict else "")
     else:
         status, verdict = OK, "is valid"
-    return CheckResult(status, (f"{path}: config {verdict}", *lines))
+    doc = {
+        "file": path,
+        "status": "warnings" if config.warnings else "ok",
+        "exit_status": status,
+        **document(config),
+    }
+    return CheckResult(status, (f"{path}: config {verdict}", *lines), doc)
+
+
+def document(config: GatewayConfig) -> dict[str, Any]:
+    """:func:`describe` as data: aliases (strategy, hedge, deployments, fallbacks) and
+    warnings. No secrets: the same fields as the text."""
+    g = config.general
+    aliases: dict[str, Any] = {}
+    for alias, deployments in config.aliases.items():
+        own = g.for_alias(alias)
+        hedge = g.hedge_for(alias)
+        aliases[alias] = {
+            "routing_strategy": own.routing_strategy or g.routing_strategy,
+            "hedge": None if hedge is None else asdict(hedge),
+            "deployments": [_deployment_doc(d) for d in deployments],
+            "fallbacks": [a for a in g.fallbacks.get(alias, g.default_fallbacks) if a != alias],
+            "context_window_fallbacks": list(g.context_window_fallbacks.get(alias, ())),
+        }
+    return {
+        "aliases": aliases,
+        "health_check_interval": g.health_check_interval,
+        "warnings": list(config.warnings),
+    }
+
+
+def _deployment_doc(d: Deployment) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "id": d.id,
+        "provider": d.provider.prefix,
+        "model": d.model,
+        "api_base": d.api_base,
+        "api_key_set": bool(d.api_key),
+    }
+    for name in ("weight", "rpm", "tpm", "max_parallel_requests", "timeout", "stream_timeout"):
+        doc[name] = getattr(d, name)
+    doc["health_check"] = None if d.health_check is None else asdict(d.health_check)
+    doc["discover"] = d.discover
+    return doc
 
 
 def describe(config: GatewayConfig) -> list[str]:
