@@ -7,6 +7,7 @@ upstream call."""
 from __future__ import annotations
 
 import json
+import signal
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -111,3 +112,19 @@ def test_discovered_models_are_listed_and_routed(
     assert ollama.count("/chat/completions") == chats  # no upstream call
     status, body = chat(gw.url, "ollama/*")
     assert status == 404
+
+
+def test_a_reload_lists_again_and_starts_health_checks(
+    gateway: GatewayFactory, fakes: dict[str, FakeUpstream]
+) -> None:
+    vllm = fakes["vllm"]
+    entry = {"model_name": "vllm/*", "params": {"model": "hosted_vllm/*", "api_base": vllm.url}}
+    gw = gateway({"model_list": [entry]})
+    assert "vllm/*" not in models(gw.url)  # no discovery: nothing listed, never the pattern
+    listings = vllm.count("/models")
+    entry["params"]["discover"] = True
+    gw.write_config({"model_list": [entry], "general_settings": {"health_check_interval": 0.3}})
+    gw.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: "vllm/meta-llama/Llama-3.1-8B" in models(gw.url), 10.0)
+    # the listing at reload, then the probes every 0.3 s (the same GET)
+    assert wait_for(lambda: vllm.count("/models") >= listings + 3, 10.0)
