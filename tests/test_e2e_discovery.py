@@ -118,11 +118,12 @@ def test_a_reload_lists_again_and_starts_health_checks(
     gateway: GatewayFactory, fakes: dict[str, FakeUpstream]
 ) -> None:
     vllm = fakes["vllm"]
-    entry = {"model_name": "vllm/*", "params": {"model": "hosted_vllm/*", "api_base": vllm.url}}
+    params: dict[str, Any] = {"model": "hosted_vllm/*", "api_base": vllm.url}
+    entry = {"model_name": "vllm/*", "params": params}
     gw = gateway({"model_list": [entry]})
     assert "vllm/*" not in models(gw.url)  # no discovery: nothing listed, never the pattern
     listings = vllm.count("/models")
-    entry["params"]["discover"] = True
+    params["discover"] = True
     gw.write_config({"model_list": [entry], "general_settings": {"health_check_interval": 0.3}})
     gw.send_signal(signal.SIGHUP)
     assert wait_for(lambda: "vllm/meta-llama/Llama-3.1-8B" in models(gw.url), 10.0)
