@@ -99,6 +99,7 @@ class View:
     def __init__(self, n: int, closed: frozenset[int] = frozenset()) -> None:
         self.routes: list[Any] = [None] * n
         self.closed = closed
+        self.total_in_flight = 0
 
     @property
     def open_count(self) -> int:

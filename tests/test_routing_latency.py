@@ -54,6 +54,7 @@ def test_in_flight_counts_weigh_on_the_score() -> None:
     class Pool:
         routes: list[Any] = []
         open_count = 2
+        total_in_flight = 4
 
         def is_open(self, i: int) -> bool:
             return True

@@ -119,15 +119,14 @@ class AffinityChooser:
         self.ring = Ring(ids)
         self.epsilon = epsilon
 
+    #: The pool keeps the alias's total in flight for :meth:`bound` (O(1)).
+    needs_loads = True
+
     def bound(self, pool: PoolView) -> int:
-        """The most requests in flight an open deployment may have to take one more.
-        O(n): the sum of the open deployments' loads."""
-        n, load = 0, 0
-        for i in range(len(pool.routes)):
-            if pool.is_open(i):
-                n += 1
-                load += pool.in_flight(i)
-        return math.ceil((1.0 + self.epsilon) * (load + 1) / max(n, 1))
+        """The most requests in flight an open deployment may have to take one more:
+        ``ceil((1 + epsilon) x (in flight + 1) / open deployments)``."""
+        n = max(pool.open_count, 1)
+        return math.ceil((1.0 + self.epsilon) * (pool.total_in_flight + 1) / n)
 
     def choose(self, pool: PoolView, rng: random.Random, request: Any) -> int | None:
         key = affinity_key(getattr(request, "body", None))

@@ -22,6 +22,10 @@ class PoolView(Protocol):
     @property
     def open_count(self) -> int: ...
 
+    #: Requests in flight on the alias's deployments (kept for a chooser whose
+    #: ``needs_loads`` is True).
+    total_in_flight: int
+
     def is_open(self, i: int) -> bool: ...
 
     def in_flight(self, i: int) -> int: ...

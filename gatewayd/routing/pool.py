@@ -49,10 +49,18 @@ class AliasPool:
         self._by_weight = SumTree(n)
         self._by_count = SumTree(n)
         self._busy = FewestFirst() if strategy == "least-busy" else None
+        #: The requests in flight on the alias, kept for a chooser that bounds loads.
+        self.total_in_flight = 0
+        self._loads = [0] * n if getattr(chooser, "needs_loads", False) else None
         me = cast("weakref.ref[Watcher]", weakref.ref(self))
         for i, (r, state) in enumerate(zip(routes, self._states, strict=True)):
-            # In-flight counts matter to a pick only for least-busy or a capped deployment.
-            busy = self._busy is not None or r.max_parallel_requests is not None
+            # In-flight counts matter to a pick only for least-busy, a capped deployment,
+            # or a chooser that bounds loads.
+            busy = (
+                self._busy is not None
+                or r.max_parallel_requests is not None
+                or self._loads is not None
+            )
             (state.busy_watchers if busy else state.watchers).append(me)
             self._update(i)
 
@@ -66,6 +74,9 @@ class AliasPool:
 
     def _update(self, i: int) -> None:
         r, h = self.routes[i], self._states[i]
+        if self._loads is not None:
+            self.total_in_flight += h.in_flight - self._loads[i]
+            self._loads[i] = h.in_flight
         cooling = h.cooling(self._health.now())
         if cooling and h.cooldown_until != self._until[i]:
             self._until[i] = h.cooldown_until
