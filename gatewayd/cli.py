@@ -47,6 +47,7 @@ class Options(usage.Options):
             "(0: valid, 1: warnings with --strict, 2: errors).",
         ],
         ["strict", None, "With --check-config: warnings fail the check (exit 1)."],
+        ["json", None, "With --check-config: the report as one JSON document."],
     ]
 
     def opt_version(self) -> None:
@@ -116,7 +117,8 @@ def make_service(options: Options) -> IService:
     from gatewayd.service import GatewayService, listen_description, with_backlog
 
     if options["check-config"]:
-        raise SystemExit(check_config_main(options["config"], bool(options["strict"])))
+        strict, as_json = bool(options["strict"]), bool(options["json"])
+        raise SystemExit(check_config_main(options["config"], strict, as_json))
     set_verbose(bool(options["verbose"]))
     _no_default_pidfile_in_foreground(options)
     listen = options["listen"] or listen_description(options["host"], options["port"])

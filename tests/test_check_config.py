@@ -145,3 +145,11 @@ def test_json_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     text = json.dumps(doc)
     for secret in SECRETS:
         assert secret not in text
+
+
+def test_twistd_check_config_json(tmp_path: Path) -> None:
+    path = _write(tmp_path, VALID)
+    argv = [_bin("twistd"), "-n", "gateway", "-c", path, "--check-config", "--json"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["aliases"]["local"]["routing_strategy"] == "simple-shuffle"
