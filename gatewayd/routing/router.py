@@ -10,7 +10,7 @@ wait for capacity.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, fail
@@ -18,10 +18,9 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
-from gatewayd.config.model import GeneralSettings
 from gatewayd.limits import Limiter, Spent
 from gatewayd.observability.log import get_logger
-from gatewayd.observability.metrics import GatewayMetrics, Sample
+from gatewayd.observability.metrics import GatewayMetrics
 from gatewayd.providers.base import (
     FailureKind,
     ProviderRequest,
@@ -30,7 +29,7 @@ from gatewayd.providers.base import (
 from gatewayd.routing.attempt import Attempt, Attempts
 from gatewayd.routing.balancer import Balancer
 from gatewayd.routing.classify import Verdict, classify
-from gatewayd.routing.cooldown import Cooldowns, DeploymentHealth
+from gatewayd.routing.cooldown import Cooldowns
 from gatewayd.routing.fallback import FallbackChain
 from gatewayd.routing.hedge import Hedger, Hedging
 from gatewayd.routing.latency import LatencyBook
@@ -47,19 +46,16 @@ from gatewayd.routing.outcome import (
 )
 from gatewayd.routing.picking import Picker
 from gatewayd.routing.pool import AliasPool
-from gatewayd.routing.retry import RetryPolicy, owed_backoff, wait_before_next
+from gatewayd.routing.retry import owed_backoff, wait_before_next
 from gatewayd.routing.serving import ServingIndex
-from gatewayd.routing.strategies import make_pool, pools_for
+from gatewayd.routing.strategies import make_pool
 from gatewayd.routing.table import Route, RoutingTable
+from gatewayd.routing.table_swap import TableSwap, unlimited_aliases
 
 log = get_logger(__name__)
 
-#: Deployments' worth of swap work between two yields of :meth:`Router.swap_in_steps`
-#: (building 100 pools' entries takes about a millisecond).
-SWAP_STEP = 100
 
-
-class Router:
+class Router(TableSwap):
     """Routes requests by alias over the current :class:`RoutingTable`."""
 
     def __init__(
@@ -86,7 +82,7 @@ class Router:
         self.on_cooldown: Callable[[str, float], None] | None = None
         self._apply(g)
         self._pools = self._index(table)
-        self._unlimited = _unlimited(table)
+        self._unlimited = unlimited_aliases(table)
         #: Which deployments serve which endpoint (``params.api_endpoints``).
         self.endpoints = ServingIndex()
         self._gauge_keys: tuple[RoutingTable | None, list[tuple[tuple[str, str], str]]] = (None, [])
@@ -106,68 +102,6 @@ class Router:
     @limiter.setter
     def limiter(self, limiter: Limiter | None) -> None:
         self.picker.limiter = limiter
-
-    def _gauge(self, read: Callable[[DeploymentHealth, float], float]) -> list[Sample]:
-        now, get, table = self.health.now(), self.health.get, self.table
-        if self._gauge_keys[0] is not table:  # label tuples made once per table
-            keys = [((r.model_name, r.id), r.id) for rs in table.routes.values() for r in rs]
-            self._gauge_keys = (table, keys)
-        return [(labels, float(read(get(i), now))) for labels, i in self._gauge_keys[1]]
-
-    def _apply(self, g: GeneralSettings) -> None:
-        self.health.allowed_fails = g.allowed_fails
-        self.health.cooldown_time = g.cooldown_time
-        self.policy = RetryPolicy(num_retries=g.num_retries, max_retry_after=g.max_retry_after)
-
-    def swap(self, table: RoutingTable) -> None:
-        """Route new requests by ``table``; requests in flight finish on the old one.
-        What is known of deployments that stay (cooldowns, in-flight counts) is kept."""
-        for _ in self.swap_in_steps(table, step=0):
-            pass
-
-    def swap_in_steps(
-        self,
-        table: RoutingTable,
-        step: int = SWAP_STEP,
-        on_swap: Callable[[], None] | None = None,
-    ) -> Iterator[None]:
-        """:meth:`swap`, yielding after every ``step`` deployments' worth of work (0:
-        never), for a :class:`~twisted.internet.task.Cooperator` in the reactor thread.
-
-        The new pools are built first (each follows health changes from the moment it
-        exists), then the table and its pools are swapped in one statement (``on_swap``
-        called right after, in the same step): a request sees the old table and pools or
-        the new ones, never a mix. The watchers of the replaced pools are dropped last.
-        Abandoned before the swap, the old table stays."""
-        pools = pools_for(table.routes, table.config.general, self.health, self.latency)
-        done = 0
-        for alias, routes in table.routes.items():
-            pools.build(alias, routes)
-            done += len(routes)
-            if step and done >= step:
-                done = 0
-                yield
-        unlimited = _unlimited(table)
-        # The old pools go now, or with their last request.
-        self.table, self._pools, self._unlimited = table, pools, unlimited
-        self._apply(table.config.general)
-        self.health.retain_only({d.id for d in table.config.deployments} | self._in_flight_ids())
-        self.latency.retain_only(d.id for d in table.config.deployments)
-        if on_swap is not None:
-            on_swap()
-        for _ in self.health.pruning_watchers(step):
-            yield
-
-    def _index(self, table: RoutingTable) -> Mapping[str, AliasPool]:
-        """One pool per alias: built once per table (O(deployments)), then kept up to
-        date by health changes, so that a request's picks do not walk the alias."""
-        pools = pools_for(table.routes, table.config.general, self.health, self.latency)
-        for alias, routes in table.routes.items():
-            pools.build(alias, routes)
-        return pools
-
-    def _in_flight_ids(self) -> set[str]:
-        return {k for k, h in self.health.states.items() if h.in_flight}
 
     # -- entry point -----------------------------------------------------------
 
@@ -416,15 +350,6 @@ class Router:
         return sent.addCallbacks(
             lambda response: self.attempts.succeeded(alias, first, response, progress), failed
         )
-
-
-def _unlimited(table: RoutingTable) -> frozenset[str]:
-    """The aliases none of whose deployments has an rpm or tpm limit."""
-    return frozenset(
-        alias
-        for alias, routes in table.routes.items()
-        if all(r.deployment.rpm is None and r.deployment.tpm is None for r in routes)
-    )
 
 
 __all__ = ["FailureKind", "RouteError", "RouteResult", "Router"]
