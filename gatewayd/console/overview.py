@@ -29,6 +29,8 @@ def overview(router: Router, request_log: RequestLog) -> dict[str, Any]:
             d = route.deployment
             h = health.get(route.id)
             cooling = h.cooling(now)
+            # A cooldown a failed active health check started (gatewayd.fleet): "down".
+            probed = (h.last_error or "").startswith("health check")
             series = stats.deployments.get((alias, route.id))
             recent = (
                 series.summary(minute, RECENT_MINUTES)
@@ -40,7 +42,7 @@ def overview(router: Router, request_log: RequestLog) -> dict[str, Any]:
                     "id": route.id,
                     "provider": d.provider.prefix,
                     "model": d.model,
-                    "state": "cooldown" if cooling else "healthy",
+                    "state": ("down" if probed else "cooldown") if cooling else "healthy",
                     "cooldown_until": round(wall + (h.cooldown_until - now), 3)
                     if cooling
                     else None,
@@ -50,6 +52,10 @@ def overview(router: Router, request_log: RequestLog) -> dict[str, Any]:
                     "successes": h.successes,
                     "failures": h.failures,
                     "last_error_status": h.last_error_status,
+                    # An upstream's words may echo a key: redacted like stored bodies.
+                    "last_error": None
+                    if h.last_error is None
+                    else request_log.redactor.text(h.last_error),
                     **recent,
                 }
             )

@@ -82,7 +82,8 @@ class RequestLogStage:
             if isinstance(e, RouteError):
                 status, attempts = e.status, e.attempts
                 deployment = e.deployment or deployment
-                error = str(e.error.get("message", ""))[:1000]
+                # An upstream's words may echo a key: redacted like stored bodies.
+                error = self.log.redactor.text(str(e.error.get("message", ""))[:1000])
             elif isinstance(e, StoreUnavailable):
                 status, error = 503, "state store unavailable"
             else:

@@ -114,7 +114,9 @@
         tr.dataset.deployment = d.id;
         tr.appendChild(el("td", d.id));
         tr.appendChild(el("td", d.provider + " / " + d.model));
-        const st = el("td", d.state === "cooldown" ? "cooling down" : "healthy", "state " + d.state);
+        const label = { healthy: "healthy", cooldown: "cooling down", down: "down (health check)" }[d.state] || d.state;
+        const st = el("td", label, "state " + d.state);
+        if (d.last_error) st.title = d.last_error;
         st.dataset.state = d.state;
         tr.appendChild(st);
         tr.appendChild(el("td", d.cooldown_until ? fmtTime(d.cooldown_until) + " (" + d.cooldown_remaining_s.toFixed(0) + " s)" : "-"));
