@@ -165,7 +165,9 @@ def test_ui_off_and_default_off_without_master_key(gateway: GatewayFactory) -> N
     with FakeUpstream() as up:
         config = console_config(up, ui=False)
         gw = gateway(config)
-        assert get_json(gw.port, "/ui/api/overview")[0] == 404
+        status, _, body = get_json(gw.port, "/ui/api/overview")
+        assert status == 404 and body["error"]["code"] == "not_found"
+        assert raw(gw.port, "GET", "/ui/")[0] == 401  # like any unknown path: auth first
         del config["general_settings"]["master_key"]
         del config["general_settings"]["ui"]
         gw2 = gateway(config)

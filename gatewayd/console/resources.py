@@ -39,6 +39,7 @@ from gatewayd.console.session import (
     csrf_ok,
     issue,
 )
+from gatewayd.web.resource_kinds import NotFound
 
 CSP = (
     b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -103,7 +104,9 @@ class ConsoleRoot(Resource):
         if hasattr(request, "dialect"):
             request.dialect = "console"
         if not self.gateway.router.table.config.general.ui:
-            return api_error(request, 404, "the console is off (general_settings.ui)")
+            # Off: as any unknown path (which authenticates first, revealing nothing).
+            result: bytes | int = NotFound().render(request)
+            return result
         path = [p.decode("utf-8", "replace") for p in request.postpath or ()]
         while path and path[-1] == "" and len(path) > 1:
             path.pop()
@@ -158,8 +161,8 @@ class ConsoleRoot(Resource):
             # The gateway's own endpoint answers, as this admin: its key's limits apply.
             request.console_caller = admin.caller  # type: ignore[attr-defined]
             request.setHeader(b"content-security-policy", CSP)
-            result: bytes | int = target.render(request)
-            return result
+            answer: bytes | int = target.render(request)
+            return answer
         if not get:
             return api_error(request, 405, "only GET here")
         if name == "session" and len(path) == 1:
