@@ -87,6 +87,9 @@ def test_access_headers_and_no_secrets(gateway: GatewayFactory, tmp_path: Path) 
         def rows() -> list[dict[str, object]]:
             return list(get_json(port, "/ui/api/requests")[2]["data"])
 
+        deployments = get_json(port, "/ui/api/deployments")[2]["data"]
+        flaky = next(d for d in deployments if d["alias"] == "flaky")
+        assert flaky["state"] == "healthy" and flaky["id"].startswith("openai/flaky-model")
         assert wait_until(lambda: len(rows()) == 2)
         newest, older = rows()
         assert newest["status"] == 500 and newest["alias"] == "flaky"
@@ -110,6 +113,7 @@ def test_access_headers_and_no_secrets(gateway: GatewayFactory, tmp_path: Path) 
             "/ui/static/console.js",
             "/ui/api/session",
             "/ui/api/overview",
+            "/ui/api/deployments",
             "/ui/api/keys",
             "/ui/api/requests",
             f"/ui/api/requests/{older['id']}",

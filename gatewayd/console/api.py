@@ -65,6 +65,14 @@ def overview_info(gateway: ConsoleGateway, request: Request) -> bytes:
     return send_json(request, overview(gateway.router, gateway.request_log))
 
 
+def deployments_info(gateway: ConsoleGateway, request: Request) -> bytes:
+    """GET /ui/api/deployments: the Overview's deployments as one flat list, each with
+    its ``alias`` (for scripts: ``jq '.data[] | select(.state != "healthy")'``)."""
+    o = overview(gateway.router, gateway.request_log)
+    flat = [{"alias": a["alias"], **d} for a in o["aliases"] for d in a["deployments"]]
+    return send_json(request, {"time": o["time"], "data": flat})
+
+
 def requests_list(gateway: ConsoleGateway, request: Request) -> bytes | int:
     """GET /ui/api/requests?key=&alias=&deployment=&status=&dialect=&endpoint=&cached=
     &since=&until=&before=&limit=: a page, newest first, and the next page's ``before``."""

@@ -5,7 +5,8 @@ package data), the JSON API and the playground.
     POST /ui/logout           (CSRF token)
     GET  /ui/ /ui/requests /ui/keys /ui/playground   the pages (signed in)
     GET  /ui/static/{console.js,console.css}
-    GET  /ui/api/session  /ui/api/overview  /ui/api/requests[/{id}]  /ui/api/keys
+    GET  /ui/api/session  /ui/api/overview  /ui/api/deployments  /ui/api/keys
+    GET  /ui/api/requests[/{id}]
     POST /ui/api/playground/{chat,completions,messages,responses}   (CSRF token)
 
 Every answer carries a strict Content-Security-Policy (scripts and styles from this
@@ -25,6 +26,7 @@ from twisted.web.server import Request
 from gatewayd.console.api import (
     ConsoleGateway,
     api_error,
+    deployments_info,
     keys_info,
     overview_info,
     request_detail,
@@ -169,6 +171,8 @@ class ConsoleRoot(Resource):
             return session_info(self.gateway, request, admin)
         if name == "overview" and len(path) == 1:
             return overview_info(self.gateway, request)
+        if name == "deployments" and len(path) == 1:
+            return deployments_info(self.gateway, request)
         if name == "requests" and len(path) == 1:
             return requests_list(self.gateway, request)
         if name == "requests" and len(path) == 2:
