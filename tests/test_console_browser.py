@@ -100,6 +100,7 @@ def test_console_in_the_browser(gateway: GatewayFactory, browser: object, tmp_pa
         page.click("#requests-table tbody tr.row >> nth=0")
         page.wait_for_selector("#detail:not([hidden])")
         assert "mock/demo" in page.inner_text("#detail-fields")
+        assert "mock/demo" in page.inner_text("#detail-attempts tbody")
         page.screenshot(path=str(SHOTS / "requests.png"), full_page=True)
 
         # Keys: limits, what is left, spend.

@@ -8,8 +8,9 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from conftest import MASTER_KEY, GatewayFactory
+from conftest import MASTER_KEY, GatewayFactory, openai_entry
 from console_setup import (
     ADMIN_KEY,
     SECRETS,
@@ -232,3 +233,31 @@ def test_every_worker_writes_one_log(gateway: GatewayFactory, tmp_path: Path) ->
             return {r["request_id"] for r in rows}
 
         assert wait_until(lambda: logged() == ids, 20), logged() ^ ids
+
+
+def test_a_rows_detail_lists_its_attempts(gateway: GatewayFactory) -> None:
+    with FakeUpstream() as a, FakeUpstream() as b:
+        config = console_config(a)
+        config["model_list"].append(openai_entry("flaky", b, "b"))
+        config["general_settings"]["num_retries"] = 2
+        gw = gateway(config)
+        a.set_default(Error(503))
+        b.set_default(Error(503))
+        assert chat(gw.port, "flaky") == 503
+
+        def newest() -> dict[str, Any]:
+            rows = get_json(gw.port, "/ui/api/requests")[2]["data"]
+            return dict(rows[0]) if rows else {}
+
+        assert wait_until(lambda: newest().get("status") == 503)
+        row = newest()
+        detail = get_json(gw.port, f"/ui/api/requests/{row['id']}")[2]
+        notes = detail["attempt_log"]
+        assert len(notes) == row["attempts"] >= 2, detail
+        assert all(n["status"] == 503 and n["error"] for n in notes), notes
+        assert {n["deployment"].split("@")[0] for n in notes} <= {"openai/flaky-model", "openai/b"}
+        # One clean attempt: the row itself is its attempt.
+        assert chat(gw.port, "demo") == 200
+        assert wait_until(lambda: newest().get("alias") == "demo")
+        one = get_json(gw.port, f"/ui/api/requests/{newest()['id']}")[2]["attempt_log"]
+        assert [n["deployment"] for n in one] == ["mock/demo"] and one[0]["status"] == 200

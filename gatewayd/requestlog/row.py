@@ -6,6 +6,7 @@ by ``executemany``): no key, only the key's *name*; bodies only with ``store_bod
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -30,12 +31,13 @@ COLUMNS = (
     "cached",
     "stream",
     "error",
+    "attempt_log",
     "request_body",
     "response_body",
 )
 
-#: The columns a list answers with (bodies only in a single row's detail).
-LIST_COLUMNS = ("id", *COLUMNS[:-2])
+#: The columns a list answers with (attempts and bodies only in a row's detail).
+LIST_COLUMNS = ("id", *COLUMNS[:-3])
 
 Row = tuple[Any, ...]
 
@@ -72,7 +74,31 @@ def as_dict(row_id: int, row: Row, columns: tuple[str, ...] = LIST_COLUMNS) -> d
     out = {c: full[c] for c in columns}
     out["cached"] = bool(out["cached"])
     out["stream"] = bool(out["stream"])
+    if "attempt_log" in out:
+        out["attempt_log"] = _attempts(out)
     return out
+
+
+def _attempts(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """A row's attempts: those noted (several, or a failure), else its one attempt."""
+    text = row.get("attempt_log")
+    if text:
+        try:
+            notes = json.loads(text)
+        except ValueError:
+            notes = []
+        keys = ("deployment", "status", "latency_ms", "error")
+        return [dict(zip(keys, n, strict=False)) for n in notes if isinstance(n, list)]
+    if row.get("attempts") == 1 and row.get("deployment") and not row.get("error"):
+        return [
+            {
+                "deployment": row["deployment"],
+                "status": row["status"],
+                "latency_ms": row["latency_ms"],
+                "error": None,
+            }
+        ]
+    return []
 
 
 def parse_query(args: dict[bytes, list[bytes]]) -> Query:

@@ -59,7 +59,7 @@ CREATE TABLE IF NOT EXISTS requests (
     ts REAL NOT NULL, request_id TEXT, key_name TEXT, alias TEXT, deployment TEXT,
     dialect TEXT, endpoint TEXT, status INTEGER, attempts INTEGER, fallback TEXT,
     latency_ms REAL, ttft_ms REAL, prompt_tokens INTEGER, completion_tokens INTEGER,
-    cost_usd REAL, cached INTEGER, stream INTEGER, error TEXT,
+    cost_usd REAL, cached INTEGER, stream INTEGER, error TEXT, attempt_log TEXT,
     request_body TEXT, response_body TEXT
 );
 CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
@@ -272,7 +272,7 @@ def run_query(conn: sqlite3.Connection, q: Query) -> Page:
     rows = conn.execute(sql, params).fetchall()
     more = len(rows) > q.limit
     rows = rows[: q.limit]
-    out = [as_dict(r[0], (*r[1:], None, None)) for r in rows]
+    out = [as_dict(r[0], (*r[1:], None, None, None)) for r in rows]
     return Page(out, out[-1]["id"] if more and out else None)
 
 

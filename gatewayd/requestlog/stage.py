@@ -5,11 +5,13 @@ counted the cost; building the row is a tuple and a ``put_nowait``."""
 
 from __future__ import annotations
 
+import json
 import time
 from typing import TYPE_CHECKING, Any
 
 from twisted.python.failure import Failure
 
+from gatewayd.requestlog.attempts import AttemptRecorder, recording
 from gatewayd.requestlog.redact import MAX_BODY
 from gatewayd.routing import RouteError, RouteResult
 from gatewayd.stages.base import RouteContext
@@ -56,6 +58,7 @@ class RequestLogStage:
         self.log = log
 
     def before(self, ctx: RouteContext) -> None:
+        ctx.call, ctx.scratch[AttemptRecorder] = recording(ctx.call)
         if self.log.store_bodies:
             tap = BodyTap()
             ctx.scratch[RequestLogStage] = tap
@@ -95,6 +98,15 @@ class RequestLogStage:
         cost = acct.usd if acct is not None else 0.0
         alias = result.alias if result is not None else ctx.alias
         dialect = getattr(r, "dialect", "chat")
+        notes = ctx.scratch[AttemptRecorder].notes
+        attempt_log = None
+        if len(notes) > 1 or (notes and notes[0][3] is not None):
+            # Several attempts, or a failed one: worth their own record (a single clean
+            # attempt is the row itself). An upstream's words may echo a key: redacted.
+            redact = self.log.redactor.text
+            attempt_log = json.dumps(
+                [(d, s, ms, None if e is None else redact(e)) for d, s, ms, e in notes]
+            )
         req_body = resp_body = None
         if self.log.store_bodies:
             redactor = self.log.redactor
@@ -124,6 +136,7 @@ class RequestLogStage:
                 1 if ctx.cached else 0,
                 1 if stream else 0,
                 error,
+                attempt_log,
                 req_body,
                 resp_body,
             ),

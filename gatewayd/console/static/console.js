@@ -182,10 +182,16 @@
     const dl = $("detail-fields");
     const items = [];
     for (const [k, v] of Object.entries(row)) {
-      if (k === "request_body" || k === "response_body") continue;
+      if (k === "request_body" || k === "response_body" || k === "attempt_log") continue;
       items.push(el("dt", k), el("dd", k === "ts" ? fmtTime(v) : (v === null ? "-" : v)));
     }
     dl.replaceChildren(...items);
+    const attempts = (row.attempt_log || []).map((a, i) => {
+      const tr = el("tr");
+      for (const v of [i + 1, a.deployment || "-", a.status === null ? "-" : a.status, num(a.latency_ms), a.error || ""]) tr.appendChild(el("td", v));
+      return tr;
+    });
+    $("detail-attempts").querySelector("tbody").replaceChildren(...attempts);
     const none = "(not stored: general_settings.request_log.store_bodies is off)";
     $("detail-request").textContent = row.request_body || none;
     $("detail-response").textContent = row.response_body || none;
