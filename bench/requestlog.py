@@ -104,12 +104,16 @@ def cpu_table(requests: int, rounds: int, tmp: Path) -> list[tuple[str, float]]:
 
 
 def in_process_costs(tmp: Path) -> tuple[float, float]:
-    """Microseconds of CPU: the stage's ``after`` per request (row built, ring and live
-    numbers), and the writer's insert per row (batches of 400, every index)."""
+    """Microseconds of CPU: the stage's ``before`` and ``after`` per request (the
+    attempt recorder, the row built, ring and live numbers, one attempt noted), and the
+    writer's insert per row (batches of 400, every index)."""
     from types import SimpleNamespace as NS
+
+    from twisted.internet.defer import succeed
 
     from gatewayd.config.request_log import RequestLogSettings
     from gatewayd.observability.metrics import GatewayMetrics
+    from gatewayd.providers.base import Endpoint, ProviderRequest
     from gatewayd.requestlog import RequestLog
     from gatewayd.stages.limits import LimitsStage
 
@@ -126,10 +130,21 @@ def in_process_costs(tmp: Path) -> tuple[float, float]:
     )
     response = NS(status=200, stream=None, usage={"prompt_tokens": 3, "completion_tokens": 4})
     result = NS(response=response, deployment="mock/m", attempts=1, fallback=None, alias="mock")
-    ctx = NS(request=request, scratch={LimitsStage: NS(usd=0.0)}, cached=False, alias="mock")
+    call = ProviderRequest(Endpoint.CHAT, {"model": "mock", "messages": []})
+    provider = NS(deployment=NS(id="mock/m"))
     n = 50_000
     t0 = time.process_time()
     for _ in range(n):
+        ctx = NS(
+            request=request,
+            scratch={LimitsStage: NS(usd=0.0)},
+            cached=False,
+            alias="mock",
+            call=call,
+            taps=[],
+        )
+        log.stage.before(ctx)  # type: ignore[arg-type]
+        ctx.call.trace.send(provider, ctx.call, None, lambda p, r, lim: succeed(response))
         log.stage.after(ctx, result, None)  # type: ignore[arg-type]
     stage_us = (time.process_time() - t0) / n * 1e6
     conn = connect(str(tmp / "inserts.db"))
@@ -223,7 +238,7 @@ def main() -> None:
 
     stage_us, insert_us = in_process_costs(tmp)
     print(
-        f"in process: the stage's after {stage_us:.1f} us/request, "
+        f"in process: the stage's before and after {stage_us:.1f} us/request, "
         f"the SQLite insert {insert_us:.1f} us/row (writer thread), "
         f"together {(stage_us + insert_us) / (off * 1000) * 100:.1f}% of 'off'"
     )
