@@ -369,6 +369,7 @@ class GatewayService(Service):
         def swapped() -> None:
             self.config = config
             self.pipeline = self._pipeline(config)
+            self.request_log.reloaded(config)
             self.state.reloaded(config.general)
             self.agents.retain_only([d.api_base for d in config.deployments if d.api_base])
             if self.running:

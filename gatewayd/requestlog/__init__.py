@@ -68,6 +68,10 @@ class RequestLog:
         self._add = self.sink.add
         self._stats_add = self.stats.add
 
+    def reloaded(self, config: GatewayConfig) -> None:
+        """A reload: the new config's secrets are the ones to redact."""
+        self.redactor = Redactor(config_secrets(config))
+
     def _dropped(self, reason: str, n: int) -> None:
         self.metrics.request_log_dropped.inc(reason, amount=n)
 
@@ -103,6 +107,3 @@ class RequestLog:
     def stop(self) -> Deferred[None]:
         """Fires once queued rows are written (bounded)."""
         return self.sink.stop()
-
-    def now(self) -> float:
-        return time.time()

@@ -25,8 +25,6 @@ class MemoryLog:
     def __init__(self, size: int) -> None:
         self._rows: deque[tuple[int, Row]] = deque(maxlen=size)
         self._next = 1
-        #: Rows lost (never, here: the ring drops the oldest, which is its bound).
-        self.dropped = 0
 
     def add(self, row: Row) -> None:
         self._rows.append((self._next, row))
