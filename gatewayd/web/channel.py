@@ -129,6 +129,13 @@ class GatewayChannel(AnsweringChannel):
                 return
         super().timeoutConnection()  # type: ignore[no-untyped-call]
 
+    def connectionLost(self, reason: Any) -> None:
+        super().connectionLost(reason)
+        # The parser holds this channel's bound callbacks: dropped, neither is left in a
+        # reference cycle for the collector. Nothing is parsed after the connection went.
+        self._stopped = True
+        self.__dict__.pop("_parser", None)
+
     # -- reading -----------------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:

@@ -21,11 +21,30 @@ from zope.interface import implementer
 from gatewayd.dialects.stages import Stage
 from gatewayd.observability.log import get_logger
 from gatewayd.observability.metrics import GatewayMetrics
-from gatewayd.providers.base import EventStream, UpstreamFailure
+from gatewayd.providers.base import EventStream, StreamSink, UpstreamFailure
 from gatewayd.stages.base import StreamTap
 from gatewayd.web.request import GatewayRequest
 
 log = get_logger(__name__)
+
+
+class _Gone(EventStream):
+    """The stream once relayed to its end: the relay lets go of the reader (which
+    holds the relay as its sink), so that neither is left in a reference cycle."""
+
+    def start(self, sink: StreamSink) -> None: ...
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+    def cancel(self) -> None: ...
+
+
+_GONE = _Gone()
+
+
+def _ignore(_: UpstreamFailure | None) -> None: ...
 
 
 @implementer(IPushProducer)
@@ -97,6 +116,7 @@ class StreamRelay:
         if self.ended:
             return
         self.ended = True
+        self.stream = _GONE
         self.metrics.open_streams -= 1
         self.metrics.count_usage(self.alias, self.request.deployment or "-", self.usage)
         for tap in self.taps:
@@ -116,7 +136,8 @@ class StreamRelay:
                     self.request.write(tail)
             self.request.unregisterProducer()
             self.request.finish()
-        self._on_end(failure)
+        on_end, self._on_end = self._on_end, _ignore  # (it holds the reader: no cycle)
+        on_end(failure)
 
     # -- IPushProducer (driven by the client's transport) ----------------------
 
@@ -138,11 +159,13 @@ class StreamRelay:
         else:
             self.request.outcome = "client_closed_mid_stream"
         self.stream.cancel()
+        self.stream = _GONE
         self.ended = True
         self.metrics.open_streams -= 1
         for tap in self.taps:
             tap.end(False)
-        self._on_end(None)
+        on_end, self._on_end = self._on_end, _ignore
+        on_end(None)
 
     def _note_usage(self, data: bytes) -> None:
         # Only the lines that name usage (a read can hold many events): found, not split.

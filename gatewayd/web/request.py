@@ -161,6 +161,9 @@ class GatewayRequest(Request):
 
     def _cleanup(self) -> None:
         self._uncount()
+        # The exchange's or relay's hook holds this request: dropped, no reference cycle
+        # is left for the collector (issue 18).
+        self.on_lost = None
         super()._cleanup()  # type: ignore[no-untyped-call]
 
     def _header(self, name: str) -> str | None:
@@ -376,6 +379,10 @@ class GatewaySite(Site):
 
             def connectionLost(reason: Failure) -> None:
                 self.open_connections -= 1
+                # This wrapper sits in the channel's own __dict__ (the protocol's, behind
+                # Twisted's generic HTTP one): taken out, the channel is freed by
+                # reference counting, not left in a cycle.
+                vars(getattr(lost, "__self__", channel)).pop("connectionLost", None)
                 lost(reason)
 
             channel.connectionLost = connectionLost
