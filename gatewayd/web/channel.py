@@ -27,6 +27,8 @@ from collections.abc import Callable
 from typing import Any
 
 from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpRequestParser
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
 from twisted.web.http_headers import InvalidHeaderName, _nameEncoder
 from twisted.web.server import Request
 
@@ -129,8 +131,8 @@ class GatewayChannel(AnsweringChannel):
                 return
         super().timeoutConnection()  # type: ignore[no-untyped-call]
 
-    def connectionLost(self, reason: Any) -> None:
-        super().connectionLost(reason)
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        super().connectionLost(reason)  # type: ignore[no-untyped-call]
         # The parser holds this channel's bound callbacks: dropped, neither is left in a
         # reference cycle for the collector. Nothing is parsed after the connection went.
         self._stopped = True

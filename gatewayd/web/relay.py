@@ -160,6 +160,9 @@ class StreamRelay:
             self.request.outcome = "client_closed_mid_stream"
         self.stream.cancel()
         self.stream = _GONE
+        # The request still names this relay its producer (the connection is gone, so
+        # there is nothing to unregister from): let go, no cycle.
+        self.request.producer = None
         self.ended = True
         self.metrics.open_streams -= 1
         for tap in self.taps:
