@@ -63,6 +63,17 @@ class MalformedResponse(Exception):
     """The upstream's bytes are not an HTTP/1.1 response we can read."""
 
 
+class _Delivered:
+    """In place of a finished response's body protocol, once told: let go of."""
+
+    def dataReceived(self, data: bytes) -> None: ...
+
+    def connectionLost(self, reason: Failure) -> None: ...
+
+
+_DELIVERED = _Delivered()
+
+
 @implementer(IResponse)
 class LeanResponse:
     """An upstream's answer: status, headers, and the body for :meth:`deliverBody`.
@@ -120,9 +131,13 @@ class LeanResponse:
 
     def _finish(self, reason: Failure) -> None:
         self._conn = None
-        if self._protocol is not None:
-            self._protocol.connectionLost(reason)
+        protocol, self._protocol = self._protocol, _DELIVERED
+        if protocol is not None:
+            # Let go of the body's protocol (it names this response its transport): no
+            # reference cycle is left for the collector.
+            protocol.connectionLost(reason)
         else:
+            self._protocol = None
             self._end = reason
 
     # -- the body protocol's transport -------------------------------------------
@@ -225,6 +240,9 @@ class LeanConnection(Protocol):
 
     def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:  # noqa: B008
         self.lost = True
+        # The parser holds this connection's bound callbacks: dropped (nothing is parsed
+        # once the connection is gone), neither is left in a reference cycle.
+        self.__dict__.pop("_parser", None)
         self._agent.lost(self)
         waiters, self._waiters = self._waiters, []
         for d in waiters:
