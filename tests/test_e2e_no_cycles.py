@@ -12,6 +12,7 @@ nothing. The fake upstreams run in the test's process, not the daemon's.
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -144,3 +145,33 @@ def test_requests_through_the_daemon_leave_no_cycles(
             f"{found} objects in cycles after {requests} requests: {after['found_by_type']}"
             + "".join(f"\n{path}" for path in after.get("cycles", []))
         )
+
+
+def _wait_log(gw: Any, text: str, count: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while gw.log().count(text) < count:
+        assert time.monotonic() < deadline, f"no {text!r} in the log:\n{gw.log()[-2000:]}"
+        time.sleep(0.05)
+
+
+def test_the_heap_is_frozen_at_start_and_after_each_reload(
+    gateway: GatewayFactory, upstream: FakeUpstream
+) -> None:
+    config: dict[str, Any] = {"model_list": [openai_entry("ok", upstream)]}
+    with GCWatch() as watch:
+        gw = gateway(config, env=watch.env())
+        started = watch.report(gw.pid)
+        assert started["enabled"] is True
+        assert started["threshold"] == [10_000, 10, 1_000]
+        assert started["frozen"] > 10_000
+        frozen = [started["frozen"]]
+        for i in range(2):
+            config["model_list"].append(openai_entry(f"new{i}", upstream))
+            gw.write_config(config)
+            gw.send_signal(signal.SIGHUP)
+            _wait_log(gw, "config reloaded", i + 1)
+            frozen.append(watch.report(gw.pid)["frozen"])
+        # The new config and table are frozen each time (and the old ones, still
+        # counted, are freed by reference counting).
+        assert frozen[1] > frozen[0] and frozen[2] > frozen[1], frozen
+        assert sdk(gw.base_url).chat.completions.create(model="new1", messages=HI).choices
