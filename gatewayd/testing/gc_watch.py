@@ -7,7 +7,8 @@ environment) loads it at start, before gatewayd. It then
 
 - times every collection with ``gc.callbacks`` (count and longest pause per generation,
   total time), and
-- on ``SIGUSR2`` writes ``gc-PID.json`` into the report directory: those figures and,
+- on ``SIGUSR2`` writes ``gc-PID.json`` into the report directory: those figures since
+  the report before (the first: since start) and,
   with ``collect=True``, what one ``gc.collect()`` finds at that moment (the count of
   objects it freed, by type: objects left in reference cycles).
 
@@ -80,6 +81,8 @@ if _DIR:
             out["found_by_type"] = dict(sorted(kinds.items(), key=lambda kv: -kv[1])[:20])
             if os.environ.get("GATEWAYD_GC_WATCH_PATHS") == "1":
                 out["cycles"] = _paths()
+        # Each report covers the time since the one before (the first: since start).
+        _stats.update(collections=[0, 0, 0], longest_ms=[0.0, 0.0, 0.0], total_ms=0.0)
         path = os.path.join(_DIR, "gc-%d.json" % os.getpid())
         text = json.dumps(out)  # (json.dump's pure-Python encoder makes cycles itself)
         with open(path + ".tmp", "w") as f:
