@@ -45,6 +45,17 @@ class SSEFramer:
         """Add ``data``; return the events it completed as one block of bytes: the same
         as ``b"".join(self.feed(data))``, without a copy per event when the block is
         plain (no stray blank lines, every event within the bound)."""
+        if (
+            not self._buf
+            and not self._skip_lf
+            and data.endswith(b"\n\n")
+            and data[0] != 10
+            and len(data) <= self._max
+            and b"\r" not in data
+            and b"\n\n\n" not in data
+        ):
+            # The usual read: whole plain events and nothing pending: they are the block.
+            return data
         start = self._take(data)
         buf = self._buf
         end = buf.rfind(b"\n\n", start) + 2

@@ -23,6 +23,7 @@ from gatewayd.observability.log import get_logger
 from gatewayd.observability.metrics import GatewayMetrics
 from gatewayd.providers.base import EventStream, StreamSink, UpstreamFailure
 from gatewayd.stages.base import StreamTap
+from gatewayd.upstream.sse import DONE
 from gatewayd.web.request import GatewayRequest
 
 log = get_logger(__name__)
@@ -66,6 +67,8 @@ class StreamRelay:
         self.metrics = metrics
         self.alias = alias
         self.stage = stage or Stage()
+        #: The identity stage (not a subclass): its feed is done inline, per read.
+        self._identity = type(self.stage) is Stage
         self._first = True
         self.stream = stream
         self._on_end = on_end
@@ -102,15 +105,22 @@ class StreamRelay:
             self._note_usage(data)
         for tap in self.taps:
             tap.event(data)
-        out = self.stage.feed(data)
-        if not out:
-            return
+        if self._identity:  # a chat client's stream: the bytes as they came
+            if data.endswith(DONE):
+                self.stage.complete = True
+            out = data
+        else:
+            out = self.stage.feed(data)
+            if not out:
+                return
         if self._first:
             self._first = False
             self.metrics.ttft.observe(
                 time.monotonic() - self.request.started, self.alias, self.request.deployment or "-"
             )
-        self.request.write(out)
+            self.request.write(out)  # the status line and headers go with it
+            return
+        self.request.write_chunk(out)
 
     def end(self, failure: UpstreamFailure | None) -> None:
         if self.ended:
