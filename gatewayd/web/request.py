@@ -378,6 +378,8 @@ class GatewaySite(Site):
         self.active_requests = 0
         #: Client connections open now (a metric).
         self.open_connections = 0
+        #: Told of each change of open_connections (``--workers``: the accept balance).
+        self.on_connections: Callable[[int], None] | None = None
         #: Starts each request's trace (a no-op unless tracing is configured).
         self.tracing: Tracing = NOOP_TRACING
         #: Each connection's channel class (``GATEWAYD_SERVER_PARSER``, read once).
@@ -397,10 +399,14 @@ class GatewaySite(Site):
         channel = super().buildProtocol(addr)  # type: ignore[no-untyped-call]
         if channel is not None:
             self.open_connections += 1
+            if self.on_connections is not None:
+                self.on_connections(self.open_connections)
             lost = channel.connectionLost
 
             def connectionLost(reason: Failure) -> None:
                 self.open_connections -= 1
+                if self.on_connections is not None:
+                    self.on_connections(self.open_connections)
                 # This wrapper sits in the channel's own __dict__ (the protocol's, behind
                 # Twisted's generic HTTP one): taken out, the channel is freed by
                 # reference counting, not left in a cycle.
