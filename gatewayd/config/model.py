@@ -8,6 +8,7 @@ from types import MappingProxyType
 from typing import Any
 
 from gatewayd.config.aliases import DEFAULT_ALIAS_SETTINGS, AliasSettings
+from gatewayd.config.cache import CacheSettings
 from gatewayd.config.catalog import ProviderInfo
 from gatewayd.config.keys import KeyTable
 
@@ -136,6 +137,8 @@ class GeneralSettings:
     response_store_max_bytes: int = 64 * 1024 * 1024
     #: Per-alias overrides (``general_settings.alias_settings``).
     alias_settings: Mapping[str, AliasSettings] = field(default_factory=_empty)
+    #: The response cache and request coalescing (``general_settings.cache``); None: off.
+    cache: CacheSettings | None = None
 
     def for_alias(self, alias: str) -> AliasSettings:
         """``alias``'s own settings, or the defaults when it has none."""

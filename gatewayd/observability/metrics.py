@@ -217,6 +217,26 @@ class GatewayMetrics:
             native=n,
             shared=sh,
         )
+        self.cache_requests = Counter(
+            "gatewayd_cache_requests_total",
+            "Requests the response cache saw, by alias, endpoint and result (hit, miss, "
+            "bypass, coalesced: answered by an identical request's upstream call).",
+            ("alias", "endpoint", "result"),
+            r,
+            native=n,
+            shared=sh,
+        )
+        self.cache_evictions = Counter(
+            "gatewayd_cache_evictions_total",
+            "Cached answers pushed out of the in-memory cache to keep it under max_bytes.",
+            (),
+            r,
+            native=n,
+            shared=sh,
+        )
+        self.cache_bytes = self._gauge(
+            "gatewayd_cache_bytes", "Bytes held by the in-memory response cache.", ()
+        )
         self.streams_in_flight = self._gauge(
             "gatewayd_streams_in_flight", "Streams being relayed right now.", ()
         )
@@ -255,6 +275,7 @@ class GatewayMetrics:
             self.client_connections,
             self.upstream_connections,
             self.state_store_up,
+            self.cache_bytes,
         ]
 
     def count_usage(self, alias: str, deployment: str, usage: dict[str, object] | None) -> None:

@@ -6,34 +6,22 @@ the real usage once the answer is complete; spend and the usage log with it.
 from __future__ import annotations
 
 import time
-from typing import Any, Protocol
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-from gatewayd.limits import Estimate, Limiter, LimitExceeded, Spent, Ticket, cost, estimate
+from gatewayd.limits import Estimate, LimitExceeded, Spent, Ticket, cost, estimate
 from gatewayd.limits.usagelog import UsageRecord
 from gatewayd.observability.log import get_logger
-from gatewayd.observability.metrics import GatewayMetrics
 from gatewayd.providers.base import openai_error
-from gatewayd.routing import RouteError, Router, RouteResult
+from gatewayd.routing import RouteError, RouteResult
 from gatewayd.routing.table import RoutingTable
-from gatewayd.stages.base import ClientRequest, RouteContext
+from gatewayd.stages.base import ClientRequest, RouteContext, StagedGateway
 from gatewayd.stages.route import store_down
 from gatewayd.state import StoreUnavailable
 
 log = get_logger(__name__)
-
-
-class LimitedGateway(Protocol):
-    @property
-    def router(self) -> Router: ...
-
-    @property
-    def metrics(self) -> GatewayMetrics: ...
-
-    @property
-    def limiter(self) -> Limiter: ...
 
 
 def _prices(table: RoutingTable, alias: str, deployment: str | None) -> tuple[float, float]:
@@ -54,7 +42,7 @@ class Accounting:
     """Settles one request's reservations once, and counts its spend."""
 
     def __init__(
-        self, gateway: LimitedGateway, request: ClientRequest, alias: str, body: dict[str, Any]
+        self, gateway: StagedGateway, request: ClientRequest, alias: str, body: dict[str, Any]
     ) -> None:
         self.gateway = gateway
         self.request = request
@@ -100,14 +88,16 @@ class Accounting:
             for kind, n in (("prompt", counted.prompt), ("completion", counted.completion)):
                 if n:
                     m.key_tokens.inc(key, result.alias, kind, amount=n)
-        self._log(result, counted, usd, status)
+        self._log(result, counted, usd, status, free)
         for t in self.tickets:
             if result is not None and spent is None and not free:
                 t.settle(Spent(self.estimate.prompt, self.estimate.completion), usd)
             else:
                 t.settle(spent, usd, served)
 
-    def _log(self, result: RouteResult | None, spent: Spent, usd: float, status: int) -> None:
+    def _log(
+        self, result: RouteResult | None, spent: Spent, usd: float, status: int, cached: bool
+    ) -> None:
         usage_log = getattr(self.gateway, "usage_log", None)
         if usage_log is None:
             return
@@ -124,6 +114,7 @@ class Accounting:
             status=status or r.code,
             latency_ms=(time.monotonic() - r.started) * 1000.0,
             stream=bool(result is not None and result.response.stream is not None),
+            cached=cached,
         )
         usage_log.write(record, time.time())
 
@@ -143,12 +134,16 @@ class LimitsStage:
     async def _admit(self, ctx: RouteContext, acct: Accounting, key: Any) -> None:
         gateway = ctx.gateway
         ctx.request.setHeader(b"x-gatewayd-key", key.name.encode())  # the name, never the key
-        est = acct.estimate
-        price_in, price_out = _prices(gateway.router.table, ctx.alias, None)
+        if ctx.cached:  # answered from the cache: no tokens, no budget, no spend
+            if key.rpm is None and key.max_parallel_requests is None:
+                return  # nothing else to take
+            est, usd = Estimate(0, 0), 0.0
+        else:
+            est = acct.estimate
+            price_in, price_out = _prices(gateway.router.table, ctx.alias, None)
+            usd = cost(est.prompt, est.completion, price_in, price_out)
         try:
-            ticket = await gateway.limiter.admit_key(
-                key, est, cost(est.prompt, est.completion, price_in, price_out)
-            )
+            ticket = await gateway.limiter.admit_key(key, est, usd, tokens=not ctx.cached)
         except LimitExceeded as e:
             acct.settle(None, None, served=False, status=429)
             r = e.refusal

@@ -31,7 +31,9 @@ class Pipeline:
         (:class:`~gatewayd.routing.RouteError`, or what a stage raised). Cancelling it
         cancels what is pending: a stage's wait or the route."""
         stages = self.stages
-        while i < len(stages):
+        n = len(stages)
+        ctx.route = route
+        while i < n:
             try:
                 early = stages[i].before(ctx)
             except Exception:
@@ -46,7 +48,7 @@ class Pipeline:
             self._complete(early, ctx, i + 1)
             return succeed(early)
         d = route(ctx)
-        d.addBoth(self._complete, ctx, len(stages))
+        d.addBoth(self._complete, ctx, n)
         return d
 
     def _waiting(

@@ -36,6 +36,7 @@ class LoggedRequest(Protocol):
     attempts: int
     fallback: str | None
     outcome: str | None
+    cached: bool
     ttfb: float | None
     request_id: str
     method: bytes
@@ -102,7 +103,8 @@ def access_line(site: LoggedSite, request: LoggedRequest, status: int, sent: int
         f"attempts={request.attempts} fallback={fallback} latency_ms={latency_ms:.1f} "
         f"ttfb_ms={'-' if ttfb is None else f'{ttfb * 1000.0:.1f}'} bytes={sent} "
         f"dialect={dialect}{f' key={key}' if key else ''}"
-        f"{f' outcome={outcome}' if outcome else ''} request_id={rid}"
+        f"{f' outcome={outcome}' if outcome else ''}{' cached=true' if request.cached else ''}"
+        f" request_id={rid}"
     )
     emit_text(
         access_log,
@@ -122,6 +124,7 @@ def access_line(site: LoggedSite, request: LoggedRequest, status: int, sent: int
             "bytes": sent,
             "dialect": dialect,
             "outcome": outcome,
+            "cached": request.cached,
             "request_id": rid,
             "key": key,
         },

@@ -31,7 +31,7 @@ log = get_logger("gatewayd.web")
 
 _EXPOSED = (
     b"x-gatewayd-model, x-gatewayd-deployment, x-gatewayd-attempts, x-gatewayd-fallback, "
-    b"x-request-id"
+    b"x-gatewayd-cache, age, x-request-id"
 )
 
 
@@ -59,6 +59,7 @@ class GatewayRequest(Request):
         self.caller: Any = None  # web.auth.Caller: who sent it
         self.key_name: str | None = None  # the client key's name (never the key)
         self.usage: dict[str, Any] | None = None  # a stream's usage, for the limits
+        self.cached = False  # answered from the response cache (gatewayd.cache)
         self.logged = False
         #: The client's ``x-request-id`` or a minted one (set in :meth:`process`).
         self.request_id = ""
