@@ -383,3 +383,44 @@ def test_the_harness_sees_a_cycle() -> None:
 
 # Deferred is imported for type checkers reading the agent's contract.
 _ = Deferred
+
+
+def test_cached_answers_and_coalesced_requests_leave_no_cycles(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With the response cache on: misses stored, repeats answered from it."""
+    agent = ScriptedAgent()
+    monkeypatch.setattr(
+        provider_http.UpstreamAgents, "agent_for", lambda self, url, tls=None: agent
+    )
+    doc = json.loads(json.dumps(CONFIG))
+    doc["general_settings"]["cache"] = {"type": "memory", "ttl": 3600}
+    svc = GatewayService(parse_config(json.dumps(doc)), "tcp:0", reactor=MemoryReactorClock())
+    client = Client(svc)
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        cases = [
+            (d, a, s)
+            for d in PATHS
+            for a in ("ok", "claude")
+            for s in (False, True)
+            # (an openai/ deployment takes Responses natively: this agent speaks chat only)
+            if (d, a) != ("responses", "ok")
+        ]
+        for case in cases:
+            client.request(*case)  # stored
+        _settled()
+        calls = sum(agent.calls.values())
+        rounds = 10
+        for _ in range(rounds):
+            for dialect, alias, stream in cases:
+                out = client.request(dialect, alias, stream)
+                assert out.startswith(b"HTTP/1.1 200"), out[:300]
+                head = out.split(b"\r\n\r\n")[0].lower()
+                assert b"x-gatewayd-cache: hit" in head, (dialect, alias, stream, head)
+        assert sum(agent.calls.values()) == calls  # every repeat answered from the cache
+        _assert_next_to_nothing(rounds * len(cases))
+    finally:
+        if enabled:
+            gc.enable()
