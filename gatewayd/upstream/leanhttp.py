@@ -168,6 +168,9 @@ class LeanConnection(Protocol):
         self._phrase = b""
         self._received = 0  # response bytes for the current request
         self._complete = False  # the final response's last byte was parsed
+        #: The body bytes of the read being parsed (llhttp calls on_body per HTTP
+        #: chunk: a read of several chunks is handed on once, as one block).
+        self._body: list[bytes] = []
         self._keep = False
         self._paused = False
         #: When the connection went back to the pool (seconds, the agent's clock).
@@ -228,11 +231,14 @@ class LeanConnection(Protocol):
         try:
             self._parser.feed_data(data)
         except (HttpParserError, HttpParserUpgrade) as e:
+            self._hand_on()
             # After a complete answer: garbage or a second answer; not reusable either way.
             if not self._complete:
                 self._broken(MalformedResponse(f"malformed response from upstream: {e}"))
                 return
             self._keep = False
+        if self._body:
+            self._hand_on()
         if self._complete:
             self._done()
         elif self._response is None and self._received > MAX_HEAD:
@@ -313,9 +319,15 @@ class LeanConnection(Protocol):
             exchange.answered(response)
 
     def on_body(self, data: bytes) -> None:
+        if self._response is not None and not self._complete:
+            self._body.append(data)
+
+    def _hand_on(self) -> None:
+        """The body bytes of this read, to the response: one block."""
+        parts, self._body = self._body, []
         response = self._response
-        if response is not None and not self._complete:
-            response._data(data)
+        if parts and response is not None:
+            response._data(parts[0] if len(parts) == 1 else b"".join(parts))
 
     def on_message_complete(self) -> None:
         if self._response is not None:
