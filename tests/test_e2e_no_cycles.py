@@ -162,7 +162,7 @@ def test_the_heap_is_frozen_at_start_and_after_each_reload(
         gw = gateway(config, env=watch.env())
         started = watch.report(gw.pid)
         assert started["enabled"] is True
-        assert started["threshold"] == [10_000, 10, 1_000]
+        assert started["threshold"] == [10_000, 2, 100_000]
         assert started["frozen"] > 10_000
         frozen = [started["frozen"]]
         for i in range(2):
