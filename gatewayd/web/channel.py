@@ -120,7 +120,7 @@ class GatewayChannel(AnsweringChannel):
             from twisted.internet import reactor as clock
         self._now: Callable[[], float] = clock.seconds
         self._active_at = self._now()
-        super().connectionMade()  # type: ignore[no-untyped-call]
+        super().connectionMade()
 
     def timeoutConnection(self) -> None:
         idle = self._idle
