@@ -6,7 +6,8 @@ one ``gc.collect()`` finds). A warm-up round, a first report (what start-up and 
 use left), a few hundred requests (the three dialects through the official SDKs, JSON
 and streamed, an upstream error retried, a dead deployment falling back, an Anthropic
 upstream, a client leaving mid-stream), then a second report: it must find next to
-nothing. The fake upstreams run in the test's process, not the daemon's.
+nothing, and the objects the daemon holds must not have grown over the last six rounds.
+The fake upstreams run in the test's process, not the daemon's.
 """
 
 from __future__ import annotations
@@ -137,9 +138,15 @@ def test_requests_through_the_daemon_leave_no_cycles(
         _upstream_streams_over(upstream)
         before = watch.report(gw.pid)
         assert before["enabled"] is False
-        requests = sum(one_round() for _ in range(12))
+        requests = sum(one_round() for _ in range(6))
+        _upstream_streams_over(upstream)
+        middle = watch.report(gw.pid)
+        requests += sum(one_round() for _ in range(6))
         _upstream_streams_over(upstream)
         after = watch.report(gw.pid)
+        # Memory flat: the objects the daemon holds (frozen start-up heap aside) do not
+        # grow with the requests (six rounds more: none kept per request).
+        assert after["tracked"] <= middle["tracked"] + BOUND, (before, middle, after)
         found = after["found"]
         assert found <= BOUND, (
             f"{found} objects in cycles after {requests} requests: {after['found_by_type']}"

@@ -64,6 +64,7 @@ if _DIR:
         out = dict(_stats, pid=os.getpid(), enabled=gc.isenabled())
         out["threshold"] = list(gc.get_threshold())
         out["frozen"] = gc.get_freeze_count()
+        out["tracked"] = len(gc.get_objects())  # objects the collector tracks, not frozen
         if os.environ.get("GATEWAYD_GC_WATCH_COLLECT") == "1":
             _ours[0] = True
             gc.set_debug(gc.DEBUG_SAVEALL)
