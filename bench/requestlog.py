@@ -133,7 +133,7 @@ def in_process_costs(tmp: Path) -> tuple[float, float]:
     )
     response = NS(status=200, stream=None, usage={"prompt_tokens": 3, "completion_tokens": 4})
     result = NS(response=response, deployment="mock/m", attempts=1, fallback=None, alias="mock")
-    call = ProviderRequest(Endpoint.CHAT, {"model": "mock", "messages": []})
+    body = {"model": "mock", "messages": []}
     provider = NS(deployment=NS(id="mock/m"))
     n = 50_000
     t0 = time.process_time()
@@ -143,7 +143,7 @@ def in_process_costs(tmp: Path) -> tuple[float, float]:
             scratch={LimitsStage: NS(usd=0.0)},
             cached=False,
             alias="mock",
-            call=call,
+            call=ProviderRequest(Endpoint.CHAT, body),  # one per request, as served
             taps=[],
         )
         log.stage.before(ctx)  # type: ignore[arg-type]

@@ -98,15 +98,23 @@ class RequestLogStage:
         cost = acct.usd if acct is not None else 0.0
         alias = result.alias if result is not None else ctx.alias
         dialect = getattr(r, "dialect", "chat")
-        notes = ctx.scratch[AttemptRecorder].notes
+        notes = ctx.scratch[AttemptRecorder].notes  # the failed attempts
         attempt_log = None
-        if len(notes) > 1 or (notes and notes[0][3] is not None):
-            # Several attempts, or a failed one: worth their own record (a single clean
-            # attempt is the row itself). An upstream's words may echo a key: redacted.
+        if notes:
+            # Failed attempts before it (or instead): worth their own record; a single
+            # clean attempt is the row itself. An upstream's words may echo a key.
             redact = self.log.redactor.text
-            attempt_log = json.dumps(
-                [(d, s, ms, None if e is None else redact(e)) for d, s, ms, e in notes]
-            )
+            entries: list[tuple[Any, ...]] = [(d, s, ms, redact(e)) for d, s, ms, e in notes]
+            if result is not None:
+                entries.append(
+                    (
+                        result.deployment,
+                        result.response.status,
+                        round(result.upstream_seconds * 1000.0, 1),
+                        None,
+                    )
+                )
+            attempt_log = json.dumps(entries)
         req_body = resp_body = None
         if self.log.store_bodies:
             redactor = self.log.redactor
