@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from gatewayd.requestlog.row import COLUMNS
-from gatewayd.requestlog.sqlite_log import _INSERT, SQLiteLog, connect
+from gatewayd.requestlog.sqlite_log import _INSERT, FLUSH_EVERY, SQLiteLog, connect
 from gatewayd.testing import GatewayProcess
 
 MASTER = "sk-bench-master"
@@ -78,7 +78,7 @@ def cpu_per_request(gw: GatewayProcess, requests: int) -> float:
     """Milliseconds of the daemon's CPU per request over one phase."""
     before = cpu_seconds(gw.pid)
     load(gw.port, requests)
-    time.sleep(0.3)  # the writer thread's last beat of the phase (counted)
+    time.sleep(FLUSH_EVERY + 0.2)  # the writer thread's last beat of the phase (counted)
     return (cpu_seconds(gw.pid) - before) * 1000.0 / requests
 
 

@@ -45,7 +45,7 @@ class RequestLog:
         reactor: Any,
         metrics: GatewayMetrics,
         secrets: list[str] | None = None,
-        queue_size: int = 10_000,
+        queue_size: int = 50_000,
     ) -> None:
         self.settings = settings
         self.store_bodies = settings.store_bodies

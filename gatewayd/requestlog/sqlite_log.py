@@ -47,9 +47,9 @@ from gatewayd.requestlog.row import (
 log = get_logger(__name__)
 
 #: Rows per insert transaction at most.
-BATCH = 512
+BATCH = 1500
 #: Seconds between the writer's drains of the queue.
-FLUSH_EVERY = 0.1
+FLUSH_EVERY = 1.0  # fewer, larger transactions: measured cheaper than 0.1 s per request
 #: Seconds between background prunes.
 PRUNE_EVERY = 60.0
 #: Rows deleted per prune transaction (short write locks for the other workers).
@@ -106,7 +106,7 @@ class SQLiteLog:
         on_dropped: Callable[[str, int], None],
         retention_days: float = 7.0,
         max_rows: int = 1_000_000,
-        queue_size: int = 10_000,
+        queue_size: int = 50_000,
     ) -> None:
         self.path = path
         self.reactor = reactor
