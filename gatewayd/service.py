@@ -35,6 +35,7 @@ from gatewayd.observability.log import get_logger
 from gatewayd.observability.metrics import GatewayMetrics, multiprocess_dir
 from gatewayd.observability.reactor_lag import ReactorLag
 from gatewayd.providers.factory import build_provider
+from gatewayd.requestlog import RequestLog
 from gatewayd.routing import Router, RoutingTable, build_table
 from gatewayd.routing.state_setup import build_limiter
 from gatewayd.sockets import systemd_notify as systemd
@@ -140,7 +141,13 @@ class GatewayService(Service):
         self.state = build_limiter(config.general, reactor, self.metrics, self._router)
         #: The stages around every routed request (:mod:`gatewayd.web.stage_list`).
         self.pipeline: Pipeline = request_pipeline()
+        #: The console's request log: kept when it has a path or the console is on.
+        self.request_log: RequestLog | None = None
+        general = config.general
+        if general.request_log.path is not None or general.ui:
+            self.request_log = RequestLog(general.request_log, reactor, self.metrics)
         self.site = GatewaySite(build_root(self), lambda: self.config.general, self.metrics)
+        self.site.request_log = self.request_log
         self._observe()
         self.tracing = build_tracing(config.general.otel, reactor)
         self.site.tracing = self.tracing
@@ -332,6 +339,8 @@ class GatewayService(Service):
         def swapped() -> None:
             self.config = config
             self.state.reloaded(config.general)
+            if self.request_log is not None:
+                self.request_log.configure(config.general.request_log)
             self.agents.retain_only([d.api_base for d in config.deployments if d.api_base])
             self.metrics.reloads.inc("ok")
             self.metrics.last_reload.set(self.reactor.seconds())
@@ -354,9 +363,15 @@ class GatewayService(Service):
             d = Deferred.fromCoroutine(self._drain())
         d.addBoth(lambda _: self.agents.close())
         d.addBoth(lambda _: self.state.stop())
+        if self.request_log is not None:
+            d.addBoth(self._close_request_log)
         d.addBoth(lambda _: self.tracing.shutdown())
         d.addBoth(lambda _: None)
         return d
+
+    def _close_request_log(self, _: Any) -> None:
+        if self.request_log is not None:
+            self.request_log.close()
 
     async def _drain(self) -> None:
         """Stop accepting; give requests in flight up to the grace period to finish."""

@@ -13,6 +13,7 @@ from gatewayd.config.errors import ConfigError
 from gatewayd.config.keys import KeySection
 from gatewayd.config.model import ROUTING_STRATEGIES, GeneralSettings
 from gatewayd.config.observability import log_format, otel_settings
+from gatewayd.config.request_log import request_log_settings, ui_enabled
 from gatewayd.config.values import kind
 
 GENERAL_KEYS = {
@@ -49,6 +50,8 @@ GENERAL_KEYS = {
     "response_store_ttl",
     "response_store_max_bytes",
     "alias_settings",
+    "request_log",
+    "ui",
 }
 
 #: LiteLLM's spellings of the state store, read by :mod:`gatewayd.config.keys`.
@@ -189,6 +192,10 @@ class GeneralSection(KeySection):
             alias_settings=parse_alias_settings(
                 g.get("alias_settings"), f"{p('alias_settings')}.alias_settings", ROUTING_STRATEGIES
             ),
+            request_log=request_log_settings(
+                self, g.get("request_log"), f"{p('request_log')}.request_log"
+            ),
+            ui=ui_enabled(self, g, p("ui"), master_key),
         )
 
     def _sample_rate(self, g: Mapping[str, Any], section: str) -> float:

@@ -10,6 +10,7 @@ from typing import Any
 from gatewayd.config.aliases import DEFAULT_ALIAS_SETTINGS, AliasSettings
 from gatewayd.config.catalog import ProviderInfo
 from gatewayd.config.keys import KeyTable
+from gatewayd.config.request_log import RequestLogSettings
 
 
 def _empty() -> Mapping[str, Any]:
@@ -136,6 +137,10 @@ class GeneralSettings:
     response_store_max_bytes: int = 64 * 1024 * 1024
     #: Per-alias overrides (``general_settings.alias_settings``).
     alias_settings: Mapping[str, AliasSettings] = field(default_factory=_empty)
+    #: The console's request log (``general_settings.request_log``).
+    request_log: RequestLogSettings = field(default_factory=RequestLogSettings)
+    #: The operator console at ``/ui`` (default: on when a master key is set).
+    ui: bool = False
 
     def for_alias(self, alias: str) -> AliasSettings:
         """``alias``'s own settings, or the defaults when it has none."""

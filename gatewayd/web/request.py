@@ -60,6 +60,8 @@ class GatewayRequest(Request):
         self.key_name: str | None = None  # the client key's name (never the key)
         self.usage: dict[str, Any] | None = None  # a stream's usage, for the limits
         self.logged = False
+        #: The request-log stage writes this request's row (not the access line).
+        self.request_logged = False
         #: The client's ``x-request-id`` or a minted one (set in :meth:`process`).
         self.request_id = ""
         self.trace: RequestTrace = NOOP_TRACE
@@ -355,6 +357,8 @@ class GatewaySite(Site):
         self.open_connections = 0
         #: Starts each request's trace (a no-op unless tracing is configured).
         self.tracing: Tracing = NOOP_TRACING
+        #: The console's request log (set by the service; None: not kept).
+        self.request_log: Any = None
         #: Each connection's channel class (``GATEWAYD_SERVER_PARSER``, read once).
         self.channel_type: type[AnsweringChannel] = channel_class()
 

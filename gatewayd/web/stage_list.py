@@ -10,12 +10,14 @@ routing (401, 404, a bad body) are counted too; attempt spans are traced in
 
 from __future__ import annotations
 
+from gatewayd.requestlog import RequestLogStage
 from gatewayd.stages import LimitsStage, Pipeline, Stage
 
 
 def request_pipeline() -> Pipeline:
     """The stages in force, in order."""
     stages: list[Stage] = [
+        RequestLogStage(),  # one row per request, whatever the inner stages decide
         LimitsStage(),  # the key's limits and budget; spend and the usage log after
     ]
     return Pipeline(stages)

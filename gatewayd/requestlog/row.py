@@ -1,0 +1,53 @@
+"""One request as the request log keeps it (:class:`RequestRow`)."""
+
+from __future__ import annotations
+
+from dataclasses import astuple, dataclass, fields
+from typing import Any
+
+
+@dataclass(slots=True)
+class RequestRow:
+    """One finished request. Never a key: ``key`` is the client key's *name*."""
+
+    ts: float  #: when it arrived (Unix seconds)
+    request_id: str
+    key: str | None
+    alias: str | None
+    deployment: str | None
+    dialect: str
+    endpoint: str  #: the path, without the query
+    status: int
+    attempts: int
+    fallback: str | None
+    latency_ms: float
+    ttft_ms: float | None
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    cached: bool
+    stream: bool
+    outcome: str | None  #: why it failed, in a word (``upstream_error``...), if it did
+    #: Request and response bodies (JSON text, secrets redacted), only with store_bodies.
+    request_body: str | None = None
+    response_body: str | None = None
+
+    def as_tuple(self) -> tuple[Any, ...]:
+        return astuple(self)
+
+    def summary(self) -> dict[str, Any]:
+        """The row for the list: without the bodies."""
+        d = {f: getattr(self, f) for f in COLUMNS[:-2]}
+        d["has_bodies"] = self.request_body is not None or self.response_body is not None
+        return d
+
+    def detail(self) -> dict[str, Any]:
+        """Everything, bodies included (when stored)."""
+        d = self.summary()
+        d["request_body"] = self.request_body
+        d["response_body"] = self.response_body
+        return d
+
+
+#: The column names, in the dataclass's (and the table's) order.
+COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(RequestRow))
