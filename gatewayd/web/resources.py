@@ -6,12 +6,13 @@ POST /v1/responses          GET|DELETE /v1/responses/{id}  POST .../cancel  (web
 GET  /v1/models             GET  /v1/models/{id}
 (the same without /v1)
 GET  /health/liveliness  /health/liveness  /health/readiness  /health
+GET  /ui ...  the operator console and its API /ui/api/... (gatewayd.console)
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request
@@ -165,4 +166,14 @@ def build_root(gateway: Gateway) -> Resource:
     api.putChild(b"key", key)
     root.putChild(b"health", health)
     root.putChild(b"metrics", Metrics(gateway))
+    if general.ui:  # the operator console (read at start: the tree is built once)
+        from gatewayd.console.pages import ConsoleRoot
+        from gatewayd.web.auth import MASTER
+
+        playground = {
+            b"chat": chat.children[b"completions"],
+            b"messages": api.children[b"messages"],
+            b"responses": api.children[b"responses"],
+        }
+        root.putChild(b"ui", ConsoleRoot(cast(Any, gateway), playground, MASTER))
     return root
