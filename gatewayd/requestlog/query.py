@@ -84,8 +84,13 @@ class RequestQuery:
                 terms.append(f"{name} = ?")
                 params.append(value)
         rng = self.status_range()
-        if rng is not None:
-            terms.append("status >= ? AND status < ?")
+        if rng is not None and self.status is not None and self.status.isdigit():
+            terms.append("status = ?")  # the (status, ts) index, in order
+            params.append(rng[0])
+        elif rng is not None:
+            # A class (5xx): walk the ts index newest first and filter; a range on the
+            # status index would sort every match before the first page.
+            terms.append("+status >= ? AND +status < ?")
             params += list(rng)
         if self.cached is not None:
             terms.append("cached = ?")
