@@ -99,7 +99,13 @@ def test_the_list_query_uses_an_index_not_a_scan(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "plan.db")
     for s in SCHEMA:
         conn.execute(s)
-    for args in ({}, {"key": "k"}, {"alias": "a", "before": "5:3"}, {"status": "429"}, {"status": "5xx"}):
+    for args in (
+        {},
+        {"key": "k"},
+        {"alias": "a", "before": "5:3"},
+        {"status": "429"},
+        {"status": "5xx"},
+    ):
         where, params = RequestQuery.from_args(args).sql()
         plan = conn.execute(
             f"EXPLAIN QUERY PLAN SELECT id FROM requests{where} ORDER BY ts DESC, id DESC LIMIT 51",

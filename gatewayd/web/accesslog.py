@@ -48,6 +48,8 @@ class LoggedRequest(Protocol):
 
 
 access_log = Logger(namespace="gatewayd.access")
+#: Paths kept out of the request log: the console itself, health checks and scrapes.
+_NOT_LOGGED = (b"/ui", b"/health", b"/metrics")
 #: Which successful requests get an access line under ``access_log_sample_rate``.
 _sampler = random.Random()
 
@@ -66,7 +68,11 @@ def access_line(site: LoggedSite, request: LoggedRequest, status: int, sent: int
             site.metrics.key_requests.inc(request.key_name, request.alias, str(status))
         if request.upstream_seconds is not None:
             site.metrics.overhead.observe(max(0.0, latency - request.upstream_seconds))
-    if site.request_log is not None and not request.request_logged:
+    if (
+        site.request_log is not None
+        and not request.request_logged
+        and not request.uri.startswith(_NOT_LOGGED)
+    ):
         # Refused before routing (401, 404, a bad body): no stage saw it.
         site.request_log.add(unrouted_row(request, status))
     if request.trace is not NOOP_TRACE:
