@@ -50,6 +50,13 @@ def _same_origin(request: Request) -> bool:
     return urlsplit(origin.decode("latin-1")).netloc.encode("latin-1") == host
 
 
+def _refused(request: Request, status: int, why: bytes) -> bytes:
+    page = static("login.html").replace(
+        b"<!--error-->", b'<p class="error" id="error">' + why + b"</p>"
+    )
+    return _send(request, "login.html", status, page)
+
+
 class Login(Resource):
     """GET: the form. POST ``key=...``: a session cookie and on to the console."""
 
@@ -64,16 +71,14 @@ class Login(Resource):
 
     def render_POST(self, request: Request) -> bytes:
         if not _same_origin(request):
-            return _send(request, "login.html", 403)
+            return _refused(request, 403, b"Sign in from this gateway's own page.")
         assert request.content is not None
+        request.content.seek(0)
         form = parse_qs(request.content.read(64 * 1024).decode("utf-8", "replace"))
         key = (form.get("key") or [""])[0].strip()
         admin = admin_for_key(config_of(self.gateway), key.encode()) if key else None
         if admin is None:
-            page = static("login.html").replace(
-                b"<!--error-->", b'<p class="error" id="error">That key cannot sign in here.</p>'
-            )
-            return _send(request, "login.html", 401, page)
+            return _refused(request, 401, b"That key cannot sign in here.")
         request.addCookie(
             COOKIE.encode(),
             issue(config_of(self.gateway), admin).encode(),

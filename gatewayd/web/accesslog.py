@@ -48,8 +48,8 @@ class LoggedRequest(Protocol):
 
 
 access_log = Logger(namespace="gatewayd.access")
-#: Paths kept out of the request log: the console itself, health checks and scrapes.
-_NOT_LOGGED = (b"/ui", b"/health", b"/metrics")
+#: Paths kept out of the request log: the console itself (and its browser's favicon), health checks, scrapes.
+_NOT_LOGGED = (b"/ui", b"/health", b"/metrics", b"/favicon.ico")
 #: Which successful requests get an access line under ``access_log_sample_rate``.
 _sampler = random.Random()
 

@@ -65,7 +65,11 @@ async function loadOverview() {
   const aliasSelect = document.getElementById("play-alias");
   const known = new Set([...aliasSelect.options].map(o => o.value));
   for (const a of data.aliases) {
-    if (!known.has(a.alias)) aliasSelect.appendChild(el("option", a.alias));
+    if (!known.has(a.alias)) {
+      const o = el("option", a.alias);
+      o.value = a.alias;
+      aliasSelect.appendChild(o);
+    }
     for (const d of a.deployments) {
       const r = d.recent || {};
       let state = d.state === "healthy" ? "healthy" : "cooling down";
