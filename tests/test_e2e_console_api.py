@@ -173,3 +173,32 @@ def test_an_unwritable_log_path_never_fails_a_request(
         assert time.monotonic() < deadline, metrics[-2000:]
         time.sleep(0.1)
     assert get(gw.port, "/ui/api/requests")[0] == 503
+
+
+def test_every_workers_rows_reach_one_log(
+    gateway: GatewayFactory, upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    from test_e2e_workers import answering_workers, children, wait_until
+
+    db = tmp_path / "requests.db"
+    cfg = config(upstream, request_log={"path": str(db)})
+    cfg["general_settings"].pop("master_key")  # open: the helpers post without a key
+    cfg["keys"] = []
+    cfg["general_settings"]["ui"] = True
+    gw = gateway(cfg, extra_args=["--workers", "2"])
+    assert wait_until(lambda: len(children(gw.pid)) == 2), gw.log()
+    assert wait_until(lambda: "2 workers listening" in gw.log()), gw.log()
+    pids = children(gw.pid)
+    assert answering_workers(gw.port, "gpt", pids) == pids
+    answered = upstream.count()
+    # One file, written by both workers' writers: one row per request, none lost.
+    import sqlite3
+
+    def rows() -> int:
+        try:
+            with sqlite3.connect(db) as c:
+                return int(c.execute("SELECT COUNT(*) FROM requests").fetchone()[0])
+        except sqlite3.OperationalError:
+            return 0
+
+    assert wait_until(lambda: rows() == answered), (rows(), answered)
