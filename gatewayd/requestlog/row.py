@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
+from operator import attrgetter
 from typing import Any
 
 
@@ -33,7 +34,9 @@ class RequestRow:
     response_body: str | None = None
 
     def as_tuple(self) -> tuple[Any, ...]:
-        return astuple(self)
+        """The columns' values, in order (not ``dataclasses.astuple``: it deep-copies)."""
+        values: tuple[Any, ...] = _VALUES(self)
+        return values
 
     def summary(self) -> dict[str, Any]:
         """The row for the list: without the bodies."""
@@ -51,3 +54,4 @@ class RequestRow:
 
 #: The column names, in the dataclass's (and the table's) order.
 COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(RequestRow))
+_VALUES = attrgetter(*COLUMNS)

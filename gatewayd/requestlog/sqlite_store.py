@@ -52,7 +52,17 @@ SCHEMA = [
     "CREATE INDEX IF NOT EXISTS requests_alias ON requests (alias, ts)",
     "CREATE INDEX IF NOT EXISTS requests_deployment ON requests (deployment, ts)",
     "CREATE INDEX IF NOT EXISTS requests_status ON requests (status, ts)",
+    # Spend per key per UTC day, added to with each batch: the Keys page reads it
+    # without scanning the month's rows.
+    "CREATE TABLE IF NOT EXISTS spend_daily (key TEXT NOT NULL, day TEXT NOT NULL, "
+    "cost_usd REAL NOT NULL, requests INTEGER NOT NULL, tokens INTEGER NOT NULL, "
+    "PRIMARY KEY (key, day))",
 ]
+_ADD_SPEND = (
+    "INSERT INTO spend_daily (key, day, cost_usd, requests, tokens) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (key, day) DO UPDATE SET cost_usd = cost_usd + excluded.cost_usd, "
+    "requests = requests + excluded.requests, tokens = tokens + excluded.tokens"
+)
 _INSERT = f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 _SUMMARY = ", ".join(("id", *COLUMNS[:-2], "request_body IS NOT NULL OR response_body IS NOT NULL"))
 #: Rows written per transaction at most.
@@ -135,6 +145,7 @@ class SQLiteLog:
                 if batch:
                     with conn:
                         conn.executemany(_INSERT, [r.as_tuple() for r in batch])
+                        conn.executemany(_ADD_SPEND, spend_by_day(batch))
                 if time.monotonic() >= next_retention:
                     next_retention = time.monotonic() + RETENTION_EVERY
                     retain(conn, self.retention_days, self.max_rows)
@@ -219,16 +230,32 @@ class SQLiteLog:
 
     def _spend(self, days: int) -> list[dict[str, Any]]:
         sql = (
-            "SELECT key, date(ts, 'unixepoch') AS day, SUM(cost_usd), COUNT(*), "
-            "SUM(prompt_tokens + completion_tokens) FROM requests "
-            "WHERE key IS NOT NULL AND ts >= ? GROUP BY key, day ORDER BY key, day"
+            "SELECT key, day, cost_usd, requests, tokens FROM spend_daily "
+            "WHERE day >= ? ORDER BY key, day"
         )
+        since = time.strftime("%Y-%m-%d", time.gmtime(time.time() - days * 86400))
         with _reading(self.path) as conn:
-            rows = conn.execute(sql, (time.time() - days * 86400,)).fetchall()
+            rows = conn.execute(sql, (since,)).fetchall()
         return [
             {"key": k, "day": d, "cost_usd": c or 0.0, "requests": n, "tokens": t or 0}
             for k, d, c, n, t in rows
         ]
+
+
+def spend_by_day(batch: list[RequestRow]) -> list[tuple[str, str, float, int, int]]:
+    """A batch's spend per (key, UTC day), for the ``spend_daily`` upsert."""
+    acc: dict[tuple[str, str], list[Any]] = {}
+    for r in batch:
+        if r.key is None:
+            continue
+        day = time.strftime("%Y-%m-%d", time.gmtime(r.ts))
+        a = acc.get((r.key, day))
+        if a is None:
+            a = acc[(r.key, day)] = [0.0, 0, 0]
+        a[0] += r.cost_usd
+        a[1] += 1
+        a[2] += r.prompt_tokens + r.completion_tokens
+    return [(k, d, a[0], a[1], a[2]) for (k, d), a in acc.items()]
 
 
 class _reading:
@@ -264,3 +291,7 @@ def retain(conn: sqlite3.Connection, retention_days: float, max_rows: int) -> No
             ).fetchone()
             if row is not None:
                 conn.execute("DELETE FROM requests WHERE id <= ?", (row[0],))
+        # The daily spend is small (a row per key and day): kept for a year at least.
+        keep_days = max(366.0, retention_days)
+        since = time.strftime("%Y-%m-%d", time.gmtime(time.time() - keep_days * 86400))
+        conn.execute("DELETE FROM spend_daily WHERE day < ?", (since,))
