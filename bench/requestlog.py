@@ -189,7 +189,7 @@ def query_table(rows: int) -> str:
         page = store._query(RequestQuery.from_args({"limit": "500", "before": page["next"]}))
     ms, deep = timed(store._query, RequestQuery.from_args({"before": page["next"]}))
     lines.append(f"| page after 10,500 rows (cursor) | {ms:.2f} | {len(deep['rows'])} |")
-    ms, detail = timed(store._get, deep["rows"][0]["id"])
+    ms, _ = timed(store._get, deep["rows"][0]["id"])
     lines.append(f"| one request's detail | {ms:.2f} | 1 |")
     ms, spend = timed(store._spend, 30)
     lines.append(f"| Keys page: spend per key per day, 30 days | {ms:.0f} | {len(spend)} |")
