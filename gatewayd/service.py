@@ -27,6 +27,7 @@ from twisted.logger import ILogObserver
 from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 
+from gatewayd.cache import CacheStage
 from gatewayd.config import ConfigError, GatewayConfig, load_config
 from gatewayd.config.pace import pacing
 from gatewayd.limits import Limiter
@@ -139,13 +140,15 @@ class GatewayService(Service):
         self._router = Router(self._table(config), reactor, rng, self.metrics)
         #: Key and deployment limits on the state store (memory, or shared Redis).
         self.state = build_limiter(config.general, reactor, self.metrics, self._router)
-        #: The stages around every routed request (:mod:`gatewayd.web.stage_list`).
-        self.pipeline: Pipeline = request_pipeline()
+        #: The response cache: one for the service's life (a reload keeps its answers).
+        self.cache = CacheStage()
         #: The console's request log: kept when it has a path or the console is on.
         self.request_log: RequestLog | None = None
         general = config.general
         if general.request_log.path is not None or general.ui:
             self.request_log = RequestLog(general.request_log, reactor, self.metrics)
+        #: The stages around every routed request (:mod:`gatewayd.web.stage_list`).
+        self.pipeline: Pipeline = self._pipeline(config)
         self.site = GatewaySite(build_root(self), lambda: self.config.general, self.metrics)
         self.site.request_log = self.request_log
         self._observe()
@@ -221,6 +224,12 @@ class GatewayService(Service):
         self.lag = ReactorLag(self.reactor, m.reactor_lag.observe, tick=tick)
 
     # -- lifecycle -------------------------------------------------------------
+
+    def _pipeline(self, config: GatewayConfig) -> Pipeline:
+        return request_pipeline(
+            self.cache if config.general.cache is not None else None,
+            request_log=self.request_log is not None,
+        )
 
     def _table(self, config: GatewayConfig) -> RoutingTable:
         return build_table(config, lambda d: build_provider(d, self.agents, self.reactor))
@@ -338,6 +347,7 @@ class GatewayService(Service):
 
         def swapped() -> None:
             self.config = config
+            self.pipeline = self._pipeline(config)
             self.state.reloaded(config.general)
             if self.request_log is not None:
                 self.request_log.configure(config.general.request_log)
@@ -365,6 +375,7 @@ class GatewayService(Service):
         d.addBoth(lambda _: self.state.stop())
         if self.request_log is not None:
             d.addBoth(self._close_request_log)
+        d.addBoth(lambda _: self.cache.close())
         d.addBoth(lambda _: self.tracing.shutdown())
         d.addBoth(lambda _: None)
         return d

@@ -165,7 +165,8 @@ class Exchange:
                 r.write(self.answer.stream_error(502, error))
             else:
                 body = self.answer.body(response, result.deployment)
-                self.metrics.count_usage(self.alias, result.deployment, response.usage)
+                if not r.cached:  # a cached answer's tokens were counted when it was made
+                    self.metrics.count_usage(self.alias, result.deployment, response.usage)
                 if result.attempts == 1:  # overhead is only clean without retries
                     r.upstream_seconds = result.upstream_seconds
                 r.setResponseCode(response.status)

@@ -98,7 +98,8 @@ class StreamRelay:
             return
         self.ended = True
         self.metrics.open_streams -= 1
-        self.metrics.count_usage(self.alias, self.request.deployment or "-", self.usage)
+        if not self.request.cached:  # a cached answer's tokens were counted when it was made
+            self.metrics.count_usage(self.alias, self.request.deployment or "-", self.usage)
         for tap in self.taps:
             tap.end(failure is None and self.saw_done)
         if not self.client_gone:
