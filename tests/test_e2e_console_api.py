@@ -202,3 +202,18 @@ def test_every_workers_rows_reach_one_log(
             return 0
 
     assert wait_until(lambda: rows() == answered), (rows(), answered)
+
+
+def test_a_cache_hit_is_logged_as_cached(gateway: GatewayFactory, upstream: FakeUpstream) -> None:
+    gw = gateway(config(upstream, cache={"type": "memory"}))
+    auth = {"authorization": f"Bearer {CLIENT_KEY}"}
+    statuses = [
+        post(gw.port, "/v1/chat/completions", {**CHAT, "model": "gpt"}, auth) for _ in range(2)
+    ]
+    assert [s[1]["x-gatewayd-cache"] for s in statuses] == ["miss", "hit"]
+    rows = rows_when(gw.port, "alias=gpt", 2)
+    assert [r["cached"] for r in rows] == [True, False]
+    assert rows[0]["cost_usd"] == 0 and rows[1]["cost_usd"] > 0
+    assert [r["request_id"] for r in rows_when(gw.port, "cached=true", 1)] == [
+        rows[0]["request_id"]
+    ]
