@@ -347,10 +347,9 @@ class GatewayService(Service):
 
         def swapped() -> None:
             self.config = config
+            self._reload_request_log(config)
             self.pipeline = self._pipeline(config)
             self.state.reloaded(config.general)
-            if self.request_log is not None:
-                self.request_log.configure(config.general.request_log)
             self.agents.retain_only([d.api_base for d in config.deployments if d.api_base])
             self.metrics.reloads.inc("ok")
             self.metrics.last_reload.set(self.reactor.seconds())
@@ -379,6 +378,16 @@ class GatewayService(Service):
         d.addBoth(lambda _: self.tracing.shutdown())
         d.addBoth(lambda _: None)
         return d
+
+    def _reload_request_log(self, config: GatewayConfig) -> None:
+        """A request log given a path on reload starts; a kept one takes the new settings.
+        (One kept for the console stays while the console runs: ``ui`` is read at start.)"""
+        settings = config.general.request_log
+        if self.request_log is not None:
+            self.request_log.configure(settings)
+        elif settings.path is not None:
+            self.request_log = RequestLog(settings, self.reactor, self.metrics)
+        self.site.request_log = self.request_log
 
     def _close_request_log(self, _: Any) -> None:
         if self.request_log is not None:

@@ -217,3 +217,39 @@ def test_a_cache_hit_is_logged_as_cached(gateway: GatewayFactory, upstream: Fake
     assert [r["request_id"] for r in rows_when(gw.port, "cached=true", 1)] == [
         rows[0]["request_id"]
     ]
+
+
+def test_a_request_log_path_given_on_reload_starts_logging(
+    gateway: GatewayFactory, upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    import signal
+    import sqlite3
+
+    cfg = config(upstream, ui=False)
+    gw = gateway(cfg)
+    auth = {"authorization": f"Bearer {CLIENT_KEY}"}
+    assert post(gw.port, "/v1/chat/completions", {**CHAT, "model": "gpt"}, auth)[0] == 200
+    master = {"authorization": f"Bearer {MASTER_KEY}"}
+    # ui: false: no console at all (a 404, like any unknown path).
+    assert raw(gw.port, "GET", "/ui/api/overview", headers=master)[0] == 404
+    db = tmp_path / "later.db"
+    cfg["general_settings"]["request_log"] = {"path": str(db)}
+    gw.write_config(cfg)
+    gw.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "config reloaded" not in gw.log():
+        assert time.monotonic() < deadline, gw.log()
+        time.sleep(0.05)
+    assert post(gw.port, "/v1/chat/completions", {**CHAT, "model": "gpt"}, auth)[0] == 200
+
+    def rows() -> list[Any]:
+        try:
+            with sqlite3.connect(db) as c:
+                return c.execute("SELECT key, alias, status FROM requests").fetchall()
+        except sqlite3.OperationalError:
+            return []
+
+    while not rows():
+        assert time.monotonic() < deadline + 10, gw.log()
+        time.sleep(0.05)
+    assert rows() == [("team-a", "gpt", 200)]

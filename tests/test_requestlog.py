@@ -120,8 +120,9 @@ def test_a_full_queue_drops_and_counts_without_waiting(tmp_path: Path) -> None:
 
     class Stalled(SQLiteLog):
         def _open(self) -> sqlite3.Connection:
-            entered.set()
-            release.wait(10)
+            if threading.current_thread().name == "gatewayd-request-log":  # not the constructor
+                entered.set()
+                release.wait(10)
             return super()._open()
 
     path = tmp_path / "slow.db"

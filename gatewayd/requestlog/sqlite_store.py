@@ -104,6 +104,15 @@ class SQLiteLog:
         self._put = self.queue.put_nowait
         self._full = queue.Full
         self._last_error = 0.0
+        try:  # the table exists before the first query (the writer opens its own)
+            self._open().close()
+        except (sqlite3.Error, OSError) as e:
+            log.error(
+                "request log {path}: {error} (rows are dropped and counted until it works; "
+                "requests are unaffected)",
+                path=path,
+                error=str(e),
+            )
         self.thread = threading.Thread(target=self._run, name="gatewayd-request-log", daemon=True)
         self.thread.start()
 
