@@ -18,7 +18,7 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from gatewayd.console.guard import ConsoleGateway, admin_of, config_of
-from gatewayd.console.http import finish, json_answer, json_error
+from gatewayd.console.replies import finish, json_answer, json_error
 from gatewayd.console.session import Admin, csrf_token
 from gatewayd.observability.log import get_logger
 from gatewayd.requestlog import QueryError, RequestQuery

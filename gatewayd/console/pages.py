@@ -12,7 +12,7 @@ from twisted.web.server import Request
 
 from gatewayd.console.api import ApiRoot, NotFoundJSON
 from gatewayd.console.guard import ConsoleGateway, admin_of, config_of, csrf_ok
-from gatewayd.console.http import json_error, secure_headers
+from gatewayd.console.replies import json_error, secure_headers
 from gatewayd.console.session import COOKIE, SESSION_SECONDS, admin_for_key, issue
 
 _TYPES = {
