@@ -253,3 +253,23 @@ def test_a_request_log_path_given_on_reload_starts_logging(
         assert time.monotonic() < deadline + 10, gw.log()
         time.sleep(0.05)
     assert rows() == [("team-a", "gpt", 200)]
+
+
+def test_the_detail_lists_each_attempt(
+    gateway: GatewayFactory, upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    from gatewayd.testing.behaviours import Error
+
+    db = tmp_path / "requests.db"
+    gw = gateway(config(upstream, num_retries=1, request_log={"path": str(db)}))
+    upstream.enqueue(Error(503, "upstream overloaded"))
+    auth = {"authorization": f"Bearer {CLIENT_KEY}"}
+    status, headers, _ = post(gw.port, "/v1/chat/completions", {**CHAT, "model": "gpt"}, auth)
+    assert status == 200 and headers["x-gatewayd-attempts"] == "2"
+    (row,) = rows_when(gw.port, "alias=gpt", 1)
+    assert row["attempts"] == 2 and "attempt_log" not in row
+    detail = get(gw.port, f"/ui/api/requests/{row['id']}")[2]
+    log = detail["attempt_log"]
+    assert [a["status"] for a in log] == [503, 200]
+    assert log[0]["error"] == "upstream overloaded" and log[1]["error"] is None
+    assert all(a["deployment"] == row["deployment"] and a["latency_ms"] >= 0 for a in log)

@@ -29,6 +29,8 @@ class RequestRow:
     cached: bool
     stream: bool
     outcome: str | None  #: why it failed, in a word (``upstream_error``...), if it did
+    #: Each upstream attempt: ``[deployment, status, ms, error]`` (JSON text in SQLite).
+    attempt_log: Any = None
     #: Request and response bodies (JSON text, secrets redacted), only with store_bodies.
     request_body: str | None = None
     response_body: str | None = None
@@ -40,7 +42,7 @@ class RequestRow:
 
     def summary(self) -> dict[str, Any]:
         """The row for the list: without the bodies."""
-        d = {f: getattr(self, f) for f in COLUMNS[:-2]}
+        d = {f: getattr(self, f) for f in SUMMARY}
         d["has_bodies"] = self.request_body is not None or self.response_body is not None
         return d
 
@@ -49,9 +51,21 @@ class RequestRow:
         d = self.summary()
         d["request_body"] = self.request_body
         d["response_body"] = self.response_body
+        d["attempt_log"] = attempt_dicts(self.attempt_log)
         return d
 
 
 #: The column names, in the dataclass's (and the table's) order.
 COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(RequestRow))
 _VALUES = attrgetter(*COLUMNS)
+#: What the request list shows: all but the attempts and the bodies (the detail's).
+SUMMARY: tuple[str, ...] = COLUMNS[:-3]
+
+
+def attempt_dicts(attempts: Any) -> list[dict[str, Any]] | None:
+    """``[deployment, status, ms, error]`` lists as the API's objects."""
+    if not attempts:
+        return None
+    return [
+        {"deployment": d, "status": s, "latency_ms": ms, "error": err} for d, s, ms, err in attempts
+    ]

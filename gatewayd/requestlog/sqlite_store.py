@@ -13,6 +13,7 @@ need no extra channel to the supervisor."""
 
 from __future__ import annotations
 
+import json
 import queue
 import sqlite3
 import threading
@@ -26,7 +27,7 @@ from twisted.internet.threads import deferToThreadPool
 from gatewayd.observability.log import get_logger
 from gatewayd.requestlog.query import RequestQuery
 from gatewayd.requestlog.ring import page
-from gatewayd.requestlog.row import COLUMNS, RequestRow
+from gatewayd.requestlog.row import COLUMNS, SUMMARY, RequestRow, attempt_dicts
 
 log = get_logger(__name__)
 
@@ -64,7 +65,8 @@ _ADD_SPEND = (
     "requests = requests + excluded.requests, tokens = tokens + excluded.tokens"
 )
 _INSERT = f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
-_SUMMARY = ", ".join(("id", *COLUMNS[:-2], "request_body IS NOT NULL OR response_body IS NOT NULL"))
+_SUMMARY = ", ".join(("id", *SUMMARY, "request_body IS NOT NULL OR response_body IS NOT NULL"))
+_ATTEMPTS = COLUMNS.index("attempt_log")
 #: Rows written per transaction at most.
 BATCH = 500
 #: Seconds between two retention passes.
@@ -153,7 +155,7 @@ class SQLiteLog:
                     conn = self._open()
                 if batch:
                     with conn:
-                        conn.executemany(_INSERT, [r.as_tuple() for r in batch])
+                        conn.executemany(_INSERT, [values(r) for r in batch])
                         conn.executemany(_ADD_SPEND, spend_by_day(batch))
                 if time.monotonic() >= next_retention:
                     next_retention = time.monotonic() + RETENTION_EVERY
@@ -211,7 +213,7 @@ class SQLiteLog:
     def _query(self, q: RequestQuery) -> dict[str, Any]:
         where, params = q.sql()
         sql = f"SELECT {_SUMMARY} FROM requests{where} ORDER BY ts DESC, id DESC LIMIT ?"
-        names = ("id", *COLUMNS[:-2], "has_bodies")
+        names = ("id", *SUMMARY, "has_bodies")
         with _reading(self.path) as conn:
             rows = [
                 _typed(dict(zip(names, r, strict=True)))
@@ -231,6 +233,7 @@ class SQLiteLog:
             return None
         d = _typed(dict(zip(("id", *COLUMNS), r, strict=True)))
         d["has_bodies"] = d["request_body"] is not None or d["response_body"] is not None
+        d["attempt_log"] = attempt_dicts(json.loads(d["attempt_log"] or "null"))
         return d
 
     def spend(self, days: int) -> Deferred[list[dict[str, Any]]]:
@@ -249,6 +252,14 @@ class SQLiteLog:
             {"key": k, "day": d, "cost_usd": c or 0.0, "requests": n, "tokens": t or 0}
             for k, d, c, n, t in rows
         ]
+
+
+def values(row: RequestRow) -> tuple[Any, ...]:
+    """The row's column values, its attempts as JSON text (done here, off the reactor)."""
+    v = row.as_tuple()
+    if v[_ATTEMPTS] is None:
+        return v
+    return (*v[:_ATTEMPTS], json.dumps(v[_ATTEMPTS]), *v[_ATTEMPTS + 1 :])
 
 
 def spend_by_day(batch: list[RequestRow]) -> list[tuple[str, str, float, int, int]]:

@@ -6,17 +6,20 @@ writes their row (:func:`unrouted_row`), and skips the ones this stage marked.""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 from twisted.python.failure import Failure
 
 from gatewayd.limits import cost
+from gatewayd.requestlog.attempts import AttemptRecorder
 from gatewayd.requestlog.bodies import StreamCopy, body_text
 from gatewayd.requestlog.log import RequestLog
 from gatewayd.requestlog.row import RequestRow
 from gatewayd.routing import RouteError, RouteResult
 from gatewayd.routing.table import RoutingTable
 from gatewayd.stages.base import RouteContext
+from gatewayd.tracing.request_trace import trace_of
 from gatewayd.upstream.redact import Redactor
 
 
@@ -61,13 +64,17 @@ class RequestLogStage:
         if rlog is None:
             return None
         ctx.request.request_logged = True  # type: ignore[attr-defined]
+        call = ctx.call
+        # Every attempt goes through the call's trace: wrapped, it notes each one.
+        recorder = AttemptRecorder(trace_of(call))
+        ctx.call = replace(call, trace=recorder)
+        body = copy = None
         if rlog.store_bodies:
-            table = ctx.gateway.router.table
-            body = body_text(ctx.call.body, self.redactor(table))
-            copy = StreamCopy() if ctx.call.stream else None
+            body = body_text(call.body, self.redactor(ctx.gateway.router.table))
+            copy = StreamCopy() if call.stream else None
             if copy is not None:
                 ctx.taps.append(copy)
-            ctx.scratch[RequestLogStage] = (body, copy)
+        ctx.scratch[RequestLogStage] = (recorder, body, copy)
         return None
 
     def after(self, ctx: RouteContext, result: RouteResult | None, failure: Failure | None) -> None:
@@ -123,9 +130,14 @@ class RequestLogStage:
             outcome=r.outcome,
         )
         kept = ctx.scratch.pop(RequestLogStage, None)
-        if kept is not None:
+        if kept is None:  # the log was started by a reload while this request ran
+            return
+        recorder, body, copy = kept
+        if recorder.attempts:
+            row.attempt_log = recorder.attempts
+        if rlog.store_bodies and body is not None:
             redactor = self.redactor(table)
-            row.request_body, copy = kept
+            row.request_body = body
             if copy is not None:
                 row.response_body = copy.text(redactor)
             elif result is not None and result.response.body is not None:
