@@ -8,10 +8,12 @@
    in one process (bench/inprocess.py's harness: no sockets, an upstream that answers
    at once, so the log's share is as large as it can be). Best of ``--rounds``
    interleaved rounds each (the machine's noise only ever adds).
-2. ``GET /ui/api/requests`` queries (the store's query functions, as the API runs
+2. The same on the real daemon (twistd, sockets, the mock provider): its process CPU
+   per request from /proc, the writer thread's included.
+3. ``GET /ui/api/requests`` queries (the store's query functions, as the API runs
    them) on a SQLite log of ``--rows`` rows: the first page, filtered pages, a page
    deep in the list through the keyset cursor, and the Keys page's spend per day.
-Prints two markdown tables.
+Prints three markdown tables.
 """
 
 from __future__ import annotations
@@ -97,6 +99,65 @@ def cost_table(n: int, rounds: int) -> str:
     for svc in variants.values():
         if svc.request_log is not None:
             svc.request_log.close()
+    return "\n".join(lines)
+
+
+def daemon_cpu(n: int, rounds: int) -> str:
+    """The real daemon (twistd, sockets) answering from the mock provider: its process
+    CPU (utime + stime from /proc, writer thread included) per request, one keep-alive
+    connection, log off / ring / SQLite, started one after the other."""
+    import http.client
+    import os
+
+    from gatewayd.testing import GatewayProcess
+
+    tmp = Path(tempfile.mkdtemp(prefix="gatewayd-bench-rl-"))
+    tick = os.sysconf("SC_CLK_TCK")
+    body = json.dumps({"model": "demo", "messages": [{"role": "user", "content": "Hi"}]})
+    headers = {"content-type": "application/json", "authorization": "Bearer sk-bench-master"}
+
+    def cpu_seconds(pid: int) -> float:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick
+
+    variants: dict[str, dict[str, Any]] = {
+        "off": {"ui": False},
+        "memory ring": {"ui": True},
+        "sqlite": {"ui": True, "request_log": {"path": str(tmp / "d.db"), "queue_size": 100000}},
+    }
+    best: dict[str, float] = {}
+    for _ in range(rounds):
+        for name, general in variants.items():
+            cfg = {
+                "model_list": [
+                    {
+                        "model_name": "demo",
+                        "params": {"model": "mock/demo", "mock_response": "Hello"},
+                    }
+                ],
+                "general_settings": {
+                    "master_key": "sk-bench-master",
+                    "access_log": False,
+                    **general,
+                },
+            }
+            with GatewayProcess(cfg) as gw:
+                conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=30)
+                for _ in range(200):  # warm up
+                    conn.request("POST", "/v1/chat/completions", body, headers)
+                    conn.getresponse().read()
+                before = cpu_seconds(gw.pid)
+                for _ in range(n):
+                    conn.request("POST", "/v1/chat/completions", body, headers)
+                    conn.getresponse().read()
+                time.sleep(1.2)  # the writer's last batch (its CPU counted)
+                used = cpu_seconds(gw.pid) - before
+                conn.close()
+            us = used / n * 1e6
+            best[name] = min(best.get(name, us), us)
+    lines = ["| request log | daemon CPU µs/req | vs off |", "|---|---|---|"]
+    for name in variants:
+        lines.append(f"| {name} | {best[name]:.0f} | {best[name] / best['off']:.3f}x |")
     return "\n".join(lines)
 
 
@@ -207,6 +268,8 @@ def main() -> None:
     )
     print("## CPU per request (in-process service)\n")
     print(cost_table(args.requests, args.rounds))
+    print("\n## CPU per request (the real daemon, mock provider, one keep-alive client)\n")
+    print(daemon_cpu(args.requests, max(1, args.rounds // 2)))
     print("\n## Requests page queries\n")
     print(query_table(args.rows))
 

@@ -69,6 +69,8 @@ _SUMMARY = ", ".join(("id", *SUMMARY, "request_body IS NOT NULL OR response_body
 _ATTEMPTS = COLUMNS.index("attempt_log")
 #: Rows written per transaction at most.
 BATCH = 500
+#: Seconds the writer waits after a batch that was not full, for rows to gather.
+FLUSH_EVERY = 0.2
 #: Seconds between two retention passes.
 RETENTION_EVERY = 60.0
 _STOP = object()
@@ -167,6 +169,11 @@ class SQLiteLog:
                 conn = None  # opened again on the next batch (the disk may come back)
             if stop:
                 break
+            if len(batch) < BATCH:
+                # Let rows gather: a transaction per row (a steady trickle of requests)
+                # would cost many times the rows themselves. They show in the console
+                # this much later at most.
+                time.sleep(FLUSH_EVERY)
         if conn is not None:
             conn.close()
 

@@ -6,7 +6,6 @@ writes their row (:func:`unrouted_row`), and skips the ones this stage marked.""
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from typing import Any
 
 from twisted.python.failure import Failure
@@ -65,9 +64,11 @@ class RequestLogStage:
             return None
         ctx.request.request_logged = True  # type: ignore[attr-defined]
         call = ctx.call
-        # Every attempt goes through the call's trace: wrapped, it notes each one.
+        # Every attempt goes through the call's trace: wrapped, it notes each one. Set
+        # in place (not dataclasses.replace: 4 µs a request): the call is this request's
+        # own, made for it by the handler, and no stage reads its trace.
         recorder = AttemptRecorder(trace_of(call))
-        ctx.call = replace(call, trace=recorder)
+        object.__setattr__(call, "trace", recorder)
         body = copy = None
         if rlog.store_bodies:
             body = body_text(call.body, self.redactor(ctx.gateway.router.table))
