@@ -102,7 +102,7 @@ def cost_table(n: int, rounds: int) -> str:
     return "\n".join(lines)
 
 
-def daemon_cpu(n: int, rounds: int) -> str:
+def daemon_cpu(n: int, rounds: int, only: dict[str, dict[str, Any]] | None = None) -> str:
     """The real daemon (twistd, sockets) answering from the mock provider: its process
     CPU (utime + stime from /proc, writer thread included) per request, one keep-alive
     connection, log off / ring / SQLite, started one after the other."""
@@ -125,6 +125,8 @@ def daemon_cpu(n: int, rounds: int) -> str:
         "memory ring": {"ui": True},
         "sqlite": {"ui": True, "request_log": {"path": str(tmp / "d.db"), "queue_size": 100000}},
     }
+    if only is not None:
+        variants = only
     best: dict[str, float] = {}
     for _ in range(rounds):
         for name, general in variants.items():

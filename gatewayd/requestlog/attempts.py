@@ -37,7 +37,7 @@ class AttemptRecorder(RequestTrace):
         started = time.monotonic()
 
         def done(result: Any) -> Any:
-            entry[2] = round((time.monotonic() - started) * 1000.0, 2)
+            entry[2] = (time.monotonic() - started) * 1000.0
             if isinstance(result, Failure):
                 e = result.value
                 entry[1] = getattr(e, "status", None)

@@ -104,31 +104,34 @@ class RequestLogStage:
             if isinstance(e, RouteError):
                 attempts = e.attempts
                 deployment = e.deployment or deployment
-        prompt, completion = (0, 0) if ctx.cached else _tokens(usage)
+        cached = ctx.cached
+        prompt, completion = (0, 0) if cached or usage is None else _tokens(usage)
         usd = 0.0
         if result is not None and (prompt or completion):
             usd = cost(prompt, completion, *_prices(table, result.alias, deployment))
         started = r.started
+        now = time.monotonic()
         ttft = r.ttfb if stream else None
+        # Positional, in the field order, unrounded (the pages round): once per request.
         row = RequestRow(
-            ts=time.time() - (time.monotonic() - started),
-            request_id=r.request_id,
-            key=r.key_name,
-            alias=ctx.alias,
-            deployment=deployment,
-            dialect=r.dialect,
-            endpoint=r.path.decode("utf-8", "replace"),
-            status=status,
-            attempts=attempts,
-            fallback=fallback,
-            latency_ms=round((time.monotonic() - started) * 1000.0, 2),
-            ttft_ms=None if ttft is None else round(ttft * 1000.0, 2),
-            prompt_tokens=prompt,
-            completion_tokens=completion,
-            cost_usd=usd,
-            cached=ctx.cached,
-            stream=stream,
-            outcome=r.outcome,
+            time.time() - (now - started),
+            r.request_id,
+            r.key_name,
+            ctx.alias,
+            deployment,
+            r.dialect,
+            r.path.decode("utf-8", "replace"),
+            status,
+            attempts,
+            fallback,
+            (now - started) * 1000.0,
+            None if ttft is None else ttft * 1000.0,
+            prompt,
+            completion,
+            usd,
+            cached,
+            stream,
+            r.outcome,
         )
         kept = ctx.scratch.pop(RequestLogStage, None)
         if kept is None:  # the log was started by a reload while this request ran
@@ -136,7 +139,7 @@ class RequestLogStage:
         recorder, body, copy = kept
         if recorder.attempts:
             row.attempt_log = recorder.attempts
-        if rlog.store_bodies and body is not None:
+        if body is not None:
             redactor = self.redactor(table)
             row.request_body = body
             if copy is not None:
