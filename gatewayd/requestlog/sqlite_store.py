@@ -68,9 +68,9 @@ _INSERT = f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' *
 _SUMMARY = ", ".join(("id", *SUMMARY, "request_body IS NOT NULL OR response_body IS NOT NULL"))
 _ATTEMPTS = COLUMNS.index("attempt_log")
 #: Rows written per transaction at most.
-BATCH = 500
+BATCH = 5000
 #: Seconds the writer waits after a batch that was not full, for rows to gather.
-FLUSH_EVERY = 0.2
+FLUSH_EVERY = 0.5
 #: Seconds between two retention passes.
 RETENTION_EVERY = 60.0
 _STOP = object()
