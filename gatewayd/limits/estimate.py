@@ -60,12 +60,32 @@ def estimate(
     return Estimate(max(1, prompt), min(completion, MAX_COMPLETION_TOKENS))
 
 
+def _count(usage: Mapping[str, Any], *names: str) -> int | None:
+    """The first of ``names`` that holds a token count (a non-negative int)."""
+    for k in names:
+        v = usage.get(k)
+        if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
+            return v
+    return None
+
+
+def _details(usage: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    d = usage.get(name)
+    return d if isinstance(d, Mapping) else {}
+
+
 @dataclass(frozen=True)
 class Spent:
-    """What a finished request used, from the upstream's ``usage`` object."""
+    """What a finished request used, from the upstream's ``usage`` object.
+
+    ``prompt`` counts every input token, those read from or written to the provider's
+    prompt cache included (what limits count); ``cache_read`` and ``cache_write`` are the
+    parts of it priced at the cache prices."""
 
     prompt: int
     completion: int
+    cache_read: int = 0
+    cache_write: int = 0
 
     @property
     def total(self) -> int:
@@ -73,25 +93,59 @@ class Spent:
 
     @classmethod
     def from_usage(cls, usage: Mapping[str, Any] | None) -> Spent | None:
-        """OpenAI's ``prompt_tokens``/``completion_tokens`` (or Responses' / Anthropic's
-        ``input_tokens``/``output_tokens``); None when the upstream reported none."""
+        """From any dialect's usage; None when the upstream reported none.
+
+        OpenAI Chat (``prompt_tokens`` counts every input token,
+        ``prompt_tokens_details.cached_tokens`` the cache reads), Responses
+        (``input_tokens`` with ``input_tokens_details``: the same meaning) and Anthropic
+        (``input_tokens`` excludes ``cache_read_input_tokens`` and
+        ``cache_creation_input_tokens``: they are added)."""
         if not isinstance(usage, Mapping):
             return None
-
-        def n(*names: str) -> int | None:
-            for k in names:
-                v = usage.get(k)
-                if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
-                    return v
+        c = _count(usage, "completion_tokens", "output_tokens")
+        p = _count(usage, "prompt_tokens")
+        if p is not None:  # OpenAI Chat (LiteLLM adds Anthropic's names at the top level)
+            det = _details(usage, "prompt_tokens_details")
+            read = _count(det, "cached_tokens") or _count(usage, "cache_read_input_tokens") or 0
+            write = (
+                _count(det, "cache_write_tokens", "cache_creation_tokens")
+                or _count(usage, "cache_creation_input_tokens")
+                or 0
+            )
+            return cls(p, c or 0, min(read, p), min(write, max(0, p - read)))
+        p = _count(usage, "input_tokens")
+        if "input_tokens_details" in usage:  # Responses: input_tokens counts them all
+            det = _details(usage, "input_tokens_details")
+            read = _count(det, "cached_tokens") or 0
+            write = _count(det, "cache_write_tokens") or 0
+            p = p or 0
+            return cls(p, c or 0, min(read, p), min(write, max(0, p - read)))
+        read = _count(usage, "cache_read_input_tokens") or 0
+        write = _count(usage, "cache_creation_input_tokens") or 0
+        if p is None and c is None and not (read or write):
             return None
-
-        p = n("prompt_tokens", "input_tokens")
-        c = n("completion_tokens", "output_tokens")
-        if p is None and c is None:
-            return None
-        return cls(p or 0, c or 0)
+        return cls((p or 0) + read + write, c or 0, read, write)
 
 
-def cost(prompt: int, completion: int, input_price: float, output_price: float) -> float:
-    """USD for the tokens at the deployment's per-token prices."""
-    return prompt * input_price + completion * output_price
+def cost(
+    prompt: int,
+    completion: int,
+    input_price: float,
+    output_price: float,
+    cache_read: int = 0,
+    cache_write: int = 0,
+    cache_read_price: float | None = None,
+    cache_write_price: float | None = None,
+) -> float:
+    """USD for the tokens at the deployment's per-token prices. ``cache_read`` and
+    ``cache_write`` are parts of ``prompt``, priced at their own prices when the
+    deployment sets them, else at the input price."""
+    read_price = input_price if cache_read_price is None else cache_read_price
+    write_price = input_price if cache_write_price is None else cache_write_price
+    plain = max(0, prompt - cache_read - cache_write)
+    return (
+        plain * input_price
+        + cache_read * read_price
+        + cache_write * write_price
+        + completion * output_price
+    )

@@ -278,13 +278,11 @@ class GatewayMetrics:
             self.cache_bytes,
         ]
 
-    def count_usage(self, alias: str, deployment: str, usage: dict[str, object] | None) -> None:
-        """Add an OpenAI ``usage`` object's token counts."""
-        if not usage:
-            return
-        for kind in ("prompt", "completion"):
-            n = usage.get(f"{kind}_tokens")
-            if isinstance(n, int) and n > 0:
+    def count_usage(self, alias: str, deployment: str, prompt: int, completion: int) -> None:
+        """Add a finished request's token counts (every input token, cached ones too:
+        the caller reads them from any dialect's usage with ``Spent.from_usage``)."""
+        for kind, n in (("prompt", prompt), ("completion", completion)):
+            if n > 0:
                 self.tokens.inc(alias, deployment, kind, amount=n)
 
     def refresh(self) -> None:

@@ -19,6 +19,7 @@ from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
 from gatewayd.dialects.stages import Stage
+from gatewayd.limits.estimate import Spent
 from gatewayd.observability.log import get_logger
 from gatewayd.observability.metrics import GatewayMetrics
 from gatewayd.providers.base import EventStream, UpstreamFailure
@@ -99,7 +100,10 @@ class StreamRelay:
         self.ended = True
         self.metrics.open_streams -= 1
         if not self.request.cached:  # a cached answer's tokens were counted when it was made
-            self.metrics.count_usage(self.alias, self.request.deployment or "-", self.usage)
+            spent = Spent.from_usage(self.usage)
+            if spent is not None:
+                dep = self.request.deployment or "-"
+                self.metrics.count_usage(self.alias, dep, spent.prompt, spent.completion)
         for tap in self.taps:
             tap.end(failure is None and self.saw_done)
         if not self.client_gone:
@@ -159,6 +163,24 @@ class StreamRelay:
                     obj = json.loads(line[5:])
                 except ValueError:
                     obj = None
-                if isinstance(obj, dict) and isinstance(obj.get("usage"), dict):
-                    self.usage = self.request.usage = obj["usage"]
+                usage = _usage_in(obj)
+                if usage is not None:
+                    # Anthropic's counts come in two events (input and cache counts in
+                    # message_start, output in message_delta): merged, later wins.
+                    merged = dict(self.usage or {})
+                    merged.update((k, v) for k, v in usage.items() if v is not None)
+                    self.usage = self.request.usage = merged
             at = data.find(b'"usage"', end)
+
+
+def _usage_in(obj: Any) -> dict[str, Any] | None:
+    """The usage one stream event carries: at the top (a Chat chunk, Anthropic's
+    ``message_delta``), in ``message`` (Anthropic's ``message_start``) or in
+    ``response`` (Responses' ``response.completed``)."""
+    if not isinstance(obj, dict):
+        return None
+    for holder in (obj, obj.get("message"), obj.get("response")):
+        if isinstance(holder, dict) and isinstance(holder.get("usage"), dict):
+            usage: dict[str, Any] = holder["usage"]
+            return usage
+    return None
