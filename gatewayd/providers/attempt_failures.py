@@ -11,7 +11,6 @@ from twisted.web.client import ResponseFailed, ResponseNeverReceived
 from gatewayd.upstream.http import _describe
 from gatewayd.upstream.outcomes import FailureKind, UpstreamFailure, openai_error
 
-
 #: Connection failures that are a definite answer: nothing listens there (or the name has
 #: no address). A reset or a timeout may be passing; these are not.
 _DEFINITE = (net_error.ConnectionRefusedError, net_error.DNSLookupError, net_error.NoRouteError)
