@@ -4,21 +4,12 @@ port. The refused port is not retried after a backoff: the fallback answers at o
 
 from __future__ import annotations
 
-import socket
-
 from conftest import GatewayFactory, openai_entry, sdk
 from prometheus_client.parser import text_string_to_metric_families
 from test_e2e_api import raw
 
 from gatewayd.testing import FakeUpstream
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound, then closed)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
+from gatewayd.testing.behaviours import closed_port
 
 
 def test_a_closed_port_goes_to_the_fallback_without_backoff(
