@@ -133,6 +133,8 @@ class GatewayChannel(AnsweringChannel):
 
     def dataReceived(self, data: bytes) -> None:
         if self._stopped:
+            if self._rejected:  # lingering after an early answer: read and dropped
+                self.discard(data)
             return  # a connection being closed, or after its last request
         self._active_at = self._now()
         if self._handlingRequest:
