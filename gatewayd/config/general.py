@@ -52,6 +52,8 @@ GENERAL_KEYS = {
     "alias_settings",
     "cache",
     "cache_params",
+    "max_audio_upload_bytes",
+    "object_id_secret",
 }
 
 #: LiteLLM's spellings of the state store, read by :mod:`gatewayd.config.keys`.
@@ -186,6 +188,10 @@ class GeneralSection(KeySection):
             ),
             response_store_max_bytes=self._int(
                 g, "response_store_max_bytes", p("response_store_max_bytes"), 64 * 1024 * 1024, 0
+            ),
+            object_id_secret=self._secret(g, "object_id_secret", p("object_id_secret")),
+            max_audio_upload_bytes=self._int(
+                g, "max_audio_upload_bytes", p("max_audio_upload_bytes"), 25 * 1024 * 1024, 1
             ),
             alias_settings=parse_alias_settings(
                 g.get("alias_settings"), f"{p('alias_settings')}.alias_settings", ROUTING_STRATEGIES

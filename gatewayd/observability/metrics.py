@@ -83,6 +83,16 @@ class GatewayMetrics:
             native=n,
             shared=sh,
         )
+        self.endpoint_requests = Counter(
+            "gatewayd_endpoint_requests_total",
+            "Requests answered, by alias, API endpoint (chat, completions, embeddings, "
+            "responses, messages, speech, transcriptions, translations, images, "
+            "moderations, rerank) and HTTP status.",
+            ("alias", "endpoint", "status"),
+            r,
+            native=n,
+            shared=sh,
+        )
         self.attempts = Counter(
             "gatewayd_upstream_attempts_total",
             "Upstream attempts by alias, deployment and outcome (ok, or the failure kind).",

@@ -12,9 +12,10 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from gatewayd.limits import Estimate, LimitExceeded, Spent, Ticket, cost, estimate
+from gatewayd.limits.media_cost import unit_cost
 from gatewayd.limits.usagelog import UsageRecord
 from gatewayd.observability.log import get_logger
-from gatewayd.providers.base import openai_error
+from gatewayd.providers.base import ProviderRequest, openai_error
 from gatewayd.routing import RouteError, RouteResult
 from gatewayd.routing.table import RoutingTable
 from gatewayd.stages.base import ClientRequest, RouteContext, StagedGateway
@@ -78,6 +79,15 @@ class Accounting:
         self._estimate: Estimate | None = None
         self.tickets: list[Ticket] = []
         self.done = False
+        #: The upstream call, for the prices that are not per token.
+        self.call: ProviderRequest | None = None
+
+    @staticmethod
+    def _unit_cost(table: RoutingTable, result: RouteResult, call: ProviderRequest) -> float:
+        for r in table.routes.get(result.alias, ()):
+            if r.id == result.deployment:
+                return unit_cost(r.deployment, call, result.response)
+        return 0.0
 
     @property
     def estimate(self) -> Estimate:
@@ -107,6 +117,8 @@ class Accounting:
             # No usage reported (a stream without include_usage): the reservation stands.
             counted = spent or Spent(self.estimate.prompt, self.estimate.completion)
             usd = _usd(counted, _prices(table, result.alias, result.deployment))
+            if not free and self.call is not None:  # per request, second, character, image
+                usd += self._unit_cost(table, result, self.call)
             key = self.request.key_name or "-"
             m = self.gateway.metrics
             if usd:
@@ -150,6 +162,7 @@ class LimitsStage:
 
     def before(self, ctx: RouteContext) -> Deferred[RouteResult | None] | None:
         acct = Accounting(ctx.gateway, ctx.request, ctx.alias, ctx.call.body)
+        acct.call = ctx.call
         ctx.scratch[LimitsStage] = acct
         caller = ctx.request.caller
         key = None if caller is None else caller.key

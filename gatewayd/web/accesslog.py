@@ -30,6 +30,7 @@ class LoggedRequest(Protocol):
     alias: str | None
     deployment: str | None
     dialect: str
+    endpoint: str | None
     key_name: str | None
     upstream_seconds: float | None
     trace: RequestTrace
@@ -59,6 +60,9 @@ def access_line(site: LoggedSite, request: LoggedRequest, status: int, sent: int
     if request.alias is not None:
         site.metrics.requests.inc(
             request.alias, request.deployment or "-", str(status), request.dialect
+        )
+        site.metrics.endpoint_requests.inc(
+            request.alias, request.endpoint or request.dialect, str(status)
         )
         if request.key_name is not None:
             site.metrics.key_requests.inc(request.key_name, request.alias, str(status))

@@ -19,9 +19,8 @@ def request_pipeline(cache: CacheStage | None = None) -> Pipeline:
     the stored answers across reloads), given while ``general_settings.cache`` is set;
     without it, requests do not pay for a stage that would only step aside."""
     if cache is None:
-        return Pipeline(
-            [LimitsStage()]
-        )  # the key's limits and budget; spend and the usage log after
+        # The key's limits and budget before routing; spend and the usage log after.
+        return Pipeline([LimitsStage()])
     stages: list[Stage] = [
         # Looks the request up first: the limits stage admits a hit without tokens or budget.
         cache.lookup,
