@@ -127,6 +127,28 @@ class Spent:
         return cls((p or 0) + read + write, c or 0, read, write)
 
 
+def event_usage(obj: Any) -> dict[str, Any] | None:
+    """The usage one stream event carries: at the top (a Chat chunk, Anthropic's
+    ``message_delta``), in ``message`` (Anthropic's ``message_start``) or in
+    ``response`` (Responses' ``response.completed``)."""
+    if not isinstance(obj, dict):
+        return None
+    for holder in (obj, obj.get("message"), obj.get("response")):
+        if isinstance(holder, dict) and isinstance(holder.get("usage"), dict):
+            usage: dict[str, Any] = holder["usage"]
+            return usage
+    return None
+
+
+def merge_usage(before: dict[str, Any] | None, usage: Mapping[str, Any]) -> dict[str, Any]:
+    """A stream's usage so far with one more event's: Anthropic's counts come in two
+    events (input and cache counts in ``message_start``, output in ``message_delta``);
+    the later non-null value wins."""
+    merged = dict(before or {})
+    merged.update((k, v) for k, v in usage.items() if v is not None)
+    return merged
+
+
 def cost(
     prompt: int,
     completion: int,

@@ -19,7 +19,7 @@ from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
 from gatewayd.dialects.stages import Stage
-from gatewayd.limits.estimate import Spent
+from gatewayd.limits.estimate import Spent, event_usage, merge_usage
 from gatewayd.observability.log import get_logger
 from gatewayd.observability.metrics import GatewayMetrics
 from gatewayd.providers.base import EventStream, UpstreamFailure
@@ -163,24 +163,7 @@ class StreamRelay:
                     obj = json.loads(line[5:])
                 except ValueError:
                     obj = None
-                usage = _usage_in(obj)
+                usage = event_usage(obj)
                 if usage is not None:
-                    # Anthropic's counts come in two events (input and cache counts in
-                    # message_start, output in message_delta): merged, later wins.
-                    merged = dict(self.usage or {})
-                    merged.update((k, v) for k, v in usage.items() if v is not None)
-                    self.usage = self.request.usage = merged
+                    self.usage = self.request.usage = merge_usage(self.usage, usage)
             at = data.find(b'"usage"', end)
-
-
-def _usage_in(obj: Any) -> dict[str, Any] | None:
-    """The usage one stream event carries: at the top (a Chat chunk, Anthropic's
-    ``message_delta``), in ``message`` (Anthropic's ``message_start``) or in
-    ``response`` (Responses' ``response.completed``)."""
-    if not isinstance(obj, dict):
-        return None
-    for holder in (obj, obj.get("message"), obj.get("response")):
-        if isinstance(holder, dict) and isinstance(holder.get("usage"), dict):
-            usage: dict[str, Any] = holder["usage"]
-            return usage
-    return None
