@@ -47,7 +47,7 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def wait_until(pred: Callable[[], bool], limit: float = 20.0) -> bool:
+def wait_until(pred: Callable[[], bool], limit: float = 60.0) -> bool:
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         if pred():
