@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.client
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -108,8 +109,9 @@ def _key_info(port: int) -> dict[str, Any]:
 
 
 def test_spend_prices_cache_reads_and_writes_and_limits_count_every_input_token(
-    gateway: GatewayFactory, claude: AnthropicUpstream
+    gateway: GatewayFactory, claude: AnthropicUpstream, tmp_path: Path
 ) -> None:
+    usage_log = tmp_path / "usage.jsonl"
     prices = {"input_cost_per_token": 0.001, "output_cost_per_token": 0.002}
     gw = gateway(
         {
@@ -124,7 +126,7 @@ def test_spend_prices_cache_reads_and_writes_and_limits_count_every_input_token(
                 # No cache prices: cached tokens cost the input price.
                 claude_entry("plain", claude, **prices),
             ],
-            "general_settings": {"master_key": MASTER_KEY},
+            "general_settings": {"master_key": MASTER_KEY, "usage_log": str(usage_log)},
             "keys": [{"key": KEY, "name": "team-cache"}],
         }
     )
@@ -135,6 +137,10 @@ def test_spend_prices_cache_reads_and_writes_and_limits_count_every_input_token(
     # 13 plain at 0.001, 100 read at 0.0001, 20 written at 0.00125, 6 out at 0.002.
     assert spend["usd"] == pytest.approx(0.013 + 0.01 + 0.025 + 0.012)
     assert spend["tokens"] == 139
+    line = json.loads(usage_log.read_text().splitlines()[-1])
+    assert line["prompt_tokens"] == 133 and line["completion_tokens"] == 6
+    assert line["prompt_cache_read_tokens"] == 100 and line["prompt_cache_write_tokens"] == 20
+    assert line["cost_usd"] == pytest.approx(0.06)
     claude.enqueue(CACHED)
     c.chat.completions.create(model="plain", messages=HI)
     spend = _key_info(gw.port)["spend"]

@@ -153,6 +153,8 @@ class Accounting:
             latency_ms=(time.monotonic() - r.started) * 1000.0,
             stream=bool(result is not None and result.response.stream is not None),
             cached=cached,
+            prompt_cache_read_tokens=spent.cache_read,
+            prompt_cache_write_tokens=spent.cache_write,
         )
         usage_log.write(record, time.time())
 
