@@ -88,3 +88,31 @@ def test_each_nullable_chat_field_may_be_null(mock_gw: GatewayProcess, field: st
 def test_each_nullable_embedding_field_may_be_null(mock_gw: GatewayProcess, field: str) -> None:
     status, body = post(mock_gw, "/v1/embeddings", {"model": "m", "input": "hi", field: None})
     assert status == 200, body
+
+
+#: Nullable in the Responses API's schema.
+RESPONSES_NULLS = (
+    "instructions",
+    "previous_response_id",
+    "max_output_tokens",
+    "metadata",
+    "reasoning",
+    "temperature",
+    "top_p",
+    "text",
+    "tool_choice",
+    "tools",
+    "truncation",
+    "user",
+    "store",
+    "stream",
+    "parallel_tool_calls",
+    "service_tier",
+    "include",
+)
+
+
+@pytest.mark.parametrize("field", RESPONSES_NULLS)
+def test_each_nullable_responses_field_may_be_null(mock_gw: GatewayProcess, field: str) -> None:
+    status, body = post(mock_gw, "/v1/responses", {"model": "m", "input": "hi", field: None})
+    assert status == 200, body
