@@ -195,6 +195,10 @@ def test_estimate_counts_prompt_characters_and_max_tokens() -> None:
     assert estimate(body) == Estimate(101, 50)  # "user" counts too
     assert estimate({"prompt": "abcd"}).completion == 1024
     assert estimate({"input": "abcd", "max_output_tokens": 7, "n": 2}) == Estimate(1, 14)
+    # Tool and output schemas are input the provider counts too.
+    schema = {"type": "json_schema", "json_schema": {"name": "x" * 396}}
+    assert estimate({"messages": [], "response_format": schema}).prompt == 102
+    assert estimate({"functions": [{"name": "f" * 400}]}).prompt == 100
     assert Spent.from_usage({"input_tokens": 3, "output_tokens": 4}) == Spent(3, 4)
     assert Spent.from_usage(None) is None and Spent.from_usage({}) is None
 

@@ -20,7 +20,20 @@ DEFAULT_COMPLETION_TOKENS = 1024
 MAX_COMPLETION_TOKENS = 10**9
 _CHARS_PER_TOKEN = 4
 _MAX_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
-_PROMPT_FIELDS = ("messages", "prompt", "input", "system", "instructions", "tools")
+#: Everything the model reads as input: the messages, and the tool and output schemas
+#: (``functions`` is Chat's older spelling of ``tools``; ``response_format`` and
+#: Responses' ``text.format`` carry a JSON schema the provider adds to the prompt).
+_PROMPT_FIELDS = (
+    "messages",
+    "prompt",
+    "input",
+    "system",
+    "instructions",
+    "tools",
+    "functions",
+    "response_format",
+    "text",
+)
 
 
 @dataclass(frozen=True)
