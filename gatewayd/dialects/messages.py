@@ -13,7 +13,7 @@ from typing import Any
 
 from gatewayd.dialects.anthropic_chat import tool_call
 from gatewayd.dialects.errors import TranslationError, untranslatable
-from gatewayd.limits.estimate import Spent
+from gatewayd.dialects.usage import Spent
 
 #: chat finish_reason -> Anthropic stop_reason.
 STOP_REASONS = {

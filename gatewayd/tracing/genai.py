@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from gatewayd.limits.estimate import Spent, event_usage, merge_usage
+from gatewayd.dialects.usage import Spent, event_usage, merge_usage
 
 #: ``gen_ai.operation.name`` by endpoint path.
 _OPERATIONS = {

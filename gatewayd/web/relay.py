@@ -19,7 +19,7 @@ from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
 from gatewayd.dialects.stages import Stage
-from gatewayd.limits.estimate import Spent, event_usage, merge_usage
+from gatewayd.dialects.usage import Spent, event_usage, merge_usage
 from gatewayd.observability.log import get_logger
 from gatewayd.observability.metrics import GatewayMetrics
 from gatewayd.providers.base import EventStream, UpstreamFailure
