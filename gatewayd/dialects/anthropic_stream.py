@@ -10,6 +10,9 @@ from typing import Any
 from gatewayd.dialects.anthropic_chat import STOP_REASONS, chat_usage
 from gatewayd.upstream.sse import DONE, data_event, event_data
 
+#: One decoder for every event (``json.loads`` of bytes detects their encoding each time).
+_DECODE = json.JSONDecoder().decode
+
 
 class StreamTranslator:
     """Anthropic stream events in, OpenAI ``chat.completion.chunk`` events out."""
@@ -44,8 +47,8 @@ class StreamTranslator:
         if raw is None:
             return []
         try:
-            data = json.loads(raw)
-        except ValueError:
+            data = _DECODE(raw.decode())
+        except ValueError:  # (UnicodeDecodeError among them)
             return []
         kind = data.get("type")
         if kind == "message_start":
