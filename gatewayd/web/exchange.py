@@ -21,8 +21,7 @@ from gatewayd.state import StoreUnavailable
 from gatewayd.upstream.sse import comment_event
 from gatewayd.web.answers import Answer
 from gatewayd.web.errors import set_status
-from gatewayd.web.relay import StreamRelay
-from gatewayd.web.request import (
+from gatewayd.web.headers import (
     CACHE_CONTROL,
     CONTENT_LENGTH,
     CONTENT_TYPE,
@@ -30,9 +29,10 @@ from gatewayd.web.request import (
     X_GATEWAYD_ATTEMPTS,
     X_GATEWAYD_DEPLOYMENT,
     X_GATEWAYD_MODEL,
-    GatewayRequest,
     header_value,
 )
+from gatewayd.web.relay import StreamRelay
+from gatewayd.web.request import GatewayRequest
 
 log = get_logger("gatewayd.web.resources")
 

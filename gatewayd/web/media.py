@@ -23,7 +23,8 @@ from gatewayd.providers.media import is_file_content
 from gatewayd.routing import RouteResult
 from gatewayd.web.byterelay import ByteRelay
 from gatewayd.web.exchange import Exchange, Gateway, upstream_call
-from gatewayd.web.request import CONTENT_LENGTH, CONTENT_TYPE, GatewayRequest
+from gatewayd.web.headers import CONTENT_LENGTH, CONTENT_TYPE
+from gatewayd.web.request import GatewayRequest
 from gatewayd.web.resource_kinds import RoutedResource
 from gatewayd.web.upload import too_large_message
 
