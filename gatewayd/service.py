@@ -14,7 +14,7 @@ import random
 import re
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -28,17 +28,20 @@ from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 
 from gatewayd.cache import CacheStage
-from gatewayd.config import ConfigError, GatewayConfig, load_config
+from gatewayd.config import ConfigError, Deployment, GatewayConfig, load_config
 from gatewayd.config.pace import pacing
+from gatewayd.fleet.watch import FleetWatch
 from gatewayd.limits import Limiter
 from gatewayd.limits.usagelog import UsageLog
 from gatewayd.observability.log import get_logger
 from gatewayd.observability.metrics import GatewayMetrics, multiprocess_dir
 from gatewayd.observability.reactor_lag import ReactorLag
+from gatewayd.providers.base import Provider
 from gatewayd.providers.factory import build_provider
 from gatewayd.requestlog import RequestLog
 from gatewayd.routing import Router, RoutingTable, build_table
 from gatewayd.routing.state_setup import build_limiter
+from gatewayd.routing.wildcard import Listings, with_wildcards
 from gatewayd.sockets import systemd_notify as systemd
 from gatewayd.stages import Pipeline
 from gatewayd.tracing.setup import build_tracing
@@ -137,6 +140,8 @@ class GatewayService(Service):
         self.config = config
         self.agents = UpstreamAgents(reactor)
         self.metrics = GatewayMetrics()
+        #: The models discovering deployments list (wildcard aliases serve those).
+        self.listings = Listings()
         self._router = Router(self._table(config), reactor, rng, self.metrics)
         #: Key and deployment limits on the state store (memory, or shared Redis).
         self.state = build_limiter(config.general, reactor, self.metrics, self._router)
@@ -151,6 +156,15 @@ class GatewayService(Service):
         self.pipeline: Pipeline = self._pipeline(config)
         self.site = GatewaySite(build_root(self), lambda: self.config.general, self.metrics)
         self.site.request_log = self.request_log
+        #: Active health checks and model discovery (docs/routing.md).
+        self.fleet = FleetWatch(
+            self._router.health,
+            self.listings,
+            reactor,
+            self.agents.agent_for,
+            lambda d: build_provider(d, self.agents, reactor),
+            self.state.cooldowns,
+        )
         self._observe()
         self.tracing = build_tracing(config.general.otel, reactor)
         self.site.tracing = self.tracing
@@ -163,6 +177,8 @@ class GatewayService(Service):
         self.exit_on_listen_failure = exit_on_listen_failure
         self.listen_failure: Failure | None = None
         self._reloading = False
+        #: Called after each reload's swap (the daemon freezes the new heap: GC tuning).
+        self.after_reload: list[Callable[[], None]] = []
         self._reload_waiters: list[Deferred[bool]] = []
         #: Runs a reload's reactor-side work one step per reactor turn.
         self._cooperator = Cooperator(
@@ -232,7 +248,10 @@ class GatewayService(Service):
         )
 
     def _table(self, config: GatewayConfig) -> RoutingTable:
-        return build_table(config, lambda d: build_provider(d, self.agents, self.reactor))
+        def make(d: Deployment) -> Provider:
+            return build_provider(d, self.agents, self.reactor)
+
+        return with_wildcards(build_table(config, make), make, self.listings)
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
@@ -245,6 +264,7 @@ class GatewayService(Service):
             else self.listen
         )
         self.lag.start()
+        self.fleet.retarget(self.config)
         d = endpoint.listen(self.site)
         d.addCallbacks(self._listening, self._listen_failed)
         if self.handle_sighup and hasattr(signal, "SIGHUP"):
@@ -351,6 +371,8 @@ class GatewayService(Service):
             self.pipeline = self._pipeline(config)
             self.state.reloaded(config.general)
             self.agents.retain_only([d.api_base for d in config.deployments if d.api_base])
+            if self.running:
+                self.fleet.retarget(config)
             self.metrics.reloads.inc("ok")
             self.metrics.last_reload.set(self.reactor.seconds())
             log.info(
@@ -358,6 +380,8 @@ class GatewayService(Service):
                 path=self.config_path,
                 n=len(table.routes),
             )
+            for hook in self.after_reload:
+                hook()
 
         steps = self._router.swap_in_steps(table, on_swap=swapped)
         return self._cooperator.coiterate(steps).addCallback(lambda _: True)
@@ -365,6 +389,7 @@ class GatewayService(Service):
     def stopService(self) -> Deferred[None]:
         super().stopService()  # type: ignore[no-untyped-call]
         self.lag.stop()
+        self.fleet.stop()
         self._ready = False
         systemd.notify("STOPPING=1")
         d: Deferred[Any] = succeed(None)

@@ -18,6 +18,7 @@ from gatewayd.config.catalog import (
 )
 from gatewayd.config.endpoints import UNIT_PRICES, api_endpoints, unit_prices
 from gatewayd.config.errors import ConfigError
+from gatewayd.config.fleet import parse_health_check
 from gatewayd.config.model import Deployment
 from gatewayd.config.tls import TLSSettings, tls_creator
 from gatewayd.config.values import ValueReader, kind
@@ -42,8 +43,13 @@ _PARAM_KEYS = {
     "ssl_keyfile",
     "input_cost_per_token",
     "output_cost_per_token",
+    "cache_read_input_token_cost",
+    "cache_creation_input_token_cost",
     "api_dialects",
     "drop_params",
+    "health_check",
+    "discover",
+    "discover_interval",
     "api_endpoints",
     *UNIT_PRICES,
 }
@@ -211,13 +217,30 @@ class DeploymentSection(ValueReader):
             tpm=self._opt_int(params, "tpm", ppath),
             input_cost_per_token=prices.get("input_cost_per_token", 0.0),
             output_cost_per_token=prices.get("output_cost_per_token", 0.0),
+            cache_read_input_token_cost=prices.get("cache_read_input_token_cost"),
+            cache_creation_input_token_cost=prices.get("cache_creation_input_token_cost"),
             headers=MappingProxyType(headers),
             extra=MappingProxyType(extra),
             index=index,
+            health_check=parse_health_check(params.get("health_check"), f"{ppath}.health_check"),
+            discover=self._discover(params, ppath, name, upstream),
+            discover_interval=self._opt_float(params, "discover_interval", ppath),
             api_endpoints=api_endpoints(params, entry.get("model_info"), info.wire, ppath, path),
             unit_prices=unit_prices(self, params, entry.get("model_info"), ppath, path),
             **_tls(self, params, ppath, self.tls_loaded),
         )
+
+    def _discover(self, params: Mapping[str, Any], ppath: str, alias: str, model: str) -> bool:
+        """``params.discover``: only for a wildcard alias whose model has a ``*``."""
+        v = params.get("discover", False)
+        if not isinstance(v, bool):
+            raise ConfigError(f"{ppath}.discover", f"expected true or false, got {kind(v)}")
+        if v and ("*" not in alias or "*" not in model):
+            raise ConfigError(
+                f"{ppath}.discover",
+                'is for a wildcard alias (model_name: "ollama/*", model: "ollama/*")',
+            )
+        return v
 
     def _opt_weight(self, params: Mapping[str, Any], ppath: str) -> float | None:
         if params.get("weight") is None:
@@ -280,10 +303,19 @@ def _tls(
     return {"ssl_verify": verify, "ssl_certfile": certfile, "ssl_keyfile": keyfile}
 
 
+_PRICE_KEYS = (
+    "input_cost_per_token",
+    "output_cost_per_token",
+    "cache_read_input_token_cost",
+    "cache_creation_input_token_cost",
+)
+
+
 def _prices(r: ValueReader, params: Mapping[str, Any], info: Any, ppath: str) -> dict[str, float]:
-    """USD per token from ``params``, else ``model_info`` (LiteLLM puts them in either)."""
+    """USD per token from ``params``, else ``model_info`` (LiteLLM puts them in either).
+    The cache prices are left out when unset: cached tokens then cost the input price."""
     out = {}
-    for k in ("input_cost_per_token", "output_cost_per_token"):
+    for k in _PRICE_KEYS:
         if params.get(k) is not None:
             out[k] = r._float(params, k, ppath, 0.0)
         elif isinstance(info, dict) and info.get(k) is not None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 
 from gatewayd.config.model import Deployment
 from gatewayd.observability.metrics import GatewayMetrics
@@ -17,6 +18,7 @@ from gatewayd.providers.base import AttemptLimits, ProviderRequest, UpstreamFail
 from gatewayd.providers.dialect import send_in_dialect
 from gatewayd.routing.balancer import Balancer
 from gatewayd.routing.cooldown import Cooldowns
+from gatewayd.routing.latency import LatencyBook
 from gatewayd.routing.outcome import Progress, RouteResult
 from gatewayd.routing.table import Route, RoutingTable
 from gatewayd.tracing.request_trace import trace_of
@@ -37,14 +39,30 @@ class Attempt:
     started: float
     sent: Deferred[Any]
 
+    def forget_traceback(self, failure: BaseException) -> None:
+        """Drop the traceback of the failure ``sent`` fired with: it holds the frames
+        that hold the Failure that holds it, a reference cycle per failed attempt that
+        only the cyclic collector would free (an expected upstream failure's traceback
+        is never shown)."""
+        failure.__traceback__ = None
+        result = getattr(self.sent, "result", None)
+        if isinstance(result, Failure):
+            result.tb = None
+
 
 class Attempts:
     """Starts attempts and books their successes, for one :class:`Router`."""
 
     def __init__(
-        self, clock: IReactorTime, balancer: Balancer, health: Cooldowns, metrics: GatewayMetrics
+        self,
+        clock: IReactorTime,
+        balancer: Balancer,
+        health: Cooldowns,
+        metrics: GatewayMetrics,
+        latency: LatencyBook | None = None,
     ) -> None:
         self.clock = clock
+        self.latency = latency
         self.balancer = balancer
         self.health = health
         self.metrics = metrics
@@ -77,6 +95,8 @@ class Attempts:
         self.health.success(route.id)
         self.metrics.attempts.inc(alias, route.id, "ok")
         self.metrics.upstream_latency.observe(took, alias, route.id)
+        if self.latency is not None:
+            self.latency.observe_success(route.id, response.stream is not None, took, response.body)
         tickets = [] if ticket is None else [ticket]
         if response.stream is None:
             release()  # a JSON answer is complete: its slot is free now

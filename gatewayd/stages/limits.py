@@ -6,6 +6,7 @@ the real usage once the answer is complete; spend and the usage log with it.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -25,17 +26,44 @@ from gatewayd.state import StoreUnavailable
 log = get_logger(__name__)
 
 
-def _prices(table: RoutingTable, alias: str, deployment: str | None) -> tuple[float, float]:
-    """The answering deployment's prices; with no deployment yet, the alias's dearest."""
+#: A deployment's USD per token: input, output, cache read, cache write (None: input).
+Prices = tuple[float, float, float | None, float | None]
+
+
+def _prices(table: RoutingTable, alias: str, deployment: str | None) -> Prices:
+    """The answering deployment's prices; with no deployment yet, the alias's dearest
+    (an estimate has no cached tokens: the cache prices do not matter then)."""
     routes = table.routes.get(alias, ())
     for r in routes:
         if r.id == deployment:
-            return r.deployment.input_cost_per_token, r.deployment.output_cost_per_token
+            d = r.deployment
+            return (
+                d.input_cost_per_token,
+                d.output_cost_per_token,
+                d.cache_read_input_token_cost,
+                d.cache_creation_input_token_cost,
+            )
     if not routes:
-        return 0.0, 0.0
+        return 0.0, 0.0, None, None
     return (
         max(r.deployment.input_cost_per_token for r in routes),
         max(r.deployment.output_cost_per_token for r in routes),
+        None,
+        None,
+    )
+
+
+def _usd(spent: Spent, prices: Prices) -> float:
+    price_in, price_out, price_read, price_write = prices
+    return cost(
+        spent.prompt,
+        spent.completion,
+        price_in,
+        price_out,
+        spent.cache_read,
+        spent.cache_write,
+        price_read,
+        price_write,
     )
 
 
@@ -87,10 +115,9 @@ class Accounting:
         table = self.gateway.router.table
         counted = Spent(0, 0)
         if result is not None:
-            price_in, price_out = _prices(table, result.alias, result.deployment)
             # No usage reported (a stream without include_usage): the reservation stands.
             counted = spent or Spent(self.estimate.prompt, self.estimate.completion)
-            usd = cost(counted.prompt, counted.completion, price_in, price_out)
+            usd = _usd(counted, _prices(table, result.alias, result.deployment))
             if not free and self.call is not None:  # per request, second, character, image
                 usd += self._unit_cost(table, result, self.call)
             key = self.request.key_name or "-"
@@ -127,8 +154,15 @@ class Accounting:
             latency_ms=(time.monotonic() - r.started) * 1000.0,
             stream=bool(result is not None and result.response.stream is not None),
             cached=cached,
+            prompt_cache_read_tokens=spent.cache_read,
+            prompt_cache_write_tokens=spent.cache_write,
         )
         usage_log.write(record, time.time())
+
+
+def at_limit(headers: tuple[tuple[bytes, bytes], ...]) -> bool:
+    """Whether this request took the last of one of the key's minute limits."""
+    return any(n.startswith(b"x-ratelimit-remaining-") and v == b"0" for n, v in headers)
 
 
 class LimitsStage:
@@ -153,8 +187,9 @@ class LimitsStage:
             est, usd = Estimate(0, 0), 0.0
         else:
             est = acct.estimate
-            price_in, price_out = _prices(gateway.router.table, ctx.alias, None)
-            usd = cost(est.prompt, est.completion, price_in, price_out)
+            usd = _usd(
+                Spent(est.prompt, est.completion), _prices(gateway.router.table, ctx.alias, None)
+            )
         try:
             ticket = await gateway.limiter.admit_key(key, est, usd, tokens=not ctx.cached)
         except LimitExceeded as e:
@@ -174,6 +209,8 @@ class LimitsStage:
         acct.tickets.append(ticket)
         for name, value in ticket.headers:
             ctx.request.setHeader(name, value)
+        if at_limit(ticket.headers):  # a hedged copy would cost what the key has not got
+            ctx.call = replace(ctx.call, hedge=False)
 
     def after(self, ctx: RouteContext, result: RouteResult | None, failure: Failure | None) -> None:
         acct: Accounting = ctx.scratch.pop(LimitsStage)

@@ -27,6 +27,8 @@ from collections.abc import Callable
 from typing import Any
 
 from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpRequestParser
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
 from twisted.web.http_headers import InvalidHeaderName, _nameEncoder
 from twisted.web.server import Request
 
@@ -118,7 +120,7 @@ class GatewayChannel(AnsweringChannel):
             from twisted.internet import reactor as clock
         self._now: Callable[[], float] = clock.seconds
         self._active_at = self._now()
-        super().connectionMade()  # type: ignore[no-untyped-call]
+        super().connectionMade()
 
     def timeoutConnection(self) -> None:
         idle = self._idle
@@ -129,10 +131,19 @@ class GatewayChannel(AnsweringChannel):
                 return
         super().timeoutConnection()  # type: ignore[no-untyped-call]
 
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        super().connectionLost(reason)
+        # The parser holds this channel's bound callbacks: dropped, neither is left in a
+        # reference cycle for the collector. Nothing is parsed after the connection went.
+        self._stopped = True
+        self.__dict__.pop("_parser", None)
+
     # -- reading -----------------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
         if self._stopped:
+            if self._rejected:  # lingering after an early answer: read and dropped
+                self.discard(data)
             return  # a connection being closed, or after its last request
         self._active_at = self._now()
         if self._handlingRequest:
