@@ -273,3 +273,19 @@ def test_the_detail_lists_each_attempt(
     assert [a["status"] for a in log] == [503, 200]
     assert log[0]["error"] == "upstream overloaded" and log[1]["error"] is None
     assert all(a["deployment"] == row["deployment"] and a["latency_ms"] >= 0 for a in log)
+
+
+def test_a_deployment_down_by_health_check(gateway: GatewayFactory, upstream: FakeUpstream) -> None:
+    from gatewayd.testing.behaviours import Error
+
+    upstream.set_default(Error(503, "down for maintenance"))
+    cfg = config(upstream, health_check_interval=0.2, cooldown_time=60)
+    gw = gateway(cfg)
+    deadline = time.monotonic() + 15
+    while True:
+        dep = get(gw.port, "/ui/api/overview")[2]["aliases"][0]["deployments"][0]
+        if dep["state"] == "down_by_health_check":
+            break
+        assert time.monotonic() < deadline, dep
+        time.sleep(0.1)
+    assert dep["cooling_down_until"] > time.time() and "health check" in dep["last_error"]

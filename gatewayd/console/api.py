@@ -81,11 +81,15 @@ class Overview(ApiResource):
                 d = route.deployment
                 h = health.get(route.id)
                 cooling = now_clock < h.cooldown_until
+                state = "healthy"
+                if cooling:  # a probe's cooldown says so in its error (gatewayd.fleet)
+                    probed = (h.last_error or "").startswith("health check:")
+                    state = "down_by_health_check" if probed else "cooling_down"
                 dep: dict[str, Any] = {
                     "id": route.id,
                     "provider": d.provider.prefix,
                     "model": d.model,
-                    "state": "cooling_down" if cooling else "healthy",
+                    "state": state,
                     "cooling_down_until": (now + h.cooldown_until - now_clock) if cooling else None,
                     "in_flight": h.in_flight,
                     "consecutive_fails": h.consecutive_fails,

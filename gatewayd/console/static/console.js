@@ -72,7 +72,8 @@ async function loadOverview() {
     }
     for (const d of a.deployments) {
       const r = d.recent || {};
-      let state = d.state === "healthy" ? "healthy" : "cooling down";
+      const labels = { healthy: "healthy", cooling_down: "cooling down", down_by_health_check: "down (health check)" };
+      let state = labels[d.state] || d.state;
       if (d.cooling_down_until) state += " until " + new Date(d.cooling_down_until * 1000).toLocaleTimeString();
       const s = el("span", state, "state-" + d.state);
       const tr = row([a.alias, d.id, s, d.in_flight, fmt(r.requests), r.requests ? (100 * r.error_rate).toFixed(1) + "%" : "-",
