@@ -155,3 +155,10 @@ def test_the_console_in_a_browser(
     for secret in (MASTER_KEY, TEAM_KEY, "sk-upstream-SECRET"):
         assert secret not in html
     assert not [e for e in errors if "Content Security Policy" in e], errors
+
+    # Sign out (a POST with the CSRF token): the cookie is gone, /ui asks again.
+    page.click("#logout")
+    page.wait_for_url("**/ui/login", timeout=WAIT)
+    assert not [c for c in page.context.cookies() if c["name"] == "gatewayd_ui"]
+    page.goto(f"{gw.url}/ui/")
+    assert page.url.endswith("/ui/login")
