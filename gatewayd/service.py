@@ -30,7 +30,6 @@ from twisted.python.failure import Failure
 from gatewayd.cache import CacheStage
 from gatewayd.config import ConfigError, Deployment, GatewayConfig, load_config
 from gatewayd.config.pace import pacing
-from gatewayd.console import ConsoleRoot
 from gatewayd.fleet.watch import FleetWatch
 from gatewayd.limits import Limiter
 from gatewayd.limits.usagelog import UsageLog
@@ -39,7 +38,7 @@ from gatewayd.observability.metrics import GatewayMetrics, multiprocess_dir
 from gatewayd.observability.reactor_lag import ReactorLag
 from gatewayd.providers.base import Provider
 from gatewayd.providers.factory import build_provider
-from gatewayd.requestlog import RequestLog, config_secrets
+from gatewayd.requestlog import RequestLog
 from gatewayd.routing import Router, RoutingTable, build_table
 from gatewayd.routing.state_setup import build_limiter
 from gatewayd.routing.wildcard import Listings, with_wildcards
@@ -148,16 +147,15 @@ class GatewayService(Service):
         self.state = build_limiter(config.general, reactor, self.metrics, self._router)
         #: The response cache: one for the service's life (a reload keeps its answers).
         self.cache = CacheStage()
-        #: The console's request log (one for the service's life: a reload keeps it).
-        self.request_log = RequestLog(
-            config.general.request_log, reactor, self.metrics, config_secrets(config)
-        )
+        #: The console's request log: kept when it has a path or the console is on.
+        self.request_log: RequestLog | None = None
+        general = config.general
+        if general.request_log.path is not None or general.ui:
+            self.request_log = RequestLog(general.request_log, reactor, self.metrics)
         #: The stages around every routed request (:mod:`gatewayd.web.stage_list`).
         self.pipeline: Pipeline = self._pipeline(config)
-        root = build_root(self)
-        # Always mounted: general_settings.ui is read per request (a reload turns it on/off).
-        root.putChild(b"ui", ConsoleRoot(self, root.children[b"v1"]))
-        self.site = GatewaySite(root, lambda: self.config.general, self.metrics)
+        self.site = GatewaySite(build_root(self), lambda: self.config.general, self.metrics)
+        self.site.request_log = self.request_log
         #: Active health checks and model discovery (docs/routing.md).
         self.fleet = FleetWatch(
             self._router.health,
@@ -246,7 +244,7 @@ class GatewayService(Service):
     def _pipeline(self, config: GatewayConfig) -> Pipeline:
         return request_pipeline(
             self.cache if config.general.cache is not None else None,
-            self.request_log.stage if self.request_log.settings.enabled else None,
+            request_log=self.request_log is not None,
         )
 
     def _table(self, config: GatewayConfig) -> RoutingTable:
@@ -258,7 +256,6 @@ class GatewayService(Service):
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
         self.state.start()
-        self.request_log.start()
         endpoint = (
             endpoints.serverFromString(
                 self.reactor, with_backlog(self.listen, self.config.general.listen_backlog)
@@ -370,8 +367,8 @@ class GatewayService(Service):
 
         def swapped() -> None:
             self.config = config
+            self._reload_request_log(config)
             self.pipeline = self._pipeline(config)
-            self.request_log.reloaded(config)
             self.state.reloaded(config.general)
             self.agents.retain_only([d.api_base for d in config.deployments if d.api_base])
             if self.running:
@@ -400,11 +397,26 @@ class GatewayService(Service):
             d = Deferred.fromCoroutine(self._drain())
         d.addBoth(lambda _: self.agents.close())
         d.addBoth(lambda _: self.state.stop())
+        if self.request_log is not None:
+            d.addBoth(self._close_request_log)
         d.addBoth(lambda _: self.cache.close())
-        d.addBoth(lambda _: self.request_log.stop())
         d.addBoth(lambda _: self.tracing.shutdown())
         d.addBoth(lambda _: None)
         return d
+
+    def _reload_request_log(self, config: GatewayConfig) -> None:
+        """A request log given a path on reload starts; a kept one takes the new settings.
+        (One kept for the console stays while the console runs: ``ui`` is read at start.)"""
+        settings = config.general.request_log
+        if self.request_log is not None:
+            self.request_log.configure(settings)
+        elif settings.path is not None:
+            self.request_log = RequestLog(settings, self.reactor, self.metrics)
+        self.site.request_log = self.request_log
+
+    def _close_request_log(self, _: Any) -> None:
+        if self.request_log is not None:
+            self.request_log.close()
 
     async def _drain(self) -> None:
         """Stop accepting; give requests in flight up to the grace period to finish."""

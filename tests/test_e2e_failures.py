@@ -284,8 +284,9 @@ def test_client_disconnect_while_waiting_cancels_the_upstream_request(
     time.sleep(0.3)
     closed = time.monotonic()
     s.close()
-    assert wait_for(lambda: stats.client_closed, 3), "the upstream request was left running"
-    assert stats.closed_at is not None and stats.closed_at - closed < 1.0
+    assert wait_for(lambda: stats.client_closed, 8), "the upstream request was left running"
+    # Well before the upstream would have ended by itself, with room for a busy machine.
+    assert stats.closed_at is not None and stats.closed_at - closed < 5.0
 
 
 def test_a_pooled_connection_the_upstream_dropped_is_retried_transparently(

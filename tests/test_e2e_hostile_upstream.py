@@ -300,6 +300,60 @@ def test_an_encoding_the_gateway_cannot_decode_is_a_502_naming_it(
     assert "zstd" in message
 
 
+def _flushed(coding: str, events: list[bytes]) -> list[bytes]:
+    """``events`` compressed as a streaming server does: one flushed piece per event."""
+    if coding == "br":
+        c = brotli.Compressor()
+        return [c.process(e) + c.flush() for e in events] + [c.finish()]
+    z = zlib.compressobj(wbits=31 if coding == "gzip" else 15)
+    return [z.compress(e) + z.flush(zlib.Z_SYNC_FLUSH) for e in events] + [z.flush()]
+
+
+@pytest.mark.parametrize("coding", sorted(ENCODERS))
+@pytest.mark.parametrize("alias", ["solo", "anth"])
+def test_an_event_stream_compressed_event_by_event_is_decoded(
+    gw: GatewayProcess, hostile: FakeUpstream, coding: str, alias: str
+) -> None:
+    # Issue 17: a Brotli stream flushed per event, in its own chunks, as a real server
+    # sends it, to the pass-through and to the Anthropic translation.
+    if alias == "anth":
+        events = [
+            b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_1",'
+            b'"model":"claude-x","usage":{"input_tokens":3,"output_tokens":1}}}\n\n',
+            b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+            b'"delta":{"type":"text_delta","text":"from hostile"}}\n\n',
+            b'event: message_delta\ndata: {"type":"message_delta","delta":'
+            b'{"stop_reason":"end_turn"},"usage":{"output_tokens":2}}\n\n',
+            b'event: message_stop\ndata: {"type":"message_stop"}\n\n',
+        ]
+    else:
+        events = [e + b"\n\n" for e in SSE_OK.split(b"\n\n") if e]
+    parts = [p for p in _flushed(coding, events) if p]
+    head = "HTTP/1.1 200 X\r\nContent-Type: text/event-stream\r\n"
+    head += f"Content-Encoding: {coding}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    data = b"".join(f"{len(p):x}\r\n".encode() + p + b"\r\n" for p in parts) + b"0\r\n\r\n"
+    hostile.enqueue(RawResponse(head.encode() + data))
+    status, headers, text = chat(gw, alias, stream=True)
+    assert status == 200, text
+    assert "content-encoding" not in headers
+    assert "from hostile" in text and text.rstrip().endswith("data: [DONE]")
+
+
+def test_an_event_stream_in_an_encoding_the_gateway_cannot_decode_is_refused_like_json(
+    gw: GatewayProcess, hostile: FakeUpstream
+) -> None:
+    bad = chunked(
+        200,
+        b"\x28\xb5\x2f\xfd garbage",
+        {"Content-Type": "text/event-stream", "Content-Encoding": "zstd"},
+    )
+    hostile.enqueue(bad)
+    status, _, text = chat(gw, "solo", stream=True)
+    assert status == 502, text
+    err = json.loads(text)["error"]
+    assert err["code"] == "bad_upstream_response" and "zstd" in err["message"]
+
+
 def test_a_corrupt_gzip_body_is_a_bad_response(gw: GatewayProcess, hostile: FakeUpstream) -> None:
     bad = response(200, b"\x1f\x8b\x08\x00 not really gzip", {"Content-Encoding": "gzip"})
     assert_falls_back_then_502(gw, hostile, bad)

@@ -57,10 +57,8 @@ def test_slow_reader_pauses_the_upstream_and_memory_stays_flat(
         assert b"200 OK" in head
         stats = upstream.wait_for_streams(1)[0]
         # The client reads nothing: the upstream must soon be blocked far from the end.
-        time.sleep(1.5)
-        stalled_at = stats.bytes_written
-        time.sleep(1.0)
-        assert stats.bytes_written == stalled_at, "upstream kept writing into the gateway"
+        stalled_at = stats.wait_stalled()
+        assert stalled_at >= 0, "upstream kept writing into the gateway"
         assert stalled_at < 10_000_000, stalled_at
         assert not stats.finished
         grown = gw.rss_kib() - base_rss
@@ -91,8 +89,9 @@ def test_disconnect_before_first_byte_closes_upstream(
     time.sleep(0.3)
     closed = time.monotonic()
     s.close()
-    assert wait_for(lambda: stats.client_closed, 3), "upstream never saw the close"
-    assert stats.closed_at is not None and stats.closed_at - closed < 1.0
+    assert wait_for(lambda: stats.client_closed, 8), "upstream never saw the close"
+    # Well before the upstream would have ended by itself, with room for a busy machine.
+    assert stats.closed_at is not None and stats.closed_at - closed < 5.0
 
 
 def test_disconnect_mid_stream_closes_upstream(
@@ -104,10 +103,12 @@ def test_disconnect_mid_stream_closes_upstream(
     got = read_until(s, b"chat.completion.chunk")
     assert b"chat.completion.chunk" in got
     stats = upstream.wait_for_streams(1)[0]
+    time.sleep(0.3)
     closed = time.monotonic()
     s.close()
-    assert wait_for(lambda: stats.client_closed, 3), "upstream never saw the close"
-    assert stats.closed_at is not None and stats.closed_at - closed < 1.0
+    assert wait_for(lambda: stats.client_closed, 8), "upstream never saw the close"
+    # Well before the upstream would have ended by itself, with room for a busy machine.
+    assert stats.closed_at is not None and stats.closed_at - closed < 5.0
     assert not stats.finished
     assert wait_for(lambda: "client_closed_mid_stream" in gw.log(), 5)
 

@@ -10,6 +10,7 @@ from gatewayd.tracing.genai import (
     provider_name,
     request_attributes,
     response_attributes,
+    usage_attributes,
 )
 
 
@@ -91,3 +92,31 @@ def test_stream_facts_read_only_what_events_carry() -> None:
         "gen_ai.usage.input_tokens": 5,
         "gen_ai.usage.output_tokens": 7,
     }
+
+
+def test_usage_attributes_count_every_input_token_with_the_cache_share() -> None:
+    anthropic = {
+        "input_tokens": 13,
+        "cache_creation_input_tokens": 20,
+        "cache_read_input_tokens": 100,
+        "output_tokens": 6,
+    }
+    assert usage_attributes(anthropic) == {
+        "gen_ai.usage.input_tokens": 133,
+        "gen_ai.usage.output_tokens": 6,
+        "gen_ai.usage.cache_read.input_tokens": 100,
+        "gen_ai.usage.cache_creation.input_tokens": 20,
+    }
+
+
+def test_stream_facts_read_usage_from_anthropic_and_responses_events() -> None:
+    facts = StreamFacts()
+    start = {"type": "message_start", "message": {"model": "c", "usage": {"input_tokens": 13}}}
+    facts.read(b"event: message_start\ndata: " + json.dumps(start).encode() + b"\n\n")
+    delta = {"type": "message_delta", "usage": {"output_tokens": 6}}
+    facts.read(b"event: message_delta\ndata: " + json.dumps(delta).encode() + b"\n\n")
+    assert facts.usage == {"input_tokens": 13, "output_tokens": 6}
+    done = {"type": "response.completed", "response": {"usage": {"input_tokens": 5}}}
+    other = StreamFacts()
+    other.read(b"data: " + json.dumps(done).encode() + b"\n\n")
+    assert other.usage == {"input_tokens": 5}

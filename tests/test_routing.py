@@ -46,6 +46,13 @@ def refused() -> UpstreamFailure:
     return UpstreamFailure(FailureKind.CONNECT, 502, openai_error("connection refused"))
 
 
+def port_refused() -> UpstreamFailure:
+    """A connection refused outright: nothing listens on the port."""
+    return UpstreamFailure(
+        FailureKind.CONNECT, 502, openai_error("connection refused"), refused=True
+    )
+
+
 OK = UpstreamResponse(200, body=b'{"ok": true}')
 
 
@@ -237,6 +244,60 @@ def test_fallbacks_in_order_each_with_its_own_retries() -> None:
     assert isinstance(result, RouteResult)
     assert (h.calls("a1"), h.calls("b1"), h.calls("c1")) == (2, 2, 1)
     assert result.alias == "c" and result.fallback == "c" and result.attempts == 5
+
+
+def test_a_refused_port_goes_to_the_fallback_at_once() -> None:
+    # The seed's configuration with its local server not running (issue 17): two
+    # retries, a fallback; the refused port is not retried after a sleep.
+    h = Harness(
+        conf(
+            [entry("local", "l1"), entry("cloud", "c1")],
+            "  num_retries: 2\n  fallbacks: [{local: [cloud]}]\n",
+        ),
+        {"l1": [port_refused(), port_refused(), port_refused()]},
+    )
+    result = outcome(h.route("local"))  # fired with the clock never advanced
+    assert isinstance(result, RouteResult) and result.alias == "cloud"
+    assert (h.calls("l1"), h.calls("c1")) == (1, 1)
+
+
+def test_dead_fallbacks_each_cost_no_sleep() -> None:
+    h = Harness(
+        conf(
+            [entry("a", "a1"), entry("b", "b1"), entry("c", "c1")],
+            "  num_retries: 1\n  fallbacks: [{a: [b, c]}]\n",
+        ),
+        {"a1": [port_refused()], "b1": [port_refused()]},
+    )
+    result = outcome(h.route("a"))
+    assert isinstance(result, RouteResult) and result.alias == "c"
+    assert (h.calls("a1"), h.calls("b1"), h.calls("c1")) == (1, 1, 1)
+
+
+def test_a_refused_port_tries_the_other_deployments_then_the_fallback() -> None:
+    h = Harness(
+        conf(
+            [entry("a", "a1"), entry("a", "a2"), entry("b", "b1")],
+            "  num_retries: 3\n  fallbacks: [{a: [b]}]\n",
+        ),
+        {"a1": [port_refused()] * 4, "a2": [port_refused()] * 4},
+    )
+    result = outcome(h.route("a"))
+    assert isinstance(result, RouteResult) and result.alias == "b"
+    assert (h.calls("a1"), h.calls("a2"), h.calls("b1")) == (1, 1, 1)
+
+
+def test_a_refused_port_with_nothing_else_left_is_retried_after_the_backoff() -> None:
+    h = Harness(
+        conf([entry("a", "a1")], "  num_retries: 2\n"),
+        {"a1": [port_refused(), port_refused()]},
+    )
+    d = h.route("a")
+    assert not d.called and h.calls("a1") == 1
+    h.clock.advance(0.5)
+    assert h.calls("a1") == 2 and not d.called
+    h.clock.advance(1.0)
+    assert isinstance(outcome(d), RouteResult) and h.calls("a1") == 3
 
 
 @pytest.mark.parametrize("status", [401, 403, 404])

@@ -79,7 +79,7 @@ class ClientKey:
     max_parallel_requests: int | None = None
     budget: Budget | None = None
     metadata: Mapping[str, Any] = field(default_factory=_empty)
-    #: May sign in to the operator console (``/ui``), like the master key.
+    #: May sign in to the operator console (``/ui``).
     admin: bool = False
 
     def allows(self, alias: str) -> bool:

@@ -49,6 +49,10 @@ class Deployment:
     #: USD per token (LiteLLM's ``input_cost_per_token`` / ``output_cost_per_token``).
     input_cost_per_token: float = 0.0
     output_cost_per_token: float = 0.0
+    #: USD per input token read from / written to the provider's prompt cache
+    #: (LiteLLM's names); None: the input price.
+    cache_read_input_token_cost: float | None = None
+    cache_creation_input_token_cost: float | None = None
     #: Extra upstream headers (may hold secrets: never logged).
     headers: Mapping[str, str] = field(default_factory=_empty, repr=False)
     #: Provider-specific params (``mock_response`` ...), unknown to the core.
@@ -156,12 +160,12 @@ class GeneralSettings:
     object_id_secret: str | None = field(default=None, repr=False)
     #: Per-alias overrides (``general_settings.alias_settings``).
     alias_settings: Mapping[str, AliasSettings] = field(default_factory=_empty)
+    #: The console's request log (``general_settings.request_log``).
+    request_log: RequestLogSettings = field(default_factory=RequestLogSettings)
+    #: The operator console at ``/ui`` (default: on when a master key is set).
+    ui: bool = False
     #: The response cache and request coalescing (``general_settings.cache``); None: off.
     cache: CacheSettings | None = None
-    #: The console's request log (``general_settings.request_log``): memory by default.
-    request_log: RequestLogSettings = field(default_factory=RequestLogSettings)
-    #: Serve the operator console at ``/ui`` (default: on when a master key is set).
-    ui: bool = False
 
     #: Hedged requests for every alias (``general_settings.hedge``); None: off.
     hedge: HedgeSettings | None = None

@@ -1,143 +1,214 @@
-"""The console's JSON API under ``/ui/api/`` (docs/console.md): what the pages use,
-for operators to script too. Every answer is built from names and numbers only: no
-upstream key, client key or master key can be in one."""
+"""``/ui/api/``: the JSON the pages use, for scripts too (docs/console.md).
+
+GET /ui/api/session          who is signed in, and the CSRF token for POSTs
+GET /ui/api/overview         aliases, deployments' state and recent numbers, the hour's chart
+GET /ui/api/requests         the request log, newest first, filtered, keyset paged
+GET /ui/api/requests/{id}    one request, with its bodies when they were stored
+GET /ui/api/keys             each key's limits, what is left, spend this period and per day
+"""
 
 from __future__ import annotations
 
-import json
-import sqlite3
-from typing import Any, Protocol
+import time
+from typing import Any
 
-from twisted.internet.defer import DeferredList
+from twisted.internet.defer import gatherResults
 from twisted.python.failure import Failure
+from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from gatewayd.console.overview import overview
+from gatewayd.console.guard import ConsoleGateway, admin_of, config_of
+from gatewayd.console.replies import finish, json_answer, json_error
 from gatewayd.console.session import Admin, csrf_token
-from gatewayd.limits import Limiter
 from gatewayd.observability.log import get_logger
-from gatewayd.requestlog import RequestLog
-from gatewayd.requestlog.row import parse_query
-from gatewayd.routing import Router
+from gatewayd.requestlog import QueryError, RequestQuery
 
 log = get_logger(__name__)
 
 
-class ConsoleGateway(Protocol):
-    """What the console reads of the running service."""
+class ApiResource(Resource):
+    """A GET under ``/ui/api/``: 401 unless an admin asks."""
 
-    @property
-    def router(self) -> Router: ...
+    isLeaf = True
 
-    @property
-    def limiter(self) -> Limiter: ...
+    def __init__(self, gateway: ConsoleGateway) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.gateway = gateway
 
-    @property
-    def request_log(self) -> RequestLog: ...
+    def render_GET(self, request: Request) -> bytes | int:
+        admin = admin_of(self.gateway, request)
+        if admin is None:
+            return json_error(
+                request, 401, "sign in with the master key or an admin key", "unauthorized"
+            )
+        return self.answer(request, admin)
 
+    def answer(self, request: Request, admin: Admin) -> bytes | int:
+        raise NotImplementedError
 
-def send_json(request: Request, payload: Any, status: int = 200) -> bytes:
-    request.setResponseCode(status)
-    request.setHeader(b"content-type", b"application/json")
-    return json.dumps(payload).encode()
+    def later(self, request: Request, d: Any) -> int:
+        """Answers when ``d`` fires with the payload (a store's failure: 503)."""
 
+        def failed(f: Failure) -> None:
+            log.failure("console query failed", f)
+            finish(
+                request, json_error(request, 503, "the request log is unavailable", "unavailable")
+            )
 
-def api_error(request: Request, status: int, message: str) -> bytes:
-    return send_json(request, {"error": {"message": message, "status": status}}, status)
-
-
-def _finish(request: Request, body: bytes) -> None:
-    if request.finished or getattr(request, "_disconnected", False):
-        return
-    request.setHeader(b"content-length", b"%d" % len(body))
-    request.write(body)
-    request.finish()
-
-
-def session_info(gateway: ConsoleGateway, request: Request, admin: Admin) -> bytes:
-    """GET /ui/api/session: who is signed in, and the CSRF token of a cookie session."""
-    config = gateway.router.table.config
-    return send_json(request, {"user": admin.name, "csrf_token": csrf_token(config, admin) or None})
+        d.addCallbacks(lambda payload: finish(request, json_answer(request, payload)), failed)
+        return NOT_DONE_YET
 
 
-def overview_info(gateway: ConsoleGateway, request: Request) -> bytes:
-    """GET /ui/api/overview."""
-    return send_json(request, overview(gateway.router, gateway.request_log))
+class SessionInfo(ApiResource):
+    def answer(self, request: Request, admin: Admin) -> bytes:
+        token = None if admin.cookie is None else csrf_token(config_of(self.gateway), admin.cookie)
+        return json_answer(request, {"admin": admin.name, "csrf_token": token})
 
 
-def deployments_info(gateway: ConsoleGateway, request: Request) -> bytes:
-    """GET /ui/api/deployments: the Overview's deployments as one flat list, each with
-    its ``alias`` (for scripts: ``jq '.data[] | select(.state != "healthy")'``)."""
-    o = overview(gateway.router, gateway.request_log)
-    flat = [{"alias": a["alias"], **d} for a in o["aliases"] for d in a["deployments"]]
-    return send_json(request, {"time": o["time"], "data": flat})
-
-
-def requests_list(gateway: ConsoleGateway, request: Request) -> bytes | int:
-    """GET /ui/api/requests?key=&alias=&deployment=&status=&dialect=&endpoint=&cached=
-    &since=&until=&before=&limit=: a page, newest first, and the next page's ``before``."""
-    try:
-        q = parse_query(request.args)
-    except ValueError as e:
-        return api_error(request, 400, str(e))
-
-    def done(page: Any) -> None:
-        _finish(request, send_json(request, {"data": page.rows, "next_before": page.next_before}))
-
-    gateway.request_log.query(q).addCallbacks(done, _failed, errbackArgs=(request,))
-    return NOT_DONE_YET
-
-
-def request_detail(gateway: ConsoleGateway, request: Request, row_id: str) -> bytes | int:
-    """GET /ui/api/requests/{id}: one row, with its bodies when they were stored."""
-    if not row_id.isdigit():
-        return api_error(request, 404, "no such request")
-
-    def done(row: dict[str, Any] | None) -> None:
-        if row is None:
-            _finish(request, api_error(request, 404, "no such request"))
-        else:
-            _finish(request, send_json(request, row))
-
-    gateway.request_log.get(int(row_id)).addCallbacks(done, _failed, errbackArgs=(request,))
-    return NOT_DONE_YET
-
-
-def keys_info(gateway: ConsoleGateway, request: Request) -> bytes | int:
-    """GET /ui/api/keys: every client key's limits, what is left, spend this period and
-    per day (the last 7 days, from the request log)."""
-    keys = gateway.router.table.config.keys.keys
-    infos = [gateway.limiter.key_info(k) for k in keys]
-    by_day = gateway.request_log.spend_by_day(7)
-
-    def done(results: list[tuple[bool, Any]]) -> None:
-        days: dict[str, dict[str, Any]] = {}
-        ok, found = results[-1]
-        if ok:
-            days = found
-        out = []
-        for key, (ok, info) in zip(keys, results[:-1], strict=True):
+class Overview(ApiResource):
+    def answer(self, request: Request, admin: Admin) -> bytes:
+        router = self.gateway.router
+        table = router.table
+        health = router.health
+        now_clock = health.now()
+        now = time.time()
+        rlog = self.gateway.request_log
+        stats = None if rlog is None else rlog.stats
+        aliases = []
+        for alias, routes in table.routes.items():
+            deps = []
+            for route in routes:
+                d = route.deployment
+                h = health.get(route.id)
+                cooling = now_clock < h.cooldown_until
+                state = "healthy"
+                if cooling:  # a probe's cooldown says so in its error (gatewayd.fleet)
+                    probed = (h.last_error or "").startswith("health check:")
+                    state = "down_by_health_check" if probed else "cooling_down"
+                dep: dict[str, Any] = {
+                    "id": route.id,
+                    "provider": d.provider.prefix,
+                    "model": d.model,
+                    "state": state,
+                    "cooling_down_until": (now + h.cooldown_until - now_clock) if cooling else None,
+                    "in_flight": h.in_flight,
+                    "consecutive_fails": h.consecutive_fails,
+                    "last_error": h.last_error,
+                    "last_error_status": h.last_error_status,
+                }
+                if stats is not None:
+                    dep["recent"] = stats.recent(stats.deployments.get(route.id), now)
+                deps.append(dep)
             entry: dict[str, Any] = {
-                "name": key.name,
-                "admin": key.admin,
-                "models": list(key.models) if key.models is not None else None,
-                "spend_per_day": days.get(key.name, {}),
+                "alias": alias,
+                "deployments": deps,
+                "fallbacks": list(table.fallbacks_for(alias)),
             }
-            if ok:
-                entry.update(info)
-            else:
-                entry["error"] = "the shared state store is unavailable"
-            out.append(entry)
-        _finish(request, send_json(request, {"data": out}))
+            if stats is not None:
+                entry["recent"] = stats.recent(stats.aliases.get(alias), now)
+            aliases.append(entry)
+        return json_answer(
+            request,
+            {
+                "now": now,
+                "aliases": aliases,
+                "chart": [] if stats is None else stats.chart(now),
+                "request_log": _log_kind(rlog),
+            },
+        )
 
-    DeferredList([*infos, by_day], consumeErrors=True).addCallback(done)
-    return NOT_DONE_YET
+
+def _log_kind(rlog: Any) -> str:
+    if rlog is None:
+        return "off"
+    return "memory" if rlog.settings.path is None else "sqlite"
 
 
-def _failed(failure: Failure, request: Request) -> None:
-    if failure.check(sqlite3.Error, OSError):
-        log.error("request log query failed: {err}", err=failure.getErrorMessage())
-        _finish(request, api_error(request, 503, "the request log is unavailable"))
-        return
-    log.failure("console API failed", failure)
-    _finish(request, api_error(request, 500, "internal error in gatewayd"))
+class Requests(ApiResource):
+    """``/ui/api/requests`` and ``/ui/api/requests/{id}``."""
+
+    def answer(self, request: Request, admin: Admin) -> bytes | int:
+        rlog = self.gateway.request_log
+        if rlog is None:
+            return json_error(request, 404, "the request log is off", "request_log_off")
+        if request.postpath and request.postpath[0]:
+            try:
+                rid = int(request.postpath[0])
+            except ValueError:
+                return json_error(request, 400, "a request's id is a number", "bad_id")
+            d = rlog.store.get(rid)
+
+            def found(row: dict[str, Any] | None) -> None:
+                if row is None:
+                    finish(request, json_error(request, 404, f"no request {rid}", "not_found"))
+                else:
+                    finish(request, json_answer(request, row))
+
+            d.addCallbacks(
+                found,
+                lambda f: finish(
+                    request,
+                    json_error(request, 503, "the request log is unavailable", "unavailable"),
+                ),
+            )
+            return NOT_DONE_YET
+        args = {
+            k.decode("utf-8", "replace"): v[-1].decode("utf-8", "replace")
+            for k, v in (request.args or {}).items()
+            if v
+        }
+        try:
+            q = RequestQuery.from_args(args)
+        except QueryError as e:
+            return json_error(request, 400, str(e), "bad_filter")
+        return self.later(request, rlog.store.query(q))
+
+
+class Keys(ApiResource):
+    def answer(self, request: Request, admin: Admin) -> int:
+        config = config_of(self.gateway)
+        keys = config.keys.keys
+        rlog = self.gateway.request_log
+        per_key = [self.gateway.limiter.key_info(k) for k in keys]
+        spend = rlog.store.spend(30) if rlog is not None else None
+        wanted = per_key + ([spend] if spend is not None else [])
+
+        def done(results: list[Any]) -> dict[str, Any]:
+            days = results[len(keys)] if spend is not None else []
+            out = []
+            for k, info in zip(keys, results[: len(keys)], strict=True):
+                out.append(
+                    {
+                        "name": k.name,
+                        "admin": k.admin,
+                        "models": None if k.models is None else list(k.models),
+                        **info,
+                        "per_day": [d for d in days if d["key"] == k.name],
+                    }
+                )
+            return {"keys": out}
+
+        return self.later(request, gatherResults(wanted, consumeErrors=True).addCallback(done))
+
+
+class ApiRoot(Resource):
+    def __init__(self, gateway: ConsoleGateway) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.gateway = gateway
+        self.putChild(b"session", SessionInfo(gateway))
+        self.putChild(b"overview", Overview(gateway))
+        self.putChild(b"requests", Requests(gateway))
+        self.putChild(b"keys", Keys(gateway))
+
+    def getChild(self, path: bytes, request: Request) -> IResource:
+        return NotFoundJSON()
+
+
+class NotFoundJSON(Resource):
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+
+    def render(self, request: Request) -> bytes:
+        return json_error(request, 404, "unknown console API path", "not_found")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from gatewayd.dialects.errors import TranslationError, untranslatable
@@ -249,11 +250,29 @@ def to_anthropic(body: dict[str, Any], model: str, drop_params: bool = False) ->
 # -- response --------------------------------------------------------------------
 
 
-def chat_usage(input_tokens: int, output_tokens: int) -> dict[str, int]:
+def _tokens(usage: Mapping[str, Any], name: str) -> int:
+    v = usage.get(name)
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
+
+
+def chat_usage(usage: Mapping[str, Any]) -> dict[str, Any]:
+    """OpenAI ``usage`` for an Anthropic one. Anthropic's ``input_tokens`` leaves out
+    the tokens read from (``cache_read_input_tokens``) and written to
+    (``cache_creation_input_tokens``) the prompt cache; OpenAI's ``prompt_tokens`` counts
+    every input token, with the reads again as ``prompt_tokens_details.cached_tokens``
+    (and the writes as ``cache_write_tokens``, the name Responses' details use)."""
+    read = _tokens(usage, "cache_read_input_tokens")
+    write = _tokens(usage, "cache_creation_input_tokens")
+    prompt = _tokens(usage, "input_tokens") + read + write
+    completion = _tokens(usage, "output_tokens")
+    details: dict[str, int] = {"cached_tokens": read}
+    if write:
+        details["cache_write_tokens"] = write
     return {
-        "prompt_tokens": input_tokens,
-        "completion_tokens": output_tokens,
-        "total_tokens": input_tokens + output_tokens,
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": details,
     }
 
 
@@ -296,7 +315,5 @@ def to_openai(msg: dict[str, Any], forced_tool: str | None = None) -> dict[str, 
         "created": int(time.time()),
         "model": msg.get("model"),
         "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
-        "usage": chat_usage(
-            int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)
-        ),
+        "usage": chat_usage(usage if isinstance(usage, Mapping) else {}),
     }

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gatewayd.dialects.usage import Spent, event_usage, merge_usage
+
 #: Completion tokens reserved when the request names no maximum.
 DEFAULT_COMPLETION_TOKENS = 1024
 #: The most completion tokens one request reserves, whatever its ``max_tokens`` and
@@ -20,7 +22,20 @@ DEFAULT_COMPLETION_TOKENS = 1024
 MAX_COMPLETION_TOKENS = 10**9
 _CHARS_PER_TOKEN = 4
 _MAX_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
-_PROMPT_FIELDS = ("messages", "prompt", "input", "system", "instructions", "tools")
+#: Everything the model reads as input: the messages, and the tool and output schemas
+#: (``functions`` is Chat's older spelling of ``tools``; ``response_format`` and
+#: Responses' ``text.format`` carry a JSON schema the provider adds to the prompt).
+_PROMPT_FIELDS = (
+    "messages",
+    "prompt",
+    "input",
+    "system",
+    "instructions",
+    "tools",
+    "functions",
+    "response_format",
+    "text",
+)
 
 
 @dataclass(frozen=True)
@@ -60,38 +75,28 @@ def estimate(
     return Estimate(max(1, prompt), min(completion, MAX_COMPLETION_TOKENS))
 
 
-@dataclass(frozen=True)
-class Spent:
-    """What a finished request used, from the upstream's ``usage`` object."""
-
-    prompt: int
-    completion: int
-
-    @property
-    def total(self) -> int:
-        return self.prompt + self.completion
-
-    @classmethod
-    def from_usage(cls, usage: Mapping[str, Any] | None) -> Spent | None:
-        """OpenAI's ``prompt_tokens``/``completion_tokens`` (or Responses' / Anthropic's
-        ``input_tokens``/``output_tokens``); None when the upstream reported none."""
-        if not isinstance(usage, Mapping):
-            return None
-
-        def n(*names: str) -> int | None:
-            for k in names:
-                v = usage.get(k)
-                if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
-                    return v
-            return None
-
-        p = n("prompt_tokens", "input_tokens")
-        c = n("completion_tokens", "output_tokens")
-        if p is None and c is None:
-            return None
-        return cls(p or 0, c or 0)
+__all__ = ["Estimate", "Spent", "cost", "estimate", "event_usage", "merge_usage"]
 
 
-def cost(prompt: int, completion: int, input_price: float, output_price: float) -> float:
-    """USD for the tokens at the deployment's per-token prices."""
-    return prompt * input_price + completion * output_price
+def cost(
+    prompt: int,
+    completion: int,
+    input_price: float,
+    output_price: float,
+    cache_read: int = 0,
+    cache_write: int = 0,
+    cache_read_price: float | None = None,
+    cache_write_price: float | None = None,
+) -> float:
+    """USD for the tokens at the deployment's per-token prices. ``cache_read`` and
+    ``cache_write`` are parts of ``prompt``, priced at their own prices when the
+    deployment sets them, else at the input price."""
+    read_price = input_price if cache_read_price is None else cache_read_price
+    write_price = input_price if cache_write_price is None else cache_write_price
+    plain = max(0, prompt - cache_read - cache_write)
+    return (
+        plain * input_price
+        + cache_read * read_price
+        + cache_write * write_price
+        + completion * output_price
+    )

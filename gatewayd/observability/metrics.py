@@ -191,6 +191,15 @@ class GatewayMetrics:
             native=n,
             shared=sh,
         )
+        self.request_log_dropped = Counter(
+            "gatewayd_request_log_dropped_total",
+            "Request-log rows dropped, never waited for: queue_full (the writer was "
+            "behind) or write_error (the disk failed).",
+            ("reason",),
+            r,
+            native=n,
+            shared=sh,
+        )
         self.state_store_up = Gauge(
             "gatewayd_state_store_up",
             "1 while the shared state store answers (or none is set).",
@@ -260,17 +269,6 @@ class GatewayMetrics:
             native=n,
             shared=sh,
         )
-        self.request_log_dropped = Counter(
-            "gatewayd_request_log_dropped_total",
-            "Request log rows lost, by reason (queue_full: the writer was behind; "
-            "write_error: the database could not be opened or written).",
-            ("reason",),
-            r,
-            native=n,
-            shared=sh,
-        )
-        for reason in ("queue_full", "write_error"):
-            self.request_log_dropped.touch(reason)
         self.cache_evictions = Counter(
             "gatewayd_cache_evictions_total",
             "Cached answers pushed out of the in-memory cache to keep it under max_bytes.",
@@ -331,13 +329,11 @@ class GatewayMetrics:
             self.cache_bytes,
         ]
 
-    def count_usage(self, alias: str, deployment: str, usage: dict[str, object] | None) -> None:
-        """Add an OpenAI ``usage`` object's token counts."""
-        if not usage:
-            return
-        for kind in ("prompt", "completion"):
-            n = usage.get(f"{kind}_tokens")
-            if isinstance(n, int) and n > 0:
+    def count_usage(self, alias: str, deployment: str, prompt: int, completion: int) -> None:
+        """Add a finished request's token counts (every input token, cached ones too:
+        the caller reads them from any dialect's usage with ``Spent.from_usage``)."""
+        for kind, n in (("prompt", prompt), ("completion", completion)):
+            if n > 0:
                 self.tokens.inc(alias, deployment, kind, amount=n)
 
     def refresh(self) -> None:

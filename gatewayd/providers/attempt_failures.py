@@ -11,6 +11,10 @@ from twisted.web.client import ResponseFailed, ResponseNeverReceived
 from gatewayd.upstream.http import _describe
 from gatewayd.upstream.outcomes import FailureKind, UpstreamFailure, openai_error
 
+#: Connection failures that are a definite answer: nothing listens there (or the name has
+#: no address). A reset or a timeout may be passing; these are not.
+_DEFINITE = (net_error.ConnectionRefusedError, net_error.DNSLookupError, net_error.NoRouteError)
+
 
 def attempt_failure(failure: Failure, deployment: str, timeout: float) -> Failure:
     """Every failure leaves as an :class:`UpstreamFailure`, except a cancellation."""
@@ -52,6 +56,7 @@ def attempt_failure(failure: Failure, deployment: str, timeout: float) -> Failur
                     "upstream_connection_error",
                 ),
                 deployment=deployment,
+                refused=failure.check(*_DEFINITE) is not None,
             )
         )
     return failure

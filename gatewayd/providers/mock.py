@@ -53,6 +53,11 @@ def _tokens(text: str) -> int:
     return max(1, len(text.split()))
 
 
+#: What a null ``prompt`` means (OpenAI: "the model will generate as if from the
+#: beginning of a new document").
+END_OF_TEXT = "<|endoftext|>"
+
+
 def _prompt_tokens(body: dict[str, Any]) -> int:
     return max(1, len(json.dumps(body.get("messages", ""))) // 4)
 
@@ -127,7 +132,7 @@ class MockProvider(Provider):
             prompts: list[Item] = [""]
             prompt_tokens = _prompt_tokens(body)
         else:
-            prompts = items(body, "prompt")
+            prompts = items(body, "prompt", null=END_OF_TEXT)
             prompt_tokens = sum(token_count(p) for p in prompts)
         echo = not chat and flag(body, "echo")
         # One choice per prompt and per n, numbered as OpenAI does: prompt * n + j.

@@ -77,12 +77,14 @@ def _is_tokens(value: Any) -> bool:
     )
 
 
-def items(body: dict[str, Any], name: str) -> list[Item]:
+def items(body: dict[str, Any], name: str, null: Item | None = None) -> list[Item]:
     """``input`` / ``prompt`` as a list of items: a string, an array of strings, an array of
-    token ids (one item: ``[1, 2, 3]``), or an array of token arrays (``[[1, 2], [3]]``)."""
-    if name not in body or body[name] is None:
+    token ids (one item: ``[1, 2, 3]``), or an array of token arrays (``[[1, 2], [3]]``).
+    ``null``: what an explicit JSON null stands for (OpenAI documents ``prompt`` as
+    nullable, meaning ``<|endoftext|>``); without it a null is a missing parameter."""
+    if name not in body or (body[name] is None and null is None):
         raise invalid(f"Missing required parameter: '{name}'.", name, "missing_required_parameter")
-    value = body[name]
+    value: Any = body[name] if body[name] is not None else null
     if isinstance(value, str) and value:
         return [value]
     if _is_tokens(value):

@@ -1,66 +1,74 @@
-"""The request log without a path: the last ``size`` rows in memory (per process)."""
+"""The request log without a path: the newest rows in a bounded ring, in memory."""
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 
-from gatewayd.requestlog.row import (
-    COLUMNS,
-    Page,
-    Query,
-    Row,
-    SpendByDay,
-    add_spend,
-    as_dict,
-    matches,
-)
+from gatewayd.requestlog.query import RequestQuery
+from gatewayd.requestlog.row import RequestRow
 
 
-class MemoryLog:
-    """A bounded ring: the oldest row goes when a new one comes past ``size``."""
+class RingLog:
+    """At most ``size`` rows, newest last; queried in place (it is small)."""
 
     def __init__(self, size: int) -> None:
-        self._rows: deque[tuple[int, Row]] = deque(maxlen=size)
+        self.rows: deque[tuple[int, RequestRow]] = deque(maxlen=size)
         self._next = 1
 
-    def add(self, row: Row) -> None:
-        self._rows.append((self._next, row))
+    def add(self, row: RequestRow) -> None:
+        self.rows.append((self._next, row))
         self._next += 1
 
-    def query(self, q: Query) -> Deferred[Page]:
-        """Fires at once with the page (newest first)."""
+    def query(self, q: RequestQuery) -> Deferred[dict[str, Any]]:
+        """Fires with ``{"rows": [...], "next": cursor or None}``, newest first."""
         out: list[dict[str, Any]] = []
-        for row_id, row in reversed(self._rows):
-            if q.before is not None and row_id >= q.before:
-                continue
-            if matches(q, row):
-                out.append(as_dict(row_id, row))
+        for rid, row in reversed(self.rows):
+            if q.matches(row, rid):
+                d = row.summary()
+                d["id"] = rid
+                out.append(d)
                 if len(out) > q.limit:
                     break
-        more = len(out) > q.limit
-        out = out[: q.limit]
-        return succeed(Page(out, out[-1]["id"] if more else None))
+        return succeed(page(out, q.limit))
 
-    def spend_by_day(self, since: float) -> Deferred[SpendByDay]:
-        """Fires with each key's cost and requests per UTC day since ``since``."""
-        out: SpendByDay = {}
-        for _, row in self._rows:
-            if row[0] >= since and row[2] is not None:
-                add_spend(out, row[2], row[0], row[14] or 0.0)
-        return succeed(out)
-
-    def get(self, row_id: int) -> Deferred[dict[str, Any] | None]:
-        """Fires with the row with its bodies, or None."""
-        for rid, row in self._rows:
-            if rid == row_id:
-                return succeed(as_dict(rid, row, ("id", *COLUMNS)))
+    def get(self, rid: int) -> Deferred[dict[str, Any] | None]:
+        for i, row in self.rows:
+            if i == rid:
+                d = row.detail()
+                d["id"] = rid
+                return succeed(d)
         return succeed(None)
 
-    def start(self) -> None:
-        """Nothing to start."""
+    def spend(self, days: int) -> Deferred[list[dict[str, Any]]]:
+        """Fires with each key's cost, requests and tokens per UTC day."""
+        since = time.time() - days * 86400
+        acc: dict[tuple[str, str], list[float]] = {}
+        for _, row in self.rows:
+            if row.ts < since or row.key is None:
+                continue
+            day = time.strftime("%Y-%m-%d", time.gmtime(row.ts))
+            a = acc.setdefault((row.key, day), [0.0, 0, 0])
+            a[0] += row.cost_usd
+            a[1] += 1
+            a[2] += row.prompt_tokens + row.completion_tokens
+        return succeed(
+            [
+                {"key": k, "day": d, "cost_usd": a[0], "requests": a[1], "tokens": a[2]}
+                for (k, d), a in sorted(acc.items())
+            ]
+        )
 
-    def stop(self) -> Deferred[None]:
-        return succeed(None)
+    def close(self) -> None:
+        pass
+
+
+def page(rows: list[dict[str, Any]], limit: int) -> dict[str, Any]:
+    """One page of ``rows`` (fetched with one extra, to know if there is a next)."""
+    more = len(rows) > limit
+    rows = rows[:limit]
+    cursor = f"{rows[-1]['ts']!r}:{rows[-1]['id']}" if more and rows else None
+    return {"rows": rows, "next": cursor}

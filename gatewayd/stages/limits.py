@@ -26,17 +26,44 @@ from gatewayd.state import StoreUnavailable
 log = get_logger(__name__)
 
 
-def _prices(table: RoutingTable, alias: str, deployment: str | None) -> tuple[float, float]:
-    """The answering deployment's prices; with no deployment yet, the alias's dearest."""
+#: A deployment's USD per token: input, output, cache read, cache write (None: input).
+Prices = tuple[float, float, float | None, float | None]
+
+
+def _prices(table: RoutingTable, alias: str, deployment: str | None) -> Prices:
+    """The answering deployment's prices; with no deployment yet, the alias's dearest
+    (an estimate has no cached tokens: the cache prices do not matter then)."""
     routes = table.routes.get(alias, ())
     for r in routes:
         if r.id == deployment:
-            return r.deployment.input_cost_per_token, r.deployment.output_cost_per_token
+            d = r.deployment
+            return (
+                d.input_cost_per_token,
+                d.output_cost_per_token,
+                d.cache_read_input_token_cost,
+                d.cache_creation_input_token_cost,
+            )
     if not routes:
-        return 0.0, 0.0
+        return 0.0, 0.0, None, None
     return (
         max(r.deployment.input_cost_per_token for r in routes),
         max(r.deployment.output_cost_per_token for r in routes),
+        None,
+        None,
+    )
+
+
+def _usd(spent: Spent, prices: Prices) -> float:
+    price_in, price_out, price_read, price_write = prices
+    return cost(
+        spent.prompt,
+        spent.completion,
+        price_in,
+        price_out,
+        spent.cache_read,
+        spent.cache_write,
+        price_read,
+        price_write,
     )
 
 
@@ -55,8 +82,6 @@ class Accounting:
         self.done = False
         #: The upstream call, for the prices that are not per token.
         self.call: ProviderRequest | None = None
-        #: The cost counted once settled (the request log reads it).
-        self.usd = 0.0
 
     @staticmethod
     def _unit_cost(table: RoutingTable, result: RouteResult, call: ProviderRequest) -> float:
@@ -90,10 +115,9 @@ class Accounting:
         table = self.gateway.router.table
         counted = Spent(0, 0)
         if result is not None:
-            price_in, price_out = _prices(table, result.alias, result.deployment)
             # No usage reported (a stream without include_usage): the reservation stands.
             counted = spent or Spent(self.estimate.prompt, self.estimate.completion)
-            usd = cost(counted.prompt, counted.completion, price_in, price_out)
+            usd = _usd(counted, _prices(table, result.alias, result.deployment))
             if not free and self.call is not None:  # per request, second, character, image
                 usd += self._unit_cost(table, result, self.call)
             key = self.request.key_name or "-"
@@ -103,7 +127,6 @@ class Accounting:
             for kind, n in (("prompt", counted.prompt), ("completion", counted.completion)):
                 if n:
                     m.key_tokens.inc(key, result.alias, kind, amount=n)
-        self.usd = usd
         self._log(result, counted, usd, status, free)
         for t in self.tickets:
             if result is not None and spent is None and not free:
@@ -131,6 +154,8 @@ class Accounting:
             latency_ms=(time.monotonic() - r.started) * 1000.0,
             stream=bool(result is not None and result.response.stream is not None),
             cached=cached,
+            prompt_cache_read_tokens=spent.cache_read,
+            prompt_cache_write_tokens=spent.cache_write,
         )
         usage_log.write(record, time.time())
 
@@ -162,8 +187,9 @@ class LimitsStage:
             est, usd = Estimate(0, 0), 0.0
         else:
             est = acct.estimate
-            price_in, price_out = _prices(gateway.router.table, ctx.alias, None)
-            usd = cost(est.prompt, est.completion, price_in, price_out)
+            usd = _usd(
+                Spent(est.prompt, est.completion), _prices(gateway.router.table, ctx.alias, None)
+            )
         try:
             ticket = await gateway.limiter.admit_key(key, est, usd, tokens=not ctx.cached)
         except LimitExceeded as e:
@@ -187,7 +213,7 @@ class LimitsStage:
             ctx.call = replace(ctx.call, hedge=False)
 
     def after(self, ctx: RouteContext, result: RouteResult | None, failure: Failure | None) -> None:
-        acct: Accounting = ctx.scratch[LimitsStage]  # left for the request log's after
+        acct: Accounting = ctx.scratch.pop(LimitsStage)
         if result is None:
             e = failure.value if failure is not None else None
             if isinstance(e, RouteError):

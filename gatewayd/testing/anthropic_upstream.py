@@ -76,6 +76,16 @@ class AnthropicReply:
     input_tokens: int = 11
     output_tokens: int = 7
     error_after: int | None = None
+    #: Prompt-cache counts, sent in ``usage`` (``message_start``'s in a stream) when set.
+    cache_creation_input_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
+
+    def _usage(self, output_tokens: int) -> dict[str, int]:
+        usage = {"input_tokens": self.input_tokens, "output_tokens": output_tokens}
+        for k in ("cache_creation_input_tokens", "cache_read_input_tokens"):
+            if getattr(self, k) is not None:
+                usage[k] = getattr(self, k)
+        return usage
 
     def __call__(self, record: RecordedRequest) -> RawResponse | SSEFramingStream:
         problem = check_request(record)
@@ -97,7 +107,7 @@ class AnthropicReply:
             "content": blocks,
             "stop_reason": stop,
             "stop_sequence": None,
-            "usage": {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens},
+            "usage": self._usage(self.output_tokens),
         }
         if body.get("stream") is not True:
             return _http(200, json.dumps(message).encode())
@@ -112,7 +122,7 @@ class AnthropicReply:
             **message,
             "content": [],
             "stop_reason": None,
-            "usage": {"input_tokens": self.input_tokens, "output_tokens": 1},
+            "usage": self._usage(1),
         }
         out = [_event("message_start", {"type": "message_start", "message": start})]
         for i, block in enumerate(message["content"]):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
@@ -248,6 +249,22 @@ class StreamStats:
     finished: bool = False
     client_closed: bool = False
     closed_at: float | None = None
+
+    def wait_stalled(self, quiet: float = 1.0, limit: float = 30.0) -> int:
+        """``bytes_written`` once it has not grown for ``quiet`` seconds (the peer stopped
+        reading and every buffer between is full), waited for at most ``limit`` seconds;
+        -1 if the stream finished or never stalled. Waits on the stall itself, not on a
+        guess of how long filling the buffers takes on a busy machine."""
+        deadline = time.monotonic() + limit
+        seen, since = self.bytes_written, time.monotonic()
+        while time.monotonic() < deadline and not self.finished:
+            time.sleep(0.05)
+            now = self.bytes_written
+            if now != seen:
+                seen, since = now, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                return now
+        return -1
 
 
 # --------------------------------------------------------------------------------------------

@@ -42,9 +42,13 @@ class UpstreamFailure(Exception):
         *,
         retry_after: float | None = None,
         deployment: str = "",
+        refused: bool = False,
     ) -> None:
         super().__init__(error.get("message", ""))
         self.kind = kind
+        #: The connection was refused (or the host has no address): nothing was sent,
+        #: and a retry straight away would be refused too (the router goes elsewhere).
+        self.refused = refused
         self.status = status
         self.error = error
         self.retry_after = retry_after

@@ -8,6 +8,8 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES, HTTPChannel
 from twisted.web.http_headers import Headers
 from twisted.web.server import Request
@@ -18,6 +20,13 @@ from gatewayd.providers.base import openai_error
 from gatewayd.sockets.writethrough import write_through
 from gatewayd.web.errors import error_json
 
+#: Lingering close (nginx's ``lingering_close``): after an early answer the connection
+#: reads and discards what the client is still sending, for at most this many seconds
+#: in all, and at most this many bytes. Closing with unread bytes makes the kernel send
+#: a reset, which throws away the answer still in the client's receive buffer.
+LINGER_SECONDS = 5.0
+LINGER_BYTES = 8 * 1024 * 1024
+
 
 class AnsweringChannel(HTTPChannel):
     """What both parsers share: writes sent at once (:mod:`gatewayd.sockets.writethrough`), the
@@ -25,6 +34,8 @@ class AnsweringChannel(HTTPChannel):
     (Twisted answers a bare ``400`` with no headers or body)."""
 
     _rejected = False
+    _lingering: Any = None  # the DelayedCall that ends a lingering close
+    _discarded = 0
     _peer: Any = None
     _host: Any = None
 
@@ -115,7 +126,48 @@ class AnsweringChannel(HTTPChannel):
                 request.uri = getattr(self, "_path", b"-")
             request.outcome = "rejected"
             access_line(request, status, len(body))
-        self.loseConnection()  # type: ignore[no-untyped-call]
+        self._linger()
+
+    # -- lingering close ------------------------------------------------------------
+
+    def _linger(self) -> None:
+        """Close after an early answer the way nginx's ``lingering_close`` does: send
+        the answer, shut down the write side, read and discard what the client still
+        sends (a body in flight) until it closes, or for a bounded time and size."""
+        transport: Any = self.transport
+        half_close = getattr(transport, "loseWriteConnection", None)
+        if half_close is None:  # a transport that cannot half-close (a test's)
+            self.loseConnection()  # type: ignore[no-untyped-call]
+            return
+        transport.unregisterProducer()  # as HTTPChannel.loseConnection
+        self.setTimeout(None)  # type: ignore[no-untyped-call]  # the linger's own bound
+        resume = getattr(transport, "resumeProducing", None)
+        if resume is not None:
+            resume()  # reading may have been paused behind an earlier request
+        half_close()  # the answer leaves, then a FIN: the client reads it before any reset
+        clock: Any = getattr(getattr(self, "factory", None), "reactor", None)
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self._lingering = clock.callLater(LINGER_SECONDS, self._linger_over)
+
+    def discard(self, data: bytes) -> None:
+        """Bytes read after an early answer: dropped, and counted against the bound."""
+        self._discarded += len(data)
+        if self._discarded > LINGER_BYTES:
+            self._linger_over()
+
+    def _linger_over(self) -> None:
+        call, self._lingering = self._lingering, None
+        if call is not None and call.active():
+            call.cancel()
+        if self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        call, self._lingering = self._lingering, None
+        if call is not None and call.active():
+            call.cancel()
+        super().connectionLost(reason)  # type: ignore[no-untyped-call]
 
 
 class TwistedChannel(AnsweringChannel):
@@ -139,8 +191,34 @@ class TwistedChannel(AnsweringChannel):
             return
         super().allHeadersReceived()  # type: ignore[no-untyped-call]
 
+    def lineLengthExceeded(self, line: bytes) -> None:
+        # LineReceiver closes with no answer at all: a line past MAX_LENGTH is a request
+        # target too long (the first line) or a header too large, answered as such.
+        if getattr(self, "_HTTPChannel__first_line", 1):
+            self.reject(414, f"request target longer than {self.MAX_LENGTH} bytes", "uri_too_long")
+        else:
+            self.reject(
+                431, f"request headers larger than {self.MAX_LENGTH} bytes", "headers_too_large"
+            )
+
+    # LineReceiver goes on with the rest of a read after a refusal (it stops only for a
+    # transport that is closing, and a lingering one is not): what follows is dropped.
+    def lineReceived(self, line: bytes) -> None:
+        if self._rejected:
+            self.discard(line)
+        else:
+            super().lineReceived(line)  # type: ignore[no-untyped-call]
+
+    def rawDataReceived(self, data: bytes) -> None:
+        if self._rejected:
+            self.discard(data)
+        else:
+            super().rawDataReceived(data)
+
     def dataReceived(self, data: bytes) -> None:
-        if not self._rejected:  # nothing more is read from a connection being closed
+        if self._rejected:  # a connection lingering after an early answer
+            self.discard(data)
+        else:
             super().dataReceived(data)  # type: ignore[no-untyped-call]
 
 

@@ -132,7 +132,7 @@ class GatewayChannel(AnsweringChannel):
         super().timeoutConnection()  # type: ignore[no-untyped-call]
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        super().connectionLost(reason)  # type: ignore[no-untyped-call]
+        super().connectionLost(reason)
         # The parser holds this channel's bound callbacks: dropped, neither is left in a
         # reference cycle for the collector. Nothing is parsed after the connection went.
         self._stopped = True
@@ -142,6 +142,8 @@ class GatewayChannel(AnsweringChannel):
 
     def dataReceived(self, data: bytes) -> None:
         if self._stopped:
+            if self._rejected:  # lingering after an early answer: read and dropped
+                self.discard(data)
             return  # a connection being closed, or after its last request
         self._active_at = self._now()
         if self._handlingRequest:

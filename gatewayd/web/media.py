@@ -16,13 +16,15 @@ from typing import Any
 
 from twisted.web.server import NOT_DONE_YET
 
+from gatewayd.limits import Spent
 from gatewayd.providers.base import Endpoint
 from gatewayd.providers.capabilities import endpoint_name
 from gatewayd.providers.media import is_file_content
 from gatewayd.routing import RouteResult
 from gatewayd.web.byterelay import ByteRelay
 from gatewayd.web.exchange import Exchange, Gateway, upstream_call
-from gatewayd.web.request import CONTENT_LENGTH, CONTENT_TYPE, GatewayRequest
+from gatewayd.web.headers import CONTENT_LENGTH, CONTENT_TYPE
+from gatewayd.web.request import GatewayRequest
 from gatewayd.web.resource_kinds import RoutedResource
 from gatewayd.web.upload import too_large_message
 
@@ -47,7 +49,11 @@ class MediaExchange(Exchange):
             r.put_header(CONTENT_TYPE, b"application/json")
         if response.stream is None:
             body = self.rewrite(response.body or b"", result)
-            self.metrics.count_usage(self.alias, result.deployment, response.usage)
+            spent = Spent.from_usage(response.usage)
+            if spent is not None:
+                self.metrics.count_usage(
+                    self.alias, result.deployment, spent.prompt, spent.completion
+                )
             if result.attempts == 1:
                 r.upstream_seconds = result.upstream_seconds
             r.put_header(CONTENT_LENGTH, b"%d" % len(body))

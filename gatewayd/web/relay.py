@@ -19,6 +19,7 @@ from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
 from gatewayd.dialects.stages import Stage
+from gatewayd.dialects.usage import Spent, event_usage, merge_usage
 from gatewayd.observability.log import get_logger
 from gatewayd.observability.metrics import GatewayMetrics
 from gatewayd.providers.base import EventStream, StreamSink, UpstreamFailure
@@ -129,7 +130,10 @@ class StreamRelay:
         self.stream = _GONE
         self.metrics.open_streams -= 1
         if not self.request.cached:  # a cached answer's tokens were counted when it was made
-            self.metrics.count_usage(self.alias, self.request.deployment or "-", self.usage)
+            spent = Spent.from_usage(self.usage)
+            if spent is not None:
+                dep = self.request.deployment or "-"
+                self.metrics.count_usage(self.alias, dep, spent.prompt, spent.completion)
         for tap in self.taps:
             tap.end(failure is None and self.saw_done)
         if not self.client_gone:
@@ -195,6 +199,7 @@ class StreamRelay:
                     obj = json.loads(line[5:])
                 except ValueError:
                     obj = None
-                if isinstance(obj, dict) and isinstance(obj.get("usage"), dict):
-                    self.usage = self.request.usage = obj["usage"]
+                usage = event_usage(obj)
+                if usage is not None:
+                    self.usage = self.request.usage = merge_usage(self.usage, usage)
             at = data.find(b'"usage"', end)

@@ -15,20 +15,19 @@ from gatewayd.requestlog import RequestLogStage
 from gatewayd.stages import LimitsStage, Pipeline, Stage
 
 
-def request_pipeline(
-    cache: CacheStage | None = None, request_log: RequestLogStage | None = None
-) -> Pipeline:
+def request_pipeline(cache: CacheStage | None = None, request_log: bool = False) -> Pipeline:
     """The stages in force, in order. ``cache``: the service's one cache stage (it keeps
     the stored answers across reloads), given while ``general_settings.cache`` is set;
-    without it, requests do not pay for a stage that would only step aside.
-    ``request_log``: the console's request log (one row per request), outermost: it
-    sees every outcome, refusals of the stages below included."""
-    logged: list[Stage] = [] if request_log is None else [request_log]
+    ``request_log``: the service keeps a request log (a path, or the console is on).
+    Without them, requests do not pay for stages that would only step aside."""
+    stages: list[Stage] = []
+    if request_log:  # outermost: one row per request, whatever the inner stages decide
+        stages.append(RequestLogStage())
     if cache is None:
         # The key's limits and budget before routing; spend and the usage log after.
-        return Pipeline([*logged, LimitsStage()])
-    stages: list[Stage] = [
-        *logged,
+        stages.append(LimitsStage())
+        return Pipeline(stages)
+    stages += [
         # Looks the request up first: the limits stage admits a hit without tokens or budget.
         cache.lookup,
         LimitsStage(),
