@@ -13,12 +13,14 @@ need no extra channel to the supervisor."""
 
 from __future__ import annotations
 
+import functools
 import json
 import queue
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from itertools import chain
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -64,7 +66,26 @@ _ADD_SPEND = (
     "ON CONFLICT (key, day) DO UPDATE SET cost_usd = cost_usd + excluded.cost_usd, "
     "requests = requests + excluded.requests, tokens = tokens + excluded.tokens"
 )
-_INSERT = f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+_ROW_MARKS = "(" + ", ".join("?" * len(COLUMNS)) + ")"
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_of(n: int) -> str:
+    """The INSERT of ``n`` rows in one statement."""
+    return f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES " + ", ".join([_ROW_MARKS] * n)
+
+
+def insert_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Insert ``rows`` with one multi-row statement per chunk, not ``executemany``: the
+    sqlite3 module lets the GIL go and takes it back around every statement step, so a
+    statement per row is a GIL hand-off with the reactor thread per row."""
+    per = max(1, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(COLUMNS))
+    per = min(per, 1000)  # few distinct statement texts: full chunks and one remainder
+    for i in range(0, len(rows), per):
+        chunk = rows[i : i + per]
+        conn.execute(_insert_of(len(chunk)), list(chain.from_iterable(chunk)))
+
+
 _SUMMARY = ", ".join(("id", *SUMMARY, "request_body IS NOT NULL OR response_body IS NOT NULL"))
 _ATTEMPTS = COLUMNS.index("attempt_log")
 #: Rows written per transaction at most.
@@ -157,7 +178,7 @@ class SQLiteLog:
                     conn = self._open()
                 if batch:
                     with conn:
-                        conn.executemany(_INSERT, [values(r) for r in batch])
+                        insert_rows(conn, [values(r) for r in batch])
                         conn.executemany(_ADD_SPEND, spend_by_day(batch))
                 if time.monotonic() >= next_retention:
                     next_retention = time.monotonic() + RETENTION_EVERY
