@@ -34,7 +34,15 @@ from gatewayd.providers.base import (
     UpstreamFailure,
     UpstreamResponse,
 )
-from gatewayd.providers.mock_input import Item, flag, integer, invalid, items, token_count
+from gatewayd.providers.mock_input import (
+    END_OF_TEXT,
+    Item,
+    flag,
+    integer,
+    invalid,
+    items,
+    token_count,
+)
 from gatewayd.upstream.sse import DONE, data_event
 
 DEFAULT_RESPONSE = "Hello! This is the gatewayd mock provider answering."
@@ -119,7 +127,7 @@ class MockProvider(Provider):
             prompts: list[Item] = [""]
             prompt_tokens = _prompt_tokens(body)
         else:
-            prompts = items(body, "prompt")
+            prompts = items(body, "prompt", null=END_OF_TEXT)
             prompt_tokens = sum(token_count(p) for p in prompts)
         echo = not chat and flag(body, "echo")
         # One choice per prompt and per n, numbered as OpenAI does: prompt * n + j.
