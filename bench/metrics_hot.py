@@ -36,14 +36,12 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from gatewayd.observability.metric_share import SharedStore
 from gatewayd.observability.metrics import GatewayMetrics
 
-USAGE: dict[str, object] = {"prompt_tokens": 9, "completion_tokens": 8, "total_tokens": 17}
-
 
 def wrapped(m: GatewayMetrics) -> Callable[[str, str], None]:
     def request(alias: str, dep: str) -> None:
         m.attempts.inc(alias, dep, "ok")
         m.upstream_latency.observe(0.0123, alias, dep)
-        m.count_usage(alias, dep, USAGE)
+        m.count_usage(alias, dep, 9, 8)
         m.key_tokens.inc("team", alias, "prompt", amount=9)
         m.key_tokens.inc("team", alias, "completion", amount=8)
         m.spend.inc("team", alias, dep, amount=0.00002)

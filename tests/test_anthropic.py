@@ -157,7 +157,12 @@ def test_response_translation() -> None:
             "function": {"name": "lookup", "arguments": '{"q": "x"}'},
         }
     ]
-    assert out["usage"] == {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+    assert out["usage"] == {
+        "prompt_tokens": 10,
+        "completion_tokens": 5,
+        "total_tokens": 15,
+        "prompt_tokens_details": {"cached_tokens": 0},
+    }
 
 
 def sse(kind: str, data: dict[str, Any]) -> bytes:
@@ -253,6 +258,7 @@ def test_stream_translation() -> None:
         "prompt_tokens": 7,
         "completion_tokens": 12,
         "total_tokens": 19,
+        "prompt_tokens_details": {"cached_tokens": 0},
     }
     chunks = events[:-2]
     assert all(c["object"] == "chat.completion.chunk" and c["id"] == "msg_2" for c in chunks)

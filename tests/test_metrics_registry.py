@@ -52,9 +52,8 @@ def test_callback_gauges_are_read_at_scrape_time() -> None:
 
 def test_count_usage_adds_prompt_and_completion_tokens() -> None:
     m = GatewayMetrics()
-    m.count_usage("a", "d", {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8})
-    m.count_usage("a", "d", {"prompt_tokens": "x"})
-    m.count_usage("a", "d", None)
+    m.count_usage("a", "d", 3, 5)
+    m.count_usage("a", "d", 0, 0)
     s = samples(m.render().decode())
     base = (("alias", "a"), ("deployment", "d"))
     assert s[("gatewayd_tokens_total", (*base, ("kind", "completion")))] == 5

@@ -30,7 +30,7 @@ def traffic(m: GatewayMetrics) -> None:
     m.retries.inc("a")
     m.fallbacks.inc("a", "b")
     m.stream_failures.inc("a", "d1")
-    m.count_usage("a", "d1", {"prompt_tokens": 12, "completion_tokens": 3_000_000})
+    m.count_usage("a", "d1", 12, 3_000_000)
     m.key_requests.inc("team-1", "a", "200")
     m.key_tokens.inc("team-1", "a", "prompt", amount=12)
     m.spend.inc("team-1", "a", "d1", amount=0.000123)

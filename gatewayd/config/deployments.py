@@ -41,6 +41,8 @@ _PARAM_KEYS = {
     "ssl_keyfile",
     "input_cost_per_token",
     "output_cost_per_token",
+    "cache_read_input_token_cost",
+    "cache_creation_input_token_cost",
     "api_dialects",
     "drop_params",
 }
@@ -208,6 +210,8 @@ class DeploymentSection(ValueReader):
             tpm=self._opt_int(params, "tpm", ppath),
             input_cost_per_token=prices.get("input_cost_per_token", 0.0),
             output_cost_per_token=prices.get("output_cost_per_token", 0.0),
+            cache_read_input_token_cost=prices.get("cache_read_input_token_cost"),
+            cache_creation_input_token_cost=prices.get("cache_creation_input_token_cost"),
             headers=MappingProxyType(headers),
             extra=MappingProxyType(extra),
             index=index,
@@ -275,10 +279,18 @@ def _tls(
     return {"ssl_verify": verify, "ssl_certfile": certfile, "ssl_keyfile": keyfile}
 
 
+_PRICE_KEYS = (
+    "input_cost_per_token",
+    "output_cost_per_token",
+    "cache_read_input_token_cost",
+    "cache_creation_input_token_cost",
+)
+
+
 def _prices(r: ValueReader, params: Mapping[str, Any], info: Any, ppath: str) -> dict[str, float]:
     """USD per token from ``params``, else ``model_info`` (LiteLLM puts them in either)."""
     out = {}
-    for k in ("input_cost_per_token", "output_cost_per_token"):
+    for k in _PRICE_KEYS:
         if params.get(k) is not None:
             out[k] = r._float(params, k, ppath, 0.0)
         elif isinstance(info, dict) and info.get(k) is not None:

@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from gatewayd.dialects.errors import TranslationError, untranslatable
+from gatewayd.dialects.usage import chat_usage_of_anthropic
 
 #: Anthropic requires max_tokens; OpenAI clients often leave it out.
 DEFAULT_MAX_TOKENS = 4096
@@ -249,14 +250,6 @@ def to_anthropic(body: dict[str, Any], model: str, drop_params: bool = False) ->
 # -- response --------------------------------------------------------------------
 
 
-def chat_usage(input_tokens: int, output_tokens: int) -> dict[str, int]:
-    return {
-        "prompt_tokens": input_tokens,
-        "completion_tokens": output_tokens,
-        "total_tokens": input_tokens + output_tokens,
-    }
-
-
 def to_openai(msg: dict[str, Any], forced_tool: str | None = None) -> dict[str, Any]:
     """An OpenAI ``chat.completion`` for an Anthropic message.
 
@@ -286,7 +279,6 @@ def to_openai(msg: dict[str, Any], forced_tool: str | None = None) -> dict[str, 
         message["reasoning_content"] = "".join(reasoning)
         if signature:
             message["thinking_signature"] = signature
-    usage = msg.get("usage") or {}
     finish = STOP_REASONS.get(msg.get("stop_reason") or "", "stop")
     if structured and finish == "tool_calls":
         finish = "stop"
@@ -296,7 +288,5 @@ def to_openai(msg: dict[str, Any], forced_tool: str | None = None) -> dict[str, 
         "created": int(time.time()),
         "model": msg.get("model"),
         "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
-        "usage": chat_usage(
-            int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)
-        ),
+        "usage": chat_usage_of_anthropic(msg.get("usage")),
     }

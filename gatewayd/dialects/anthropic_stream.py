@@ -7,7 +7,8 @@ import json
 import time
 from typing import Any
 
-from gatewayd.dialects.anthropic_chat import STOP_REASONS, chat_usage
+from gatewayd.dialects.anthropic_chat import STOP_REASONS
+from gatewayd.dialects.usage import chat_usage_of_anthropic
 from gatewayd.upstream.sse import DONE, data_event, event_data
 
 
@@ -20,8 +21,9 @@ class StreamTranslator:
         self.id = ""
         self.model = ""
         self.created = int(time.time())
-        self.input_tokens = 0
-        self.output_tokens = 0
+        #: The Anthropic usage so far: message_start's, updated by message_delta's
+        #: (output tokens, and on newer APIs the input and cache counts again).
+        self.usage: dict[str, Any] = {}
         self.tool_index = -1
         self.block_tools: dict[int, int] = {}  # content block index -> tool call index
         self.structured_blocks: set[int] = set()
@@ -51,15 +53,14 @@ class StreamTranslator:
             msg = data.get("message") or {}
             self.id = msg.get("id", "")
             self.model = msg.get("model", "")
-            self.input_tokens = int((msg.get("usage") or {}).get("input_tokens") or 0)
+            self._note_usage(msg.get("usage"))
             return [self._chunk({"role": "assistant", "content": ""})]
         if kind == "content_block_start":
             return self._block_start(data)
         if kind == "content_block_delta":
             return self._delta(data)
         if kind == "message_delta":
-            usage = data.get("usage") or {}
-            self.output_tokens = int(usage.get("output_tokens") or self.output_tokens)
+            self._note_usage(data.get("usage"))
             reason = (data.get("delta") or {}).get("stop_reason")
             finish = STOP_REASONS.get(reason or "", "stop")
             if finish == "tool_calls" and self.structured_blocks and self.tool_index < 0:
@@ -76,7 +77,7 @@ class StreamTranslator:
                             "created": self.created,
                             "model": self.model,
                             "choices": [],
-                            "usage": chat_usage(self.input_tokens, self.output_tokens),
+                            "usage": chat_usage_of_anthropic(self.usage),
                         }
                     )
                 )
@@ -92,6 +93,10 @@ class StreamTranslator:
             }
             return [data_event({"error": error})]
         return []  # ping, content_block_stop, and event types added later
+
+    def _note_usage(self, usage: Any) -> None:
+        if isinstance(usage, dict):
+            self.usage.update((k, v) for k, v in usage.items() if v is not None)
 
     def _block_start(self, data: dict[str, Any]) -> list[bytes]:
         block = data.get("content_block") or {}

@@ -13,6 +13,7 @@ from typing import Any
 
 from gatewayd.dialects.anthropic_chat import tool_call
 from gatewayd.dialects.errors import TranslationError, untranslatable
+from gatewayd.dialects.usage import anthropic_usage_of_chat
 
 #: chat finish_reason -> Anthropic stop_reason.
 STOP_REASONS = {
@@ -206,19 +207,6 @@ def message_id(chat_id: Any) -> str:
     return text if text.startswith("msg_") else "msg_" + (text or uuid.uuid4().hex)
 
 
-def usage_of(usage: Any) -> dict[str, Any]:
-    """Anthropic ``usage`` for an OpenAI one."""
-    u = usage if isinstance(usage, dict) else {}
-    details = u.get("prompt_tokens_details")
-    cached = details.get("cached_tokens") if isinstance(details, dict) else None
-    return {
-        "input_tokens": int(u.get("prompt_tokens") or 0),
-        "output_tokens": int(u.get("completion_tokens") or 0),
-        "cache_creation_input_tokens": None,
-        "cache_read_input_tokens": cached if isinstance(cached, int) else None,
-    }
-
-
 def from_chat(chat: dict[str, Any], model: str) -> dict[str, Any]:
     """An Anthropic ``Message`` for a ``chat.completion``."""
     choices = chat.get("choices") or [{}]
@@ -254,7 +242,7 @@ def from_chat(chat: dict[str, Any], model: str) -> dict[str, Any]:
         "content": content,
         "stop_reason": reason,
         "stop_sequence": None,
-        "usage": usage_of(chat.get("usage")),
+        "usage": anthropic_usage_of_chat(chat.get("usage")),
     }
 
 

@@ -62,10 +62,14 @@ def estimate(
 
 @dataclass(frozen=True)
 class Spent:
-    """What a finished request used, from the upstream's ``usage`` object."""
+    """What a finished request used, from the upstream's ``usage`` object. ``prompt``
+    counts every input token; ``cache_read`` and ``cache_write`` are the part of them
+    read from or written to a prompt cache (priced apart)."""
 
     prompt: int
     completion: int
+    cache_read: int = 0
+    cache_write: int = 0
 
     @property
     def total(self) -> int:
@@ -73,23 +77,58 @@ class Spent:
 
     @classmethod
     def from_usage(cls, usage: Mapping[str, Any] | None) -> Spent | None:
-        """OpenAI's ``prompt_tokens``/``completion_tokens`` (or Responses' / Anthropic's
-        ``input_tokens``/``output_tokens``); None when the upstream reported none."""
+        """OpenAI's ``prompt_tokens``/``completion_tokens`` (with
+        ``prompt_tokens_details``), Responses' ``input_tokens``/``output_tokens`` (with
+        ``input_tokens_details``) or Anthropic's, whose ``input_tokens`` leave out the
+        ``cache_read_input_tokens`` and ``cache_creation_input_tokens`` beside them;
+        None when the upstream reported none."""
         if not isinstance(usage, Mapping):
             return None
-
-        def n(*names: str) -> int | None:
-            for k in names:
-                v = usage.get(k)
-                if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
-                    return v
-            return None
-
-        p = n("prompt_tokens", "input_tokens")
-        c = n("completion_tokens", "output_tokens")
+        p = _count(usage, "prompt_tokens", "input_tokens")
+        c = _count(usage, "completion_tokens", "output_tokens")
         if p is None and c is None:
             return None
-        return cls(p or 0, c or 0)
+        details = usage.get("prompt_tokens_details", usage.get("input_tokens_details"))
+        if isinstance(details, Mapping):  # OpenAI: the cached tokens are in the count
+            read = _count(details, "cached_tokens") or 0
+            write = _count(details, "cache_write_tokens") or 0
+            return cls(max(p or 0, read + write), c or 0, read, write)
+        # Anthropic: the cached tokens are beside the count.
+        read = _count(usage, "cache_read_input_tokens") or 0
+        write = _count(usage, "cache_creation_input_tokens") or 0
+        return cls((p or 0) + read + write, c or 0, read, write)
+
+
+def _count(usage: Mapping[str, Any], *names: str) -> int | None:
+    for k in names:
+        v = usage.get(k)
+        if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
+            return v
+    return None
+
+
+@dataclass(frozen=True)
+class Prices:
+    """A deployment's USD per token: input, output, and the input tokens read from or
+    written to a prompt cache (LiteLLM's ``cache_read_input_token_cost`` and
+    ``cache_creation_input_token_cost``; the input price when not given)."""
+
+    input: float = 0.0
+    output: float = 0.0
+    cache_read: float | None = None
+    cache_write: float | None = None
+
+    def of(self, spent: Spent) -> float:
+        """USD for what a request used."""
+        read = self.input if self.cache_read is None else self.cache_read
+        write = self.input if self.cache_write is None else self.cache_write
+        fresh = max(0, spent.prompt - spent.cache_read - spent.cache_write)
+        return (
+            fresh * self.input
+            + spent.cache_read * read
+            + spent.cache_write * write
+            + spent.completion * self.output
+        )
 
 
 def cost(prompt: int, completion: int, input_price: float, output_price: float) -> float:

@@ -257,13 +257,10 @@ class GatewayMetrics:
             self.state_store_up,
         ]
 
-    def count_usage(self, alias: str, deployment: str, usage: dict[str, object] | None) -> None:
-        """Add an OpenAI ``usage`` object's token counts."""
-        if not usage:
-            return
-        for kind in ("prompt", "completion"):
-            n = usage.get(f"{kind}_tokens")
-            if isinstance(n, int) and n > 0:
+    def count_usage(self, alias: str, deployment: str, prompt: int, completion: int) -> None:
+        """Add a request's token counts (every input token is a prompt token)."""
+        for kind, n in (("prompt", prompt), ("completion", completion)):
+            if n > 0:
                 self.tokens.inc(alias, deployment, kind, amount=n)
 
     def refresh(self) -> None:

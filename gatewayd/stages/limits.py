@@ -11,7 +11,8 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-from gatewayd.limits import Estimate, LimitExceeded, Spent, Ticket, cost, estimate
+from gatewayd.config.model import Deployment
+from gatewayd.limits import Estimate, LimitExceeded, Prices, Spent, Ticket, estimate
 from gatewayd.limits.usagelog import UsageRecord
 from gatewayd.observability.log import get_logger
 from gatewayd.providers.base import openai_error
@@ -24,15 +25,25 @@ from gatewayd.state import StoreUnavailable
 log = get_logger(__name__)
 
 
-def _prices(table: RoutingTable, alias: str, deployment: str | None) -> tuple[float, float]:
-    """The answering deployment's prices; with no deployment yet, the alias's dearest."""
+def _prices_of(d: Deployment) -> Prices:
+    return Prices(
+        d.input_cost_per_token,
+        d.output_cost_per_token,
+        d.cache_read_input_token_cost,
+        d.cache_creation_input_token_cost,
+    )
+
+
+def _prices(table: RoutingTable, alias: str, deployment: str | None) -> Prices:
+    """The answering deployment's prices; with no deployment yet, the alias's dearest
+    (a reservation knows nothing of the cache: its input price)."""
     routes = table.routes.get(alias, ())
     for r in routes:
         if r.id == deployment:
-            return r.deployment.input_cost_per_token, r.deployment.output_cost_per_token
+            return _prices_of(r.deployment)
     if not routes:
-        return 0.0, 0.0
-    return (
+        return Prices()
+    return Prices(
         max(r.deployment.input_cost_per_token for r in routes),
         max(r.deployment.output_cost_per_token for r in routes),
     )
@@ -77,10 +88,10 @@ class Accounting:
         table = self.gateway.router.table
         counted = Spent(0, 0)
         if result is not None:
-            price_in, price_out = _prices(table, result.alias, result.deployment)
+            prices = _prices(table, result.alias, result.deployment)
             # No usage reported (a stream without include_usage): the reservation stands.
             counted = spent or Spent(self.estimate.prompt, self.estimate.completion)
-            usd = cost(counted.prompt, counted.completion, price_in, price_out)
+            usd = prices.of(counted)
             key = self.request.key_name or "-"
             m = self.gateway.metrics
             if usd:
@@ -132,10 +143,10 @@ class LimitsStage:
         gateway = ctx.gateway
         ctx.request.setHeader(b"x-gatewayd-key", key.name.encode())  # the name, never the key
         est = acct.estimate
-        price_in, price_out = _prices(gateway.router.table, ctx.alias, None)
+        prices = _prices(gateway.router.table, ctx.alias, None)
         try:
             ticket = await gateway.limiter.admit_key(
-                key, est, cost(est.prompt, est.completion, price_in, price_out)
+                key, est, prices.of(Spent(est.prompt, est.completion))
             )
         except LimitExceeded as e:
             acct.settle(None, None, served=False, status=429)

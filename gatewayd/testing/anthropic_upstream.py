@@ -76,6 +76,17 @@ class AnthropicReply:
     input_tokens: int = 11
     output_tokens: int = 7
     error_after: int | None = None
+    #: Prompt caching: tokens written to / read from the cache, beside ``input_tokens``
+    #: (in the JSON usage and message_start's; None leaves the field out).
+    cache_creation_input_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
+
+    def _usage(self, output_tokens: int) -> dict[str, Any]:
+        usage: dict[str, Any] = {"input_tokens": self.input_tokens, "output_tokens": output_tokens}
+        for name in ("cache_creation_input_tokens", "cache_read_input_tokens"):
+            if getattr(self, name) is not None:
+                usage[name] = getattr(self, name)
+        return usage
 
     def __call__(self, record: RecordedRequest) -> RawResponse | SSEFramingStream:
         problem = check_request(record)
@@ -97,7 +108,7 @@ class AnthropicReply:
             "content": blocks,
             "stop_reason": stop,
             "stop_sequence": None,
-            "usage": {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens},
+            "usage": self._usage(self.output_tokens),
         }
         if body.get("stream") is not True:
             return _http(200, json.dumps(message).encode())
@@ -112,7 +123,7 @@ class AnthropicReply:
             **message,
             "content": [],
             "stop_reason": None,
-            "usage": {"input_tokens": self.input_tokens, "output_tokens": 1},
+            "usage": self._usage(1),
         }
         out = [_event("message_start", {"type": "message_start", "message": start})]
         for i, block in enumerate(message["content"]):

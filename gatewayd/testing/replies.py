@@ -44,8 +44,10 @@ def chat_completion(
     finish_reason: str | None = None,
     prompt_tokens: int = 9,
     completion_tokens: int = 5,
+    cached_tokens: int | None = None,
 ) -> dict[str, Any]:
-    """A ``chat.completion`` object; ``calls`` are ``(id, name, arguments)``."""
+    """A ``chat.completion`` object; ``calls`` are ``(id, name, arguments)``;
+    ``cached_tokens``: that many of the prompt tokens were read from the cache."""
     message: dict[str, Any] = {"role": "assistant", "content": content}
     if calls:
         message["tool_calls"] = _calls(calls)
@@ -64,12 +66,19 @@ def chat_completion(
                 "finish_reason": finish_reason or ("tool_calls" if calls else "stop"),
             }
         ],
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        },
+        "usage": _usage(prompt_tokens, completion_tokens, cached_tokens),
     }
+
+
+def _usage(prompt: int, completion: int, cached: int | None) -> dict[str, Any]:
+    usage: dict[str, Any] = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+    if cached is not None:
+        usage["prompt_tokens_details"] = {"cached_tokens": cached, "audio_tokens": 0}
+    return usage
 
 
 def chat_reply(**kw: Any) -> RawResponse:
@@ -84,6 +93,7 @@ def chat_stream(
     prompt_tokens: int = 9,
     completion_tokens: int = 5,
     done: bool = True,
+    cached_tokens: int | None = None,
 ) -> SSEFramingStream:
     """The same as a ``chat.completion.chunk`` stream: role, reasoning, content by word,
     tool calls in two argument pieces each, finish, usage, ``[DONE]``."""
@@ -116,11 +126,7 @@ def chat_stream(
         for piece in (text[: len(text) // 2], text[len(text) // 2 :]):
             events.append(chunk({"tool_calls": [{"index": i, "function": {"arguments": piece}}]}))
     events.append(chunk({}, "tool_calls" if calls else "stop"))
-    usage = {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-    }
+    usage = _usage(prompt_tokens, completion_tokens, cached_tokens)
     events.append(
         b"data: " + json.dumps({**base, "choices": [], "usage": usage}).encode() + b"\n\n"
     )

@@ -10,7 +10,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
-from gatewayd.limits import Limiter
+from gatewayd.limits import Limiter, Spent
 from gatewayd.observability.log import get_logger
 from gatewayd.observability.metrics import GatewayMetrics
 from gatewayd.providers.base import Endpoint, ProviderRequest, openai_error
@@ -165,7 +165,11 @@ class Exchange:
                 r.write(self.answer.stream_error(502, error))
             else:
                 body = self.answer.body(response, result.deployment)
-                self.metrics.count_usage(self.alias, result.deployment, response.usage)
+                spent = Spent.from_usage(response.usage)
+                if spent is not None:
+                    self.metrics.count_usage(
+                        self.alias, result.deployment, spent.prompt, spent.completion
+                    )
                 if result.attempts == 1:  # overhead is only clean without retries
                     r.upstream_seconds = result.upstream_seconds
                 r.setResponseCode(response.status)

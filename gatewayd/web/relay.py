@@ -19,6 +19,7 @@ from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
 from gatewayd.dialects.stages import Stage
+from gatewayd.limits import Spent
 from gatewayd.observability.log import get_logger
 from gatewayd.observability.metrics import GatewayMetrics
 from gatewayd.providers.base import EventStream, UpstreamFailure
@@ -98,7 +99,10 @@ class StreamRelay:
             return
         self.ended = True
         self.metrics.open_streams -= 1
-        self.metrics.count_usage(self.alias, self.request.deployment or "-", self.usage)
+        spent = Spent.from_usage(self.usage)
+        if spent is not None:
+            dep = self.request.deployment or "-"
+            self.metrics.count_usage(self.alias, dep, spent.prompt, spent.completion)
         for tap in self.taps:
             tap.end(failure is None and self.saw_done)
         if not self.client_gone:
@@ -144,6 +148,21 @@ class StreamRelay:
             tap.end(False)
         self._on_end(None)
 
+    def _merge_usage(self, event: dict[str, Any]) -> None:
+        # Chat sends usage once, at the end. Anthropic sends message_start's (input and
+        # cache counts, inside "message"), then message_delta's (output, and on newer
+        # APIs the input counts again): merged, later counts winning. Responses sends
+        # it inside "response" (null until response.completed).
+        usage = event.get("usage")
+        if not isinstance(usage, dict):
+            inner = event.get("message", event.get("response"))
+            usage = inner.get("usage") if isinstance(inner, dict) else None
+            if not isinstance(usage, dict):
+                return
+        known = {k: v for k, v in usage.items() if v is not None}
+        merged = known if self.usage is None else {**self.usage, **known}
+        self.usage = self.request.usage = merged
+
     def _note_usage(self, data: bytes) -> None:
         # Only the lines that name usage (a read can hold many events): found, not split.
         at = data.find(b'"usage"')
@@ -158,6 +177,6 @@ class StreamRelay:
                     obj = json.loads(line[5:])
                 except ValueError:
                     obj = None
-                if isinstance(obj, dict) and isinstance(obj.get("usage"), dict):
-                    self.usage = self.request.usage = obj["usage"]
+                if isinstance(obj, dict):
+                    self._merge_usage(obj)
             at = data.find(b'"usage"', end)
