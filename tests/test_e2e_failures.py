@@ -301,3 +301,25 @@ def test_a_pooled_connection_the_upstream_dropped_is_retried_transparently(
     assert status == 200 and headers["x-gatewayd-attempts"] == "1"
     assert upstream.count() == 3
     assert upstream.connections_opened == 2
+
+
+def test_a_closed_port_goes_to_the_fallback_without_a_backoff(
+    gateway: GatewayFactory, backup: FakeUpstream
+) -> None:
+    # The seed's configuration with the local server not running: the refusal is a
+    # definite answer, so the fallback is asked at once, not after two backoff sleeps.
+    dead = f"http://127.0.0.1:{closed_port()}/v1"
+    gw = gateway(
+        {
+            "model_list": [
+                {"model_name": "local", "params": {"model": "openai/x", "api_base": dead}},
+                openai_entry("backup", backup, "backup-model"),
+            ],
+            "general_settings": {"num_retries": 2, "fallbacks": [{"local": ["backup"]}]},
+        }
+    )
+    status, headers, body, _ = chat(gw.port, "local")
+    assert status == 200 and body["choices"][0]["message"]["content"] == "from backup"
+    assert headers["x-gatewayd-attempts"] == "2" and backup.count() == 1
+    log = gw.log()
+    assert "local: attempt 1 on" in log and "retrying in" not in log

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import errno
+
 from twisted.internet import error as net_error
 from twisted.internet.defer import CancelledError, TimeoutError
 from twisted.python.failure import Failure
@@ -52,9 +54,23 @@ def attempt_failure(failure: Failure, deployment: str, timeout: float) -> Failur
                     "upstream_connection_error",
                 ),
                 deployment=deployment,
+                refused=_refused(failure),
             )
         )
     return failure
+
+
+def _refused(failure: Failure) -> bool:
+    """No connection was made: refused, no such host, no route (not a reset or a
+    connection lost after it was made)."""
+    if failure.check(
+        net_error.ConnectionRefusedError, net_error.DNSLookupError, net_error.NoRouteError
+    ):
+        return True
+    value = failure.value
+    return isinstance(value, ConnectionRefusedError) or (
+        isinstance(value, OSError) and value.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH)
+    )
 
 
 def is_cancellation(failure: Failure) -> bool:

@@ -56,12 +56,13 @@ def wait_before_next(
 ) -> float | None:
     """Seconds to sleep before the next attempt on this alias, or None to give up on
     it: none while another healthy deployment is left; give up when the upstream asked
-    for too long a wait, or when every deployment is cooling down and a fallback is
-    left (never wait on a deployment known to be down)."""
+    for too long a wait, when every deployment is cooling down, or when the connection
+    was refused (nothing listens: a definite answer), and a fallback is left (never
+    wait on a deployment known to be down while something else may answer)."""
     pool.refresh()
     if pool.has_healthy_untried(tried):
         return 0.0
-    if not pool.healthy_count and can_skip:
+    if can_skip and (f.refused or not pool.healthy_count):
         return None
     return policy.wait_before_retry(retry, f.retry_after, rng)
 

@@ -42,9 +42,13 @@ class UpstreamFailure(Exception):
         *,
         retry_after: float | None = None,
         deployment: str = "",
+        refused: bool = False,
     ) -> None:
         super().__init__(error.get("message", ""))
         self.kind = kind
+        #: No connection was made at all (refused, no such host, no route): a definite
+        #: answer, unlike a timeout or a reset; retrying it at once is pointless.
+        self.refused = refused
         self.status = status
         self.error = error
         self.retry_after = retry_after
