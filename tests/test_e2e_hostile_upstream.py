@@ -10,7 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import brotli  # type: ignore[import-untyped]
@@ -298,6 +298,89 @@ def test_an_encoding_the_gateway_cannot_decode_is_a_502_naming_it(
     bad = response(200, b"\x28\xb5\x2f\xfd garbage", {"Content-Encoding": "zstd"})
     message = assert_falls_back_then_502(gw, hostile, bad)
     assert "zstd" in message
+
+
+#: Compressors that flush after each event, the way a compressing proxy in front of a
+#: streaming server sends them: the stream arrives in many small compressed pieces.
+STREAMING_ENCODERS: dict[str, Callable[[], Any]] = {
+    "gzip": lambda: zlib.compressobj(wbits=16 + zlib.MAX_WBITS),
+    "deflate": lambda: zlib.compressobj(),
+    "br": brotli.Compressor,
+}
+
+
+def flushed_pieces(coding: str, events: list[bytes]) -> list[bytes]:
+    c = STREAMING_ENCODERS[coding]()
+    if coding == "br":
+        pieces = [c.process(e) + c.flush() for e in events] + [c.finish()]
+    else:
+        pieces = [c.compress(e) + c.flush(zlib.Z_SYNC_FLUSH) for e in events] + [c.flush()]
+    return [p for p in pieces if p]
+
+
+def chunked_pieces(pieces: list[bytes], headers: dict[str, str]) -> RawResponse:
+    head = "HTTP/1.1 200 X\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    data = b"".join(f"{len(p):x}\r\n".encode() + p + b"\r\n" for p in pieces)
+    return RawResponse(head.encode() + b"Transfer-Encoding: chunked\r\n\r\n" + data + b"0\r\n\r\n")
+
+
+def anthropic_events(text: str) -> list[bytes]:
+    def ev(kind: str, data: dict[str, Any]) -> bytes:
+        return f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n".encode()
+
+    message = {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x"}
+    return [
+        ev("message_start", {"message": {**message, "content": [], "usage": {"input_tokens": 3}}}),
+        ev("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}),
+        *[
+            ev("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": w}})
+            for w in text.split(" ")
+        ],
+        ev("content_block_stop", {"index": 0}),
+        ev("message_delta", {"delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 2}}),
+        ev("message_stop", {}),
+    ]
+
+
+@pytest.mark.parametrize("coding", sorted(STREAMING_ENCODERS))
+def test_an_event_stream_compressed_piece_by_piece_is_decoded(
+    gw: GatewayProcess, hostile: FakeUpstream, coding: str
+) -> None:
+    headers = {"Content-Type": "text/event-stream", "Content-Encoding": coding}
+    events = [
+        b'data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,'
+        b'"delta":{"content":"w%d "},"finish_reason":null}]}\n\n' % i
+        for i in range(20)
+    ] + [b"data: [DONE]\n\n"]
+    hostile.enqueue(chunked_pieces(flushed_pieces(coding, events), headers))
+    status, client_headers, text = chat(gw, "solo", stream=True)
+    assert status == 200 and "content-encoding" not in client_headers
+    assert text == b"".join(events).decode()
+    # Translated on the way (Anthropic's events to chat chunks): decoded first.
+    hostile.enqueue(chunked_pieces(flushed_pieces(coding, anthropic_events("a b c")), headers))
+    status, client_headers, text = chat(gw, "anth", stream=True)
+    assert status == 200 and "content-encoding" not in client_headers
+    contents = [
+        json.loads(line[6:])["choices"][0]["delta"].get("content", "")
+        for line in text.splitlines()
+        if line.startswith("data: {") and '"choices":[{' in line
+    ]
+    assert "".join(contents) == "abc" and text.endswith("data: [DONE]\n\n")
+
+
+@pytest.mark.parametrize("ctype", ["application/json", "text/event-stream"])
+def test_zstd_is_refused_the_same_way_for_json_and_streams(
+    gw: GatewayProcess, hostile: FakeUpstream, ctype: str
+) -> None:
+    headers = {"Content-Type": ctype, "Content-Encoding": "zstd"}
+    bad = chunked(200, b"\x28\xb5\x2f\xfd garbage", headers)
+    hostile.enqueue(bad)
+    status, headers, body = chat(gw, "h", stream=True)
+    # Fell back before anything was sent, as for a JSON answer.
+    assert status == 200 and headers["x-gatewayd-fallback"] == "backup", body
+    hostile.enqueue(bad)
+    status, _, body = chat(gw, "solo", stream=True)
+    assert status == 502 and "zstd" in body and "bad_upstream_response" in body
 
 
 def test_a_corrupt_gzip_body_is_a_bad_response(gw: GatewayProcess, hostile: FakeUpstream) -> None:
