@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.abstract import FileDescriptor
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES, HTTPChannel
 from twisted.web.http_headers import Headers
 from twisted.web.server import Request
@@ -16,6 +19,15 @@ from gatewayd.observability.request_ids import request_id
 from gatewayd.providers.base import openai_error
 from gatewayd.sockets.writethrough import write_through
 from gatewayd.web.errors import error_json
+
+#: A refused connection is closed the way nginx's ``lingering_close`` closes it: the
+#: answer sent, the write side shut, what the client still sends read and dropped
+#: until it closes, is quiet for ``LINGER_IDLE`` seconds, has sent ``LINGER_MAX_BYTES``
+#: more or ``LINGER_TIME`` seconds have passed. Closed at once, a socket with unread
+#: bytes is reset, and the reset can reach the client before it reads the answer.
+LINGER_TIME = 30.0
+LINGER_IDLE = 5.0
+LINGER_MAX_BYTES = 64 * 1024 * 1024
 
 
 class AnsweringChannel(HTTPChannel):
@@ -104,7 +116,63 @@ class AnsweringChannel(HTTPChannel):
                 request.uri = getattr(self, "_path", b"-")
             request.outcome = "rejected"
             access_line(request, status, len(body))
+        self._linger()
+
+    # -- the lingering close -----------------------------------------------------------
+
+    _lingering = False
+    _linger_bytes = 0
+    _linger_heard = False
+    _linger_left = 0.0
+    _linger_call: Any = None
+
+    def _linger(self) -> None:
+        """Close after an early answer without losing it (see :data:`LINGER_TIME`)."""
+        transport = self.transport
+        assert transport is not None
+        self._lingering = True
+        self.setTimeout(None)  # type: ignore[no-untyped-call]
+        transport.resumeProducing()  # type: ignore[attr-defined]  # reading may be paused
+        # The FIN after the answer tells the client it is all; a TLS connection cannot
+        # shut one side (its wrapper would pass this to the socket under it).
+        if isinstance(transport, FileDescriptor):
+            transport.loseWriteConnection()
+        self._linger_left = LINGER_TIME
+        self._linger_call = self._later(LINGER_IDLE)
+
+    def _later(self, seconds: float) -> Any:
+        return self.callLater(seconds, self._linger_check)  # type: ignore[no-untyped-call]
+
+    def _linger_check(self) -> None:
+        self._linger_left -= LINGER_IDLE
+        if self._linger_heard and self._linger_left > 0:
+            self._linger_heard = False
+            self._linger_call = self._later(min(LINGER_IDLE, self._linger_left))
+            return
+        self._linger_call = None
+        self._linger_end()
+
+    def _linger_end(self) -> None:
+        if self._linger_call is not None and self._linger_call.active():
+            self._linger_call.cancel()
+        self._linger_call = None
         self.loseConnection()  # type: ignore[no-untyped-call]
+
+    def discarded(self, data: bytes) -> bool:
+        """True when ``data`` was read during a lingering close, and dropped."""
+        if not self._lingering:
+            return False
+        self._linger_heard = True
+        self._linger_bytes += len(data)
+        if self._linger_bytes > LINGER_MAX_BYTES and self._linger_call is not None:
+            self._linger_end()
+        return True
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._linger_call is not None and self._linger_call.active():
+            self._linger_call.cancel()
+        self._linger_call = None
+        super().connectionLost(reason)  # type: ignore[no-untyped-call]
 
 
 class TwistedChannel(AnsweringChannel):
@@ -129,8 +197,20 @@ class TwistedChannel(AnsweringChannel):
         super().allHeadersReceived()  # type: ignore[no-untyped-call]
 
     def dataReceived(self, data: bytes) -> None:
-        if not self._rejected:  # nothing more is read from a connection being closed
+        if self.discarded(data):
+            return
+        if not self._rejected:  # nothing more is parsed from a connection being closed
             super().dataReceived(data)  # type: ignore[no-untyped-call]
+
+    # LineReceiver stops at a line that closes the connection; one that lingers is not
+    # closing yet: the lines after a refused one, in the same read, are dropped here.
+    def lineReceived(self, line: bytes) -> None:
+        if not self._rejected:
+            super().lineReceived(line)  # type: ignore[no-untyped-call]
+
+    def rawDataReceived(self, data: bytes) -> None:
+        if not self._rejected:
+            super().rawDataReceived(data)
 
 
 def too_large(limit: int) -> str:

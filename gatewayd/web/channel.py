@@ -133,7 +133,8 @@ class GatewayChannel(AnsweringChannel):
 
     def dataReceived(self, data: bytes) -> None:
         if self._stopped:
-            return  # a connection being closed, or after its last request
+            self.discarded(data)  # a refused connection lingering, or after its last request
+            return
         self._active_at = self._now()
         if self._handlingRequest:
             self._hold(data)
