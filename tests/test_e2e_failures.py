@@ -280,12 +280,10 @@ def test_client_disconnect_while_waiting_cancels_the_upstream_request(
         + f"Content-Length: {len(body)}\r\n\r\n".encode()
         + body
     )
-    stats = upstream.wait_for_streams(1)[0]
-    time.sleep(0.3)
-    closed = time.monotonic()
+    stats = upstream.wait_for_streams(1)[0]  # the gateway is waiting on the upstream
     s.close()
-    assert wait_for(lambda: stats.client_closed, 3), "the upstream request was left running"
-    assert stats.closed_at is not None and stats.closed_at - closed < 1.0
+    # Bounded well below the upstream's 30 s: only a cancelled request closes this early.
+    assert wait_for(lambda: stats.client_closed, 10), "the upstream request was left running"
 
 
 def test_a_pooled_connection_the_upstream_dropped_is_retried_transparently(

@@ -57,10 +57,8 @@ def test_slow_reader_pauses_the_upstream_and_memory_stays_flat(
         assert b"200 OK" in head
         stats = upstream.wait_for_streams(1)[0]
         # The client reads nothing: the upstream must soon be blocked far from the end.
-        time.sleep(1.5)
-        stalled_at = stats.bytes_written
-        time.sleep(1.0)
-        assert stats.bytes_written == stalled_at, "upstream kept writing into the gateway"
+        stalled_at = stats.wait_stalled()
+        assert stalled_at is not None, "upstream kept writing into the gateway"
         assert stalled_at < 10_000_000, stalled_at
         assert not stats.finished
         grown = gw.rss_kib() - base_rss
@@ -87,12 +85,11 @@ def test_disconnect_before_first_byte_closes_upstream(
     upstream.set_default(Stream(first_byte_delay=20))
     gw = gateway({"model_list": [openai_entry("slow", upstream)]})
     s = stream_request(gw.port, "slow")
-    stats = upstream.wait_for_streams(1)[0]
-    time.sleep(0.3)
-    closed = time.monotonic()
+    stats = upstream.wait_for_streams(1)[0]  # the gateway is waiting on the upstream
     s.close()
-    assert wait_for(lambda: stats.client_closed, 3), "upstream never saw the close"
-    assert stats.closed_at is not None and stats.closed_at - closed < 1.0
+    # Waited on, bounded well below the 20 s the upstream would take to answer: only a
+    # cancelled request closes the upstream connection that early (no timing assumed).
+    assert wait_for(lambda: stats.client_closed, 10), "upstream never saw the close"
 
 
 def test_disconnect_mid_stream_closes_upstream(
@@ -104,11 +101,11 @@ def test_disconnect_mid_stream_closes_upstream(
     got = read_until(s, b"chat.completion.chunk")
     assert b"chat.completion.chunk" in got
     stats = upstream.wait_for_streams(1)[0]
-    closed = time.monotonic()
     s.close()
-    assert wait_for(lambda: stats.client_closed, 3), "upstream never saw the close"
-    assert stats.closed_at is not None and stats.closed_at - closed < 1.0
-    assert not stats.finished
+    # The stream lasts 10 s: seeing the close before its end is the proof, with no
+    # assumption on how fast a busy machine passes it on.
+    assert wait_for(lambda: stats.client_closed or stats.finished, 15)
+    assert stats.client_closed and not stats.finished, "upstream never saw the close"
     assert wait_for(lambda: "client_closed_mid_stream" in gw.log(), 5)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
@@ -248,6 +249,23 @@ class StreamStats:
     finished: bool = False
     client_closed: bool = False
     closed_at: float | None = None
+
+    def wait_stalled(self, quiet: float = 1.0, timeout: float = 30.0) -> int | None:
+        """Wait until the stream stops moving: ``bytes_written`` unchanged for ``quiet``
+        seconds while not finished (the peer stopped reading and the buffers filled).
+        Returns the count it stalled at; None if it was still moving (or finished)
+        after ``timeout`` seconds. Waits on the stall itself, however long a busy
+        machine takes to fill the buffers, not for a fixed time."""
+        deadline = time.monotonic() + timeout
+        seen, since = self.bytes_written, time.monotonic()
+        while time.monotonic() < deadline and not self.finished:
+            time.sleep(0.05)
+            now = self.bytes_written
+            if now != seen:
+                seen, since = now, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                return now
+        return None
 
 
 # --------------------------------------------------------------------------------------------
