@@ -27,6 +27,7 @@ from twisted.logger import ILogObserver
 from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 
+from gatewayd.cache import CacheStage
 from gatewayd.config import ConfigError, GatewayConfig, load_config
 from gatewayd.config.pace import pacing
 from gatewayd.limits import Limiter
@@ -138,8 +139,10 @@ class GatewayService(Service):
         self._router = Router(self._table(config), reactor, rng, self.metrics)
         #: Key and deployment limits on the state store (memory, or shared Redis).
         self.state = build_limiter(config.general, reactor, self.metrics, self._router)
+        #: The response cache: one for the service's life (a reload keeps its answers).
+        self.cache = CacheStage()
         #: The stages around every routed request (:mod:`gatewayd.web.stage_list`).
-        self.pipeline: Pipeline = request_pipeline()
+        self.pipeline: Pipeline = self._pipeline(config)
         self.site = GatewaySite(build_root(self), lambda: self.config.general, self.metrics)
         self._observe()
         self.tracing = build_tracing(config.general.otel, reactor)
@@ -214,6 +217,9 @@ class GatewayService(Service):
         self.lag = ReactorLag(self.reactor, m.reactor_lag.observe, tick=tick)
 
     # -- lifecycle -------------------------------------------------------------
+
+    def _pipeline(self, config: GatewayConfig) -> Pipeline:
+        return request_pipeline(self.cache if config.general.cache is not None else None)
 
     def _table(self, config: GatewayConfig) -> RoutingTable:
         return build_table(config, lambda d: build_provider(d, self.agents, self.reactor))
@@ -331,6 +337,7 @@ class GatewayService(Service):
 
         def swapped() -> None:
             self.config = config
+            self.pipeline = self._pipeline(config)
             self.state.reloaded(config.general)
             self.agents.retain_only([d.api_base for d in config.deployments if d.api_base])
             self.metrics.reloads.inc("ok")
@@ -354,6 +361,7 @@ class GatewayService(Service):
             d = Deferred.fromCoroutine(self._drain())
         d.addBoth(lambda _: self.agents.close())
         d.addBoth(lambda _: self.state.stop())
+        d.addBoth(lambda _: self.cache.close())
         d.addBoth(lambda _: self.tracing.shutdown())
         d.addBoth(lambda _: None)
         return d

@@ -233,13 +233,13 @@ def test_litellm_keys_not_honoured_are_warned_about(gateway: GatewayFactory) -> 
     gw = gateway(
         {
             "model_list": [MOCK],
-            "litellm_settings": {"cache": True, "success_callback": ["langfuse"]},
+            "litellm_settings": {"alerting": ["slack"], "success_callback": ["langfuse"]},
             "router_settings": {"retry_policy": {"TimeoutErrorRetries": "pw-SECRET"}},
         }
     )
     log = gw.log()
     for key in (
-        "litellm_settings.cache",
+        "litellm_settings.alerting",
         "litellm_settings.success_callback",
         "router_settings.retry_policy",
     ):

@@ -134,14 +134,14 @@ def test_present_but_empty_master_key_is_refused(value: str, section: str) -> No
 def test_litellm_and_router_keys_not_honoured_are_warned_about_by_name() -> None:
     c = parse(
         "model_list: [{model_name: a, params: {model: mock/a}}]\n"
-        "litellm_settings:\n  cache: true\n  success_callback: [langfuse]\n  drop_params: true\n"
+        "litellm_settings:\n  alerting: [slack]\n  success_callback: [langfuse]\n  drop_params: true\n"
         "  some_new_litellm_key: 1\n"
         "router_settings:\n  retry_policy: {RateLimitErrorRetries: 3}\n"
         "  redis_host: 127.0.0.1\n  redis_password: hunter2-SECRET\n  num_retries: 2\n"
     )
     text = "\n".join(c.warnings)
     for key in (
-        "litellm_settings.cache",
+        "litellm_settings.alerting",
         "litellm_settings.success_callback",
         "litellm_settings.some_new_litellm_key",
         "router_settings.retry_policy",
@@ -157,10 +157,10 @@ def test_litellm_and_router_keys_not_honoured_are_warned_about_by_name() -> None
 def test_one_table_of_keys_not_honoured() -> None:
     from gatewayd.config.general import NOT_HONOURED
 
-    for key in ("cache", "success_callback", "retry_policy", "database_url"):
+    for key in ("alerting", "success_callback", "retry_policy", "database_url"):
         assert key in NOT_HONOURED
-    # Honoured now (the state store): must not be listed.
-    for key in ("redis_host", "redis_port", "redis_password", "redis_url"):
+    # Honoured now (the state store, the response cache): must not be listed.
+    for key in ("redis_host", "redis_port", "redis_password", "redis_url", "cache", "cache_params"):
         assert key not in NOT_HONOURED
 
 

@@ -18,6 +18,8 @@ class WireFormat(Enum):
     AZURE_AI = "azure_ai"  # Azure AI Foundry model inference
     ANTHROPIC = "anthropic"  # the Messages API: translated both ways
     MOCK = "mock"  # answered in-process, no network
+    COHERE = "cohere"  # Cohere's rerank (POST {base}/v2/rerank)
+    JINA = "jina"  # Jina's rerank (POST {base}/rerank), Cohere's body
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,15 @@ PROVIDERS: dict[str, ProviderInfo] = {
             ("ANTHROPIC_API_KEY",),
             ("ANTHROPIC_API_BASE", "ANTHROPIC_BASE_URL"),
         ),
+        ProviderInfo(
+            "cohere", WireFormat.COHERE, "https://api.cohere.com", ("COHERE_API_KEY", "CO_API_KEY")
+        ),
+        ProviderInfo(
+            "jina_ai",
+            WireFormat.JINA,
+            "https://api.jina.ai/v1",
+            ("JINA_AI_API_KEY", "JINA_API_KEY"),
+        ),
         ProviderInfo("mock", WireFormat.MOCK, None, local=True),
     )
 }
@@ -128,6 +139,7 @@ ALIASES: dict[str, str] = {
     "hosted_vllm": "vllm",
     "openai_compatible": "openai",
     "ollama_chat": "ollama",
+    "jina": "jina_ai",
 }
 
 #: Azure's api-version when neither params nor AZURE_API_VERSION give one.

@@ -16,6 +16,7 @@ from gatewayd.config.catalog import (
     WireFormat,
     lookup,
 )
+from gatewayd.config.endpoints import UNIT_PRICES, api_endpoints, unit_prices
 from gatewayd.config.errors import ConfigError
 from gatewayd.config.model import Deployment
 from gatewayd.config.tls import TLSSettings, tls_creator
@@ -45,6 +46,8 @@ _PARAM_KEYS = {
     "cache_creation_input_token_cost",
     "api_dialects",
     "drop_params",
+    "api_endpoints",
+    *UNIT_PRICES,
 }
 _MOCK_KEYS = {"mock_response", "mock_latency_ms", "mock_stream_delay_ms"}
 _AZURE_KEYS = {"azure_ad_token"}
@@ -215,6 +218,8 @@ class DeploymentSection(ValueReader):
             headers=MappingProxyType(headers),
             extra=MappingProxyType(extra),
             index=index,
+            api_endpoints=api_endpoints(params, entry.get("model_info"), info.wire, ppath, path),
+            unit_prices=unit_prices(self, params, entry.get("model_info"), ppath, path),
             **_tls(self, params, ppath, self.tls_loaded),
         )
 

@@ -9,6 +9,7 @@ from types import MappingProxyType
 from typing import Any
 
 from gatewayd.config.aliases import check_alias_settings, parse_alias_settings
+from gatewayd.config.cache import cache_settings, check_cache_store
 from gatewayd.config.errors import ConfigError
 from gatewayd.config.keys import KeySection
 from gatewayd.config.model import ROUTING_STRATEGIES, GeneralSettings
@@ -49,6 +50,10 @@ GENERAL_KEYS = {
     "response_store_ttl",
     "response_store_max_bytes",
     "alias_settings",
+    "cache",
+    "cache_params",
+    "max_audio_upload_bytes",
+    "object_id_secret",
 }
 
 #: LiteLLM's spellings of the state store, read by :mod:`gatewayd.config.keys`.
@@ -58,8 +63,6 @@ READ_ELSEWHERE = frozenset({"redis_url", "redis_host", "redis_port", "redis_pass
 #: Any of them in any settings section is warned about by name (never with its value).
 #: The one table: remove a key from it when gatewayd implements it.
 NOT_HONOURED: dict[str, str] = {
-    "cache": "response caching is not implemented",
-    "cache_params": "response caching is not implemented",
     "success_callback": "logging callbacks are not implemented",
     "failure_callback": "logging callbacks are not implemented",
     "callbacks": "logging callbacks are not implemented",
@@ -134,7 +137,7 @@ class GeneralSection(KeySection):
                 f"unknown strategy {strategy!r}; expected one of {', '.join(ROUTING_STRATEGIES)}",
             )
         timeout_key = "request_timeout" if "request_timeout" in g else "timeout"
-        return GeneralSettings(
+        general = GeneralSettings(
             master_key=master_key,
             num_retries=self._int(g, "num_retries", p("num_retries"), 0),
             fallbacks=self._fallbacks(g.get("fallbacks"), f"{p('fallbacks')}.fallbacks"),
@@ -186,10 +189,23 @@ class GeneralSection(KeySection):
             response_store_max_bytes=self._int(
                 g, "response_store_max_bytes", p("response_store_max_bytes"), 64 * 1024 * 1024, 0
             ),
+            object_id_secret=self._secret(g, "object_id_secret", p("object_id_secret")),
+            max_audio_upload_bytes=self._int(
+                g, "max_audio_upload_bytes", p("max_audio_upload_bytes"), 25 * 1024 * 1024, 1
+            ),
             alias_settings=parse_alias_settings(
                 g.get("alias_settings"), f"{p('alias_settings')}.alias_settings", ROUTING_STRATEGIES
             ),
+            cache=cache_settings(
+                self,
+                g.get("cache"),
+                f"{p('cache')}.cache",
+                g.get("cache_params"),
+                f"{p('cache_params')}.cache_params",
+            ),
         )
+        check_cache_store(general.cache, general.state_store, f"{p('cache')}.cache")
+        return general
 
     def _sample_rate(self, g: Mapping[str, Any], section: str) -> float:
         rate = self._float(g, "access_log_sample_rate", section, 1.0)

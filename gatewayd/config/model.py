@@ -8,6 +8,7 @@ from types import MappingProxyType
 from typing import Any
 
 from gatewayd.config.aliases import DEFAULT_ALIAS_SETTINGS, AliasSettings
+from gatewayd.config.cache import CacheSettings
 from gatewayd.config.catalog import ProviderInfo
 from gatewayd.config.keys import KeyTable
 
@@ -61,6 +62,12 @@ class Deployment:
     ssl_verify: bool | str = True
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
+    #: The endpoints it serves (``params.api_endpoints`` / ``model_info.mode`` / its
+    #: provider's defaults: :mod:`gatewayd.config.endpoints`); None: the text endpoints.
+    api_endpoints: frozenset[str] | None = None
+    #: USD per request, second of audio, character, image (:data:`~gatewayd.config.
+    #: endpoints.UNIT_PRICES`): only those set.
+    unit_prices: Mapping[str, float] = field(default_factory=_empty)
 
 
 OTEL_PROTOCOLS = ("http/protobuf", "grpc")
@@ -138,8 +145,15 @@ class GeneralSettings:
     response_store_ttl: float = 3600.0
     #: Upper bound of the in-memory Responses store (oldest entries go first).
     response_store_max_bytes: int = 64 * 1024 * 1024
+    #: Largest multipart upload (audio, images): 413 past it, declared or received.
+    max_audio_upload_bytes: int = 25 * 1024 * 1024
+    #: The HMAC key of the file and batch ids handed out (docs/endpoints.md says where
+    #: one comes from when unset).
+    object_id_secret: str | None = field(default=None, repr=False)
     #: Per-alias overrides (``general_settings.alias_settings``).
     alias_settings: Mapping[str, AliasSettings] = field(default_factory=_empty)
+    #: The response cache and request coalescing (``general_settings.cache``); None: off.
+    cache: CacheSettings | None = None
 
     def for_alias(self, alias: str) -> AliasSettings:
         """``alias``'s own settings, or the defaults when it has none."""

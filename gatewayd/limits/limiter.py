@@ -178,18 +178,22 @@ class Limiter:
 
     # -- plans -----------------------------------------------------------------
 
-    def _key_plan(self, key: ClientKey, est: Estimate, usd: float, lease: str) -> _Planned:
+    def _key_plan(
+        self, key: ClientKey, est: Estimate, usd: float, lease: str, tokens: bool = True
+    ) -> _Planned:
         k = f"key:{key.name}"
         p = _Planned()
         if key.rpm is not None:
             p.add("requests", WindowTake(f"{k}:rpm", key.rpm, 1, MINUTE))
-        if key.tpm is not None:
+        if key.tpm is not None and tokens:
             p.add("tokens", WindowTake(f"{k}:tpm", key.tpm, est.total, MINUTE))
         if key.max_parallel_requests is not None:
             p.add(
                 "parallel_requests",
                 LeaseTake(f"{k}:par", key.max_parallel_requests, lease, LEASE_TTL),
             )
+        if not tokens:  # an answer that costs nothing: neither tokens nor budget
+            return p
         b = key.budget
         period = b.period if b else DEFAULT_PERIOD
         tokens_limit = b.tokens if b else None
@@ -235,10 +239,13 @@ class Limiter:
 
         return self.store.take(plan.takes).addCallback(decide)
 
-    def admit_key(self, key: ClientKey, est: Estimate, usd: float = 0.0) -> Deferred[Ticket]:
+    def admit_key(
+        self, key: ClientKey, est: Estimate, usd: float = 0.0, tokens: bool = True
+    ) -> Deferred[Ticket]:
         """Fires with a :class:`Ticket`, or fails with :class:`LimitExceeded` (or
-        :class:`~gatewayd.state.StoreUnavailable` when the store is down and closed)."""
-        plan = self._key_plan(key, est, usd, uuid.uuid4().hex)
+        :class:`~gatewayd.state.StoreUnavailable` when the store is down and closed).
+        ``tokens`` False (a cached answer): only the requests and parallel limits."""
+        plan = self._key_plan(key, est, usd, uuid.uuid4().hex, tokens)
         return self._admit(plan, "key", key.name, est, usd)
 
     def admit_deployment(self, d: Deployment, est: Estimate) -> Deferred[Ticket | None]:

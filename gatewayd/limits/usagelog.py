@@ -30,6 +30,8 @@ class UsageRecord:
     status: int
     latency_ms: float
     stream: bool
+    #: Answered from the response cache (no upstream call, no cost).
+    cached: bool = False
 
     def line(self, now: float) -> str:
         return json.dumps(
@@ -47,6 +49,7 @@ class UsageRecord:
                 "status": self.status,
                 "latency_ms": round(self.latency_ms, 1),
                 "stream": self.stream,
+                "cached": self.cached,
             },
             separators=(",", ":"),
         )

@@ -83,6 +83,16 @@ class GatewayMetrics:
             native=n,
             shared=sh,
         )
+        self.endpoint_requests = Counter(
+            "gatewayd_endpoint_requests_total",
+            "Requests answered, by alias, API endpoint (chat, completions, embeddings, "
+            "responses, messages, speech, transcriptions, translations, images, "
+            "moderations, rerank) and HTTP status.",
+            ("alias", "endpoint", "status"),
+            r,
+            native=n,
+            shared=sh,
+        )
         self.attempts = Counter(
             "gatewayd_upstream_attempts_total",
             "Upstream attempts by alias, deployment and outcome (ok, or the failure kind).",
@@ -217,6 +227,26 @@ class GatewayMetrics:
             native=n,
             shared=sh,
         )
+        self.cache_requests = Counter(
+            "gatewayd_cache_requests_total",
+            "Requests the response cache saw, by alias, endpoint and result (hit, miss, "
+            "bypass, coalesced: answered by an identical request's upstream call).",
+            ("alias", "endpoint", "result"),
+            r,
+            native=n,
+            shared=sh,
+        )
+        self.cache_evictions = Counter(
+            "gatewayd_cache_evictions_total",
+            "Cached answers pushed out of the in-memory cache to keep it under max_bytes.",
+            (),
+            r,
+            native=n,
+            shared=sh,
+        )
+        self.cache_bytes = self._gauge(
+            "gatewayd_cache_bytes", "Bytes held by the in-memory response cache.", ()
+        )
         self.streams_in_flight = self._gauge(
             "gatewayd_streams_in_flight", "Streams being relayed right now.", ()
         )
@@ -255,6 +285,7 @@ class GatewayMetrics:
             self.client_connections,
             self.upstream_connections,
             self.state_store_up,
+            self.cache_bytes,
         ]
 
     def count_usage(self, alias: str, deployment: str, prompt: int, completion: int) -> None:

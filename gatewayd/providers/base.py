@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 
@@ -36,6 +36,19 @@ class Endpoint(Enum):
     RESPONSES = "responses"
     MESSAGES = "messages"
     COUNT_TOKENS = "messages/count_tokens"
+    #: The rest of the API surface (:mod:`gatewayd.web.media`): JSON or multipart in.
+    SPEECH = "audio/speech"
+    TRANSCRIPTIONS = "audio/transcriptions"
+    TRANSLATIONS = "audio/translations"
+    IMAGES = "images/generations"
+    IMAGE_EDITS = "images/edits"
+    IMAGE_VARIATIONS = "images/variations"
+    MODERATIONS = "moderations"
+    RERANK = "rerank"
+    #: Objects held by one deployment (:mod:`gatewayd.web.objects`): the path is
+    #: ``ProviderRequest.path`` (``files/{id}/content``...), the method its own.
+    FILES = "files"
+    BATCHES = "batches"
 
 
 @dataclass(frozen=True)
@@ -60,6 +73,31 @@ class ProviderRequest:
     forward_headers: tuple[tuple[str, str], ...] = ()
     #: Only this deployment may answer (a native upstream's ``previous_response_id``).
     pin: str | None = None
+    #: A multipart upload (transcriptions, image edits): ``body`` holds its plain fields.
+    upload: Upload | None = None
+    #: The HTTP method upstream (files and batches: GET, DELETE as well).
+    method: str = "POST"
+    #: The path under the API base when not the endpoint's own (``files/{id}/content``,
+    #: a list's query string included).
+    path: str | None = None
+
+
+class Upload(Protocol):
+    """A client's multipart upload, spooled (:mod:`gatewayd.web.upload`): sent again
+    whole by every attempt."""
+
+    def body(self, model: str | None) -> bytes:
+        """The multipart body for an upstream, with ``model`` as the model field (None:
+        without it)."""
+
+    def content_type(self) -> bytes:
+        """``multipart/form-data; boundary=...``"""
+
+    def first_file(self) -> bytes:
+        """The first file's bytes."""
+
+    def first_filename(self) -> str:
+        """The first file's name, as the client gave it."""
 
 
 @dataclass

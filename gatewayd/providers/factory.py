@@ -20,7 +20,13 @@ def build_provider(deployment: Deployment, agents: UpstreamAgents, clock: IReact
     tls = TLSSettings(deployment.ssl_verify, deployment.ssl_certfile, deployment.ssl_keyfile)
     if wire is WireFormat.MOCK:
         return MockProvider(deployment, clock)
-    if wire in (WireFormat.OPENAI, WireFormat.AZURE, WireFormat.AZURE_AI):
+    if wire in (
+        WireFormat.OPENAI,
+        WireFormat.AZURE,
+        WireFormat.AZURE_AI,
+        WireFormat.COHERE,
+        WireFormat.JINA,
+    ):
         assert deployment.api_base is not None
         return OpenAICompatibleProvider(
             deployment, agents.agent_for(deployment.api_base, tls), clock

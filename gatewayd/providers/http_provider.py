@@ -31,6 +31,7 @@ from gatewayd.providers.base import (
     UpstreamResponse,
     openai_error,
 )
+from gatewayd.providers.media import MEDIA_ENDPOINTS, media_answer
 from gatewayd.providers.replies import error_object, passable_headers
 
 # Re-exported: translating providers import these from here.
@@ -175,7 +176,9 @@ class HTTPProvider(Provider):
         coroutine's driver costs more than the two steps it would save writing."""
         try:
             url, headers, body = self._prepare(request, sent)
-            d = self._agent.request(b"POST", url, headers, BytesProducer(body))
+            method = request.method.encode("ascii")
+            producer = BytesProducer(body) if method == b"POST" else None
+            d = self._agent.request(method, url, headers, producer)
         except Exception:
             return fail()
         return d.addCallback(self._answered, request, limits)
@@ -246,6 +249,19 @@ class HTTPProvider(Provider):
 
             return _collect(response, MAX_ERROR_BODY, decoder).addCallback(refused)
         passed = passable_headers(response.headers)
+        if request.endpoint in MEDIA_ENDPOINTS:  # audio bytes, a text transcript: not JSON
+            media = media_answer(
+                request,
+                response,
+                passed,
+                self._clock,
+                limits.idle_timeout,
+                self.deployment.id,
+                decoder,
+                lambda: _collect(response, MAX_RESPONSE_BODY, decoder),
+            )
+            if media is not None:
+                return media
         ctype = (response.headers.getRawHeaders(b"content-type") or [b""])[0].lower()
         if request.stream and b"text/event-stream" in ctype:
             reader = StreamReader(

@@ -43,6 +43,8 @@ from gatewayd.providers.mock_input import (
     items,
     token_count,
 )
+from gatewayd.providers.mock_media import media_answer
+from gatewayd.providers.mock_objects import MockObjects
 from gatewayd.upstream.sse import DONE, data_event
 
 DEFAULT_RESPONSE = "Hello! This is the gatewayd mock provider answering."
@@ -91,6 +93,7 @@ class MockProvider(Provider):
         self.latency = float(extra.get("mock_latency_ms") or 0) / 1000.0
         delay = extra.get("mock_stream_delay_ms")
         self.stream_delay = (DEFAULT_STREAM_DELAY_MS if delay is None else float(delay)) / 1000.0
+        self.objects = MockObjects()  # its files and batches
 
     def send(self, request: ProviderRequest, limits: AttemptLimits) -> Deferred[UpstreamResponse]:
         call: list[IDelayedCall] = []
@@ -115,6 +118,11 @@ class MockProvider(Provider):
     def _answer(self, request: ProviderRequest) -> UpstreamResponse:
         """The answer, or raises the :class:`UpstreamFailure` OpenAI's 400 would be."""
         body = request.body
+        if request.endpoint in (Endpoint.FILES, Endpoint.BATCHES):  # mock_objects.py
+            return self.objects.answer(request, self._run_line)
+        media = media_answer(request, self.deployment.model, self.text, self._play)
+        if media is not None:  # speech, images, moderation, rerank: mock_media.py
+            return media
         if request.endpoint is Endpoint.EMBEDDINGS:
             embeddings = self._embeddings(body)
             return UpstreamResponse(
@@ -178,6 +186,13 @@ class MockProvider(Provider):
                 "system_fingerprint": SYSTEM_FINGERPRINT,
             }
         return UpstreamResponse(200, body=json.dumps(payload).encode(), usage=usage)
+
+    def _run_line(self, endpoint: Endpoint, body: dict[str, Any]) -> bytes:
+        """One batch line's answer (the mock answering itself)."""
+        return self._answer(ProviderRequest(endpoint, body)).body or b"{}"
+
+    def _play(self, chunks: list[bytes]) -> MockStream:
+        return MockStream(self._clock, chunks, self.stream_delay)
 
     def _text(self, body: dict[str, Any]) -> tuple[str, str]:
         """The answer text and its ``finish_reason``: cut to ``max_completion_tokens`` /

@@ -64,22 +64,42 @@ class OpenAICompatibleProvider(HTTPProvider):
         self._headers = self.headers_for()
 
     def build_request(self, request: ProviderRequest) -> tuple[bytes, Headers, bytes]:
-        url = self._urls.get(request.endpoint)
-        if url is None:
-            url = self._urls[request.endpoint] = self.url_for(request).encode("ascii")
-        return url, copy_headers(self._headers), upstream_body(request, self.deployment.model)
+        known = None if request.path is not None else self._urls.get(request.endpoint)
+        if known is not None:
+            url = known
+        else:
+            url = self.url_for(request).encode("ascii")
+            if request.path is None:  # an object's own path (files/{id}) is not kept
+                self._urls[request.endpoint] = url
+        headers = copy_headers(self._headers)
+        # Files and batches name no model upstream (OpenAI refuses unknown fields).
+        model = None if request.endpoint in _OBJECTS else self.deployment.model
+        if request.upload is not None:  # multipart: the client's parts, model replaced
+            headers.setRawHeaders(b"content-type", [request.upload.content_type()])
+            return url, headers, request.upload.body(model)
+        if request.method != "POST":
+            headers.removeHeader(b"content-type")
+            return url, headers, b""
+        if model is None:
+            return url, headers, dump_json({k: v for k, v in request.body.items() if k != "model"})
+        return url, headers, upstream_body(request, model)
 
     def url_for(self, request: ProviderRequest) -> str:
         """The upstream URL for this request's endpoint."""
         dep = self.deployment
         base = dep.api_base or ""
-        path = request.endpoint.value
+        path = request.path or request.endpoint.value
         wire = dep.provider.wire
+        if wire is WireFormat.COHERE:  # Cohere's v2 API; Jina's rerank sits at the base
+            return f"{base}/v2/{path}"
         if wire is WireFormat.AZURE:
             if base.endswith("/openai/v1"):  # the v1 surface: model in the body, no version
                 return f"{base}/{path}"
-            if request.endpoint is Endpoint.RESPONSES:  # not per deployment: model in the body
-                return f"{base}/openai/{path}?api-version={quote(dep.api_version or '', safe='')}"
+            if request.endpoint in _NOT_PER_DEPLOYMENT:  # not per deployment: model in the body
+                sep = "&" if "?" in path else "?"
+                return (
+                    f"{base}/openai/{path}{sep}api-version={quote(dep.api_version or '', safe='')}"
+                )
             return (
                 f"{base}/openai/deployments/{quote(dep.model, safe='')}/{path}"
                 f"?api-version={quote(dep.api_version or '', safe='')}"
@@ -100,6 +120,12 @@ class OpenAICompatibleProvider(HTTPProvider):
                 h.setRawHeaders(b"api-key", [dep.api_key.encode()])
             return h
         return bearer_headers(dep.api_key, extra)
+
+
+#: Endpoints that name no upstream model.
+_OBJECTS = frozenset({Endpoint.FILES, Endpoint.BATCHES})
+#: Azure's paths that are not under /openai/deployments/{name}.
+_NOT_PER_DEPLOYMENT = frozenset({Endpoint.RESPONSES, Endpoint.FILES, Endpoint.BATCHES})
 
 
 def _is_foundry_host(base: str) -> bool:

@@ -46,6 +46,7 @@ from gatewayd.routing.outcome import (
 from gatewayd.routing.picking import Picker
 from gatewayd.routing.pool import AliasPool
 from gatewayd.routing.retry import RetryPolicy, owed_backoff, wait_before_next
+from gatewayd.routing.serving import ServingIndex
 from gatewayd.routing.table import Route, RoutingTable
 
 log = get_logger(__name__)
@@ -79,6 +80,8 @@ class Router:
         self._apply(g)
         self._pools = self._index(table)
         self._unlimited = _unlimited(table)
+        #: Which deployments serve which endpoint (``params.api_endpoints``).
+        self.endpoints = ServingIndex()
         self._gauge_keys: tuple[RoutingTable | None, list[tuple[tuple[str, str], str]]] = (None, [])
         self.metrics.in_flight.collect = lambda: self._gauge(lambda h, now: h.in_flight)
         self.metrics.cooldown.collect = lambda: self._gauge(lambda h, now: h.cooling(now))
@@ -211,6 +214,12 @@ class Router:
         last: UpstreamFailure | None = None
         while True:
             current = chain.current
+            if not self.endpoints.any(table, current, request.endpoint):  # api_endpoints
+                progress.failed[current] = "no deployment serves this endpoint"
+                first = None
+                if not chain.advance():
+                    break
+                continue
             try:
                 result = await self._alias(
                     table, pools[current], current, request, progress, chain.has_next(), first
@@ -257,6 +266,8 @@ class Router:
             pinned = [r for r in table.routes[alias] if r.id == request.pin]
             if pinned:
                 pool = AliasPool(pinned, self.health, table.config.general.routing_strategy)
+        elif (partial := self.endpoints.only(table, alias, request.endpoint)) is not None:
+            pool = AliasPool(partial, self.health, table.config.general.routing_strategy)
         tried: set[str] = set()
         retries = self.policy.num_retries
         #: The last failure, when its retry skipped the backoff for another deployment.
@@ -344,6 +355,8 @@ class Router:
         rpm/tpm limit on the alias, an open deployment), so that a request answered at
         once needs no coroutine; None: :meth:`_route` makes it."""
         if request.pin is not None or alias not in self._unlimited:
+            return None
+        if self.endpoints.only(table, alias, request.endpoint) is not None:  # some do not
             return None
         choice = pool.choose_now((), self.rng)
         if choice is None:

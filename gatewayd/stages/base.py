@@ -53,6 +53,8 @@ class ClientRequest(Protocol):
     code: int
     usage: dict[str, Any] | None
     finished: int
+    #: Answered from the response cache (the access line says so).
+    cached: bool
 
     def getHeader(self, key: bytes | str) -> bytes | str | None: ...
 
@@ -74,7 +76,7 @@ class StreamTap(Protocol):
 class RouteContext:
     """One routed request as its stages see it."""
 
-    __slots__ = ("alias", "cached", "call", "gateway", "request", "scratch", "taps")
+    __slots__ = ("alias", "cached", "call", "gateway", "request", "route", "scratch", "taps")
 
     def __init__(
         self, gateway: StagedGateway, request: ClientRequest, alias: str, call: ProviderRequest
@@ -90,6 +92,9 @@ class RouteContext:
         self.cached = False
         #: Per-stage scratch space, keyed by the stage's own choosing.
         self.scratch: dict[Any, Any] = {}
+        #: The route the pipeline runs around (set by :meth:`Pipeline.run`): a stage
+        #: that answers by routing itself (the cache, coalescing a miss) calls this one.
+        self.route: Route | None = None
 
 
 #: What :meth:`Stage.before` returns: go on (None), an early answer, or either later.

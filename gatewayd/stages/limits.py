@@ -13,9 +13,10 @@ from twisted.python.failure import Failure
 
 from gatewayd.config.model import Deployment
 from gatewayd.limits import Estimate, LimitExceeded, Prices, Spent, Ticket, estimate
+from gatewayd.limits.media_cost import unit_cost
 from gatewayd.limits.usagelog import UsageRecord
 from gatewayd.observability.log import get_logger
-from gatewayd.providers.base import openai_error
+from gatewayd.providers.base import ProviderRequest, openai_error
 from gatewayd.routing import RouteError, RouteResult
 from gatewayd.routing.table import RoutingTable
 from gatewayd.stages.base import ClientRequest, RouteContext, StagedGateway
@@ -62,6 +63,15 @@ class Accounting:
         self._estimate: Estimate | None = None
         self.tickets: list[Ticket] = []
         self.done = False
+        #: The upstream call, for the prices that are not per token.
+        self.call: ProviderRequest | None = None
+
+    @staticmethod
+    def _unit_cost(table: RoutingTable, result: RouteResult, call: ProviderRequest) -> float:
+        for r in table.routes.get(result.alias, ()):
+            if r.id == result.deployment:
+                return unit_cost(r.deployment, call, result.response)
+        return 0.0
 
     @property
     def estimate(self) -> Estimate:
@@ -92,6 +102,8 @@ class Accounting:
             # No usage reported (a stream without include_usage): the reservation stands.
             counted = spent or Spent(self.estimate.prompt, self.estimate.completion)
             usd = prices.of(counted)
+            if not free and self.call is not None:  # per request, second, character, image
+                usd += self._unit_cost(table, result, self.call)
             key = self.request.key_name or "-"
             m = self.gateway.metrics
             if usd:
@@ -99,14 +111,16 @@ class Accounting:
             for kind, n in (("prompt", counted.prompt), ("completion", counted.completion)):
                 if n:
                     m.key_tokens.inc(key, result.alias, kind, amount=n)
-        self._log(result, counted, usd, status)
+        self._log(result, counted, usd, status, free)
         for t in self.tickets:
             if result is not None and spent is None and not free:
                 t.settle(Spent(self.estimate.prompt, self.estimate.completion), usd)
             else:
                 t.settle(spent, usd, served)
 
-    def _log(self, result: RouteResult | None, spent: Spent, usd: float, status: int) -> None:
+    def _log(
+        self, result: RouteResult | None, spent: Spent, usd: float, status: int, cached: bool
+    ) -> None:
         usage_log = getattr(self.gateway, "usage_log", None)
         if usage_log is None:
             return
@@ -123,6 +137,7 @@ class Accounting:
             status=status or r.code,
             latency_ms=(time.monotonic() - r.started) * 1000.0,
             stream=bool(result is not None and result.response.stream is not None),
+            cached=cached,
         )
         usage_log.write(record, time.time())
 
@@ -132,6 +147,7 @@ class LimitsStage:
 
     def before(self, ctx: RouteContext) -> Deferred[RouteResult | None] | None:
         acct = Accounting(ctx.gateway, ctx.request, ctx.alias, ctx.call.body)
+        acct.call = ctx.call
         ctx.scratch[LimitsStage] = acct
         caller = ctx.request.caller
         key = None if caller is None else caller.key
@@ -142,12 +158,16 @@ class LimitsStage:
     async def _admit(self, ctx: RouteContext, acct: Accounting, key: Any) -> None:
         gateway = ctx.gateway
         ctx.request.setHeader(b"x-gatewayd-key", key.name.encode())  # the name, never the key
-        est = acct.estimate
-        prices = _prices(gateway.router.table, ctx.alias, None)
+        if ctx.cached:  # answered from the cache: no tokens, no budget, no spend
+            if key.rpm is None and key.max_parallel_requests is None:
+                return  # nothing else to take
+            est, usd = Estimate(0, 0), 0.0
+        else:
+            est = acct.estimate
+            prices = _prices(gateway.router.table, ctx.alias, None)
+            usd = prices.of(Spent(est.prompt, est.completion))
         try:
-            ticket = await gateway.limiter.admit_key(
-                key, est, prices.of(Spent(est.prompt, est.completion))
-            )
+            ticket = await gateway.limiter.admit_key(key, est, usd, tokens=not ctx.cached)
         except LimitExceeded as e:
             acct.settle(None, None, served=False, status=429)
             r = e.refusal

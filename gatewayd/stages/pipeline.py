@@ -32,6 +32,7 @@ class Pipeline:
         cancels what is pending: a stage's wait or the route."""
         stages = self.stages
         n = len(stages)
+        ctx.route = route
         while i < n:
             try:
                 early = stages[i].before(ctx)

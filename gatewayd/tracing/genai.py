@@ -19,6 +19,18 @@ _OPERATIONS = {
     "embeddings": "embeddings",
     "responses": "chat",
     "messages": "chat",
+    # The rest of the surface (docs/endpoints.md): the convention's generate_content
+    # where it fits, custom names where none does.
+    "audio/speech": "generate_content",
+    "audio/transcriptions": "generate_content",
+    "audio/translations": "generate_content",
+    "images/generations": "generate_content",
+    "images/edits": "generate_content",
+    "images/variations": "generate_content",
+    "moderations": "moderation",
+    "rerank": "rerank",
+    "files": "files",
+    "batches": "batches",
 }
 #: ``gen_ai.provider.name`` (the convention's well-known values) by provider prefix.
 _PROVIDERS = {

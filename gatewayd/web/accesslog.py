@@ -30,12 +30,14 @@ class LoggedRequest(Protocol):
     alias: str | None
     deployment: str | None
     dialect: str
+    endpoint: str | None
     key_name: str | None
     upstream_seconds: float | None
     trace: RequestTrace
     attempts: int
     fallback: str | None
     outcome: str | None
+    cached: bool
     ttfb: float | None
     request_id: str
     method: bytes
@@ -58,6 +60,9 @@ def access_line(site: LoggedSite, request: LoggedRequest, status: int, sent: int
     if request.alias is not None:
         site.metrics.requests.inc(
             request.alias, request.deployment or "-", str(status), request.dialect
+        )
+        site.metrics.endpoint_requests.inc(
+            request.alias, request.endpoint or request.dialect, str(status)
         )
         if request.key_name is not None:
             site.metrics.key_requests.inc(request.key_name, request.alias, str(status))
@@ -102,7 +107,8 @@ def access_line(site: LoggedSite, request: LoggedRequest, status: int, sent: int
         f"attempts={request.attempts} fallback={fallback} latency_ms={latency_ms:.1f} "
         f"ttfb_ms={'-' if ttfb is None else f'{ttfb * 1000.0:.1f}'} bytes={sent} "
         f"dialect={dialect}{f' key={key}' if key else ''}"
-        f"{f' outcome={outcome}' if outcome else ''} request_id={rid}"
+        f"{f' outcome={outcome}' if outcome else ''}{' cached=true' if request.cached else ''}"
+        f" request_id={rid}"
     )
     emit_text(
         access_log,
@@ -122,6 +128,7 @@ def access_line(site: LoggedSite, request: LoggedRequest, status: int, sent: int
             "bytes": sent,
             "dialect": dialect,
             "outcome": outcome,
+            "cached": request.cached,
             "request_id": rid,
             "key": key,
         },

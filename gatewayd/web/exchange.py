@@ -166,7 +166,7 @@ class Exchange:
             else:
                 body = self.answer.body(response, result.deployment)
                 spent = Spent.from_usage(response.usage)
-                if spent is not None:
+                if spent is not None and not r.cached:  # a cached answer's were counted
                     self.metrics.count_usage(
                         self.alias, result.deployment, spent.prompt, spent.completion
                     )

@@ -100,7 +100,7 @@ class StreamRelay:
         self.ended = True
         self.metrics.open_streams -= 1
         spent = Spent.from_usage(self.usage)
-        if spent is not None:
+        if spent is not None and not self.request.cached:  # a cached answer's were counted
             dep = self.request.deployment or "-"
             self.metrics.count_usage(self.alias, dep, spent.prompt, spent.completion)
         for tap in self.taps:

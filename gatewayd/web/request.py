@@ -26,12 +26,13 @@ from gatewayd.web.answering import AnsweringChannel
 from gatewayd.web.channel import HEADER_KEYS, channel_class, header_key
 from gatewayd.web.channel import GatewayChannel as GatewayChannel  # where it was
 from gatewayd.web.errors import write_error_object
+from gatewayd.web.upload import UploadSpool, done_refusing, start_upload
 
 log = get_logger("gatewayd.web")
 
 _EXPOSED = (
     b"x-gatewayd-model, x-gatewayd-deployment, x-gatewayd-attempts, x-gatewayd-fallback, "
-    b"x-request-id"
+    b"x-gatewayd-cache, age, x-request-id"
 )
 
 
@@ -49,6 +50,8 @@ class GatewayRequest(Request):
         self.alias: str | None = None
         #: The client's API dialect (chat, responses, messages): a metrics label.
         self.dialect = "chat"
+        self.endpoint: str | None = None  # api_endpoints' name (a label); None: the dialect
+
         self.deployment: str | None = None
         self.attempts = 0
         self.fallback: str | None = None
@@ -59,6 +62,8 @@ class GatewayRequest(Request):
         self.caller: Any = None  # web.auth.Caller: who sent it
         self.key_name: str | None = None  # the client key's name (never the key)
         self.usage: dict[str, Any] | None = None  # a stream's usage, for the limits
+        self.cached = False  # answered from the response cache (gatewayd.cache)
+        self.upload: UploadSpool | None = None  # a multipart upload's parts, spooled
         self.logged = False
         #: The client's ``x-request-id`` or a minted one (set in :meth:`process`).
         self.request_id = ""
@@ -77,6 +82,9 @@ class GatewayRequest(Request):
         if path[:8].lower().startswith((b"http://", b"https://")):
             rest = path.split(b"//", 1)[1]
             path = b"/" + rest.split(b"/", 1)[1] if b"/" in rest else b"/"
+        if self.upload is not None and self.upload.refused:
+            done_refusing(self, self.upload)  # answered 413 while the body came
+            return
         if self._parsePOSTFormSubmission:  # not gatewayd's site: Twisted's, forms parsed
             super().requestReceived(command, path, version)  # type: ignore[no-untyped-call]
             return
@@ -160,6 +168,8 @@ class GatewayRequest(Request):
             site.active_requests -= 1
 
     def _cleanup(self) -> None:
+        if self.upload is not None:  # its spooled parts (temporary files) go now
+            self.upload.close()
         self._uncount()
         super()._cleanup()  # type: ignore[no-untyped-call]
 
@@ -211,6 +221,10 @@ class GatewayRequest(Request):
         return reason
 
     def gotLength(self, length: int | None) -> None:
+        self.upload = start_upload(self, length)
+        if self.upload is not None:
+            self.content = io.BytesIO()
+            return
         if length is not None and length > self.max_body_size:
             self.too_large = True
             self.content = io.BytesIO()
@@ -223,6 +237,9 @@ class GatewayRequest(Request):
         super().gotLength(length)  # type: ignore[no-untyped-call]
 
     def handleContentChunk(self, data: bytes) -> None:
+        if self.upload is not None:  # multipart (web/upload.py): parsed as it comes
+            self.upload.take(self, data)
+            return
         if self.too_large:
             return
         self._body_bytes += len(data)

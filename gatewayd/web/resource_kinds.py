@@ -12,13 +12,14 @@ from zope.interface import implementer
 
 from gatewayd.dialects import Dialect
 from gatewayd.observability.log import get_logger, is_verbose
-from gatewayd.providers.base import openai_error
+from gatewayd.providers.base import Endpoint, openai_error
 from gatewayd.web.answers import Answer
 from gatewayd.web.auth import authenticate, is_authorized
 from gatewayd.web.body import BodyError, model_alias, parse_body, stream_flag
 from gatewayd.web.errors import unauthorized, write_error, write_unauthorized
 from gatewayd.web.exchange import Gateway, write_json_error
 from gatewayd.web.request import GatewayRequest, master_key_for
+from gatewayd.web.serving import unserved_message
 
 log = get_logger("gatewayd.web.resources")
 
@@ -130,6 +131,10 @@ class AuthedResource(JSONResource):
         return super().render(request)
 
 
+#: The routed endpoints by the path :meth:`RoutedResource.parse` is told.
+_BY_PATH = {e.value: e for e in Endpoint}
+
+
 class RoutedResource(AuthedResource):
     """A POST whose JSON body names an alias: parsed the same for every dialect."""
 
@@ -144,6 +149,24 @@ class RoutedResource(AuthedResource):
             stream = stream_flag(body)
         except BodyError as e:
             return self.error(request, e.status, e.message, e.type, e.code, e.param)
+        served = _BY_PATH.get(endpoint)  # every dialect: a 400 when no deployment serves it
+        refused = self.admit_alias(request, alias) or (
+            None if served is None else self.refuse_unserved(request, alias, served)
+        )
+        if refused is not None:
+            return refused
+        if is_verbose():  # the slice and decode cost on every request otherwise
+            log.debug(
+                "{endpoint} for {alias}: {body}",
+                endpoint=endpoint,
+                alias=alias,
+                body=raw[:2000].decode("utf-8", "replace"),  # the body carries no keys
+            )
+        return body, stream
+
+    def admit_alias(self, request: GatewayRequest, alias: str) -> bytes | None:
+        """Set ``request.alias``, or the error body when the alias is unknown (404) or
+        not the caller's to use (403)."""
         if alias not in self.gateway.router.table.routes:
             return self.error(
                 request,
@@ -163,14 +186,16 @@ class RoutedResource(AuthedResource):
                 "model",
             )
         request.alias = alias
-        if is_verbose():  # the slice and decode cost on every request otherwise
-            log.debug(
-                "{endpoint} for {alias}: {body}",
-                endpoint=endpoint,
-                alias=alias,
-                body=raw[:2000].decode("utf-8", "replace"),  # the body carries no keys
-            )
-        return body, stream
+        return None
+
+    def refuse_unserved(
+        self, request: GatewayRequest, alias: str, endpoint: Endpoint
+    ) -> bytes | None:
+        """The 400 body when no deployment of ``alias`` serves ``endpoint``; else None."""
+        why = unserved_message(self.gateway.router, alias, endpoint)
+        if why is None:
+            return None
+        return self.error(request, 400, why, code="endpoint_not_supported", param="model")
 
     def drop_params(self) -> bool:
         return self.gateway.router.table.config.general.drop_params

@@ -3,6 +3,11 @@
 POST /v1/chat/completions   POST /v1/completions   POST /v1/embeddings
 POST /v1/messages           POST /v1/messages/count_tokens        (web/messages.py)
 POST /v1/responses          GET|DELETE /v1/responses/{id}  POST .../cancel  (web/responses.py)
+POST /v1/audio/speech  /v1/images/generations  /v1/moderations  /v1/rerank  /v2/rerank
+POST /v1/audio/transcriptions  /v1/audio/translations  /v1/images/edits  /v1/images/variations
+                                                                            (web/media.py)
+POST|GET /v1/files  GET|DELETE /v1/files/{id}  GET .../content
+POST|GET /v1/batches  GET /v1/batches/{id}  POST .../cancel                 (web/objects.py)
 GET  /v1/models             GET  /v1/models/{id}
 (the same without /v1)
 GET  /health/liveliness  /health/liveness  /health/readiness  /health
@@ -18,6 +23,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from gatewayd.observability.log import get_logger
 from gatewayd.providers.base import Endpoint
+from gatewayd.providers.capabilities import endpoint_name
 from gatewayd.web.errors import write_error
 from gatewayd.web.exchange import Exchange, Gateway, upstream_call
 from gatewayd.web.keyinfo import render_key_info
@@ -48,6 +54,7 @@ class CompletionResource(RoutedResource):
         if stream and self.endpoint is Endpoint.EMBEDDINGS:
             stream = False
         assert request.alias is not None
+        request.endpoint = endpoint_name(self.endpoint)
         call = upstream_call(request, self.endpoint, body, stream, drop_params=self.drop_params())
         Exchange(self.gateway, request, request.alias, call)
         return NOT_DONE_YET
@@ -123,7 +130,9 @@ def build_root(gateway: Gateway) -> Resource:
     # The dialects' resources build on the ones above.
     from gatewayd.dialects.store import MemoryResponseStore, ResponseStore
     from gatewayd.web.health import Health, Liveness, Metrics, Readiness
+    from gatewayd.web.media import add_media_routes
     from gatewayd.web.messages import MessagesResource
+    from gatewayd.web.objects import add_object_routes
     from gatewayd.web.responses import ResponsesResource
 
     created = int(time.time())
@@ -149,6 +158,8 @@ def build_root(gateway: Gateway) -> Resource:
     api.putChild(b"models", ModelsResource(gateway, created))
     api.putChild(b"messages", MessagesResource(gateway))
     api.putChild(b"responses", ResponsesResource(gateway, store))
+    add_media_routes(api, gateway)
+    add_object_routes(api, gateway)
 
     health = Health(gateway)
     health.putChild(b"liveliness", Liveness())
@@ -165,4 +176,7 @@ def build_root(gateway: Gateway) -> Resource:
     api.putChild(b"key", key)
     root.putChild(b"health", health)
     root.putChild(b"metrics", Metrics(gateway))
+    v2 = JSONResource()  # Cohere's v2 path of rerank
+    v2.putChild(b"rerank", api.children[b"rerank"])
+    root.putChild(b"v2", v2)
     return root

@@ -10,12 +10,23 @@ routing (401, 404, a bad body) are counted too; attempt spans are traced in
 
 from __future__ import annotations
 
+from gatewayd.cache import CacheStage
 from gatewayd.stages import LimitsStage, Pipeline, Stage
 
 
-def request_pipeline() -> Pipeline:
-    """The stages in force, in order."""
+def request_pipeline(cache: CacheStage | None = None) -> Pipeline:
+    """The stages in force, in order. ``cache``: the service's one cache stage (it keeps
+    the stored answers across reloads), given while ``general_settings.cache`` is set;
+    without it, requests do not pay for a stage that would only step aside."""
+    if cache is None:
+        # The key's limits and budget before routing; spend and the usage log after.
+        return Pipeline([LimitsStage()])
     stages: list[Stage] = [
-        LimitsStage(),  # the key's limits and budget; spend and the usage log after
+        # Looks the request up first: the limits stage admits a hit without tokens or budget.
+        cache.lookup,
+        LimitsStage(),
+        # Innermost: answers a hit; on a miss it routes itself (coalescing identical
+        # requests), so every stage that must see or refuse a request goes above it.
+        cache,
     ]
     return Pipeline(stages)
