@@ -344,7 +344,6 @@ def test_transfer_encoding_with_content_length_is_refused(site: GatewaySite, ord
     assert closes_after_lingering(conn)
 
 
-@pytest.mark.parametrize("site", [GatewayChannel], indirect=True)
 @pytest.mark.parametrize("split", [False, True])
 def test_headers_too_large_are_a_json_431(site: GatewaySite, split: bool) -> None:
     conn = Conn(site)
@@ -360,11 +359,10 @@ def test_headers_too_large_are_a_json_431(site: GatewaySite, split: bool) -> Non
     assert closes_after_lingering(conn)
 
 
-@pytest.mark.parametrize("site", [GatewayChannel], indirect=True)
 def test_too_many_headers_and_a_too_long_target_are_refused(site: GatewaySite) -> None:
     conn = Conn(site)
     conn.send(get(b"/echo", *[b"X-%d: v" % i for i in range(501)]))
-    assert responses(conn.out())[0][0] == 431
+    assert responses(conn.out())[0][0] in (400, 431)  # Twisted: a 400 for 501 headers
     conn = Conn(site)
     conn.send(get(b"/echo?" + b"q" * 17000))
     [(status, _, body)] = responses(conn.out())

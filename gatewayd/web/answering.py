@@ -202,6 +202,15 @@ class TwistedChannel(AnsweringChannel):
         if not self._rejected:  # nothing more is parsed from a connection being closed
             super().dataReceived(data)  # type: ignore[no-untyped-call]
 
+    def lineLengthExceeded(self, line: bytes) -> None:
+        # LineReceiver's own answer is none at all: the connection closed at once.
+        if getattr(self, "_HTTPChannel__first_line", 0):  # the request line
+            self.reject(414, f"request target longer than {self.MAX_LENGTH} bytes", "uri_too_long")
+        else:
+            self.reject(
+                431, f"request header longer than {self.MAX_LENGTH} bytes", "headers_too_large"
+            )
+
     # LineReceiver stops at a line that closes the connection; one that lingers is not
     # closing yet: the lines after a refused one, in the same read, are dropped here.
     def lineReceived(self, line: bytes) -> None:
