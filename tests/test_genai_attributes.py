@@ -10,6 +10,7 @@ from gatewayd.tracing.genai import (
     provider_name,
     request_attributes,
     response_attributes,
+    usage_attributes,
 )
 
 
@@ -91,3 +92,18 @@ def test_stream_facts_read_only_what_events_carry() -> None:
         "gen_ai.usage.input_tokens": 5,
         "gen_ai.usage.output_tokens": 7,
     }
+
+
+def test_usage_attributes_count_anthropic_cached_input_tokens() -> None:
+    anthropic = {
+        "input_tokens": 13,
+        "cache_creation_input_tokens": 20,
+        "cache_read_input_tokens": 100,
+        "output_tokens": 6,
+    }
+    assert usage_attributes(anthropic) == {
+        "gen_ai.usage.input_tokens": 133,
+        "gen_ai.usage.output_tokens": 6,
+    }
+    openai = {"prompt_tokens": 111, "completion_tokens": 6, "prompt_tokens_details": {}}
+    assert usage_attributes(openai)["gen_ai.usage.input_tokens"] == 111

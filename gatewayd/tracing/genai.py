@@ -93,6 +93,13 @@ def usage_attributes(usage: Mapping[str, Any] | None) -> dict[str, Any]:
             if isinstance(v, int) and not isinstance(v, bool):
                 out[name] = v
                 break
+    if "prompt_tokens" not in usage and "gen_ai.usage.input_tokens" in out:
+        # Anthropic's input_tokens leave out the cached ones, given beside them: the
+        # attribute counts every input token, as OpenAI's prompt_tokens does.
+        for k in ("cache_read_input_tokens", "cache_creation_input_tokens"):
+            v = usage.get(k)
+            if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+                out["gen_ai.usage.input_tokens"] += v
     return out
 
 
