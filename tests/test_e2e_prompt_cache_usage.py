@@ -134,3 +134,24 @@ def test_openai_cached_tokens_reach_messages_clients(
     with c.messages.stream(model="m", max_tokens=10, messages=HI) as stream:
         final = stream.get_final_message()
     assert final.usage.input_tokens == 11 and final.usage.cache_read_input_tokens == 100
+
+
+def test_a_translated_stream_without_include_usage_still_spends_what_was_used(
+    gateway: GatewayFactory, claude: AnthropicUpstream
+) -> None:
+    # The client did not ask for usage: its events carry none, yet Anthropic reported it
+    # and the spend counts it (not the reservation's estimate).
+    gw = gateway(
+        {
+            "model_list": [claude_entry("c", claude)],
+            "general_settings": {"master_key": MASTER_KEY},
+            "keys": [{"key": CLIENT_KEY, "name": "team-cache"}],
+        }
+    )
+    claude.enqueue(CACHED)
+    chunks = list(
+        sdk(gw.base_url, CLIENT_KEY).chat.completions.create(model="c", messages=HI, stream=True)
+    )
+    assert all(getattr(c, "usage", None) is None for c in chunks)
+    one = 13 * 0.001 + 100 * 0.0001 + 20 * 0.00125 + 6 * 0.002
+    assert key_spend(gw.port) == pytest.approx(one)
