@@ -38,7 +38,17 @@ class Options(usage.Options):
             "overrides general_settings.log_format.",
         ],
     ]
-    optFlags: list[Any] = [["verbose", "v", "Enable verbose (debug) logging."]]
+    optFlags: list[Any] = [
+        ["verbose", "v", "Enable verbose (debug) logging."],
+        [
+            "check-config",
+            None,
+            "Validate the config as a start would, describe it and exit "
+            "(0: valid, 1: warnings with --strict, 2: errors).",
+        ],
+        ["strict", None, "With --check-config: warnings fail the check (exit 1)."],
+        ["json", None, "With --check-config: the report as one JSON document."],
+    ]
 
     def opt_version(self) -> None:
         """Print the version and exit."""
@@ -106,6 +116,9 @@ def make_service(options: Options) -> IService:
     from gatewayd.observability.log import set_verbose
     from gatewayd.service import GatewayService, listen_description, with_backlog
 
+    if options["check-config"]:
+        strict, as_json = bool(options["strict"]), bool(options["json"])
+        raise SystemExit(check_config_main(options["config"], strict, as_json))
     set_verbose(bool(options["verbose"]))
     _no_default_pidfile_in_foreground(options)
     listen = options["listen"] or listen_description(options["host"], options["port"])
@@ -168,11 +181,61 @@ def _no_default_pidfile_in_foreground(options: Options) -> None:
         pass
 
 
+def check_config_main(path: str, strict: bool, as_json: bool = False) -> int:
+    """Print the check of ``path`` (a failing one to stderr; ``as_json``: the JSON
+    document, always to stdout) and return the exit status."""
+    from gatewayd.config import load_config
+    from gatewayd.config.check import OK, check_config
+
+    result = check_config(path, load_config, strict)
+    if as_json:
+        print(result.json, end="")
+    else:
+        print(result.text, end="", file=sys.stdout if result.status == OK else sys.stderr)
+    return result.status
+
+
+class CheckConfigOptions(usage.Options):
+    """``gatewayd check-config FILE [--strict]``."""
+
+    synopsis = "Usage: gatewayd check-config FILE [--strict] [--json]"
+    longdesc = (
+        "Validate FILE exactly as a start would and print its aliases, deployments (no "
+        "secrets), fallbacks, strategies and warnings. Exit 0 when valid, 1 when it has "
+        "warnings and --strict is given, 2 on errors."
+    )
+    optFlags: list[Any] = [
+        ["strict", None, "Warnings fail the check (exit 1)."],
+        ["json", None, "Print the report as one JSON document (on stdout)."],
+    ]
+
+    def parseArgs(self, *args: str) -> None:
+        if len(args) != 1:
+            raise usage.UsageError("expected one config FILE")
+        self["path"] = args[0]
+
+
+def check_config_command(args: list[str]) -> int:
+    """``gatewayd check-config ...``: the exit status (2 for a bad command line too)."""
+    opts = CheckConfigOptions()  # type: ignore[no-untyped-call]
+    try:
+        # Flags may come after FILE (getopt alone stops at the first argument).
+        flags = [a for a in args if a.startswith("-")]
+        opts.parseOptions(flags + [a for a in args if not a.startswith("-")])  # type: ignore[no-untyped-call]
+    except usage.UsageError as e:
+        print(f"gatewayd check-config: {e}\n{opts.synopsis}", file=sys.stderr)
+        return 2
+    return check_config_main(opts["path"], bool(opts["strict"]), bool(opts["json"]))
+
+
 def main(argv: list[str] | None = None) -> None:
-    """``gatewayd -c FILE ...``: runs in the foreground through twistd."""
+    """``gatewayd -c FILE ...``: runs in the foreground through twistd;
+    ``gatewayd check-config FILE``: checks a config and exits."""
     from twisted.scripts.twistd import run
 
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["check-config"]:
+        raise SystemExit(check_config_command(args[1:]))
     Options().parseOptions(args)  # a bad flag exits 2 with one line
     sys.argv = ["gatewayd", "--nodaemon", "--pidfile=", "gateway", *args]
     run()

@@ -28,16 +28,19 @@ from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 
 from gatewayd.cache import CacheStage
-from gatewayd.config import ConfigError, GatewayConfig, load_config
+from gatewayd.config import ConfigError, Deployment, GatewayConfig, load_config
 from gatewayd.config.pace import pacing
+from gatewayd.fleet.watch import FleetWatch
 from gatewayd.limits import Limiter
 from gatewayd.limits.usagelog import UsageLog
 from gatewayd.observability.log import get_logger
 from gatewayd.observability.metrics import GatewayMetrics, multiprocess_dir
 from gatewayd.observability.reactor_lag import ReactorLag
+from gatewayd.providers.base import Provider
 from gatewayd.providers.factory import build_provider
 from gatewayd.routing import Router, RoutingTable, build_table
 from gatewayd.routing.state_setup import build_limiter
+from gatewayd.routing.wildcard import Listings, with_wildcards
 from gatewayd.sockets import systemd_notify as systemd
 from gatewayd.stages import Pipeline
 from gatewayd.tracing.setup import build_tracing
@@ -136,6 +139,8 @@ class GatewayService(Service):
         self.config = config
         self.agents = UpstreamAgents(reactor)
         self.metrics = GatewayMetrics()
+        #: The models discovering deployments list (wildcard aliases serve those).
+        self.listings = Listings()
         self._router = Router(self._table(config), reactor, rng, self.metrics)
         #: Key and deployment limits on the state store (memory, or shared Redis).
         self.state = build_limiter(config.general, reactor, self.metrics, self._router)
@@ -144,6 +149,15 @@ class GatewayService(Service):
         #: The stages around every routed request (:mod:`gatewayd.web.stage_list`).
         self.pipeline: Pipeline = self._pipeline(config)
         self.site = GatewaySite(build_root(self), lambda: self.config.general, self.metrics)
+        #: Active health checks and model discovery (docs/routing.md).
+        self.fleet = FleetWatch(
+            self._router.health,
+            self.listings,
+            reactor,
+            self.agents.agent_for,
+            lambda d: build_provider(d, self.agents, reactor),
+            self.state.cooldowns,
+        )
         self._observe()
         self.tracing = build_tracing(config.general.otel, reactor)
         self.site.tracing = self.tracing
@@ -222,7 +236,10 @@ class GatewayService(Service):
         return request_pipeline(self.cache if config.general.cache is not None else None)
 
     def _table(self, config: GatewayConfig) -> RoutingTable:
-        return build_table(config, lambda d: build_provider(d, self.agents, self.reactor))
+        def make(d: Deployment) -> Provider:
+            return build_provider(d, self.agents, self.reactor)
+
+        return with_wildcards(build_table(config, make), make, self.listings)
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
@@ -235,6 +252,7 @@ class GatewayService(Service):
             else self.listen
         )
         self.lag.start()
+        self.fleet.retarget(self.config)
         d = endpoint.listen(self.site)
         d.addCallbacks(self._listening, self._listen_failed)
         if self.handle_sighup and hasattr(signal, "SIGHUP"):
@@ -340,6 +358,8 @@ class GatewayService(Service):
             self.pipeline = self._pipeline(config)
             self.state.reloaded(config.general)
             self.agents.retain_only([d.api_base for d in config.deployments if d.api_base])
+            if self.running:
+                self.fleet.retarget(config)
             self.metrics.reloads.inc("ok")
             self.metrics.last_reload.set(self.reactor.seconds())
             log.info(
@@ -354,6 +374,7 @@ class GatewayService(Service):
     def stopService(self) -> Deferred[None]:
         super().stopService()  # type: ignore[no-untyped-call]
         self.lag.stop()
+        self.fleet.stop()
         self._ready = False
         systemd.notify("STOPPING=1")
         d: Deferred[Any] = succeed(None)

@@ -512,7 +512,7 @@ def test_general_settings_must_be_a_mapping() -> None:
     assert_names(e, "general_settings", "expected a mapping")
 
 
-@pytest.mark.parametrize("value", ["round-robin", "latency-based-routing", 3])
+@pytest.mark.parametrize("value", ["round-robin", "usage-based-routing", 3])
 def test_unknown_routing_strategy(value: Any) -> None:
     e = error_of({"model_list": ONE, "general_settings": {"routing_strategy": value}})
     assert_names(e, "general_settings.routing_strategy", "unknown strategy", "simple-shuffle")
@@ -523,7 +523,9 @@ def test_routing_strategy_wrong_type() -> None:
     assert_names(e, "general_settings.routing_strategy", "expected a string")
 
 
-@pytest.mark.parametrize("strategy", ["simple-shuffle", "least-busy"])
+@pytest.mark.parametrize(
+    "strategy", ["simple-shuffle", "least-busy", "latency-based-routing", "prefix-affinity"]
+)
 def test_known_routing_strategies(strategy: str) -> None:
     assert config(general={"routing_strategy": strategy}).general.routing_strategy == strategy
 

@@ -59,6 +59,8 @@ def expected(svc: GatewayService) -> dict[str, Any]:
             d = route.deployment
             state = router.health.get(d.id).snapshot(now)
             healthy += state["state"] == "healthy"
+            state["latency_ttfb_s"] = router.latency.raw(d.id, "ttfb")
+            state["latency_per_token_s"] = router.latency.raw(d.id, "per_token")
             deps.append({"id": d.id, "provider": d.provider.prefix, "model": d.model, **state})
         aliases[alias] = {"deployments": deps, "fallbacks": list(router.table.fallbacks_for(alias))}
     return {

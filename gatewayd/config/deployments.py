@@ -18,6 +18,7 @@ from gatewayd.config.catalog import (
 )
 from gatewayd.config.endpoints import UNIT_PRICES, api_endpoints, unit_prices
 from gatewayd.config.errors import ConfigError
+from gatewayd.config.fleet import parse_health_check
 from gatewayd.config.model import Deployment
 from gatewayd.config.tls import TLSSettings, tls_creator
 from gatewayd.config.values import ValueReader, kind
@@ -46,6 +47,9 @@ _PARAM_KEYS = {
     "cache_creation_input_token_cost",
     "api_dialects",
     "drop_params",
+    "health_check",
+    "discover",
+    "discover_interval",
     "api_endpoints",
     *UNIT_PRICES,
 }
@@ -218,10 +222,25 @@ class DeploymentSection(ValueReader):
             headers=MappingProxyType(headers),
             extra=MappingProxyType(extra),
             index=index,
+            health_check=parse_health_check(params.get("health_check"), f"{ppath}.health_check"),
+            discover=self._discover(params, ppath, name, upstream),
+            discover_interval=self._opt_float(params, "discover_interval", ppath),
             api_endpoints=api_endpoints(params, entry.get("model_info"), info.wire, ppath, path),
             unit_prices=unit_prices(self, params, entry.get("model_info"), ppath, path),
             **_tls(self, params, ppath, self.tls_loaded),
         )
+
+    def _discover(self, params: Mapping[str, Any], ppath: str, alias: str, model: str) -> bool:
+        """``params.discover``: only for a wildcard alias whose model has a ``*``."""
+        v = params.get("discover", False)
+        if not isinstance(v, bool):
+            raise ConfigError(f"{ppath}.discover", f"expected true or false, got {kind(v)}")
+        if v and ("*" not in alias or "*" not in model):
+            raise ConfigError(
+                f"{ppath}.discover",
+                'is for a wildcard alias (model_name: "ollama/*", model: "ollama/*")',
+            )
+        return v
 
     def _opt_weight(self, params: Mapping[str, Any], ppath: str) -> float | None:
         if params.get("weight") is None:

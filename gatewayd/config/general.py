@@ -11,6 +11,7 @@ from typing import Any
 from gatewayd.config.aliases import check_alias_settings, parse_alias_settings
 from gatewayd.config.cache import cache_settings, check_cache_store
 from gatewayd.config.errors import ConfigError
+from gatewayd.config.fleet import alias_hedges, health_check_interval, parse_hedge
 from gatewayd.config.keys import KeySection
 from gatewayd.config.model import ROUTING_STRATEGIES, GeneralSettings
 from gatewayd.config.observability import log_format, otel_settings
@@ -50,6 +51,10 @@ GENERAL_KEYS = {
     "response_store_ttl",
     "response_store_max_bytes",
     "alias_settings",
+    "hedge",
+    "health_check_interval",
+    "background_health_checks",
+    "discover_interval",
     "cache",
     "cache_params",
     "max_audio_upload_bytes",
@@ -137,6 +142,9 @@ class GeneralSection(KeySection):
                 f"unknown strategy {strategy!r}; expected one of {', '.join(ROUTING_STRATEGIES)}",
             )
         timeout_key = "request_timeout" if "request_timeout" in g else "timeout"
+        aliases = parse_alias_settings(
+            g.get("alias_settings"), f"{p('alias_settings')}.alias_settings", ROUTING_STRATEGIES
+        )
         general = GeneralSettings(
             master_key=master_key,
             num_retries=self._int(g, "num_retries", p("num_retries"), 0),
@@ -193,8 +201,16 @@ class GeneralSection(KeySection):
             max_audio_upload_bytes=self._int(
                 g, "max_audio_upload_bytes", p("max_audio_upload_bytes"), 25 * 1024 * 1024, 1
             ),
-            alias_settings=parse_alias_settings(
-                g.get("alias_settings"), f"{p('alias_settings')}.alias_settings", ROUTING_STRATEGIES
+            alias_settings=aliases,
+            hedge=parse_hedge(g.get("hedge"), f"{p('hedge')}.hedge"),
+            alias_hedges=alias_hedges(aliases, f"{p('alias_settings')}.alias_settings"),
+            health_check_interval=health_check_interval(
+                g.get("health_check_interval"),
+                g.get("background_health_checks"),
+                p("health_check_interval"),
+            ),
+            discover_interval=self._float(
+                g, "discover_interval", p("discover_interval"), 60.0, positive=True
             ),
             cache=cache_settings(
                 self,

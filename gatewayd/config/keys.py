@@ -8,6 +8,7 @@ also what lets usage survive a reload.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -79,7 +80,16 @@ class ClientKey:
     metadata: Mapping[str, Any] = field(default_factory=_empty)
 
     def allows(self, alias: str) -> bool:
-        return self.models is None or alias in self.models
+        """``models`` names the alias, or a wildcard alias (``ollama/*``) that matches it."""
+        if self.models is None or alias in self.models:
+            return True
+        return any("*" in m and _wildcard(m).match(alias) is not None for m in self.models)
+
+
+@functools.lru_cache(maxsize=256)
+def _wildcard(pattern: str) -> re.Pattern[str]:
+    """``ollama/*`` as a regular expression (each ``*`` matches anything)."""
+    return re.compile("^" + ".*".join(map(re.escape, pattern.split("*"))) + "$")
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from typing import Any
 from gatewayd.config.aliases import DEFAULT_ALIAS_SETTINGS, AliasSettings
 from gatewayd.config.cache import CacheSettings
 from gatewayd.config.catalog import ProviderInfo
+from gatewayd.config.fleet import HealthCheck, HedgeSettings
 from gatewayd.config.keys import KeyTable
 
 
@@ -17,7 +18,7 @@ def _empty() -> Mapping[str, Any]:
     return MappingProxyType({})
 
 
-ROUTING_STRATEGIES = ("simple-shuffle", "least-busy")
+ROUTING_STRATEGIES = ("simple-shuffle", "least-busy", "latency-based-routing", "prefix-affinity")
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,12 @@ class Deployment:
     ssl_verify: bool | str = True
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
+    #: ``params.health_check``: probed on its own schedule; None: the general one, if any.
+    health_check: HealthCheck | None = None
+    #: ``params.discover``: list the upstream's models (a wildcard alias serves only those).
+    discover: bool = False
+    #: ``params.discover_interval``: seconds between listings; None: the general one.
+    discover_interval: float | None = None
     #: The endpoints it serves (``params.api_endpoints`` / ``model_info.mode`` / its
     #: provider's defaults: :mod:`gatewayd.config.endpoints`); None: the text endpoints.
     api_endpoints: frozenset[str] | None = None
@@ -155,9 +162,26 @@ class GeneralSettings:
     #: The response cache and request coalescing (``general_settings.cache``); None: off.
     cache: CacheSettings | None = None
 
+    #: Hedged requests for every alias (``general_settings.hedge``); None: off.
+    hedge: HedgeSettings | None = None
+    #: The aliases with a ``hedge`` of their own in ``alias_settings`` (None: off).
+    alias_hedges: Mapping[str, HedgeSettings | None] = field(default_factory=_empty)
+
+    #: Seconds between active health checks of every deployment; 0: none (except the
+    #: deployments with a ``health_check`` of their own).
+    health_check_interval: float = 0.0
+    #: Seconds between two listings of a discovering deployment's models.
+    discover_interval: float = 60.0
+
     def for_alias(self, alias: str) -> AliasSettings:
         """``alias``'s own settings, or the defaults when it has none."""
         return self.alias_settings.get(alias, DEFAULT_ALIAS_SETTINGS)
+
+    def hedge_for(self, alias: str) -> HedgeSettings | None:
+        """How ``alias``'s requests are hedged: its own setting, else the general one."""
+        if alias in self.alias_hedges:
+            return self.alias_hedges[alias]
+        return self.hedge
 
 
 @dataclass(frozen=True)

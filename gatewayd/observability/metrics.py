@@ -117,6 +117,30 @@ class GatewayMetrics:
             native=n,
             shared=sh,
         )
+        self.hedges_sent = Counter(
+            "gatewayd_hedges_sent_total",
+            "Hedged copies sent: a request had no first byte after the alias's hedge delay.",
+            ("alias",),
+            r,
+            native=n,
+            shared=sh,
+        )
+        self.hedges_won = Counter(
+            "gatewayd_hedges_won_total",
+            "Hedged copies that produced a first byte before the original attempt.",
+            ("alias",),
+            r,
+            native=n,
+            shared=sh,
+        )
+        self.hedges_cancelled = Counter(
+            "gatewayd_hedges_cancelled_total",
+            "Attempts (original or hedge) cancelled because another copy answered first.",
+            ("alias",),
+            r,
+            native=n,
+            shared=sh,
+        )
         self.stream_failures = Counter(
             "gatewayd_stream_failures_total",
             "Streams that broke off after their first byte (ended with an in-band error).",
@@ -261,6 +285,13 @@ class GatewayMetrics:
             ("alias", "deployment"),
             "livemax",
         )
+        self.latency = self._gauge(
+            "gatewayd_deployment_latency_seconds",
+            "A deployment's peak-EWMA latency, as latency-based-routing scores it: time to "
+            "first byte (kind=ttfb, streams) or seconds per output token (kind=per_token, JSON).",
+            ("alias", "deployment", "kind"),
+            "livemax",
+        )
         self.client_connections = self._gauge(
             "gatewayd_client_connections", "Client connections open right now.", ()
         )
@@ -282,6 +313,7 @@ class GatewayMetrics:
             self.streams_in_flight,
             self.in_flight,
             self.cooldown,
+            self.latency,
             self.client_connections,
             self.upstream_connections,
             self.state_store_up,

@@ -73,6 +73,8 @@ class ProviderRequest:
     forward_headers: tuple[tuple[str, str], ...] = ()
     #: Only this deployment may answer (a native upstream's ``previous_response_id``).
     pin: str | None = None
+    #: False: never send a hedged copy (the client's key is at its limit).
+    hedge: bool = True
     #: A multipart upload (transcriptions, image edits): ``body`` holds its plain fields.
     upload: Upload | None = None
     #: The HTTP method upstream (files and batches: GET, DELETE as well).

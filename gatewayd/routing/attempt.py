@@ -17,6 +17,7 @@ from gatewayd.providers.base import AttemptLimits, ProviderRequest, UpstreamFail
 from gatewayd.providers.dialect import send_in_dialect
 from gatewayd.routing.balancer import Balancer
 from gatewayd.routing.cooldown import Cooldowns
+from gatewayd.routing.latency import LatencyBook
 from gatewayd.routing.outcome import Progress, RouteResult
 from gatewayd.routing.table import Route, RoutingTable
 from gatewayd.tracing.request_trace import trace_of
@@ -42,9 +43,15 @@ class Attempts:
     """Starts attempts and books their successes, for one :class:`Router`."""
 
     def __init__(
-        self, clock: IReactorTime, balancer: Balancer, health: Cooldowns, metrics: GatewayMetrics
+        self,
+        clock: IReactorTime,
+        balancer: Balancer,
+        health: Cooldowns,
+        metrics: GatewayMetrics,
+        latency: LatencyBook | None = None,
     ) -> None:
         self.clock = clock
+        self.latency = latency
         self.balancer = balancer
         self.health = health
         self.metrics = metrics
@@ -77,6 +84,8 @@ class Attempts:
         self.health.success(route.id)
         self.metrics.attempts.inc(alias, route.id, "ok")
         self.metrics.upstream_latency.observe(took, alias, route.id)
+        if self.latency is not None:
+            self.latency.observe_success(route.id, response.stream is not None, took, response.body)
         tickets = [] if ticket is None else [ticket]
         if response.stream is None:
             release()  # a JSON answer is complete: its slot is free now

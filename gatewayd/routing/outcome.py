@@ -26,6 +26,8 @@ class RouteResult:
     upstream_seconds: float = 0.0
     #: Deployment limit reservations to settle with the real usage (gatewayd.limits).
     tickets: list[Any] = field(default_factory=list)
+    #: A hedged request: which copy answered (``primary`` or ``hedge``); else None.
+    hedge: str | None = None
 
 
 class RouteError(Exception):

@@ -35,13 +35,13 @@ class Picker:
         """:meth:`_pick`, skipping deployments at their rpm/tpm limit (each refusal is
         remembered for this request); raises :class:`AllLimited` when none is left."""
         if self.limiter is None:
-            return await self.pick(alias, pool, tried, can_skip), None
+            return await self.pick(alias, pool, tried, can_skip, request), None
         while True:
             limited = progress.limited
-            route = await self.pick(alias, pool, tried | limited.keys(), can_skip)
+            route = await self.pick(alias, pool, tried | limited.keys(), can_skip, request)
             if route.id in limited:
                 # Every untried deployment is limited: a tried one that is not, if any.
-                route = await self.pick(alias, pool, set(limited), can_skip)
+                route = await self.pick(alias, pool, set(limited), can_skip, request)
                 if route.id in limited:
                     raise AllLimited()
             if route.deployment.rpm is None and route.deployment.tpm is None:
@@ -55,11 +55,18 @@ class Picker:
                 continue
             return route, ticket
 
-    async def pick(self, alias: str, pool: AliasPool, tried: set[str], can_skip: bool) -> Route:
+    async def pick(
+        self,
+        alias: str,
+        pool: AliasPool,
+        tried: set[str],
+        can_skip: bool,
+        request: ProviderRequest | None = None,
+    ) -> Route:
         """A deployment for the next attempt: healthy and untried first; waits (FIFO)
         while all are at ``max_parallel_requests``. O(log n) in the alias's deployments."""
         while True:
-            choice = pool.choose_now(tried, self.rng)
+            choice = pool.choose_now(tried, self.rng, request)
             if choice is None and not pool.healthy_count:
                 if can_skip:
                     raise AllCoolingDown()

@@ -15,9 +15,10 @@ import heapq
 import random
 import weakref
 from collections.abc import Collection, Sequence
-from typing import cast
+from typing import Any, cast
 
 from gatewayd.routing.balancer import Candidate
+from gatewayd.routing.choice import Chooser
 from gatewayd.routing.cooldown import Cooldowns, DeploymentHealth, Watcher
 from gatewayd.routing.pick import FewestFirst, SumTree
 
@@ -25,8 +26,17 @@ from gatewayd.routing.pick import FewestFirst, SumTree
 class AliasPool:
     """One alias's deployments and what the balancer needs to know of them."""
 
-    def __init__(self, routes: Sequence[Candidate], health: Cooldowns, strategy: str) -> None:
+    def __init__(
+        self,
+        routes: Sequence[Candidate],
+        health: Cooldowns,
+        strategy: str,
+        chooser: Chooser | None = None,
+    ) -> None:
         self.routes = routes
+        #: Picks among the open deployments for the strategies of
+        #: :mod:`gatewayd.routing.strategies` (latency, affinity); None: shuffle or least-busy.
+        self.chooser = chooser
         self._health = health
         self._pos = {r.id: i for i, r in enumerate(routes)}
         self._states: list[DeploymentHealth] = [health.get(r.id) for r in routes]
@@ -39,10 +49,18 @@ class AliasPool:
         self._by_weight = SumTree(n)
         self._by_count = SumTree(n)
         self._busy = FewestFirst() if strategy == "least-busy" else None
+        #: The requests in flight on the alias, kept for a chooser that bounds loads.
+        self.total_in_flight = 0
+        self._loads = [0] * n if getattr(chooser, "needs_loads", False) else None
         me = cast("weakref.ref[Watcher]", weakref.ref(self))
         for i, (r, state) in enumerate(zip(routes, self._states, strict=True)):
-            # In-flight counts matter to a pick only for least-busy or a capped deployment.
-            busy = self._busy is not None or r.max_parallel_requests is not None
+            # In-flight counts matter to a pick only for least-busy, a capped deployment,
+            # or a chooser that bounds loads.
+            busy = (
+                self._busy is not None
+                or r.max_parallel_requests is not None
+                or self._loads is not None
+            )
             (state.busy_watchers if busy else state.watchers).append(me)
             self._update(i)
 
@@ -56,6 +74,9 @@ class AliasPool:
 
     def _update(self, i: int) -> None:
         r, h = self.routes[i], self._states[i]
+        if self._loads is not None:
+            self.total_in_flight += h.in_flight - self._loads[i]
+            self._loads[i] = h.in_flight
         cooling = h.cooling(self._health.now())
         if cooling and h.cooldown_until != self._until[i]:
             self._until[i] = h.cooldown_until
@@ -102,13 +123,18 @@ class AliasPool:
         assert ends, "soonest() is for an alias whose deployments are all cooling down"
         return self.routes[ends[0][1]]
 
-    def choose_now(self, tried: Collection[str], rng: random.Random) -> Candidate | None:
+    def choose_now(
+        self, tried: Collection[str], rng: random.Random, request: Any = None
+    ) -> Candidate | None:
         """Refreshed first: a healthy deployment with room (untried first, see
-        :meth:`choose`), or None when none is healthy or none has room."""
+        :meth:`choose`), or None when none is healthy or none has room. ``request``
+        (a ProviderRequest) is for the choosers that look at it."""
         self.refresh()
-        return self.choose(tried, rng) if self.healthy_count else None
+        return self.choose(tried, rng, request) if self.healthy_count else None
 
-    def choose(self, tried: Collection[str], rng: random.Random) -> Candidate | None:
+    def choose(
+        self, tried: Collection[str], rng: random.Random, request: Any = None
+    ) -> Candidate | None:
         """An open deployment, untried ones first; None when none is open.
 
         The tried ones are taken out of the trees for the pick, then put back."""
@@ -117,20 +143,23 @@ class AliasPool:
             for i in out:
                 self._set_open(i, False)
             try:
-                choice = self._choose_open(rng)
+                choice = self._choose_open(rng, request)
             finally:
                 for i in out:
                     self._set_open(i, True)
             if choice is not None:
                 return choice
-        return self._choose_open(rng)
+        return self._choose_open(rng, request)
 
-    def _choose_open(self, rng: random.Random) -> Candidate | None:
+    def _choose_open(self, rng: random.Random, request: Any = None) -> Candidate | None:
         count = self._by_count.total
         if count <= 0:
             return None
         if count == 1:
             return self.routes[self._by_count.find(0.0)]
+        if self.chooser is not None:
+            i = self.chooser.choose(self, rng, request)
+            return None if i is None else self.routes[i]
         if self._busy is not None:
             i = self._busy.fewest(rng)
             return None if i is None else self.routes[i]
@@ -140,6 +169,32 @@ class AliasPool:
         if tree.total <= 0:
             tree = self._by_count
         return self.routes[tree.find(rng.random() * tree.total)]
+
+    # -- what a Chooser (gatewayd.routing.choice) sees ------------------------
+
+    @property
+    def open_count(self) -> int:
+        return int(self._by_count.total)
+
+    def is_open(self, i: int) -> bool:
+        return self._open[i]
+
+    def in_flight(self, i: int) -> int:
+        return self._states[i].in_flight
+
+    def random_open(self, rng: random.Random, but: int | None = None) -> int | None:
+        """An open position chosen evenly (``but`` left out), or None. O(log n)."""
+        hide = but is not None and self._open[but]
+        if hide:
+            assert but is not None
+            self._by_count.set(but, 0.0)
+        try:
+            total = self._by_count.total
+            return self._by_count.find(rng.random() * total) if total > 0 else None
+        finally:
+            if hide:
+                assert but is not None
+                self._by_count.set(but, 1.0)
 
     def open_ids(self) -> list[str]:
         """The open deployments (for tests and ``/health``-time checks): O(n)."""

@@ -10,7 +10,7 @@ wait for capacity.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, fail
@@ -18,10 +18,9 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
-from gatewayd.config.model import GeneralSettings
 from gatewayd.limits import Limiter, Spent
 from gatewayd.observability.log import get_logger
-from gatewayd.observability.metrics import GatewayMetrics, Sample
+from gatewayd.observability.metrics import GatewayMetrics
 from gatewayd.providers.base import (
     FailureKind,
     ProviderRequest,
@@ -30,8 +29,10 @@ from gatewayd.providers.base import (
 from gatewayd.routing.attempt import Attempt, Attempts
 from gatewayd.routing.balancer import Balancer
 from gatewayd.routing.classify import Verdict, classify
-from gatewayd.routing.cooldown import Cooldowns, DeploymentHealth
+from gatewayd.routing.cooldown import Cooldowns
 from gatewayd.routing.fallback import FallbackChain
+from gatewayd.routing.hedge import Hedger, Hedging
+from gatewayd.routing.latency import LatencyBook
 from gatewayd.routing.outcome import (
     AllCoolingDown,
     AllLimited,
@@ -45,18 +46,16 @@ from gatewayd.routing.outcome import (
 )
 from gatewayd.routing.picking import Picker
 from gatewayd.routing.pool import AliasPool
-from gatewayd.routing.retry import RetryPolicy, owed_backoff, wait_before_next
+from gatewayd.routing.retry import owed_backoff, wait_before_next
 from gatewayd.routing.serving import ServingIndex
+from gatewayd.routing.strategies import make_pool
 from gatewayd.routing.table import Route, RoutingTable
+from gatewayd.routing.table_swap import TableSwap, unlimited_aliases
 
 log = get_logger(__name__)
 
-#: Deployments' worth of swap work between two yields of :meth:`Router.swap_in_steps`
-#: (building 100 pools' entries takes about a millisecond).
-SWAP_STEP = 100
 
-
-class Router:
+class Router(TableSwap):
     """Routes requests by alias over the current :class:`RoutingTable`."""
 
     def __init__(
@@ -72,19 +71,28 @@ class Router:
         g = table.config.general
         self.health = Cooldowns(clock, g.allowed_fails, g.cooldown_time)
         self.balancer = Balancer(self.health)
-        self.attempts = Attempts(clock, self.balancer, self.health, self.metrics)
+        #: Latency estimates per deployment (latency-based-routing; /health shows them).
+        self.latency = LatencyBook(clock)
+        self.attempts = Attempts(clock, self.balancer, self.health, self.metrics, self.latency)
         self.picker = Picker(self.balancer, self.rng)
+        self.hedging = Hedging(clock, self.metrics)
+        self.hedger = Hedger(self.hedging, self.attempts, self.health, self.rng, self._tripped)
         self.table = table
         #: Told when this instance puts a deployment in cooldown (to share it).
         self.on_cooldown: Callable[[str, float], None] | None = None
         self._apply(g)
         self._pools = self._index(table)
-        self._unlimited = _unlimited(table)
+        self._unlimited = unlimited_aliases(table)
         #: Which deployments serve which endpoint (``params.api_endpoints``).
         self.endpoints = ServingIndex()
         self._gauge_keys: tuple[RoutingTable | None, list[tuple[tuple[str, str], str]]] = (None, [])
         self.metrics.in_flight.collect = lambda: self._gauge(lambda h, now: h.in_flight)
         self.metrics.cooldown.collect = lambda: self._gauge(lambda h, now: h.cooling(now))
+        self.metrics.latency.collect = lambda: self.latency.samples(self.table.routes)
+
+    def _tripped(self, deployment_id: str, until: float) -> None:
+        if self.on_cooldown is not None:  # shared through the state store
+            self.on_cooldown(deployment_id, until)
 
     @property
     def limiter(self) -> Limiter | None:
@@ -94,69 +102,6 @@ class Router:
     @limiter.setter
     def limiter(self, limiter: Limiter | None) -> None:
         self.picker.limiter = limiter
-
-    def _gauge(self, read: Callable[[DeploymentHealth, float], float]) -> list[Sample]:
-        now, get, table = self.health.now(), self.health.get, self.table
-        if self._gauge_keys[0] is not table:  # label tuples made once per table
-            keys = [((r.model_name, r.id), r.id) for rs in table.routes.values() for r in rs]
-            self._gauge_keys = (table, keys)
-        return [(labels, float(read(get(i), now))) for labels, i in self._gauge_keys[1]]
-
-    def _apply(self, g: GeneralSettings) -> None:
-        self.health.allowed_fails = g.allowed_fails
-        self.health.cooldown_time = g.cooldown_time
-        self.policy = RetryPolicy(num_retries=g.num_retries, max_retry_after=g.max_retry_after)
-
-    def swap(self, table: RoutingTable) -> None:
-        """Route new requests by ``table``; requests in flight finish on the old one.
-        What is known of deployments that stay (cooldowns, in-flight counts) is kept."""
-        for _ in self.swap_in_steps(table, step=0):
-            pass
-
-    def swap_in_steps(
-        self,
-        table: RoutingTable,
-        step: int = SWAP_STEP,
-        on_swap: Callable[[], None] | None = None,
-    ) -> Iterator[None]:
-        """:meth:`swap`, yielding after every ``step`` deployments' worth of work (0:
-        never), for a :class:`~twisted.internet.task.Cooperator` in the reactor thread.
-
-        The new pools are built first (each follows health changes from the moment it
-        exists), then the table and its pools are swapped in one statement (``on_swap``
-        called right after, in the same step): a request sees the old table and pools or
-        the new ones, never a mix. The watchers of the replaced pools are dropped last.
-        Abandoned before the swap, the old table stays."""
-        strategy = table.config.general.routing_strategy
-        pools: dict[str, AliasPool] = {}
-        done = 0
-        for alias, routes in table.routes.items():
-            pools[alias] = AliasPool(routes, self.health, strategy)
-            done += len(routes)
-            if step and done >= step:
-                done = 0
-                yield
-        unlimited = _unlimited(table)
-        # The old pools go now, or with their last request.
-        self.table, self._pools, self._unlimited = table, pools, unlimited
-        self._apply(table.config.general)
-        self.health.retain_only({d.id for d in table.config.deployments} | self._in_flight_ids())
-        if on_swap is not None:
-            on_swap()
-        for _ in self.health.pruning_watchers(step):
-            yield
-
-    def _index(self, table: RoutingTable) -> Mapping[str, AliasPool]:
-        """One pool per alias: built once per table (O(deployments)), then kept up to
-        date by health changes, so that a request's picks do not walk the alias."""
-        strategy = table.config.general.routing_strategy
-        return {
-            alias: AliasPool(routes, self.health, strategy)
-            for alias, routes in table.routes.items()
-        }
-
-    def _in_flight_ids(self) -> set[str]:
-        return {k for k, h in self.health.states.items() if h.in_flight}
 
     # -- entry point -----------------------------------------------------------
 
@@ -265,9 +210,9 @@ class Router:
         if request.pin is not None:  # a native upstream's response id: only it knows it
             pinned = [r for r in table.routes[alias] if r.id == request.pin]
             if pinned:
-                pool = AliasPool(pinned, self.health, table.config.general.routing_strategy)
+                pool = make_pool(alias, pinned, self.health, table.config.general, self.latency)
         elif (partial := self.endpoints.only(table, alias, request.endpoint)) is not None:
-            pool = AliasPool(partial, self.health, table.config.general.routing_strategy)
+            pool = make_pool(alias, partial, self.health, table.config.general, self.latency)
         tried: set[str] = set()
         retries = self.policy.num_retries
         #: The last failure, when its retry skipped the backoff for another deployment.
@@ -290,8 +235,19 @@ class Router:
                 tried.add(route.id)
                 attempt = self.attempts.launch(table, route, ticket, request, progress)
             route, ticket, release = attempt.route, attempt.ticket, attempt.release
+            unlimited = table.origin(alias) in self._unlimited
+            race = self.hedger.race(
+                table, pool, alias, request, progress, attempt, tried, unlimited
+            )
             try:
-                response = await attempt.sent
+                if race is None:
+                    response = await attempt.sent
+                else:
+                    try:
+                        attempt, response = await race.result
+                    finally:  # the copy that answered, or the one that failed last
+                        attempt = race.current
+                        route, ticket, release = attempt.route, attempt.ticket, attempt.release
             except UpstreamFailure as f:
                 if ticket is not None:
                     ticket.settle(Spent(0, 0))  # the request went out; no tokens were used
@@ -312,6 +268,7 @@ class Router:
                 )
                 if tripped and self.on_cooldown is not None:
                     self.on_cooldown(route.id, self.health.get(route.id).cooldown_until)
+                self.latency.after_failure(route.id, request.stream, attempt.started, tripped)
                 release()
                 wait = None
                 if verdict is Verdict.RETRY and n < retries:
@@ -338,7 +295,12 @@ class Router:
                     ticket.settle(Spent(0, 0))
                 release()
                 raise
-            return self.attempts.succeeded(alias, attempt, response, progress)
+            result = self.attempts.succeeded(alias, attempt, response, progress)
+            if race is None:  # a hedged alias's quantile learns from every answer
+                self.hedger.observe(table, alias, result.upstream_seconds)
+            else:
+                result.hedge = race.winner
+            return result
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     # -- one attempt -------------------------------------------------------------
@@ -356,9 +318,11 @@ class Router:
         once needs no coroutine; None: :meth:`_route` makes it."""
         if request.pin is not None or alias not in self._unlimited:
             return None
+        if table.config.general.hedge_for(alias) is not None:
+            return None  # a hedged alias's attempts race: _alias runs them
         if self.endpoints.only(table, alias, request.endpoint) is not None:  # some do not
             return None
-        choice = pool.choose_now((), self.rng)
+        choice = pool.choose_now((), self.rng, request)
         if choice is None:
             return None
         assert isinstance(choice, Route)
@@ -386,15 +350,6 @@ class Router:
         return sent.addCallbacks(
             lambda response: self.attempts.succeeded(alias, first, response, progress), failed
         )
-
-
-def _unlimited(table: RoutingTable) -> frozenset[str]:
-    """The aliases none of whose deployments has an rpm or tpm limit."""
-    return frozenset(
-        alias
-        for alias, routes in table.routes.items()
-        if all(r.deployment.rpm is None and r.deployment.tpm is None for r in routes)
-    )
 
 
 __all__ = ["FailureKind", "RouteError", "RouteResult", "Router"]

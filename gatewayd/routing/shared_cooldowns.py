@@ -4,6 +4,8 @@ skipped by every instance.
 Each instance publishes the cooldowns it trips (a lease per deployment, expiring when
 the cooldown ends) and reads everyone's once a second; a cooldown read from the store
 is applied to the local breaker. Local cooldowns keep working while the store is down.
+A cooldown ended early (an active health check found the deployment back) is withdrawn
+from the store, and the instances that had it from the store end theirs too.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ class SharedCooldowns:
         self.known = known
         self.interval = interval
         self._loop: LoopingCall | None = None
+        #: Deployments cooling down here because the store said so.
+        self._from_store: set[str] = set()
 
     def publish(self, deployment_id: str, until: float) -> None:
         """Called by the router when this instance trips a cooldown."""
@@ -50,6 +54,10 @@ class SharedCooldowns:
             return
         d = self.store.take([LeaseTake(KEY, _UNBOUNDED, deployment_id, ttl, abandon=False)])
         d.addErrback(self._lost)
+
+    def withdraw(self, deployment_id: str) -> None:
+        """The deployment is back before its cooldown ended: tell the others."""
+        self.store.release(KEY, deployment_id).addErrback(self._lost)
 
     def sync(self) -> None:
         """Read every instance's cooldowns once; apply those longer than ours."""
@@ -67,6 +75,17 @@ class SharedCooldowns:
                     h.consecutive_fails = max(h.consecutive_fails, self.health.allowed_fails + 1)
                     h.last_error = "cooling down (reported by another gateway instance)"
                     self.health.changed(dep)  # the routing pools index cooldowns
+                    self._from_store.add(dep)
+            if not getattr(self.store, "up", True):
+                return  # a store in failover has only this instance's: nothing withdrawn
+            now = self.clock.seconds()
+            for dep in [d for d in self._from_store if d not in members]:
+                self._from_store.discard(dep)
+                h = self.health.get(dep)
+                if h.cooling(now):  # withdrawn early by the instance that found it back
+                    h.cooldown_until = 0.0
+                    h.consecutive_fails = 0
+                    self.health.changed(dep)
 
         d.addCallbacks(apply, self._lost)
 

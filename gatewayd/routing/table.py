@@ -49,10 +49,19 @@ class RoutingTable:
     config: GatewayConfig
     routes: Mapping[str, tuple[Route, ...]]
 
+    def origin(self, alias: str) -> str:
+        """The configured alias ``alias`` comes from: itself, or the wildcard alias that
+        matched it (``ollama/*`` for ``ollama/llama3``)."""
+        pattern_of: Mapping[str, str] = getattr(self.routes, "pattern_of", {})
+        return pattern_of.get(alias, alias)
+
     def fallbacks_for(self, alias: str) -> tuple[str, ...]:
-        """The alias's own fallbacks, else ``default_fallbacks``; never itself."""
+        """The alias's own fallbacks (a wildcard name: its pattern's), else
+        ``default_fallbacks``; never itself."""
         g = self.config.general
         chain = g.fallbacks.get(alias)
+        if chain is None:
+            chain = g.fallbacks.get(self.origin(alias))
         if chain is None:
             chain = g.default_fallbacks
         return tuple(a for a in chain if a != alias)

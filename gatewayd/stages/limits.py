@@ -6,6 +6,7 @@ the real usage once the answer is complete; spend and the usage log with it.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -142,6 +143,11 @@ class Accounting:
         usage_log.write(record, time.time())
 
 
+def at_limit(headers: tuple[tuple[bytes, bytes], ...]) -> bool:
+    """Whether this request took the last of one of the key's minute limits."""
+    return any(n.startswith(b"x-ratelimit-remaining-") and v == b"0" for n, v in headers)
+
+
 class LimitsStage:
     """The key's limits before routing; every reservation settled after it."""
 
@@ -185,6 +191,8 @@ class LimitsStage:
         acct.tickets.append(ticket)
         for name, value in ticket.headers:
             ctx.request.setHeader(name, value)
+        if at_limit(ticket.headers):  # a hedged copy would cost what the key has not got
+            ctx.call = replace(ctx.call, hedge=False)
 
     def after(self, ctx: RouteContext, result: RouteResult | None, failure: Failure | None) -> None:
         acct: Accounting = ctx.scratch.pop(LimitsStage)

@@ -36,6 +36,7 @@ class LoggedRequest(Protocol):
     trace: RequestTrace
     attempts: int
     fallback: str | None
+    hedge: str | None
     outcome: str | None
     cached: bool
     ttfb: float | None
@@ -107,6 +108,7 @@ def access_line(site: LoggedSite, request: LoggedRequest, status: int, sent: int
         f"attempts={request.attempts} fallback={fallback} latency_ms={latency_ms:.1f} "
         f"ttfb_ms={'-' if ttfb is None else f'{ttfb * 1000.0:.1f}'} bytes={sent} "
         f"dialect={dialect}{f' key={key}' if key else ''}"
+        f"{f' hedge={request.hedge}' if request.hedge else ''}"
         f"{f' outcome={outcome}' if outcome else ''}{' cached=true' if request.cached else ''}"
         f" request_id={rid}"
     )
@@ -128,6 +130,7 @@ def access_line(site: LoggedSite, request: LoggedRequest, status: int, sent: int
             "bytes": sent,
             "dialect": dialect,
             "outcome": outcome,
+            "hedge": request.hedge,
             "cached": request.cached,
             "request_id": rid,
             "key": key,

@@ -138,6 +138,7 @@ class Exchange:
         r.deployment = result.deployment
         r.attempts = result.attempts
         r.fallback = result.fallback
+        r.hedge = result.hedge
         if self.committed:
             return
         r.put_header(X_GATEWAYD_MODEL, header_value(result.alias))

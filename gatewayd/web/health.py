@@ -18,6 +18,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from gatewayd.limits import store_health
 from gatewayd.observability.log import get_logger
 from gatewayd.routing.cooldown import Cooldowns
+from gatewayd.routing.latency import PER_TOKEN, TTFB, LatencyBook
 from gatewayd.routing.table import RoutingTable
 from gatewayd.web.auth import authenticate, is_authorized
 from gatewayd.web.errors import write_error
@@ -64,6 +65,14 @@ def _number(x: float) -> str:
     return repr(x) if math.isfinite(x) else json.dumps(x)
 
 
+def _maybe(x: float | None) -> str:
+    return "null" if x is None else _number(round(x, 6))
+
+
+def _no_estimate(deployment_id: str, kind: str) -> float | None:
+    return None
+
+
 class HealthLayout:
     """The JSON of ``/health`` that only changes with the routing table, in pieces.
 
@@ -85,9 +94,11 @@ class HealthLayout:
             tail = '], "fallbacks": ' + json.dumps(list(table.fallbacks_for(alias))) + "}"
             self.aliases.append((head, deps, tail))
 
-    def models(self, health: Cooldowns) -> tuple[str, int]:
-        """The ``models`` object's text and how many deployments are healthy."""
+    def models(self, health: Cooldowns, latency: LatencyBook | None = None) -> tuple[str, int]:
+        """The ``models`` object's text and how many deployments are healthy; with
+        ``latency``, each deployment's latency estimates (null when there is none)."""
         now = health.now()
+        raw = latency.raw if latency is not None else _no_estimate
         states, get = health.states, health.get
         healthy = 0
         parts = []
@@ -105,7 +116,9 @@ class HealthLayout:
                     f"{_number(round(max(0.0, h.cooldown_until - now), 3))}, "
                     f'"consecutive_fails": {h.consecutive_fails}, "in_flight": {h.in_flight}, '
                     f'"successes": {h.successes}, "failures": {h.failures}, '
-                    f'"last_error": {error}, "last_error_status": {status}}}'
+                    f'"last_error": {error}, "last_error_status": {status}, '
+                    f'"latency_ttfb_s": {_maybe(raw(dep_id, TTFB))}, '
+                    f'"latency_per_token_s": {_maybe(raw(dep_id, PER_TOKEN))}}}'
                 )
             parts.append(head + ", ".join(texts) + tail)
         return "{" + ", ".join(parts) + "}", healthy
@@ -127,7 +140,8 @@ class Health(JSONResource):
         return self._layout
 
     def render_GET(self, request: Request) -> bytes:
-        models, healthy = self.layout().models(self.gateway.router.health)
+        router = self.gateway.router
+        models, healthy = self.layout().models(router.health, router.latency)
         status = "healthy" if healthy else "unhealthy"
         ready = "true" if self.gateway.ready else "false"
         store: Any = store_health(self.gateway.limiter)

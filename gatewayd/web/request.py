@@ -55,6 +55,7 @@ class GatewayRequest(Request):
         self.deployment: str | None = None
         self.attempts = 0
         self.fallback: str | None = None
+        self.hedge: str | None = None  # a hedged request: which copy won (primary, hedge)
         self.ttfb: float | None = None
         self.bytes_sent = 0
         self.outcome: str | None = None

@@ -24,6 +24,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from gatewayd.observability.log import get_logger
 from gatewayd.providers.base import Endpoint
 from gatewayd.providers.capabilities import endpoint_name
+from gatewayd.routing.wildcard import WildcardRoutes, is_pattern
 from gatewayd.web.errors import write_error
 from gatewayd.web.exchange import Exchange, Gateway, upstream_call
 from gatewayd.web.keyinfo import render_key_info
@@ -77,9 +78,12 @@ class ModelsResource(AuthedResource):
 
     def render_GET(self, request: Request) -> bytes:
         caller = getattr(request, "caller", None)
-        aliases = [
-            a for a in self.gateway.router.table.routes if caller is None or caller.allows(a)
-        ]
+        routes = self.gateway.router.table.routes
+        # Wildcard aliases show the models their upstreams listed, never the pattern.
+        names = [a for a in routes if not is_pattern(a)]
+        if isinstance(routes, WildcardRoutes):
+            names = list(dict.fromkeys(names + routes.discovered()))
+        aliases = [a for a in names if caller is None or caller.allows(a)]
         return json_body(request, {"object": "list", "data": [self._model(a) for a in aliases]})
 
 
