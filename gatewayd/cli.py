@@ -137,6 +137,7 @@ def make_service(options: Options) -> IService:
 
     # What is alive once running (code, config, table) is left out of GC passes: p99.
     service.reactor.callWhenRunning(gctune.freeze_startup_heap)
+    service.after_reload.append(gctune.freeze_after_reload)  # the new config and table
     fd = workers.worker_fd()
     if fd is not None:  # a worker of --workers N: serves on the supervisor's socket
         return workers.as_worker(service, fd)

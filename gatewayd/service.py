@@ -14,7 +14,7 @@ import random
 import re
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -170,6 +170,8 @@ class GatewayService(Service):
         self.exit_on_listen_failure = exit_on_listen_failure
         self.listen_failure: Failure | None = None
         self._reloading = False
+        #: Called after each reload's swap (the daemon freezes the new heap: GC tuning).
+        self.after_reload: list[Callable[[], None]] = []
         self._reload_waiters: list[Deferred[bool]] = []
         #: Runs a reload's reactor-side work one step per reactor turn.
         self._cooperator = Cooperator(
@@ -367,6 +369,8 @@ class GatewayService(Service):
                 path=self.config_path,
                 n=len(table.routes),
             )
+            for hook in self.after_reload:
+                hook()
 
         steps = self._router.swap_in_steps(table, on_swap=swapped)
         return self._cooperator.coiterate(steps).addCallback(lambda _: True)

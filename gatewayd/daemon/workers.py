@@ -36,6 +36,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gatewayd.config import ConfigError, load_config
+from gatewayd.daemon import accept_balance
+from gatewayd.daemon.accept_balance import AcceptBalance
 from gatewayd.observability.log import get_logger
 from gatewayd.service import GatewayService
 from gatewayd.sockets import systemd_notify as systemd
@@ -70,9 +72,10 @@ def worker_fd() -> int | None:
 class InheritedSocketEndpoint:
     """Listens on an inherited, already listening socket (``adoptStreamPort``)."""
 
-    def __init__(self, reactor: Any, fd: int) -> None:
+    def __init__(self, reactor: Any, fd: int, balance: AcceptBalance | None = None) -> None:
         self.reactor = reactor
         self.fd = fd
+        self.balance = balance
 
     def listen(self, factory: Any) -> Deferred[IListeningPort]:
         """Fires with the adopted port (the inherited fd is closed: the port holds a dup)."""
@@ -82,6 +85,8 @@ class InheritedSocketEndpoint:
             probe.detach()
             port: IListeningPort = self.reactor.adoptStreamPort(self.fd, family, factory)
             os.close(self.fd)
+            if self.balance is not None:
+                self.balance.attach(port)
         except Exception:
             return fail()
         return succeed(port)
@@ -99,7 +104,10 @@ class WorkerRequest(GatewayRequest):
 
 def as_worker(service: GatewayService, fd: int) -> GatewayService:
     """Make ``service`` (a GatewayService) serve on the inherited socket ``fd``."""
-    service.listen = InheritedSocketEndpoint(service.reactor, fd)
+    balance = accept_balance.from_environment(service.reactor, os.environ.get(INDEX_ENV))
+    if balance is not None:  # long-lived connections spread evenly over the workers
+        service.site.on_connections = balance.changed
+    service.listen = InheritedSocketEndpoint(service.reactor, fd, balance)
     service.listen_description = f"inherited fd {fd}"
     WorkerRequest.pid_header = b"%d" % os.getpid()
     service.site.requestFactory = WorkerRequest
@@ -205,6 +213,7 @@ class Supervisor(Service):
         super().startService()  # type: ignore[no-untyped-call]
         self.tmpdir = tempfile.mkdtemp(prefix="gatewayd-workers-")
         os.mkdir(os.path.join(self.tmpdir, "metrics"))
+        accept_balance.create(os.path.join(self.tmpdir, "balance"), self.count)
         unused = Factory.forProtocol(Protocol)  # never called: the workers accept
         unused.noisy = False
         d = self.endpoint.listen(unused)
@@ -237,6 +246,7 @@ class Supervisor(Service):
                 FD_ENV: str(_CHILD_FD),
                 INDEX_ENV: str(slot.index),
                 SUPERVISOR_ENV: str(os.getpid()),
+                **accept_balance.environment(os.path.join(self.tmpdir, "balance"), self.count),
                 "NOTIFY_SOCKET": os.path.join(self.tmpdir, f"notify-{slot.index}"),
                 # Every worker writes its metric values here and /metrics sums them
                 # (gatewayd.observability.metric_share; the variable is prometheus_client's name).

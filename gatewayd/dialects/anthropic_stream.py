@@ -11,6 +11,9 @@ from gatewayd.dialects.anthropic_chat import STOP_REASONS
 from gatewayd.dialects.usage import chat_usage_of_anthropic
 from gatewayd.upstream.sse import DONE, data_event, event_data
 
+#: One decoder for every event (``json.loads`` of bytes detects their encoding each time).
+_DECODE = json.JSONDecoder().decode
+
 
 class StreamTranslator:
     """Anthropic stream events in, OpenAI ``chat.completion.chunk`` events out."""
@@ -45,8 +48,8 @@ class StreamTranslator:
         if raw is None:
             return []
         try:
-            data = json.loads(raw)
-        except ValueError:
+            data = _DECODE(raw.decode())
+        except ValueError:  # (UnicodeDecodeError among them)
             return []
         kind = data.get("type")
         if kind == "message_start":

@@ -15,11 +15,15 @@ from typing import Any
 from gatewayd.dialects.errors import anthropic_error
 from gatewayd.upstream.sse import DONE, SSEFramer, data_event, event_data
 
+#: One encoder and decoder for every event (``json.dumps`` with arguments builds an
+#: encoder per call; ``json.loads`` of bytes detects their encoding each time).
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
+_DECODE = json.JSONDecoder().decode
+
 
 def named_event(name: str, payload: dict[str, Any]) -> bytes:
     """One ``event: NAME`` + ``data: JSON`` event."""
-    data = json.dumps(payload, separators=(",", ":"))
-    return f"event: {name}\ndata: {data}\n\n".encode()
+    return f"event: {name}\ndata: {_ENCODE(payload)}\n\n".encode()
 
 
 class Stage:
@@ -77,8 +81,8 @@ class Translating(Stage):
                 out += self.finish()
                 continue
             try:
-                obj = json.loads(raw)
-            except ValueError:
+                obj = _DECODE(raw.decode())
+            except ValueError:  # (UnicodeDecodeError among them)
                 continue
             if not isinstance(obj, dict):
                 continue

@@ -10,6 +10,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 
 from gatewayd.config.model import Deployment
 from gatewayd.observability.metrics import GatewayMetrics
@@ -37,6 +38,16 @@ class Attempt:
     release: Callable[[], None]
     started: float
     sent: Deferred[Any]
+
+    def forget_traceback(self, failure: BaseException) -> None:
+        """Drop the traceback of the failure ``sent`` fired with: it holds the frames
+        that hold the Failure that holds it, a reference cycle per failed attempt that
+        only the cyclic collector would free (an expected upstream failure's traceback
+        is never shown)."""
+        failure.__traceback__ = None
+        result = getattr(self.sent, "result", None)
+        if isinstance(result, Failure):
+            result.tb = None
 
 
 class Attempts:

@@ -174,6 +174,7 @@ class Router(TableSwap):
             except AllLimited:
                 progress.failed[current] = "all deployments at their rate limits"
             except UpstreamFailure as f:
+                f.__traceback__ = None  # kept in `last`: its frames would hold it in a cycle
                 last = f
                 verdict = classify(f)
                 if verdict is Verdict.CLIENT or (
@@ -249,6 +250,7 @@ class Router(TableSwap):
                         attempt = race.current
                         route, ticket, release = attempt.route, attempt.ticket, attempt.release
             except UpstreamFailure as f:
+                attempt.forget_traceback(f)  # (a reference cycle per failed attempt)
                 if ticket is not None:
                     ticket.settle(Spent(0, 0))  # the request went out; no tokens were used
                 if progress.stopped:  # the attempt failed because we abandoned it

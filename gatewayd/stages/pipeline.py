@@ -96,6 +96,7 @@ class Pipeline:
         relayed = result.finish
 
         def finish(failure: UpstreamFailure | None) -> None:
+            result.finish = relayed  # result -> finish -> result: no cycle left behind
             relayed(failure)
             self._after(ctx, ran, result, None if failure is None else Failure(failure))
 

@@ -17,7 +17,6 @@ from typing import Any
 
 from twisted.internet import error as net_error
 from twisted.internet.defer import Deferred, fail
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.interfaces import (
     IProtocol,
     IProtocolFactory,
@@ -26,6 +25,8 @@ from twisted.internet.interfaces import (
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from zope.interface import implementer
+
+from gatewayd.upstream.tcp_connect import connect_tcp
 
 #: Seconds before a second address is tried while the first is still connecting.
 ATTEMPT_DELAY = 0.3
@@ -125,11 +126,8 @@ class _Race:
             self._maybe_fail()
             return
         host = self._hosts.pop(0)
-        cls = TCP6ClientEndpoint if ":" in host else TCP4ClientEndpoint
         try:
-            attempt = cls(self._reactor, host, self._port, timeout=CONNECT_TIMEOUT).connect(
-                self._factory
-            )
+            attempt = connect_tcp(self._reactor, host, self._port, self._factory, CONNECT_TIMEOUT)
         except Exception:  # endpoints fail their Deferred; be sure anyway
             attempt = fail()
         if self._hosts:

@@ -63,6 +63,17 @@ class MalformedResponse(Exception):
     """The upstream's bytes are not an HTTP/1.1 response we can read."""
 
 
+class _Delivered:
+    """In place of a finished response's body protocol, once told: let go of."""
+
+    def dataReceived(self, data: bytes) -> None: ...
+
+    def connectionLost(self, reason: Failure) -> None: ...
+
+
+_DELIVERED = _Delivered()
+
+
 @implementer(IResponse)
 class LeanResponse:
     """An upstream's answer: status, headers, and the body for :meth:`deliverBody`.
@@ -120,9 +131,13 @@ class LeanResponse:
 
     def _finish(self, reason: Failure) -> None:
         self._conn = None
-        if self._protocol is not None:
-            self._protocol.connectionLost(reason)
+        protocol, self._protocol = self._protocol, _DELIVERED
+        if protocol is not None:
+            # Let go of the body's protocol (it names this response its transport): no
+            # reference cycle is left for the collector.
+            protocol.connectionLost(reason)
         else:
+            self._protocol = None
             self._end = reason
 
     # -- the body protocol's transport -------------------------------------------
@@ -153,6 +168,9 @@ class LeanConnection(Protocol):
         self._phrase = b""
         self._received = 0  # response bytes for the current request
         self._complete = False  # the final response's last byte was parsed
+        #: The body bytes of the read being parsed (llhttp calls on_body per HTTP
+        #: chunk: a read of several chunks is handed on once, as one block).
+        self._body: list[bytes] = []
         self._keep = False
         self._paused = False
         #: When the connection went back to the pool (seconds, the agent's clock).
@@ -213,11 +231,14 @@ class LeanConnection(Protocol):
         try:
             self._parser.feed_data(data)
         except (HttpParserError, HttpParserUpgrade) as e:
+            self._hand_on()
             # After a complete answer: garbage or a second answer; not reusable either way.
             if not self._complete:
                 self._broken(MalformedResponse(f"malformed response from upstream: {e}"))
                 return
             self._keep = False
+        if self._body:
+            self._hand_on()
         if self._complete:
             self._done()
         elif self._response is None and self._received > MAX_HEAD:
@@ -225,6 +246,9 @@ class LeanConnection(Protocol):
 
     def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:  # noqa: B008
         self.lost = True
+        # The parser holds this connection's bound callbacks: dropped (nothing is parsed
+        # once the connection is gone), neither is left in a reference cycle.
+        self.__dict__.pop("_parser", None)
         self._agent.lost(self)
         waiters, self._waiters = self._waiters, []
         for d in waiters:
@@ -295,9 +319,15 @@ class LeanConnection(Protocol):
             exchange.answered(response)
 
     def on_body(self, data: bytes) -> None:
+        if self._response is not None and not self._complete:
+            self._body.append(data)
+
+    def _hand_on(self) -> None:
+        """The body bytes of this read, to the response: one block."""
+        parts, self._body = self._body, []
         response = self._response
-        if response is not None and not self._complete:
-            response._data(data)
+        if parts and response is not None:
+            response._data(parts[0] if len(parts) == 1 else b"".join(parts))
 
     def on_message_complete(self) -> None:
         if self._response is not None:

@@ -45,6 +45,17 @@ class SSEFramer:
         """Add ``data``; return the events it completed as one block of bytes: the same
         as ``b"".join(self.feed(data))``, without a copy per event when the block is
         plain (no stray blank lines, every event within the bound)."""
+        if (
+            not self._buf
+            and not self._skip_lf
+            and data.endswith(b"\n\n")
+            and data[0] != 10
+            and len(data) <= self._max
+            and b"\r" not in data
+            and b"\n\n\n" not in data
+        ):
+            # The usual read: whole plain events and nothing pending: they are the block.
+            return data
         start = self._take(data)
         buf = self._buf
         end = buf.rfind(b"\n\n", start) + 2
@@ -111,6 +122,10 @@ def split_block(block: bytes) -> list[bytes]:
 
 def event_data(event: bytes) -> bytes | None:
     """The joined ``data:`` field of one event, or None if it has none (a comment)."""
+    if event.startswith(b"event:"):  # a named event: its name line skipped
+        event = event[event.find(b"\n") + 1 :]
+    if event.startswith(b"data: ") and event.find(b"\n") == len(event) - 2:
+        return event[6:-2]  # the usual event: one data line, then its blank line
     lines = []
     for line in event.split(b"\n"):
         if line.startswith(b"data:"):
@@ -127,9 +142,11 @@ def is_done(event: bytes) -> bool:
 def data_event(payload: dict[str, Any]) -> bytes:
     """One ``data:`` event carrying ``payload`` as JSON (never NaN or Infinity:
     raises ValueError instead of sending what no JSON parser reads)."""
-    return (
-        b"data: " + json.dumps(payload, separators=(",", ":"), allow_nan=False).encode() + b"\n\n"
-    )
+    return b"data: " + _STRICT_ENCODE(payload).encode() + b"\n\n"
+
+
+#: One encoder for every event (``json.dumps`` with arguments builds one per call).
+_STRICT_ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
 def comment_event(text: str = "") -> bytes:

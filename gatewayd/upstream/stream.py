@@ -116,7 +116,8 @@ class StreamReader(Protocol, EventStream):
         self._translate = translate
         self._deployment = deployment
         self._decoder = decoder
-        self._redactor = redactor
+        # (None when it has no secret: a test per read instead of a call.)
+        self._redactor = redactor if redactor else None
         self._framer = SSEFramer()
         # A stream is complete with its [DONE]; without one, only a chunked body's clean
         # end is trusted (a close-delimited body cannot tell a clean close from a cut).
@@ -129,6 +130,7 @@ class StreamReader(Protocol, EventStream):
         self._idle_failure: UpstreamFailure | None = None
         self._bad_failure: UpstreamFailure | None = None
         self._idle_call: Any = None
+        self._quiet = 0  # idle ticks since the last read
         self._paused = False
         self.first_bytes: Deferred[None] = Deferred(lambda _: self.cancel())
 
@@ -155,7 +157,7 @@ class StreamReader(Protocol, EventStream):
                 b"NaN" not in block
                 and b"Infinity" not in block
                 and b'"error"' not in block
-                and (not redactor or redactor.data(block) is block)
+                and (redactor is None or redactor.data(block) is block)
             ):
                 return [block]
             return [vet_event(e, redactor) for e in split_block(block)]
@@ -188,14 +190,18 @@ class StreamReader(Protocol, EventStream):
         self._emit(events)
         if not self.first_bytes.called:
             self.first_bytes.callback(None)
-        self._arm_idle()
+        self._quiet = 0  # (the idle timer's ticks count from here: no clock read per read)
+        if self._idle_call is None:
+            self._arm_idle()
 
     def _emit(self, events: list[bytes]) -> None:
         if not events:
             return
         if not self._done_seen:
             # An element may be a block of several events (see _events).
-            self._done_seen = any(map(_holds_done, events))
+            for e in events:
+                if b"[DONE]" in e and _holds_done(e):
+                    self._done_seen = True
         if self._sink is not None:
             self._sink.event(b"".join(events))
         else:
@@ -293,19 +299,28 @@ class StreamReader(Protocol, EventStream):
         return None
 
     # -- idle timeout ----------------------------------------------------------
+    # One timer per stream ticking every half timeout, not one moved at every read: a
+    # read only zeroes the count of quiet ticks (no clock read, no timer call per
+    # frame). Three quiet ticks in a row: the upstream sent nothing for at least the
+    # timeout (at most one and a half).
 
     def _arm_idle(self) -> None:
-        if self._paused:
+        if self._paused or self._idle_call is not None:
             return
-        if self._idle_call is not None and self._idle_call.active():
-            self._idle_call.reset(self._idle_timeout)
-        else:
-            self._idle_call = self._clock.callLater(self._idle_timeout, self._idle)
+        self._idle_call = self._clock.callLater(self._idle_timeout / 2, self._tick)
 
     def _disarm_idle(self) -> None:
         if self._idle_call is not None and self._idle_call.active():
             self._idle_call.cancel()
         self._idle_call = None
+
+    def _tick(self) -> None:
+        self._idle_call = None
+        self._quiet += 1
+        if self._quiet >= 3:
+            self._idle()
+        else:
+            self._arm_idle()
 
     def _idle(self) -> None:
         self._idle_call = None
@@ -341,6 +356,7 @@ class StreamReader(Protocol, EventStream):
         self._paused = False
         if self.transport is not None and not self._ended:
             self.transport.resumeProducing()  # type: ignore[attr-defined]
+            self._quiet = 0  # the time paused was the client's, not the upstream's
             self._arm_idle()
 
     def cancel(self) -> None:

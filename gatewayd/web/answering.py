@@ -5,6 +5,7 @@ answers (``GATEWAYD_SERVER_PARSER=twisted``; :mod:`gatewayd.web.channel` is the 
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from twisted.internet.abstract import FileDescriptor
@@ -38,6 +39,16 @@ class AnsweringChannel(HTTPChannel):
     _rejected = False
     _peer: Any = None
     _host: Any = None
+
+    def connectionMade(self) -> None:
+        # No Nagle: a stream's frames are small writes a few milliseconds apart, and
+        # Nagle held each one back until the client acknowledged the one before (its
+        # delayed ACK: tens of milliseconds). nginx sets the same (tcp_nodelay on).
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            with contextlib.suppress(OSError):
+                set_no_delay(True)
+        super().connectionMade()  # type: ignore[no-untyped-call]
 
     # Each request asks (Twisted's Request.__init__): the transport builds a new address
     # object per call; a connection's ends do not change.

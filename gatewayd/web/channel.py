@@ -27,6 +27,8 @@ from collections.abc import Callable
 from typing import Any
 
 from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpRequestParser
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
 from twisted.web.http_headers import InvalidHeaderName, _nameEncoder
 from twisted.web.server import Request
 
@@ -118,7 +120,7 @@ class GatewayChannel(AnsweringChannel):
             from twisted.internet import reactor as clock
         self._now: Callable[[], float] = clock.seconds
         self._active_at = self._now()
-        super().connectionMade()  # type: ignore[no-untyped-call]
+        super().connectionMade()
 
     def timeoutConnection(self) -> None:
         idle = self._idle
@@ -128,6 +130,13 @@ class GatewayChannel(AnsweringChannel):
                 self.setTimeout(left)  # type: ignore[no-untyped-call]
                 return
         super().timeoutConnection()  # type: ignore[no-untyped-call]
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        super().connectionLost(reason)  # type: ignore[no-untyped-call]
+        # The parser holds this channel's bound callbacks: dropped, neither is left in a
+        # reference cycle for the collector. Nothing is parsed after the connection went.
+        self._stopped = True
+        self.__dict__.pop("_parser", None)
 
     # -- reading -----------------------------------------------------------------------
 

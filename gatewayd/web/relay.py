@@ -22,11 +22,31 @@ from gatewayd.dialects.stages import Stage
 from gatewayd.limits import Spent
 from gatewayd.observability.log import get_logger
 from gatewayd.observability.metrics import GatewayMetrics
-from gatewayd.providers.base import EventStream, UpstreamFailure
+from gatewayd.providers.base import EventStream, StreamSink, UpstreamFailure
 from gatewayd.stages.base import StreamTap
+from gatewayd.upstream.sse import DONE
 from gatewayd.web.request import GatewayRequest
 
 log = get_logger(__name__)
+
+
+class _Gone(EventStream):
+    """The stream once relayed to its end: the relay lets go of the reader (which
+    holds the relay as its sink), so that neither is left in a reference cycle."""
+
+    def start(self, sink: StreamSink) -> None: ...
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+    def cancel(self) -> None: ...
+
+
+_GONE = _Gone()
+
+
+def _ignore(_: UpstreamFailure | None) -> None: ...
 
 
 @implementer(IPushProducer)
@@ -48,6 +68,8 @@ class StreamRelay:
         self.metrics = metrics
         self.alias = alias
         self.stage = stage or Stage()
+        #: The identity stage (not a subclass): its feed is done inline, per read.
+        self._identity = type(self.stage) is Stage
         self._first = True
         self.stream = stream
         self._on_end = on_end
@@ -84,20 +106,28 @@ class StreamRelay:
             self._note_usage(data)
         for tap in self.taps:
             tap.event(data)
-        out = self.stage.feed(data)
-        if not out:
-            return
+        if self._identity:  # a chat client's stream: the bytes as they came
+            if data.endswith(DONE):
+                self.stage.complete = True
+            out = data
+        else:
+            out = self.stage.feed(data)
+            if not out:
+                return
         if self._first:
             self._first = False
             self.metrics.ttft.observe(
                 time.monotonic() - self.request.started, self.alias, self.request.deployment or "-"
             )
-        self.request.write(out)
+            self.request.write(out)  # the status line and headers go with it
+            return
+        self.request.write_chunk(out)
 
     def end(self, failure: UpstreamFailure | None) -> None:
         if self.ended:
             return
         self.ended = True
+        self.stream = _GONE
         self.metrics.open_streams -= 1
         if self.usage is None:  # none in the client's events: the upstream's, if known
             known = getattr(self.stream, "usage", None)
@@ -124,7 +154,8 @@ class StreamRelay:
                     self.request.write(tail)
             self.request.unregisterProducer()
             self.request.finish()
-        self._on_end(failure)
+        on_end, self._on_end = self._on_end, _ignore  # (it holds the reader: no cycle)
+        on_end(failure)
 
     # -- IPushProducer (driven by the client's transport) ----------------------
 
@@ -146,11 +177,16 @@ class StreamRelay:
         else:
             self.request.outcome = "client_closed_mid_stream"
         self.stream.cancel()
+        self.stream = _GONE
+        # The request still names this relay its producer (the connection is gone, so
+        # there is nothing to unregister from): let go, no cycle.
+        self.request.producer = None
         self.ended = True
         self.metrics.open_streams -= 1
         for tap in self.taps:
             tap.end(False)
-        self._on_end(None)
+        on_end, self._on_end = self._on_end, _ignore
+        on_end(None)
 
     def _merge_usage(self, event: dict[str, Any]) -> None:
         # Chat sends usage once, at the end. Anthropic sends message_start's (input and

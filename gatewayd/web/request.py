@@ -172,6 +172,9 @@ class GatewayRequest(Request):
         if self.upload is not None:  # its spooled parts (temporary files) go now
             self.upload.close()
         self._uncount()
+        # The exchange's or relay's hook holds this request: dropped, no reference cycle
+        # is left for the collector (issue 18).
+        self.on_lost = None
         super()._cleanup()  # type: ignore[no-untyped-call]
 
     def _header(self, name: str) -> str | None:
@@ -270,6 +273,28 @@ class GatewayRequest(Request):
                     site.log(self)
         finally:
             channel.uncork()
+
+    def write_chunk(self, data: bytes) -> None:
+        """A stream's later blocks (``data`` not empty): one HTTP chunk built here and
+        sent at once, without :meth:`write`'s layers (Twisted's two ``Request.write``,
+        ``toChunk``, ``writeSequence``), whose checks the first write already passed.
+        Anything else (not chunked, an encoder, finished, gone) goes through
+        :meth:`write`."""
+        channel = self.channel
+        if (
+            self.chunked
+            and self.startedWriting
+            and not self.finished
+            and not self._disconnected
+            and self._encoder is None
+            and isinstance(channel, AnsweringChannel)
+        ):
+            size = len(data)
+            self.bytes_sent += size
+            self.sentLength += size
+            channel._send(b"%x\r\n%s\r\n" % (size, data))
+            return
+        self.write(data)
 
     def connectionLost(self, reason: Failure) -> None:
         finished = self.finished
@@ -371,6 +396,8 @@ class GatewaySite(Site):
         self.active_requests = 0
         #: Client connections open now (a metric).
         self.open_connections = 0
+        #: Told of each change of open_connections (``--workers``: the accept balance).
+        self.on_connections: Callable[[int], None] | None = None
         #: Starts each request's trace (a no-op unless tracing is configured).
         self.tracing: Tracing = NOOP_TRACING
         #: Each connection's channel class (``GATEWAYD_SERVER_PARSER``, read once).
@@ -390,10 +417,18 @@ class GatewaySite(Site):
         channel = super().buildProtocol(addr)  # type: ignore[no-untyped-call]
         if channel is not None:
             self.open_connections += 1
+            if self.on_connections is not None:
+                self.on_connections(self.open_connections)
             lost = channel.connectionLost
 
             def connectionLost(reason: Failure) -> None:
                 self.open_connections -= 1
+                if self.on_connections is not None:
+                    self.on_connections(self.open_connections)
+                # This wrapper sits in the channel's own __dict__ (the protocol's, behind
+                # Twisted's generic HTTP one): taken out, the channel is freed by
+                # reference counting, not left in a cycle.
+                vars(getattr(lost, "__self__", channel)).pop("connectionLost", None)
                 lost(reason)
 
             channel.connectionLost = connectionLost
