@@ -132,7 +132,7 @@ class GatewayChannel(AnsweringChannel):
         super().timeoutConnection()  # type: ignore[no-untyped-call]
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        super().connectionLost(reason)  # type: ignore[no-untyped-call]
+        super().connectionLost(reason)
         # The parser holds this channel's bound callbacks: dropped, neither is left in a
         # reference cycle for the collector. Nothing is parsed after the connection went.
         self._stopped = True

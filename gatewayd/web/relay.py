@@ -127,12 +127,12 @@ class StreamRelay:
         if self.ended:
             return
         self.ended = True
-        self.stream = _GONE
-        self.metrics.open_streams -= 1
         if self.usage is None:  # none in the client's events: the upstream's, if known
             known = getattr(self.stream, "usage", None)
             if known is not None:
                 self.usage = self.request.usage = known
+        self.stream = _GONE
+        self.metrics.open_streams -= 1
         spent = Spent.from_usage(self.usage)
         if spent is not None and not self.request.cached:  # a cached answer's were counted
             dep = self.request.deployment or "-"
