@@ -177,7 +177,10 @@ def test_workers_share_answers_only_through_redis(
     wait_for(lambda: "2 workers listening" in gw.log())
     body = {"model": "a", "messages": HI}
     seen: dict[str, list[str]] = {}
-    for _ in range(400):  # fresh connections until both workers answered (bounded)
+    deadline = time.monotonic() + 30
+    # Fresh connections until both workers answered: bounded by time, not a count (which
+    # worker accepts is the kernel's choice; on a busy machine one may take hundreds).
+    while time.monotonic() < deadline:
         a = post(gw.port, CHAT, body)
         assert a.status == 200
         seen.setdefault(a.headers["x-gatewayd-worker"], []).append(a.cache or "")

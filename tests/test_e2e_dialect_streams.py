@@ -57,7 +57,7 @@ def test_slow_messages_reader_pauses_the_upstream(
         assert b"message_start" in read_until(s, b"message_start")
         stats = upstream.wait_for_streams(1)[0]
         stalled_at = stats.wait_stalled()
-        assert stalled_at is not None, "upstream kept writing into the gateway"
+        assert stalled_at >= 0, "upstream kept writing into the gateway"
         assert stalled_at < 10_000_000 and not stats.finished
         grown = gw.rss_kib() - base_rss
         assert grown < 30_000, f"gateway RSS grew by {grown} KiB while the client stalled"
@@ -83,7 +83,7 @@ def test_slow_responses_reader_pauses_the_upstream(
         assert b"response.created" in read_until(s, b"response.created")
         stats = upstream.wait_for_streams(1)[0]
         stalled_at = stats.wait_stalled()
-        assert stalled_at is not None and not stats.finished
+        assert stalled_at >= 0 and not stats.finished
         # The final event carries the whole output, as the Responses API's does.
         assert drain(s, b"response.completed") > 2 * 20_000_000
     finally:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import brotli  # type: ignore[import-untyped]
@@ -300,87 +300,58 @@ def test_an_encoding_the_gateway_cannot_decode_is_a_502_naming_it(
     assert "zstd" in message
 
 
-#: Compressors that flush after each event, the way a compressing proxy in front of a
-#: streaming server sends them: the stream arrives in many small compressed pieces.
-STREAMING_ENCODERS: dict[str, Callable[[], Any]] = {
-    "gzip": lambda: zlib.compressobj(wbits=16 + zlib.MAX_WBITS),
-    "deflate": lambda: zlib.compressobj(),
-    "br": brotli.Compressor,
-}
-
-
-def flushed_pieces(coding: str, events: list[bytes]) -> list[bytes]:
-    c = STREAMING_ENCODERS[coding]()
+def _flushed(coding: str, events: list[bytes]) -> list[bytes]:
+    """``events`` compressed as a streaming server does: one flushed piece per event."""
     if coding == "br":
-        pieces = [c.process(e) + c.flush() for e in events] + [c.finish()]
+        c = brotli.Compressor()
+        return [c.process(e) + c.flush() for e in events] + [c.finish()]
+    z = zlib.compressobj(wbits=31 if coding == "gzip" else 15)
+    return [z.compress(e) + z.flush(zlib.Z_SYNC_FLUSH) for e in events] + [z.flush()]
+
+
+@pytest.mark.parametrize("coding", sorted(ENCODERS))
+@pytest.mark.parametrize("alias", ["solo", "anth"])
+def test_an_event_stream_compressed_event_by_event_is_decoded(
+    gw: GatewayProcess, hostile: FakeUpstream, coding: str, alias: str
+) -> None:
+    # Issue 17: a Brotli stream flushed per event, in its own chunks, as a real server
+    # sends it, to the pass-through and to the Anthropic translation.
+    if alias == "anth":
+        events = [
+            b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_1",'
+            b'"model":"claude-x","usage":{"input_tokens":3,"output_tokens":1}}}\n\n',
+            b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+            b'"delta":{"type":"text_delta","text":"from hostile"}}\n\n',
+            b'event: message_delta\ndata: {"type":"message_delta","delta":'
+            b'{"stop_reason":"end_turn"},"usage":{"output_tokens":2}}\n\n',
+            b'event: message_stop\ndata: {"type":"message_stop"}\n\n',
+        ]
     else:
-        pieces = [c.compress(e) + c.flush(zlib.Z_SYNC_FLUSH) for e in events] + [c.flush()]
-    return [p for p in pieces if p]
+        events = [e + b"\n\n" for e in SSE_OK.split(b"\n\n") if e]
+    parts = [p for p in _flushed(coding, events) if p]
+    head = "HTTP/1.1 200 X\r\nContent-Type: text/event-stream\r\n"
+    head += f"Content-Encoding: {coding}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    data = b"".join(f"{len(p):x}\r\n".encode() + p + b"\r\n" for p in parts) + b"0\r\n\r\n"
+    hostile.enqueue(RawResponse(head.encode() + data))
+    status, headers, text = chat(gw, alias, stream=True)
+    assert status == 200, text
+    assert "content-encoding" not in headers
+    assert "from hostile" in text and text.rstrip().endswith("data: [DONE]")
 
 
-def chunked_pieces(pieces: list[bytes], headers: dict[str, str]) -> RawResponse:
-    head = "HTTP/1.1 200 X\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    data = b"".join(f"{len(p):x}\r\n".encode() + p + b"\r\n" for p in pieces)
-    return RawResponse(head.encode() + b"Transfer-Encoding: chunked\r\n\r\n" + data + b"0\r\n\r\n")
-
-
-def anthropic_events(text: str) -> list[bytes]:
-    def ev(kind: str, data: dict[str, Any]) -> bytes:
-        return f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n".encode()
-
-    message = {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x"}
-    return [
-        ev("message_start", {"message": {**message, "content": [], "usage": {"input_tokens": 3}}}),
-        ev("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}),
-        *[
-            ev("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": w}})
-            for w in text.split(" ")
-        ],
-        ev("content_block_stop", {"index": 0}),
-        ev("message_delta", {"delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 2}}),
-        ev("message_stop", {}),
-    ]
-
-
-@pytest.mark.parametrize("coding", sorted(STREAMING_ENCODERS))
-def test_an_event_stream_compressed_piece_by_piece_is_decoded(
-    gw: GatewayProcess, hostile: FakeUpstream, coding: str
+def test_an_event_stream_in_an_encoding_the_gateway_cannot_decode_is_refused_like_json(
+    gw: GatewayProcess, hostile: FakeUpstream
 ) -> None:
-    headers = {"Content-Type": "text/event-stream", "Content-Encoding": coding}
-    events = [
-        b'data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,'
-        b'"delta":{"content":"w%d "},"finish_reason":null}]}\n\n' % i
-        for i in range(20)
-    ] + [b"data: [DONE]\n\n"]
-    hostile.enqueue(chunked_pieces(flushed_pieces(coding, events), headers))
-    status, client_headers, text = chat(gw, "solo", stream=True)
-    assert status == 200 and "content-encoding" not in client_headers
-    assert text == b"".join(events).decode()
-    # Translated on the way (Anthropic's events to chat chunks): decoded first.
-    hostile.enqueue(chunked_pieces(flushed_pieces(coding, anthropic_events("a b c")), headers))
-    status, client_headers, text = chat(gw, "anth", stream=True)
-    assert status == 200 and "content-encoding" not in client_headers
-    contents = [
-        json.loads(line[6:])["choices"][0]["delta"].get("content", "")
-        for line in text.splitlines()
-        if line.startswith("data: {") and '"choices":[{' in line
-    ]
-    assert "".join(contents) == "abc" and text.endswith("data: [DONE]\n\n")
-
-
-@pytest.mark.parametrize("ctype", ["application/json", "text/event-stream"])
-def test_zstd_is_refused_the_same_way_for_json_and_streams(
-    gw: GatewayProcess, hostile: FakeUpstream, ctype: str
-) -> None:
-    headers = {"Content-Type": ctype, "Content-Encoding": "zstd"}
-    bad = chunked(200, b"\x28\xb5\x2f\xfd garbage", headers)
+    bad = chunked(
+        200,
+        b"\x28\xb5\x2f\xfd garbage",
+        {"Content-Type": "text/event-stream", "Content-Encoding": "zstd"},
+    )
     hostile.enqueue(bad)
-    status, headers, body = chat(gw, "h", stream=True)
-    # Fell back before anything was sent, as for a JSON answer.
-    assert status == 200 and headers["x-gatewayd-fallback"] == "backup", body
-    hostile.enqueue(bad)
-    status, _, body = chat(gw, "solo", stream=True)
-    assert status == 502 and "zstd" in body and "bad_upstream_response" in body
+    status, _, text = chat(gw, "solo", stream=True)
+    assert status == 502, text
+    err = json.loads(text)["error"]
+    assert err["code"] == "bad_upstream_response" and "zstd" in err["message"]
 
 
 def test_a_corrupt_gzip_body_is_a_bad_response(gw: GatewayProcess, hostile: FakeUpstream) -> None:

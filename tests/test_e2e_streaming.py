@@ -58,7 +58,7 @@ def test_slow_reader_pauses_the_upstream_and_memory_stays_flat(
         stats = upstream.wait_for_streams(1)[0]
         # The client reads nothing: the upstream must soon be blocked far from the end.
         stalled_at = stats.wait_stalled()
-        assert stalled_at is not None, "upstream kept writing into the gateway"
+        assert stalled_at >= 0, "upstream kept writing into the gateway"
         assert stalled_at < 10_000_000, stalled_at
         assert not stats.finished
         grown = gw.rss_kib() - base_rss
@@ -85,11 +85,13 @@ def test_disconnect_before_first_byte_closes_upstream(
     upstream.set_default(Stream(first_byte_delay=20))
     gw = gateway({"model_list": [openai_entry("slow", upstream)]})
     s = stream_request(gw.port, "slow")
-    stats = upstream.wait_for_streams(1)[0]  # the gateway is waiting on the upstream
+    stats = upstream.wait_for_streams(1)[0]
+    time.sleep(0.3)
+    closed = time.monotonic()
     s.close()
-    # Waited on, bounded well below the 20 s the upstream would take to answer: only a
-    # cancelled request closes the upstream connection that early (no timing assumed).
-    assert wait_for(lambda: stats.client_closed, 10), "upstream never saw the close"
+    assert wait_for(lambda: stats.client_closed, 8), "upstream never saw the close"
+    # Well before the upstream would have ended by itself, with room for a busy machine.
+    assert stats.closed_at is not None and stats.closed_at - closed < 5.0
 
 
 def test_disconnect_mid_stream_closes_upstream(
@@ -101,11 +103,13 @@ def test_disconnect_mid_stream_closes_upstream(
     got = read_until(s, b"chat.completion.chunk")
     assert b"chat.completion.chunk" in got
     stats = upstream.wait_for_streams(1)[0]
+    time.sleep(0.3)
+    closed = time.monotonic()
     s.close()
-    # The stream lasts 10 s: seeing the close before its end is the proof, with no
-    # assumption on how fast a busy machine passes it on.
-    assert wait_for(lambda: stats.client_closed or stats.finished, 15)
-    assert stats.client_closed and not stats.finished, "upstream never saw the close"
+    assert wait_for(lambda: stats.client_closed, 8), "upstream never saw the close"
+    # Well before the upstream would have ended by itself, with room for a busy machine.
+    assert stats.closed_at is not None and stats.closed_at - closed < 5.0
+    assert not stats.finished
     assert wait_for(lambda: "client_closed_mid_stream" in gw.log(), 5)
 
 
@@ -128,7 +132,7 @@ def test_upstream_cut_mid_stream_makes_the_sdk_raise(
 def test_idle_timeout_ends_the_stream_with_an_error(
     gateway: GatewayFactory, upstream: FakeUpstream
 ) -> None:
-    upstream.set_default(Stream(events=4, interval=30))
+    upstream.set_default(Stream(events=4, interval=5))
     gw = gateway(
         {
             "model_list": [openai_entry("stuck", upstream)],
@@ -141,15 +145,14 @@ def test_idle_timeout_ends_the_stream_with_an_error(
             model="stuck", messages=[{"role": "user", "content": "x"}], stream=True
         ):
             pass
-    # Well below the upstream's 30 s between events: a bound a busy machine keeps.
-    assert time.monotonic() - start < 15
+    assert time.monotonic() - start < 4
     assert "0.5" in str(info.value)
 
 
 def test_stream_timeout_to_first_byte_falls_back(
     gateway: GatewayFactory, upstream: FakeUpstream, upstream2: FakeUpstream
 ) -> None:
-    upstream.set_default(Stream(first_byte_delay=30))
+    upstream.set_default(Stream(first_byte_delay=10))
     gw = gateway(
         {
             "model_list": [
@@ -166,7 +169,7 @@ def test_stream_timeout_to_first_byte_falls_back(
     text = "".join(c.choices[0].delta.content or "" for c in resp.parse() if c.choices)
     assert text == "Hello from fake upstream"
     assert resp.headers["x-gatewayd-fallback"] == "b"
-    assert time.monotonic() - start < 15  # well below the 30 s the first would take
+    assert time.monotonic() - start < 5
 
 
 def test_heartbeats_while_waiting_for_the_first_byte(

@@ -47,7 +47,7 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def wait_until(pred: Callable[[], bool], limit: float = 20.0) -> bool:
+def wait_until(pred: Callable[[], bool], limit: float = 60.0) -> bool:
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         if pred():
@@ -68,10 +68,13 @@ def chat(port: int, model: str) -> tuple[int, str, Any]:
     return status, headers.get("x-gatewayd-worker", ""), json.loads(body)
 
 
-def answering_workers(port: int, model: str, want: set[int], tries: int = 400) -> set[int]:
-    """Send requests until every pid in ``want`` answered ``model`` with 200 (bounded)."""
+def answering_workers(port: int, model: str, want: set[int], limit: float = 30.0) -> set[int]:
+    """Send requests until every pid in ``want`` answered ``model`` with 200, for at most
+    ``limit`` seconds. Bounded by time, not by a count: which worker accepts is the
+    kernel's choice, and on a busy machine one may answer hundreds in a row."""
     seen: set[int] = set()
-    for _ in range(tries):
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
         status, pid, _ = chat(port, model)
         if status == 200 and pid:
             seen.add(int(pid))
@@ -116,7 +119,8 @@ def test_metrics_are_summed_over_the_workers(two_workers: tuple[GatewayProcess, 
     gw, pids = two_workers
     seen: set[int] = set()
     sent = 0
-    for _ in range(400):  # bounded: until both workers answered at least once
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # until both workers answered at least once
         status, pid, _ = chat(gw.port, "a")
         sent += 1
         assert status == 200
@@ -142,6 +146,7 @@ def test_metrics_are_summed_over_the_workers(two_workers: tuple[GatewayProcess, 
 def test_general_settings_workers(gateway: GatewayFactory, upstream: FakeUpstream) -> None:
     gw = gateway(config(upstream, "a", workers=2))
     assert wait_until(lambda: len(children(gw.pid)) == 2), gw.log()
+    assert wait_until(lambda: "2 workers listening" in gw.log()), gw.log()
     assert answering_workers(gw.port, "a", children(gw.pid)) == children(gw.pid)
 
 
@@ -192,22 +197,22 @@ def test_a_killed_worker_is_restarted(two_workers: tuple[GatewayProcess, set[int
     gw, pids = two_workers
     victim = min(pids)
     os.kill(victim, signal.SIGKILL)
-    # The other worker answers meanwhile: no request is lost to the dead one.
-    for _ in range(5):
-        assert chat(gw.port, "a")[0] == 200
-    # The restart's own events, each waited on (bounded): the death seen, a new worker
-    # started, and that worker ready (accepting), not merely forked.
-    assert wait_until(lambda: f"(pid {victim}) died" in gw.log()), gw.log()
-    assert "restarting in" in gw.log()
-
-    def restarted() -> set[int]:
-        return {p for p in children(gw.pid) if p not in pids}
-
-    assert wait_until(lambda: len(restarted()) == 1), gw.log()
-    (new,) = restarted()
-    assert wait_until(lambda: f"ready (pid {new})" in gw.log()), gw.log()
+    # Requests go on being answered (by the other worker) while the victim is replaced.
+    failures = 0
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        status, _, _ = chat(gw.port, "a")
+        failures += status != 200
+        if f"(pid {victim}) died" in gw.log():
+            break
+    assert failures == 0
+    log = gw.log()
+    assert f"(pid {victim}) died" in log and "restarting in" in log, log
+    # The replacement is up once the supervisor says it listens (its READY=1): waited on
+    # as an event, not guessed from /proc (a forked worker may still be importing).
+    assert wait_until(lambda: " listening" in gw.log().split(f"(pid {victim}) died", 1)[1], 30)
     now = children(gw.pid)
-    assert now == (pids - {victim}) | {new}, gw.log()
+    assert len(now) == 2 and victim not in now, gw.log()
     assert answering_workers(gw.port, "a", now) == now
     pids |= now  # the fixture checks the new one is gone at the end too
 

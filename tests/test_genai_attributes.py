@@ -94,7 +94,7 @@ def test_stream_facts_read_only_what_events_carry() -> None:
     }
 
 
-def test_usage_attributes_count_anthropic_cached_input_tokens() -> None:
+def test_usage_attributes_count_every_input_token_with_the_cache_share() -> None:
     anthropic = {
         "input_tokens": 13,
         "cache_creation_input_tokens": 20,
@@ -104,6 +104,19 @@ def test_usage_attributes_count_anthropic_cached_input_tokens() -> None:
     assert usage_attributes(anthropic) == {
         "gen_ai.usage.input_tokens": 133,
         "gen_ai.usage.output_tokens": 6,
+        "gen_ai.usage.cache_read.input_tokens": 100,
+        "gen_ai.usage.cache_creation.input_tokens": 20,
     }
-    openai = {"prompt_tokens": 111, "completion_tokens": 6, "prompt_tokens_details": {}}
-    assert usage_attributes(openai)["gen_ai.usage.input_tokens"] == 111
+
+
+def test_stream_facts_read_usage_from_anthropic_and_responses_events() -> None:
+    facts = StreamFacts()
+    start = {"type": "message_start", "message": {"model": "c", "usage": {"input_tokens": 13}}}
+    facts.read(b"event: message_start\ndata: " + json.dumps(start).encode() + b"\n\n")
+    delta = {"type": "message_delta", "usage": {"output_tokens": 6}}
+    facts.read(b"event: message_delta\ndata: " + json.dumps(delta).encode() + b"\n\n")
+    assert facts.usage == {"input_tokens": 13, "output_tokens": 6}
+    done = {"type": "response.completed", "response": {"usage": {"input_tokens": 5}}}
+    other = StreamFacts()
+    other.read(b"data: " + json.dumps(done).encode() + b"\n\n")
+    assert other.usage == {"input_tokens": 5}

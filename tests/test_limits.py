@@ -195,6 +195,10 @@ def test_estimate_counts_prompt_characters_and_max_tokens() -> None:
     assert estimate(body) == Estimate(101, 50)  # "user" counts too
     assert estimate({"prompt": "abcd"}).completion == 1024
     assert estimate({"input": "abcd", "max_output_tokens": 7, "n": 2}) == Estimate(1, 14)
+    # Tool and output schemas are input the provider counts too.
+    schema = {"type": "json_schema", "json_schema": {"name": "x" * 396}}
+    assert estimate({"messages": [], "response_format": schema}).prompt == 102
+    assert estimate({"functions": [{"name": "f" * 400}]}).prompt == 100
     assert Spent.from_usage({"input_tokens": 3, "output_tokens": 4}) == Spent(3, 4)
     assert Spent.from_usage(None) is None and Spent.from_usage({}) is None
 
@@ -207,3 +211,26 @@ def test_reset_format_is_openais() -> None:
         "6m0s",
         "1h2m3s",
     ]
+
+
+def test_spent_counts_every_input_token_in_each_dialect_and_prices_the_cache() -> None:
+    # Anthropic: input_tokens leaves out cache reads and writes; they are added.
+    ant = {
+        "input_tokens": 13,
+        "cache_creation_input_tokens": 20,
+        "cache_read_input_tokens": 100,
+        "output_tokens": 6,
+    }
+    assert Spent.from_usage(ant) == Spent(133, 6, 100, 20)
+    # OpenAI Chat and Responses: the totals already count them.
+    chat = {
+        "prompt_tokens": 111,
+        "completion_tokens": 5,
+        "prompt_tokens_details": {"cached_tokens": 100},
+    }
+    assert Spent.from_usage(chat) == Spent(111, 5, 100, 0)
+    resp = {"input_tokens": 111, "output_tokens": 5, "input_tokens_details": {"cached_tokens": 100}}
+    assert Spent.from_usage(resp) == Spent(111, 5, 100, 0)
+    # Cache prices when set, else the input price.
+    assert cost(133, 6, 0.001, 0.002, 100, 20, 0.0001, 0.00125) == pytest.approx(0.06)
+    assert cost(133, 6, 0.001, 0.002, 100, 20) == pytest.approx(0.145)

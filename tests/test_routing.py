@@ -42,8 +42,15 @@ def http_fail(
     )
 
 
-def reset() -> UpstreamFailure:
-    return UpstreamFailure(FailureKind.CONNECT, 502, openai_error("connection reset by peer"))
+def refused() -> UpstreamFailure:
+    return UpstreamFailure(FailureKind.CONNECT, 502, openai_error("connection refused"))
+
+
+def port_refused() -> UpstreamFailure:
+    """A connection refused outright: nothing listens on the port."""
+    return UpstreamFailure(
+        FailureKind.CONNECT, 502, openai_error("connection refused"), refused=True
+    )
 
 
 OK = UpstreamResponse(200, body=b'{"ok": true}')
@@ -229,7 +236,7 @@ def test_fallbacks_in_order_each_with_its_own_retries() -> None:
             [entry("a", "a1"), entry("b", "b1"), entry("c", "c1")],
             "  num_retries: 1\n  fallbacks: [{a: [b, c]}]\n",
         ),
-        {"a1": [reset(), reset()], "b1": [reset(), reset()]},
+        {"a1": [refused(), refused()], "b1": [refused(), refused()]},
     )
     d = h.route("a")
     h.clock.pump([0.5, 0.5, 0.5])
@@ -237,6 +244,60 @@ def test_fallbacks_in_order_each_with_its_own_retries() -> None:
     assert isinstance(result, RouteResult)
     assert (h.calls("a1"), h.calls("b1"), h.calls("c1")) == (2, 2, 1)
     assert result.alias == "c" and result.fallback == "c" and result.attempts == 5
+
+
+def test_a_refused_port_goes_to_the_fallback_at_once() -> None:
+    # The seed's configuration with its local server not running (issue 17): two
+    # retries, a fallback; the refused port is not retried after a sleep.
+    h = Harness(
+        conf(
+            [entry("local", "l1"), entry("cloud", "c1")],
+            "  num_retries: 2\n  fallbacks: [{local: [cloud]}]\n",
+        ),
+        {"l1": [port_refused(), port_refused(), port_refused()]},
+    )
+    result = outcome(h.route("local"))  # fired with the clock never advanced
+    assert isinstance(result, RouteResult) and result.alias == "cloud"
+    assert (h.calls("l1"), h.calls("c1")) == (1, 1)
+
+
+def test_dead_fallbacks_each_cost_no_sleep() -> None:
+    h = Harness(
+        conf(
+            [entry("a", "a1"), entry("b", "b1"), entry("c", "c1")],
+            "  num_retries: 1\n  fallbacks: [{a: [b, c]}]\n",
+        ),
+        {"a1": [port_refused()], "b1": [port_refused()]},
+    )
+    result = outcome(h.route("a"))
+    assert isinstance(result, RouteResult) and result.alias == "c"
+    assert (h.calls("a1"), h.calls("b1"), h.calls("c1")) == (1, 1, 1)
+
+
+def test_a_refused_port_tries_the_other_deployments_then_the_fallback() -> None:
+    h = Harness(
+        conf(
+            [entry("a", "a1"), entry("a", "a2"), entry("b", "b1")],
+            "  num_retries: 3\n  fallbacks: [{a: [b]}]\n",
+        ),
+        {"a1": [port_refused()] * 4, "a2": [port_refused()] * 4},
+    )
+    result = outcome(h.route("a"))
+    assert isinstance(result, RouteResult) and result.alias == "b"
+    assert (h.calls("a1"), h.calls("a2"), h.calls("b1")) == (1, 1, 1)
+
+
+def test_a_refused_port_with_nothing_else_left_is_retried_after_the_backoff() -> None:
+    h = Harness(
+        conf([entry("a", "a1")], "  num_retries: 2\n"),
+        {"a1": [port_refused(), port_refused()]},
+    )
+    d = h.route("a")
+    assert not d.called and h.calls("a1") == 1
+    h.clock.advance(0.5)
+    assert h.calls("a1") == 2 and not d.called
+    h.clock.advance(1.0)
+    assert isinstance(outcome(d), RouteResult) and h.calls("a1") == 3
 
 
 @pytest.mark.parametrize("status", [401, 403, 404])
@@ -256,7 +317,7 @@ def test_fallbacks_of_a_fallback_are_not_followed() -> None:
             [entry("a", "a1"), entry("b", "b1"), entry("c", "c1")],
             "  fallbacks: [{a: [b]}, {b: [c]}]\n",
         ),
-        {"a1": [reset()], "b1": [reset()]},
+        {"a1": [refused()], "b1": [refused()]},
     )
     err = outcome(h.route("a"))
     assert isinstance(err, RouteError) and err.status == 502
@@ -301,7 +362,7 @@ def test_cooldown_after_allowed_fails_then_expiry() -> None:
             [entry("a", "a1"), entry("b", "b1")],
             "  allowed_fails: 1\n  cooldown_time: 30\n  fallbacks: [{a: [b]}]\n",
         ),
-        {"a1": [reset(), reset()]},
+        {"a1": [refused(), refused()]},
     )
     for _ in range(2):
         assert isinstance(outcome(h.route("a")), RouteResult)
@@ -319,7 +380,9 @@ def test_cooldown_after_allowed_fails_then_expiry() -> None:
 
 
 def test_success_resets_the_failure_count() -> None:
-    h = Harness(conf([entry("a", "a1")], "  allowed_fails: 1\n"), {"a1": [reset(), OK, reset()]})
+    h = Harness(
+        conf([entry("a", "a1")], "  allowed_fails: 1\n"), {"a1": [refused(), OK, refused()]}
+    )
     for _ in range(3):
         outcome(h.route("a"))
     assert not h.router.health.is_cooling("a1")
@@ -339,7 +402,7 @@ def test_429_retry_after_sets_cooldown_length() -> None:
 def test_all_cooling_without_fallback_probes_the_one_ending_first() -> None:
     h = Harness(
         conf([entry("a", "a1"), entry("a", "a2")], "  allowed_fails: 0\n  cooldown_time: 30\n"),
-        {"a1": [reset()], "a2": [reset()]},
+        {"a1": [refused()], "a2": [refused()]},
     )
     outcome(h.route("a"))
     h.clock.advance(1)
@@ -426,7 +489,7 @@ def test_queue_wait_is_bounded_by_request_timeout_and_a_stream_holds_its_slot() 
 
 
 def test_cancel_during_backoff_stops_everything() -> None:
-    h = Harness(conf([entry("a", "a1")], "  num_retries: 3\n"), {"a1": [reset()]})
+    h = Harness(conf([entry("a", "a1")], "  num_retries: 3\n"), {"a1": [refused()]})
     d = h.route("a")
     assert h.calls("a1") == 1
     d.cancel()
@@ -460,7 +523,7 @@ def test_request_timeout_bounds_the_whole_chain() -> None:
 def test_reload_swaps_table_and_keeps_health_of_unchanged_deployments() -> None:
     h = Harness(
         conf([entry("a", "a1"), entry("b", "b1")], "  allowed_fails: 0\n  fallbacks: [{a: [b]}]\n"),
-        {"a1": [reset()]},
+        {"a1": [refused()]},
     )
     outcome(h.route("a"))
     assert h.router.health.is_cooling("a1")
@@ -477,7 +540,7 @@ def test_a_deployment_that_just_tripped_its_cooldown_is_not_waited_on() -> None:
             [entry("a", "a1"), entry("b", "b1")],
             "  num_retries: 3\n  allowed_fails: 0\n  fallbacks: [{a: [b]}]\n",
         ),
-        {"a1": [reset()]},
+        {"a1": [refused()]},
     )
     result = outcome(h.route("a"))
     # a1 failed once and went into cooldown: straight to the fallback, no backoff sleep.
@@ -511,8 +574,8 @@ def test_a_failed_chain_names_each_alias_and_its_last_failure() -> None:
             "  num_retries: 1\n  fallbacks: [{smart: [fast, local]}]\n",
         ),
         {
-            "s1": [reset(), http_fail(503)],
-            "f1": [http_fail(500), reset()],
+            "s1": [refused(), http_fail(503)],
+            "f1": [http_fail(500), refused()],
             "l1": [timed_out(30), timed_out(30)],
         },
     )
@@ -522,7 +585,7 @@ def test_a_failed_chain_names_each_alias_and_its_last_failure() -> None:
     assert isinstance(err, RouteError) and err.status == 504 and err.attempts == 6
     assert err.error["message"] == (
         "upstream did not answer within 30 s (gatewayd: 6 attempt(s) failed: "
-        "smart: 503 upstream said 503; fast: connection reset by peer; "
+        "smart: 503 upstream said 503; fast: connection refused; "
         "local: upstream did not answer within 30 s)"
     )
 
@@ -559,79 +622,3 @@ def test_request_timeout_says_what_failed_before_it() -> None:
     assert err.error["message"] == (
         "request_timeout of 10 s exceeded after 2 attempt(s) (a: 503 upstream said 503)"
     )
-
-
-# -- a refused connection (nothing listens) --------------------------------------
-
-
-def refused() -> UpstreamFailure:
-    return UpstreamFailure(
-        FailureKind.CONNECT, 502, openai_error("connection refused"), refused=True
-    )
-
-
-def test_a_refused_connection_goes_to_the_fallback_at_once() -> None:
-    # The seed's configuration with Docker Model Runner not running.
-    h = Harness(
-        conf(
-            [entry("local", "l1"), entry("cloud", "c1")],
-            "  num_retries: 2\n  fallbacks: [{local: [cloud]}]\n",
-        ),
-        {"l1": [refused(), refused(), refused()]},
-    )
-    result = outcome(h.route("local"))  # fired without the clock moving: no sleep
-    assert isinstance(result, RouteResult) and result.fallback == "cloud"
-    assert (h.calls("l1"), h.calls("c1")) == (1, 1)
-    assert h.clock.seconds() == 0 and not h.clock.getDelayedCalls()[1:]
-
-
-def test_two_dead_aliases_before_the_live_one_cost_no_sleep() -> None:
-    h = Harness(
-        conf(
-            [entry("a", "a1"), entry("b", "b1"), entry("c", "c1")],
-            "  num_retries: 1\n  fallbacks: [{a: [b, c]}]\n",
-        ),
-        {"a1": [refused(), refused()], "b1": [refused(), refused()]},
-    )
-    result = outcome(h.route("a"))
-    assert isinstance(result, RouteResult) and result.alias == "c"
-    assert (h.calls("a1"), h.calls("b1"), h.calls("c1")) == (1, 1, 1)
-    assert result.attempts == 3
-
-
-def test_every_deployment_of_an_alias_refusing_costs_no_sleep_before_the_fallback() -> None:
-    h = Harness(
-        conf(
-            [entry("a", "a1"), entry("a", "a2"), entry("b", "b1")],
-            "  num_retries: 3\n  fallbacks: [{a: [b]}]\n",
-        ),
-        {"a1": [refused()] * 4, "a2": [refused()] * 4},
-    )
-    result = outcome(h.route("a"))
-    assert isinstance(result, RouteResult) and result.alias == "b"
-    assert (h.calls("a1"), h.calls("a2"), h.calls("b1")) == (1, 1, 1)
-
-
-def test_a_refused_connection_with_nothing_else_left_backs_off() -> None:
-    h = Harness(conf([entry("a", "a1")], "  num_retries: 2\n"), {"a1": [refused(), refused()]})
-    d = h.route("a")
-    assert h.calls("a1") == 1 and not d.called  # sleeping: nothing else to try
-    h.clock.advance(0.5)
-    assert h.calls("a1") == 2 and not d.called
-    h.clock.advance(1.0)
-    result = outcome(d)
-    assert isinstance(result, RouteResult) and h.calls("a1") == 3
-
-
-def test_a_reset_still_backs_off_before_the_fallback() -> None:
-    # Only a refusal is a definite answer: a reset may be a restart in progress.
-    h = Harness(
-        conf([entry("a", "a1"), entry("b", "b1")], "  num_retries: 1\n  fallbacks: [{a: [b]}]\n"),
-        {"a1": [reset()]},
-    )
-    d = h.route("a")
-    assert not d.called
-    h.clock.advance(0.5)
-    result = outcome(d)
-    assert isinstance(result, RouteResult) and result.fallback is None
-    assert (h.calls("a1"), h.calls("b1")) == (2, 0)

@@ -312,7 +312,8 @@ _PRICE_KEYS = (
 
 
 def _prices(r: ValueReader, params: Mapping[str, Any], info: Any, ppath: str) -> dict[str, float]:
-    """USD per token from ``params``, else ``model_info`` (LiteLLM puts them in either)."""
+    """USD per token from ``params``, else ``model_info`` (LiteLLM puts them in either).
+    The cache prices are left out when unset: cached tokens then cost the input price."""
     out = {}
     for k in _PRICE_KEYS:
         if params.get(k) is not None:

@@ -48,8 +48,8 @@ class Deployment:
     #: USD per token (LiteLLM's ``input_cost_per_token`` / ``output_cost_per_token``).
     input_cost_per_token: float = 0.0
     output_cost_per_token: float = 0.0
-    #: USD per input token read from / written to a prompt cache (LiteLLM's names);
-    #: None: the input price.
+    #: USD per input token read from / written to the provider's prompt cache
+    #: (LiteLLM's names); None: the input price.
     cache_read_input_token_cost: float | None = None
     cache_creation_input_token_cost: float | None = None
     #: Extra upstream headers (may hold secrets: never logged).

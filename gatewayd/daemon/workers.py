@@ -277,9 +277,8 @@ class Supervisor(Service):
 
     def _worker_ready(self, slot: _Slot) -> None:
         slot.ready = True
-        # Said for every start and restart: what a watcher (or a test) waits on to know
-        # a restarted worker accepts again.
-        log.info("worker {index} ready (pid {pid})", index=slot.index, pid=slot.pid)
+        if self._announced:  # a restarted (or reloaded) worker is back: say so, once
+            log.info("worker {index} (pid {pid}) listening", index=slot.index, pid=slot.pid)
         if not self._announced and all(s.ready for s in self.slots):
             self._announced = True
             log.info(

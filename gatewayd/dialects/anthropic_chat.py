@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from gatewayd.dialects.errors import TranslationError, untranslatable
-from gatewayd.dialects.usage import chat_usage_of_anthropic
 
 #: Anthropic requires max_tokens; OpenAI clients often leave it out.
 DEFAULT_MAX_TOKENS = 4096
@@ -250,6 +250,32 @@ def to_anthropic(body: dict[str, Any], model: str, drop_params: bool = False) ->
 # -- response --------------------------------------------------------------------
 
 
+def _tokens(usage: Mapping[str, Any], name: str) -> int:
+    v = usage.get(name)
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
+
+
+def chat_usage(usage: Mapping[str, Any]) -> dict[str, Any]:
+    """OpenAI ``usage`` for an Anthropic one. Anthropic's ``input_tokens`` leaves out
+    the tokens read from (``cache_read_input_tokens``) and written to
+    (``cache_creation_input_tokens``) the prompt cache; OpenAI's ``prompt_tokens`` counts
+    every input token, with the reads again as ``prompt_tokens_details.cached_tokens``
+    (and the writes as ``cache_write_tokens``, the name Responses' details use)."""
+    read = _tokens(usage, "cache_read_input_tokens")
+    write = _tokens(usage, "cache_creation_input_tokens")
+    prompt = _tokens(usage, "input_tokens") + read + write
+    completion = _tokens(usage, "output_tokens")
+    details: dict[str, int] = {"cached_tokens": read}
+    if write:
+        details["cache_write_tokens"] = write
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": details,
+    }
+
+
 def to_openai(msg: dict[str, Any], forced_tool: str | None = None) -> dict[str, Any]:
     """An OpenAI ``chat.completion`` for an Anthropic message.
 
@@ -279,6 +305,7 @@ def to_openai(msg: dict[str, Any], forced_tool: str | None = None) -> dict[str, 
         message["reasoning_content"] = "".join(reasoning)
         if signature:
             message["thinking_signature"] = signature
+    usage = msg.get("usage") or {}
     finish = STOP_REASONS.get(msg.get("stop_reason") or "", "stop")
     if structured and finish == "tool_calls":
         finish = "stop"
@@ -288,5 +315,5 @@ def to_openai(msg: dict[str, Any], forced_tool: str | None = None) -> dict[str, 
         "created": int(time.time()),
         "model": msg.get("model"),
         "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
-        "usage": chat_usage_of_anthropic(msg.get("usage")),
+        "usage": chat_usage(usage if isinstance(usage, Mapping) else {}),
     }

@@ -7,8 +7,7 @@ import json
 import time
 from typing import Any
 
-from gatewayd.dialects.anthropic_chat import STOP_REASONS
-from gatewayd.dialects.usage import chat_usage_of_anthropic
+from gatewayd.dialects.anthropic_chat import STOP_REASONS, chat_usage
 from gatewayd.upstream.sse import DONE, data_event, event_data
 
 #: One decoder for every event (``json.loads`` of bytes detects their encoding each time).
@@ -24,8 +23,8 @@ class StreamTranslator:
         self.id = ""
         self.model = ""
         self.created = int(time.time())
-        #: The Anthropic usage so far: message_start's, updated by message_delta's
-        #: (output tokens, and on newer APIs the input and cache counts again).
+        #: Anthropic's usage so far: ``message_start``'s, updated by ``message_delta``'s
+        #: (the output count, and the input and cache counts when it repeats them).
         self.usage: dict[str, Any] = {}
         self.tool_index = -1
         self.block_tools: dict[int, int] = {}  # content block index -> tool call index
@@ -80,7 +79,7 @@ class StreamTranslator:
                             "created": self.created,
                             "model": self.model,
                             "choices": [],
-                            "usage": chat_usage_of_anthropic(self.usage),
+                            "usage": chat_usage(self.usage),
                         }
                     )
                 )
@@ -96,12 +95,6 @@ class StreamTranslator:
             }
             return [data_event({"error": error})]
         return []  # ping, content_block_stop, and event types added later
-
-    @property
-    def final_usage(self) -> dict[str, Any] | None:
-        """The chat usage of what the upstream reported so far, whether or not the client
-        asked for it (limits and spend count it either way); None before any."""
-        return chat_usage_of_anthropic(self.usage) if self.usage else None
 
     def _note_usage(self, usage: Any) -> None:
         if isinstance(usage, dict):

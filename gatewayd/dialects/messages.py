@@ -13,7 +13,7 @@ from typing import Any
 
 from gatewayd.dialects.anthropic_chat import tool_call
 from gatewayd.dialects.errors import TranslationError, untranslatable
-from gatewayd.dialects.usage import anthropic_usage_of_chat
+from gatewayd.dialects.usage import Spent
 
 #: chat finish_reason -> Anthropic stop_reason.
 STOP_REASONS = {
@@ -207,6 +207,24 @@ def message_id(chat_id: Any) -> str:
     return text if text.startswith("msg_") else "msg_" + (text or uuid.uuid4().hex)
 
 
+def usage_of(usage: Any) -> dict[str, Any]:
+    """Anthropic ``usage`` for an OpenAI one. OpenAI's ``prompt_tokens`` counts every
+    input token; Anthropic's ``input_tokens`` leaves out the cache reads and writes,
+    which clients add back: they are taken out here. A cache count the upstream did not
+    report stays None."""
+    u = usage if isinstance(usage, dict) else {}
+    spent = Spent.from_usage(u) or Spent(0, 0)
+    details = u.get("prompt_tokens_details")
+    reported = details.get("cached_tokens") if isinstance(details, dict) else None
+    read = spent.cache_read if spent.cache_read or isinstance(reported, int) else None
+    return {
+        "input_tokens": spent.prompt - spent.cache_read - spent.cache_write,
+        "output_tokens": spent.completion,
+        "cache_creation_input_tokens": spent.cache_write or None,
+        "cache_read_input_tokens": read,
+    }
+
+
 def from_chat(chat: dict[str, Any], model: str) -> dict[str, Any]:
     """An Anthropic ``Message`` for a ``chat.completion``."""
     choices = chat.get("choices") or [{}]
@@ -242,7 +260,7 @@ def from_chat(chat: dict[str, Any], model: str) -> dict[str, Any]:
         "content": content,
         "stop_reason": reason,
         "stop_sequence": None,
-        "usage": anthropic_usage_of_chat(chat.get("usage")),
+        "usage": usage_of(chat.get("usage")),
     }
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from gatewayd.dialects.errors import anthropic_error
-from gatewayd.dialects.messages import STOP_REASONS, message_id
+from gatewayd.dialects.messages import STOP_REASONS, message_id, usage_of
 from gatewayd.dialects.stages import Translating, named_event
-from gatewayd.dialects.usage import anthropic_usage_of_chat
 
 
 class MessagesStream(Translating):
@@ -118,7 +117,7 @@ class MessagesStream(Translating):
         self.finished = True
         out = [] if self.started else self._start({})
         out += self._close_block()
-        usage = anthropic_usage_of_chat(self.usage)
+        usage = usage_of(self.usage)
         if self.tools and self.stop_reason == "end_turn":
             self.stop_reason = "tool_use"
         out.append(

@@ -1,7 +1,7 @@
 """Rate limits, parallel limits and budgets, per key and per deployment, on a
 :class:`~gatewayd.state.StateStore` (memory or shared Redis)."""
 
-from gatewayd.limits.estimate import Estimate, Prices, Spent, cost, estimate
+from gatewayd.limits.estimate import Estimate, Spent, cost, estimate
 from gatewayd.limits.limiter import (
     Limiter,
     LimitExceeded,
@@ -15,7 +15,6 @@ __all__ = [
     "Estimate",
     "LimitExceeded",
     "Limiter",
-    "Prices",
     "Refusal",
     "Spent",
     "Ticket",

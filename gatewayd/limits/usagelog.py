@@ -32,6 +32,9 @@ class UsageRecord:
     stream: bool
     #: Answered from the response cache (no upstream call, no cost).
     cached: bool = False
+    #: Of ``prompt_tokens``: read from / written to the provider's prompt cache.
+    prompt_cache_read_tokens: int = 0
+    prompt_cache_write_tokens: int = 0
 
     def line(self, now: float) -> str:
         return json.dumps(
@@ -50,6 +53,8 @@ class UsageRecord:
                 "latency_ms": round(self.latency_ms, 1),
                 "stream": self.stream,
                 "cached": self.cached,
+                "prompt_cache_read_tokens": self.prompt_cache_read_tokens,
+                "prompt_cache_write_tokens": self.prompt_cache_write_tokens,
             },
             separators=(",", ":"),
         )

@@ -321,7 +321,8 @@ class GatewayMetrics:
         ]
 
     def count_usage(self, alias: str, deployment: str, prompt: int, completion: int) -> None:
-        """Add a request's token counts (every input token is a prompt token)."""
+        """Add a finished request's token counts (every input token, cached ones too:
+        the caller reads them from any dialect's usage with ``Spent.from_usage``)."""
         for kind, n in (("prompt", prompt), ("completion", completion)):
             if n > 0:
                 self.tokens.inc(alias, deployment, kind, amount=n)

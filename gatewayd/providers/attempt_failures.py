@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import errno
-
 from twisted.internet import error as net_error
 from twisted.internet.defer import CancelledError, TimeoutError
 from twisted.python.failure import Failure
@@ -12,6 +10,10 @@ from twisted.web.client import ResponseFailed, ResponseNeverReceived
 
 from gatewayd.upstream.http import _describe
 from gatewayd.upstream.outcomes import FailureKind, UpstreamFailure, openai_error
+
+#: Connection failures that are a definite answer: nothing listens there (or the name has
+#: no address). A reset or a timeout may be passing; these are not.
+_DEFINITE = (net_error.ConnectionRefusedError, net_error.DNSLookupError, net_error.NoRouteError)
 
 
 def attempt_failure(failure: Failure, deployment: str, timeout: float) -> Failure:
@@ -54,23 +56,10 @@ def attempt_failure(failure: Failure, deployment: str, timeout: float) -> Failur
                     "upstream_connection_error",
                 ),
                 deployment=deployment,
-                refused=_refused(failure),
+                refused=failure.check(*_DEFINITE) is not None,
             )
         )
     return failure
-
-
-def _refused(failure: Failure) -> bool:
-    """No connection was made: refused, no such host, no route (not a reset or a
-    connection lost after it was made)."""
-    if failure.check(
-        net_error.ConnectionRefusedError, net_error.DNSLookupError, net_error.NoRouteError
-    ):
-        return True
-    value = failure.value
-    return isinstance(value, ConnectionRefusedError) or (
-        isinstance(value, OSError) and value.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH)
-    )
 
 
 def is_cancellation(failure: Failure) -> bool:

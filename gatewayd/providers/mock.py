@@ -34,15 +34,7 @@ from gatewayd.providers.base import (
     UpstreamFailure,
     UpstreamResponse,
 )
-from gatewayd.providers.mock_input import (
-    END_OF_TEXT,
-    Item,
-    flag,
-    integer,
-    invalid,
-    items,
-    token_count,
-)
+from gatewayd.providers.mock_input import Item, flag, integer, invalid, items, token_count
 from gatewayd.providers.mock_media import media_answer
 from gatewayd.providers.mock_objects import MockObjects
 from gatewayd.upstream.sse import DONE, data_event
@@ -59,6 +51,11 @@ SERVICE_TIER = "default"
 
 def _tokens(text: str) -> int:
     return max(1, len(text.split()))
+
+
+#: What a null ``prompt`` means (OpenAI: "the model will generate as if from the
+#: beginning of a new document").
+END_OF_TEXT = "<|endoftext|>"
 
 
 def _prompt_tokens(body: dict[str, Any]) -> int:

@@ -13,8 +13,6 @@ from gatewayd.providers.base import FailureKind, UpstreamFailure, openai_error
 
 #: An input or prompt: a string, or one array of token ids.
 Item = str | list[int]
-#: What OpenAI's completions schema says a null ``prompt`` stands for.
-END_OF_TEXT = "<|endoftext|>"
 
 
 def invalid(message: str, param: str | None, code: str | None = "invalid_value") -> UpstreamFailure:
@@ -79,16 +77,14 @@ def _is_tokens(value: Any) -> bool:
     )
 
 
-def items(body: dict[str, Any], name: str, null: str | None = None) -> list[Item]:
+def items(body: dict[str, Any], name: str, null: Item | None = None) -> list[Item]:
     """``input`` / ``prompt`` as a list of items: a string, an array of strings, an array of
     token ids (one item: ``[1, 2, 3]``), or an array of token arrays (``[[1, 2], [3]]``).
-    ``null``: what a JSON null stands for when the schema makes the field nullable
-    (``prompt``: ``<|endoftext|>``); without it null is as good as missing."""
-    if null is not None and name in body and body[name] is None:
-        return [null]
-    if name not in body or body[name] is None:
+    ``null``: what an explicit JSON null stands for (OpenAI documents ``prompt`` as
+    nullable, meaning ``<|endoftext|>``); without it a null is a missing parameter."""
+    if name not in body or (body[name] is None and null is None):
         raise invalid(f"Missing required parameter: '{name}'.", name, "missing_required_parameter")
-    value = body[name]
+    value: Any = body[name] if body[name] is not None else null
     if isinstance(value, str) and value:
         return [value]
     if _is_tokens(value):

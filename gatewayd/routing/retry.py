@@ -56,9 +56,10 @@ def wait_before_next(
 ) -> float | None:
     """Seconds to sleep before the next attempt on this alias, or None to give up on
     it: none while another healthy deployment is left; give up when the upstream asked
-    for too long a wait, when every deployment is cooling down, or when the connection
-    was refused (nothing listens: a definite answer), and a fallback is left (never
-    wait on a deployment known to be down while something else may answer)."""
+    for too long a wait, or when a fallback is left and every deployment is cooling
+    down or the last one refused the connection (never wait on a deployment known to
+    be down: a refused port is down now, and sleeping before asking it again only
+    delays the fallback that would answer)."""
     pool.refresh()
     if pool.has_healthy_untried(tried):
         return 0.0

@@ -12,8 +12,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-from gatewayd.config.model import Deployment
-from gatewayd.limits import Estimate, LimitExceeded, Prices, Spent, Ticket, estimate
+from gatewayd.limits import Estimate, LimitExceeded, Spent, Ticket, cost, estimate
 from gatewayd.limits.media_cost import unit_cost
 from gatewayd.limits.usagelog import UsageRecord
 from gatewayd.observability.log import get_logger
@@ -27,27 +26,44 @@ from gatewayd.state import StoreUnavailable
 log = get_logger(__name__)
 
 
-def _prices_of(d: Deployment) -> Prices:
-    return Prices(
-        d.input_cost_per_token,
-        d.output_cost_per_token,
-        d.cache_read_input_token_cost,
-        d.cache_creation_input_token_cost,
-    )
+#: A deployment's USD per token: input, output, cache read, cache write (None: input).
+Prices = tuple[float, float, float | None, float | None]
 
 
 def _prices(table: RoutingTable, alias: str, deployment: str | None) -> Prices:
     """The answering deployment's prices; with no deployment yet, the alias's dearest
-    (a reservation knows nothing of the cache: its input price)."""
+    (an estimate has no cached tokens: the cache prices do not matter then)."""
     routes = table.routes.get(alias, ())
     for r in routes:
         if r.id == deployment:
-            return _prices_of(r.deployment)
+            d = r.deployment
+            return (
+                d.input_cost_per_token,
+                d.output_cost_per_token,
+                d.cache_read_input_token_cost,
+                d.cache_creation_input_token_cost,
+            )
     if not routes:
-        return Prices()
-    return Prices(
+        return 0.0, 0.0, None, None
+    return (
         max(r.deployment.input_cost_per_token for r in routes),
         max(r.deployment.output_cost_per_token for r in routes),
+        None,
+        None,
+    )
+
+
+def _usd(spent: Spent, prices: Prices) -> float:
+    price_in, price_out, price_read, price_write = prices
+    return cost(
+        spent.prompt,
+        spent.completion,
+        price_in,
+        price_out,
+        spent.cache_read,
+        spent.cache_write,
+        price_read,
+        price_write,
     )
 
 
@@ -99,10 +115,9 @@ class Accounting:
         table = self.gateway.router.table
         counted = Spent(0, 0)
         if result is not None:
-            prices = _prices(table, result.alias, result.deployment)
             # No usage reported (a stream without include_usage): the reservation stands.
             counted = spent or Spent(self.estimate.prompt, self.estimate.completion)
-            usd = prices.of(counted)
+            usd = _usd(counted, _prices(table, result.alias, result.deployment))
             if not free and self.call is not None:  # per request, second, character, image
                 usd += self._unit_cost(table, result, self.call)
             key = self.request.key_name or "-"
@@ -139,6 +154,8 @@ class Accounting:
             latency_ms=(time.monotonic() - r.started) * 1000.0,
             stream=bool(result is not None and result.response.stream is not None),
             cached=cached,
+            prompt_cache_read_tokens=spent.cache_read,
+            prompt_cache_write_tokens=spent.cache_write,
         )
         usage_log.write(record, time.time())
 
@@ -170,8 +187,9 @@ class LimitsStage:
             est, usd = Estimate(0, 0), 0.0
         else:
             est = acct.estimate
-            prices = _prices(gateway.router.table, ctx.alias, None)
-            usd = prices.of(Spent(est.prompt, est.completion))
+            usd = _usd(
+                Spent(est.prompt, est.completion), _prices(gateway.router.table, ctx.alias, None)
+            )
         try:
             ticket = await gateway.limiter.admit_key(key, est, usd, tokens=not ctx.cached)
         except LimitExceeded as e:

@@ -76,16 +76,15 @@ class AnthropicReply:
     input_tokens: int = 11
     output_tokens: int = 7
     error_after: int | None = None
-    #: Prompt caching: tokens written to / read from the cache, beside ``input_tokens``
-    #: (in the JSON usage and message_start's; None leaves the field out).
+    #: Prompt-cache counts, sent in ``usage`` (``message_start``'s in a stream) when set.
     cache_creation_input_tokens: int | None = None
     cache_read_input_tokens: int | None = None
 
-    def _usage(self, output_tokens: int) -> dict[str, Any]:
-        usage: dict[str, Any] = {"input_tokens": self.input_tokens, "output_tokens": output_tokens}
-        for name in ("cache_creation_input_tokens", "cache_read_input_tokens"):
-            if getattr(self, name) is not None:
-                usage[name] = getattr(self, name)
+    def _usage(self, output_tokens: int) -> dict[str, int]:
+        usage = {"input_tokens": self.input_tokens, "output_tokens": output_tokens}
+        for k in ("cache_creation_input_tokens", "cache_read_input_tokens"):
+            if getattr(self, k) is not None:
+                usage[k] = getattr(self, k)
         return usage
 
     def __call__(self, record: RecordedRequest) -> RawResponse | SSEFramingStream:

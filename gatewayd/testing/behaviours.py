@@ -250,13 +250,12 @@ class StreamStats:
     client_closed: bool = False
     closed_at: float | None = None
 
-    def wait_stalled(self, quiet: float = 1.0, timeout: float = 30.0) -> int | None:
-        """Wait until the stream stops moving: ``bytes_written`` unchanged for ``quiet``
-        seconds while not finished (the peer stopped reading and the buffers filled).
-        Returns the count it stalled at; None if it was still moving (or finished)
-        after ``timeout`` seconds. Waits on the stall itself, however long a busy
-        machine takes to fill the buffers, not for a fixed time."""
-        deadline = time.monotonic() + timeout
+    def wait_stalled(self, quiet: float = 1.0, limit: float = 30.0) -> int:
+        """``bytes_written`` once it has not grown for ``quiet`` seconds (the peer stopped
+        reading and every buffer between is full), waited for at most ``limit`` seconds;
+        -1 if the stream finished or never stalled. Waits on the stall itself, not on a
+        guess of how long filling the buffers takes on a busy machine."""
+        deadline = time.monotonic() + limit
         seen, since = self.bytes_written, time.monotonic()
         while time.monotonic() < deadline and not self.finished:
             time.sleep(0.05)
@@ -265,7 +264,7 @@ class StreamStats:
                 seen, since = now, time.monotonic()
             elif time.monotonic() - since >= quiet:
                 return now
-        return None
+        return -1
 
 
 # --------------------------------------------------------------------------------------------

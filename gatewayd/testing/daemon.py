@@ -77,7 +77,7 @@ class GatewayProcess:
         unset_env: Sequence[str] = (),
         use_cli: bool = False,
         port: int | None = None,
-        startup_timeout: float = 20.0,
+        startup_timeout: float = 60.0,
         ready_path: str = "/health/readiness",
         keep_files: bool = False,
     ) -> None:
@@ -295,7 +295,7 @@ class GatewayProcess:
 
 def run_gateway_expecting_failure(
     config: ConfigLike,
-    timeout: float = 15.0,
+    timeout: float = 60.0,
     extra_args: Sequence[str] = (),
     *,
     env: Mapping[str, str] | None = None,

@@ -37,6 +37,17 @@ def _calls(calls: Sequence[tuple[str, str, dict[str, Any]]]) -> list[dict[str, A
     ]
 
 
+def _usage(prompt: int, completion: int, cached: int | None) -> dict[str, Any]:
+    usage: dict[str, Any] = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+    if cached is not None:
+        usage["prompt_tokens_details"] = {"cached_tokens": cached}
+    return usage
+
+
 def chat_completion(
     content: str | None = None,
     calls: Sequence[tuple[str, str, dict[str, Any]]] = (),
@@ -47,7 +58,7 @@ def chat_completion(
     cached_tokens: int | None = None,
 ) -> dict[str, Any]:
     """A ``chat.completion`` object; ``calls`` are ``(id, name, arguments)``;
-    ``cached_tokens``: that many of the prompt tokens were read from the cache."""
+    ``cached_tokens`` (of ``prompt_tokens``) in ``prompt_tokens_details`` when set."""
     message: dict[str, Any] = {"role": "assistant", "content": content}
     if calls:
         message["tool_calls"] = _calls(calls)
@@ -68,17 +79,6 @@ def chat_completion(
         ],
         "usage": _usage(prompt_tokens, completion_tokens, cached_tokens),
     }
-
-
-def _usage(prompt: int, completion: int, cached: int | None) -> dict[str, Any]:
-    usage: dict[str, Any] = {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-    }
-    if cached is not None:
-        usage["prompt_tokens_details"] = {"cached_tokens": cached, "audio_tokens": 0}
-    return usage
 
 
 def chat_reply(**kw: Any) -> RawResponse:

@@ -12,6 +12,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from gatewayd.dialects.usage import Spent, event_usage, merge_usage
+
 #: ``gen_ai.operation.name`` by endpoint path.
 _OPERATIONS = {
     "chat/completions": "chat",
@@ -80,26 +82,20 @@ def request_attributes(body: Mapping[str, Any], capture: bool) -> dict[str, Any]
 
 
 def usage_attributes(usage: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``gen_ai.usage.input_tokens`` / ``output_tokens`` from an OpenAI (or Anthropic) usage."""
-    out: dict[str, Any] = {}
-    if not usage:
-        return out
-    for keys, name in (
-        (("prompt_tokens", "input_tokens"), "gen_ai.usage.input_tokens"),
-        (("completion_tokens", "output_tokens"), "gen_ai.usage.output_tokens"),
-    ):
-        for k in keys:
-            v = usage.get(k)
-            if isinstance(v, int) and not isinstance(v, bool):
-                out[name] = v
-                break
-    if "prompt_tokens" not in usage and "gen_ai.usage.input_tokens" in out:
-        # Anthropic's input_tokens leave out the cached ones, given beside them: the
-        # attribute counts every input token, as OpenAI's prompt_tokens does.
-        for k in ("cache_read_input_tokens", "cache_creation_input_tokens"):
-            v = usage.get(k)
-            if isinstance(v, int) and not isinstance(v, bool) and v > 0:
-                out["gen_ai.usage.input_tokens"] += v
+    """``gen_ai.usage.input_tokens`` / ``output_tokens`` from any dialect's usage: every
+    input token (Anthropic's cache reads and writes added), and the cache's share as
+    ``gen_ai.usage.cache_read.input_tokens`` / ``cache_creation.input_tokens``."""
+    spent = Spent.from_usage(usage)
+    if spent is None:
+        return {}
+    out: dict[str, Any] = {
+        "gen_ai.usage.input_tokens": spent.prompt,
+        "gen_ai.usage.output_tokens": spent.completion,
+    }
+    if spent.cache_read:
+        out["gen_ai.usage.cache_read.input_tokens"] = spent.cache_read
+    if spent.cache_write:
+        out["gen_ai.usage.cache_creation.input_tokens"] = spent.cache_write
     return out
 
 
@@ -155,8 +151,9 @@ class StreamFacts:
                 continue
             if self.model is None and isinstance(obj.get("model"), str):
                 self.model = obj["model"]
-            if isinstance(obj.get("usage"), dict):
-                self.usage = obj["usage"]
+            usage = event_usage(obj)
+            if usage is not None:
+                self.usage = merge_usage(self.usage, usage)
             for choice in obj.get("choices") or ():
                 if isinstance(choice, dict) and isinstance(choice.get("finish_reason"), str):
                     self.reasons.append(choice["finish_reason"])

@@ -46,8 +46,8 @@ class UpstreamFailure(Exception):
     ) -> None:
         super().__init__(error.get("message", ""))
         self.kind = kind
-        #: No connection was made at all (refused, no such host, no route): a definite
-        #: answer, unlike a timeout or a reset; retrying it at once is pointless.
+        #: The connection was refused (or the host has no address): nothing was sent,
+        #: and a retry straight away would be refused too (the router goes elsewhere).
         self.refused = refused
         self.status = status
         self.error = error
@@ -82,12 +82,6 @@ class EventStream(ABC):
     @abstractmethod
     def start(self, sink: StreamSink) -> None:
         """Deliver what has arrived so far, then every later event, to ``sink``."""
-
-    @property
-    def usage(self) -> dict[str, Any] | None:
-        """The usage the upstream reported that the client's events do not carry (a
-        translated stream whose client did not ask for it); None when there is none."""
-        return None
 
     @abstractmethod
     def pause(self) -> None: ...

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from twisted.internet.abstract import FileDescriptor
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES, HTTPChannel
@@ -21,14 +20,12 @@ from gatewayd.providers.base import openai_error
 from gatewayd.sockets.writethrough import write_through
 from gatewayd.web.errors import error_json
 
-#: A refused connection is closed the way nginx's ``lingering_close`` closes it: the
-#: answer sent, the write side shut, what the client still sends read and dropped
-#: until it closes, is quiet for ``LINGER_IDLE`` seconds, has sent ``LINGER_MAX_BYTES``
-#: more or ``LINGER_TIME`` seconds have passed. Closed at once, a socket with unread
-#: bytes is reset, and the reset can reach the client before it reads the answer.
-LINGER_TIME = 30.0
-LINGER_IDLE = 5.0
-LINGER_MAX_BYTES = 64 * 1024 * 1024
+#: Lingering close (nginx's ``lingering_close``): after an early answer the connection
+#: reads and discards what the client is still sending, for at most this many seconds
+#: in all, and at most this many bytes. Closing with unread bytes makes the kernel send
+#: a reset, which throws away the answer still in the client's receive buffer.
+LINGER_SECONDS = 5.0
+LINGER_BYTES = 8 * 1024 * 1024
 
 
 class AnsweringChannel(HTTPChannel):
@@ -37,6 +34,8 @@ class AnsweringChannel(HTTPChannel):
     (Twisted answers a bare ``400`` with no headers or body)."""
 
     _rejected = False
+    _lingering: Any = None  # the DelayedCall that ends a lingering close
+    _discarded = 0
     _peer: Any = None
     _host: Any = None
 
@@ -129,60 +128,45 @@ class AnsweringChannel(HTTPChannel):
             access_line(request, status, len(body))
         self._linger()
 
-    # -- the lingering close -----------------------------------------------------------
-
-    _lingering = False
-    _linger_bytes = 0
-    _linger_heard = False
-    _linger_left = 0.0
-    _linger_call: Any = None
+    # -- lingering close ------------------------------------------------------------
 
     def _linger(self) -> None:
-        """Close after an early answer without losing it (see :data:`LINGER_TIME`)."""
-        transport = self.transport
-        assert transport is not None
-        self._lingering = True
-        self.setTimeout(None)  # type: ignore[no-untyped-call]
-        transport.resumeProducing()  # type: ignore[attr-defined]  # reading may be paused
-        # The FIN after the answer tells the client it is all; a TLS connection cannot
-        # shut one side (its wrapper would pass this to the socket under it).
-        if isinstance(transport, FileDescriptor):
-            transport.loseWriteConnection()
-        self._linger_left = LINGER_TIME
-        self._linger_call = self._later(LINGER_IDLE)
-
-    def _later(self, seconds: float) -> Any:
-        return self.callLater(seconds, self._linger_check)  # type: ignore[no-untyped-call]
-
-    def _linger_check(self) -> None:
-        self._linger_left -= LINGER_IDLE
-        if self._linger_heard and self._linger_left > 0:
-            self._linger_heard = False
-            self._linger_call = self._later(min(LINGER_IDLE, self._linger_left))
+        """Close after an early answer the way nginx's ``lingering_close`` does: send
+        the answer, shut down the write side, read and discard what the client still
+        sends (a body in flight) until it closes, or for a bounded time and size."""
+        transport: Any = self.transport
+        half_close = getattr(transport, "loseWriteConnection", None)
+        if half_close is None:  # a transport that cannot half-close (a test's)
+            self.loseConnection()  # type: ignore[no-untyped-call]
             return
-        self._linger_call = None
-        self._linger_end()
+        transport.unregisterProducer()  # as HTTPChannel.loseConnection
+        self.setTimeout(None)  # type: ignore[no-untyped-call]  # the linger's own bound
+        resume = getattr(transport, "resumeProducing", None)
+        if resume is not None:
+            resume()  # reading may have been paused behind an earlier request
+        half_close()  # the answer leaves, then a FIN: the client reads it before any reset
+        clock: Any = getattr(getattr(self, "factory", None), "reactor", None)
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self._lingering = clock.callLater(LINGER_SECONDS, self._linger_over)
 
-    def _linger_end(self) -> None:
-        if self._linger_call is not None and self._linger_call.active():
-            self._linger_call.cancel()
-        self._linger_call = None
-        self.loseConnection()  # type: ignore[no-untyped-call]
+    def discard(self, data: bytes) -> None:
+        """Bytes read after an early answer: dropped, and counted against the bound."""
+        self._discarded += len(data)
+        if self._discarded > LINGER_BYTES:
+            self._linger_over()
 
-    def discarded(self, data: bytes) -> bool:
-        """True when ``data`` was read during a lingering close, and dropped."""
-        if not self._lingering:
-            return False
-        self._linger_heard = True
-        self._linger_bytes += len(data)
-        if self._linger_bytes > LINGER_MAX_BYTES and self._linger_call is not None:
-            self._linger_end()
-        return True
+    def _linger_over(self) -> None:
+        call, self._lingering = self._lingering, None
+        if call is not None and call.active():
+            call.cancel()
+        if self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self._linger_call is not None and self._linger_call.active():
-            self._linger_call.cancel()
-        self._linger_call = None
+        call, self._lingering = self._lingering, None
+        if call is not None and call.active():
+            call.cancel()
         super().connectionLost(reason)  # type: ignore[no-untyped-call]
 
 
@@ -207,30 +191,35 @@ class TwistedChannel(AnsweringChannel):
             return
         super().allHeadersReceived()  # type: ignore[no-untyped-call]
 
-    def dataReceived(self, data: bytes) -> None:
-        if self.discarded(data):
-            return
-        if not self._rejected:  # nothing more is parsed from a connection being closed
-            super().dataReceived(data)  # type: ignore[no-untyped-call]
-
     def lineLengthExceeded(self, line: bytes) -> None:
-        # LineReceiver's own answer is none at all: the connection closed at once.
-        if getattr(self, "_HTTPChannel__first_line", 0):  # the request line
+        # LineReceiver closes with no answer at all: a line past MAX_LENGTH is a request
+        # target too long (the first line) or a header too large, answered as such.
+        if getattr(self, "_HTTPChannel__first_line", 1):
             self.reject(414, f"request target longer than {self.MAX_LENGTH} bytes", "uri_too_long")
         else:
             self.reject(
-                431, f"request header longer than {self.MAX_LENGTH} bytes", "headers_too_large"
+                431, f"request headers larger than {self.MAX_LENGTH} bytes", "headers_too_large"
             )
 
-    # LineReceiver stops at a line that closes the connection; one that lingers is not
-    # closing yet: the lines after a refused one, in the same read, are dropped here.
+    # LineReceiver goes on with the rest of a read after a refusal (it stops only for a
+    # transport that is closing, and a lingering one is not): what follows is dropped.
     def lineReceived(self, line: bytes) -> None:
-        if not self._rejected:
+        if self._rejected:
+            self.discard(line)
+        else:
             super().lineReceived(line)  # type: ignore[no-untyped-call]
 
     def rawDataReceived(self, data: bytes) -> None:
-        if not self._rejected:
+        if self._rejected:
+            self.discard(data)
+        else:
             super().rawDataReceived(data)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._rejected:  # a connection lingering after an early answer
+            self.discard(data)
+        else:
+            super().dataReceived(data)  # type: ignore[no-untyped-call]
 
 
 def too_large(limit: int) -> str:

@@ -142,8 +142,9 @@ class GatewayChannel(AnsweringChannel):
 
     def dataReceived(self, data: bytes) -> None:
         if self._stopped:
-            self.discarded(data)  # a refused connection lingering, or after its last request
-            return
+            if self._rejected:  # lingering after an early answer: read and dropped
+                self.discard(data)
+            return  # a connection being closed, or after its last request
         self._active_at = self._now()
         if self._handlingRequest:
             self._hold(data)

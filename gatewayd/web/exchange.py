@@ -21,8 +21,7 @@ from gatewayd.state import StoreUnavailable
 from gatewayd.upstream.sse import comment_event
 from gatewayd.web.answers import Answer
 from gatewayd.web.errors import set_status
-from gatewayd.web.relay import StreamRelay
-from gatewayd.web.request import (
+from gatewayd.web.headers import (
     CACHE_CONTROL,
     CONTENT_LENGTH,
     CONTENT_TYPE,
@@ -30,9 +29,10 @@ from gatewayd.web.request import (
     X_GATEWAYD_ATTEMPTS,
     X_GATEWAYD_DEPLOYMENT,
     X_GATEWAYD_MODEL,
-    GatewayRequest,
     header_value,
 )
+from gatewayd.web.relay import StreamRelay
+from gatewayd.web.request import GatewayRequest
 
 log = get_logger("gatewayd.web.resources")
 
@@ -166,11 +166,12 @@ class Exchange:
                 r.write(self.answer.stream_error(502, error))
             else:
                 body = self.answer.body(response, result.deployment)
-                spent = Spent.from_usage(response.usage)
-                if spent is not None and not r.cached:  # a cached answer's were counted
-                    self.metrics.count_usage(
-                        self.alias, result.deployment, spent.prompt, spent.completion
-                    )
+                if not r.cached:  # a cached answer's tokens were counted when it was made
+                    spent = Spent.from_usage(response.usage)
+                    if spent is not None:
+                        self.metrics.count_usage(
+                            self.alias, result.deployment, spent.prompt, spent.completion
+                        )
                 if result.attempts == 1:  # overhead is only clean without retries
                     r.upstream_seconds = result.upstream_seconds
                 r.setResponseCode(response.status)

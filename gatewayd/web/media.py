@@ -23,7 +23,8 @@ from gatewayd.providers.media import is_file_content
 from gatewayd.routing import RouteResult
 from gatewayd.web.byterelay import ByteRelay
 from gatewayd.web.exchange import Exchange, Gateway, upstream_call
-from gatewayd.web.request import CONTENT_LENGTH, CONTENT_TYPE, GatewayRequest
+from gatewayd.web.headers import CONTENT_LENGTH, CONTENT_TYPE
+from gatewayd.web.request import GatewayRequest
 from gatewayd.web.resource_kinds import RoutedResource
 from gatewayd.web.upload import too_large_message
 
@@ -50,8 +51,9 @@ class MediaExchange(Exchange):
             body = self.rewrite(response.body or b"", result)
             spent = Spent.from_usage(response.usage)
             if spent is not None:
-                dep = result.deployment
-                self.metrics.count_usage(self.alias, dep, spent.prompt, spent.completion)
+                self.metrics.count_usage(
+                    self.alias, result.deployment, spent.prompt, spent.completion
+                )
             if result.attempts == 1:
                 r.upstream_seconds = result.upstream_seconds
             r.put_header(CONTENT_LENGTH, b"%d" % len(body))

@@ -23,6 +23,7 @@ from gatewayd.routing import RouteError, RouteResult
 from gatewayd.stages import RouteContext, route_alias
 from gatewayd.web.answers import Answer
 from gatewayd.web.exchange import upstream_call, write_json_error
+from gatewayd.web.headers import CONTENT_LENGTH, CONTENT_TYPE, X_GATEWAYD_MODEL, header_value
 from gatewayd.web.object_answers import (
     ObjectStore,
     item_ids,
@@ -32,13 +33,7 @@ from gatewayd.web.object_answers import (
     sees_all,
     visible_signed,
 )
-from gatewayd.web.request import (
-    CONTENT_LENGTH,
-    CONTENT_TYPE,
-    X_GATEWAYD_MODEL,
-    GatewayRequest,
-    header_value,
-)
+from gatewayd.web.request import GatewayRequest
 
 log = get_logger(__name__)
 

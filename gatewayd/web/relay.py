@@ -19,7 +19,7 @@ from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
 from gatewayd.dialects.stages import Stage
-from gatewayd.limits import Spent
+from gatewayd.dialects.usage import Spent, event_usage, merge_usage
 from gatewayd.observability.log import get_logger
 from gatewayd.observability.metrics import GatewayMetrics
 from gatewayd.providers.base import EventStream, StreamSink, UpstreamFailure
@@ -127,16 +127,13 @@ class StreamRelay:
         if self.ended:
             return
         self.ended = True
-        if self.usage is None:  # none in the client's events: the upstream's, if known
-            known = getattr(self.stream, "usage", None)
-            if known is not None:
-                self.usage = self.request.usage = known
         self.stream = _GONE
         self.metrics.open_streams -= 1
-        spent = Spent.from_usage(self.usage)
-        if spent is not None and not self.request.cached:  # a cached answer's were counted
-            dep = self.request.deployment or "-"
-            self.metrics.count_usage(self.alias, dep, spent.prompt, spent.completion)
+        if not self.request.cached:  # a cached answer's tokens were counted when it was made
+            spent = Spent.from_usage(self.usage)
+            if spent is not None:
+                dep = self.request.deployment or "-"
+                self.metrics.count_usage(self.alias, dep, spent.prompt, spent.completion)
         for tap in self.taps:
             tap.end(failure is None and self.saw_done)
         if not self.client_gone:
@@ -188,21 +185,6 @@ class StreamRelay:
         on_end, self._on_end = self._on_end, _ignore
         on_end(None)
 
-    def _merge_usage(self, event: dict[str, Any]) -> None:
-        # Chat sends usage once, at the end. Anthropic sends message_start's (input and
-        # cache counts, inside "message"), then message_delta's (output, and on newer
-        # APIs the input counts again): merged, later counts winning. Responses sends
-        # it inside "response" (null until response.completed).
-        usage = event.get("usage")
-        if not isinstance(usage, dict):
-            inner = event.get("message", event.get("response"))
-            usage = inner.get("usage") if isinstance(inner, dict) else None
-            if not isinstance(usage, dict):
-                return
-        known = {k: v for k, v in usage.items() if v is not None}
-        merged = known if self.usage is None else {**self.usage, **known}
-        self.usage = self.request.usage = merged
-
     def _note_usage(self, data: bytes) -> None:
         # Only the lines that name usage (a read can hold many events): found, not split.
         at = data.find(b'"usage"')
@@ -217,6 +199,7 @@ class StreamRelay:
                     obj = json.loads(line[5:])
                 except ValueError:
                     obj = None
-                if isinstance(obj, dict):
-                    self._merge_usage(obj)
+                usage = event_usage(obj)
+                if usage is not None:
+                    self.usage = self.request.usage = merge_usage(self.usage, usage)
             at = data.find(b'"usage"', end)

@@ -11,7 +11,6 @@ from urllib.parse import unquote_to_bytes as unquote
 
 from twisted.python.failure import Failure
 from twisted.web.http import _GenericHTTPChannelProtocol, datetimeToString, parse_qs
-from twisted.web.http_headers import _nameEncoder, _sanitizeLinearWhitespace
 from twisted.web.server import Request, Site, version
 
 from gatewayd.config.model import GeneralSettings
@@ -25,15 +24,12 @@ from gatewayd.web.accesslog import access_line
 from gatewayd.web.answering import AnsweringChannel
 from gatewayd.web.channel import HEADER_KEYS, channel_class, header_key
 from gatewayd.web.channel import GatewayChannel as GatewayChannel  # where it was
+from gatewayd.web.cors import answer_cors
 from gatewayd.web.errors import write_error_object
+from gatewayd.web.headers import CONTENT_LENGTH, DATE, SERVER, X_REQUEST_ID
 from gatewayd.web.upload import UploadSpool, done_refusing, start_upload
 
 log = get_logger("gatewayd.web")
-
-_EXPOSED = (
-    b"x-gatewayd-model, x-gatewayd-deployment, x-gatewayd-attempts, x-gatewayd-fallback, "
-    b"x-gatewayd-cache, age, x-request-id"
-)
 
 
 class GatewayRequest(Request):
@@ -100,7 +96,7 @@ class GatewayRequest(Request):
     def process(self) -> None:
         self.request_id = request_id(self.getHeader(reqid.HEADER))
         # Every response carries it (a sane id: safe characters only, see reqid).
-        self.put_header(_X_REQUEST_ID, self.request_id.encode("ascii"))
+        self.put_header(X_REQUEST_ID, self.request_id.encode("ascii"))
         site = getattr(self.channel, "site", None)
         if isinstance(site, GatewaySite):
             if site.tracing.enabled:
@@ -113,7 +109,7 @@ class GatewayRequest(Request):
                 )
             site.active_requests += 1
             self._counted = site
-            if self._cors(site.settings().cors_allow_origins):
+            if answer_cors(self, site.settings().cors_allow_origins):
                 return  # a preflight, answered here
         self._dispatch()
 
@@ -122,8 +118,8 @@ class GatewayRequest(Request):
         second (``gmtime`` and formatting per request otherwise), fixed leaf paths found
         in one lookup; no encoders (gatewayd's resources have none)."""
         self.site = self.channel.site  # type: ignore[attr-defined]
-        self.put_header(_SERVER, version)
-        self.put_header(_DATE, _http_date(time.time()))
+        self.put_header(SERVER, version)
+        self.put_header(DATE, _http_date(time.time()))
         site = self.site
         leaf = site.leaf_for(self.path) if isinstance(site, GatewaySite) else None
         if leaf is None:
@@ -190,26 +186,6 @@ class GatewayRequest(Request):
             if value is not None and len(value) <= 512 and all(32 <= c < 127 for c in value):
                 out.append((name.decode(), value.decode("ascii")))
         return tuple(out)
-
-    def _cors(self, allowed: tuple[str, ...]) -> bool:
-        """Add CORS headers for an allowed ``Origin``; answer a preflight. True if answered."""
-        origin = self.getHeader(b"origin")
-        if not allowed or origin is None:
-            return False
-        if "*" not in allowed and origin.decode("latin-1") not in allowed:
-            return False
-        self.setHeader(b"access-control-allow-origin", b"*" if "*" in allowed else origin)
-        self.setHeader(b"vary", b"Origin")
-        self.setHeader(b"access-control-expose-headers", _EXPOSED)
-        if self.method != b"OPTIONS" or self.getHeader(b"access-control-request-method") is None:
-            return False
-        self.setResponseCode(204)
-        self.setHeader(b"access-control-allow-methods", b"GET, POST, OPTIONS")
-        wanted = self.getHeader(b"access-control-request-headers")
-        self.setHeader(b"access-control-allow-headers", wanted or b"authorization, content-type")
-        self.setHeader(b"access-control-max-age", b"600")
-        self.finish()
-        return True
 
     def processingFailed(self, reason: Failure) -> Failure:
         """A bug in a handler: logged with its traceback; the client gets OpenAI's shape."""
@@ -314,36 +290,6 @@ def master_key_for(request: Request) -> str | None:
     """The master key in force for ``request``'s site (None: no key, or not our site)."""
     site = getattr(request, "site", None)
     return site.settings().master_key if isinstance(site, GatewaySite) else None
-
-
-def canonical(name: bytes) -> bytes:
-    """A header name as :class:`Headers` keys it (for :meth:`GatewayRequest.put_header`)."""
-    key: bytes = _nameEncoder.encode(name)
-    return key
-
-
-_X_REQUEST_ID = canonical(reqid.HEADER)
-_SERVER = canonical(b"server")
-_DATE = canonical(b"date")
-CONTENT_TYPE = canonical(b"content-type")
-CONTENT_LENGTH = canonical(b"content-length")
-X_GATEWAYD_ATTEMPTS = canonical(b"x-gatewayd-attempts")
-X_GATEWAYD_MODEL = canonical(b"x-gatewayd-model")
-CACHE_CONTROL = canonical(b"cache-control")
-X_ACCEL_BUFFERING = canonical(b"x-accel-buffering")
-X_GATEWAYD_DEPLOYMENT = canonical(b"x-gatewayd-deployment")
-_VALUES: dict[str, bytes] = {}
-
-
-def header_value(text: str) -> bytes:
-    """``text`` (an alias, a deployment id: names from the config) as a header value,
-    encoded and cleaned of line breaks as ``setHeader`` would, once per distinct name."""
-    value = _VALUES.get(text)
-    if value is None:
-        if len(_VALUES) >= 4096:
-            _VALUES.clear()
-        value = _VALUES[text] = _sanitizeLinearWhitespace(text.encode("utf-8"))
-    return value
 
 
 #: The ``Date`` header's value, made once a second.
