@@ -38,6 +38,7 @@ from gatewayd.observability.metrics import GatewayMetrics, multiprocess_dir
 from gatewayd.observability.reactor_lag import ReactorLag
 from gatewayd.providers.base import Provider
 from gatewayd.providers.factory import build_provider
+from gatewayd.requestlog import RequestLog
 from gatewayd.routing import Router, RoutingTable, build_table
 from gatewayd.routing.state_setup import build_limiter
 from gatewayd.routing.wildcard import Listings, with_wildcards
@@ -146,9 +147,15 @@ class GatewayService(Service):
         self.state = build_limiter(config.general, reactor, self.metrics, self._router)
         #: The response cache: one for the service's life (a reload keeps its answers).
         self.cache = CacheStage()
+        #: The console's request log: kept when it has a path or the console is on.
+        self.request_log: RequestLog | None = None
+        general = config.general
+        if general.request_log.path is not None or general.ui:
+            self.request_log = RequestLog(general.request_log, reactor, self.metrics)
         #: The stages around every routed request (:mod:`gatewayd.web.stage_list`).
         self.pipeline: Pipeline = self._pipeline(config)
         self.site = GatewaySite(build_root(self), lambda: self.config.general, self.metrics)
+        self.site.request_log = self.request_log
         #: Active health checks and model discovery (docs/routing.md).
         self.fleet = FleetWatch(
             self._router.health,
@@ -235,7 +242,10 @@ class GatewayService(Service):
     # -- lifecycle -------------------------------------------------------------
 
     def _pipeline(self, config: GatewayConfig) -> Pipeline:
-        return request_pipeline(self.cache if config.general.cache is not None else None)
+        return request_pipeline(
+            self.cache if config.general.cache is not None else None,
+            request_log=self.request_log is not None,
+        )
 
     def _table(self, config: GatewayConfig) -> RoutingTable:
         def make(d: Deployment) -> Provider:
@@ -357,6 +367,7 @@ class GatewayService(Service):
 
         def swapped() -> None:
             self.config = config
+            self._reload_request_log(config)
             self.pipeline = self._pipeline(config)
             self.state.reloaded(config.general)
             self.agents.retain_only([d.api_base for d in config.deployments if d.api_base])
@@ -386,10 +397,26 @@ class GatewayService(Service):
             d = Deferred.fromCoroutine(self._drain())
         d.addBoth(lambda _: self.agents.close())
         d.addBoth(lambda _: self.state.stop())
+        if self.request_log is not None:
+            d.addBoth(self._close_request_log)
         d.addBoth(lambda _: self.cache.close())
         d.addBoth(lambda _: self.tracing.shutdown())
         d.addBoth(lambda _: None)
         return d
+
+    def _reload_request_log(self, config: GatewayConfig) -> None:
+        """A request log given a path on reload starts; a kept one takes the new settings.
+        (One kept for the console stays while the console runs: ``ui`` is read at start.)"""
+        settings = config.general.request_log
+        if self.request_log is not None:
+            self.request_log.configure(settings)
+        elif settings.path is not None:
+            self.request_log = RequestLog(settings, self.reactor, self.metrics)
+        self.site.request_log = self.request_log
+
+    def _close_request_log(self, _: Any) -> None:
+        if self.request_log is not None:
+            self.request_log.close()
 
     async def _drain(self) -> None:
         """Stop accepting; give requests in flight up to the grace period to finish."""

@@ -15,6 +15,7 @@ from gatewayd.config.fleet import alias_hedges, health_check_interval, parse_hed
 from gatewayd.config.keys import KeySection
 from gatewayd.config.model import ROUTING_STRATEGIES, GeneralSettings
 from gatewayd.config.observability import log_format, otel_settings
+from gatewayd.config.request_log import request_log_settings, ui_enabled
 from gatewayd.config.values import kind
 
 GENERAL_KEYS = {
@@ -51,6 +52,8 @@ GENERAL_KEYS = {
     "response_store_ttl",
     "response_store_max_bytes",
     "alias_settings",
+    "request_log",
+    "ui",
     "hedge",
     "health_check_interval",
     "background_health_checks",
@@ -212,6 +215,10 @@ class GeneralSection(KeySection):
             discover_interval=self._float(
                 g, "discover_interval", p("discover_interval"), 60.0, positive=True
             ),
+            request_log=request_log_settings(
+                self, g.get("request_log"), f"{p('request_log')}.request_log"
+            ),
+            ui=ui_enabled(self, g, p("ui"), master_key),
             cache=cache_settings(
                 self,
                 g.get("cache"),

@@ -31,6 +31,7 @@ _KEY_FIELDS = {
     "max_parallel_requests",
     "budget",
     "metadata",
+    "admin",
 }
 _BUDGET_FIELDS = {"tokens", "usd", "period"}
 _PERIOD = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -78,6 +79,8 @@ class ClientKey:
     max_parallel_requests: int | None = None
     budget: Budget | None = None
     metadata: Mapping[str, Any] = field(default_factory=_empty)
+    #: May sign in to the operator console (``/ui``).
+    admin: bool = False
 
     def allows(self, alias: str) -> bool:
         """``models`` names the alias, or a wildcard alias (``ollama/*``) that matches it."""
@@ -186,6 +189,7 @@ class KeySection(ValueReader):
             max_parallel_requests=self._opt_int(entry, "max_parallel_requests", path),
             budget=self._budget(entry.get("budget"), f"{path}.budget"),
             metadata=MappingProxyType(dict(metadata or {})),
+            admin=self._bool(entry, "admin", path),
         )
 
     def _budget(self, raw: Any, path: str) -> Budget | None:

@@ -12,6 +12,7 @@ from gatewayd.config.cache import CacheSettings
 from gatewayd.config.catalog import ProviderInfo
 from gatewayd.config.fleet import HealthCheck, HedgeSettings
 from gatewayd.config.keys import KeyTable
+from gatewayd.config.request_log import RequestLogSettings
 
 
 def _empty() -> Mapping[str, Any]:
@@ -159,6 +160,10 @@ class GeneralSettings:
     object_id_secret: str | None = field(default=None, repr=False)
     #: Per-alias overrides (``general_settings.alias_settings``).
     alias_settings: Mapping[str, AliasSettings] = field(default_factory=_empty)
+    #: The console's request log (``general_settings.request_log``).
+    request_log: RequestLogSettings = field(default_factory=RequestLogSettings)
+    #: The operator console at ``/ui`` (default: on when a master key is set).
+    ui: bool = False
     #: The response cache and request coalescing (``general_settings.cache``); None: off.
     cache: CacheSettings | None = None
 

@@ -191,6 +191,15 @@ class GatewayMetrics:
             native=n,
             shared=sh,
         )
+        self.request_log_dropped = Counter(
+            "gatewayd_request_log_dropped_total",
+            "Request-log rows dropped, never waited for: queue_full (the writer was "
+            "behind) or write_error (the disk failed).",
+            ("reason",),
+            r,
+            native=n,
+            shared=sh,
+        )
         self.state_store_up = Gauge(
             "gatewayd_state_store_up",
             "1 while the shared state store answers (or none is set).",

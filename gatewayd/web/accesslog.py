@@ -12,6 +12,7 @@ from twisted.logger import Logger, LogLevel
 from gatewayd.config.model import GeneralSettings
 from gatewayd.observability.log import emit_text
 from gatewayd.observability.metrics import GatewayMetrics
+from gatewayd.requestlog import RequestLog, unrouted_row
 from gatewayd.tracing.request_trace import NOOP_TRACE, RequestSummary, RequestTrace
 
 
@@ -20,12 +21,14 @@ class LoggedSite(Protocol):
 
     metrics: GatewayMetrics
     settings: Callable[[], GeneralSettings]
+    request_log: RequestLog | None
 
 
 class LoggedRequest(Protocol):
     """What the line reads of a finished request (:class:`gatewayd.web.request.GatewayRequest`)."""
 
     logged: bool
+    request_logged: bool
     started: float
     alias: str | None
     deployment: str | None
@@ -48,6 +51,8 @@ class LoggedRequest(Protocol):
 
 
 access_log = Logger(namespace="gatewayd.access")
+#: Paths kept out of the request log: the console itself (and its browser's favicon), health checks, scrapes.
+_NOT_LOGGED = (b"/ui", b"/health", b"/metrics", b"/favicon.ico")
 #: Which successful requests get an access line under ``access_log_sample_rate``.
 _sampler = random.Random()
 
@@ -69,6 +74,13 @@ def access_line(site: LoggedSite, request: LoggedRequest, status: int, sent: int
             site.metrics.key_requests.inc(request.key_name, request.alias, str(status))
         if request.upstream_seconds is not None:
             site.metrics.overhead.observe(max(0.0, latency - request.upstream_seconds))
+    if (
+        site.request_log is not None
+        and not request.request_logged
+        and not request.uri.startswith(_NOT_LOGGED)
+    ):
+        # Refused before routing (401, 404, a bad body): no stage saw it.
+        site.request_log.add(unrouted_row(request, status))
     if request.trace is not NOOP_TRACE:
         request.trace.finish(
             RequestSummary(

@@ -62,6 +62,8 @@ class GatewayRequest(Request):
         self.cached = False  # answered from the response cache (gatewayd.cache)
         self.upload: UploadSpool | None = None  # a multipart upload's parts, spooled
         self.logged = False
+        #: The request-log stage writes this request's row (not the access line).
+        self.request_logged = False
         #: The client's ``x-request-id`` or a minted one (set in :meth:`process`).
         self.request_id = ""
         self.trace: RequestTrace = NOOP_TRACE
@@ -346,6 +348,8 @@ class GatewaySite(Site):
         self.on_connections: Callable[[int], None] | None = None
         #: Starts each request's trace (a no-op unless tracing is configured).
         self.tracing: Tracing = NOOP_TRACING
+        #: The console's request log (set by the service; None: not kept).
+        self.request_log: Any = None
         #: Each connection's channel class (``GATEWAYD_SERVER_PARSER``, read once).
         self.channel_type: type[AnsweringChannel] = channel_class()
 

@@ -11,12 +11,13 @@ POST|GET /v1/batches  GET /v1/batches/{id}  POST .../cancel                 (web
 GET  /v1/models             GET  /v1/models/{id}
 (the same without /v1)
 GET  /health/liveliness  /health/liveness  /health/readiness  /health
+GET  /ui ...  the operator console and its API /ui/api/... (gatewayd.console)
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request
@@ -180,6 +181,16 @@ def build_root(gateway: Gateway) -> Resource:
     api.putChild(b"key", key)
     root.putChild(b"health", health)
     root.putChild(b"metrics", Metrics(gateway))
+    if general.ui:  # the operator console (read at start: the tree is built once)
+        from gatewayd.console.pages import ConsoleRoot
+        from gatewayd.web.auth import MASTER
+
+        playground = {
+            b"chat": chat.children[b"completions"],
+            b"messages": api.children[b"messages"],
+            b"responses": api.children[b"responses"],
+        }
+        root.putChild(b"ui", ConsoleRoot(cast(Any, gateway), playground, MASTER))
     v2 = JSONResource()  # Cohere's v2 path of rerank
     v2.putChild(b"rerank", api.children[b"rerank"])
     root.putChild(b"v2", v2)

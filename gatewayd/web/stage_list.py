@@ -11,17 +11,23 @@ routing (401, 404, a bad body) are counted too; attempt spans are traced in
 from __future__ import annotations
 
 from gatewayd.cache import CacheStage
+from gatewayd.requestlog import RequestLogStage
 from gatewayd.stages import LimitsStage, Pipeline, Stage
 
 
-def request_pipeline(cache: CacheStage | None = None) -> Pipeline:
+def request_pipeline(cache: CacheStage | None = None, request_log: bool = False) -> Pipeline:
     """The stages in force, in order. ``cache``: the service's one cache stage (it keeps
     the stored answers across reloads), given while ``general_settings.cache`` is set;
-    without it, requests do not pay for a stage that would only step aside."""
+    ``request_log``: the service keeps a request log (a path, or the console is on).
+    Without them, requests do not pay for stages that would only step aside."""
+    stages: list[Stage] = []
+    if request_log:  # outermost: one row per request, whatever the inner stages decide
+        stages.append(RequestLogStage())
     if cache is None:
         # The key's limits and budget before routing; spend and the usage log after.
-        return Pipeline([LimitsStage()])
-    stages: list[Stage] = [
+        stages.append(LimitsStage())
+        return Pipeline(stages)
+    stages += [
         # Looks the request up first: the limits stage admits a hit without tokens or budget.
         cache.lookup,
         LimitsStage(),

@@ -1,0 +1,1 @@
+"""The operator console at /ui (see docs/console.md)."""
