@@ -112,7 +112,7 @@ def _int_flag(name: str, value: str, low: int, high: int) -> int:
 def make_service(options: Options) -> IService:
     """Validate the config and build the service; a bad config exits non-zero, one line."""
     from gatewayd.config import ConfigError
-    from gatewayd.daemon import workers
+    from gatewayd.daemon import worker, workers
     from gatewayd.observability.log import set_verbose
     from gatewayd.service import GatewayService, listen_description, with_backlog
 
@@ -138,9 +138,9 @@ def make_service(options: Options) -> IService:
     # What is alive once running (code, config, table) is left out of GC passes: p99.
     service.reactor.callWhenRunning(gctune.freeze_startup_heap)
     service.after_reload.append(gctune.freeze_after_reload)  # the new config and table
-    fd = workers.worker_fd()
+    fd = worker.worker_fd()
     if fd is not None:  # a worker of --workers N: serves on the supervisor's socket
-        return workers.as_worker(service, fd)
+        return worker.as_worker(service, fd)
     try:
         # Parsed now, so that a bad endpoint (or no socket passed by systemd) is one line.
         backlog = options["backlog"] or service.config.general.listen_backlog

@@ -8,14 +8,11 @@ Embeddable in any Twisted application::
 
 from __future__ import annotations
 
-import gc
 import os
 import random
-import re
 import signal
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
@@ -29,7 +26,7 @@ from twisted.python.failure import Failure
 
 from gatewayd.cache import CacheStage
 from gatewayd.config import ConfigError, Deployment, GatewayConfig, load_config
-from gatewayd.config.pace import pacing
+from gatewayd.config.pace import reactor_first
 from gatewayd.fleet.watch import FleetWatch
 from gatewayd.limits import Limiter
 from gatewayd.limits.usagelog import UsageLog
@@ -43,6 +40,8 @@ from gatewayd.routing import Router, RoutingTable, build_table
 from gatewayd.routing.state_setup import build_limiter
 from gatewayd.routing.wildcard import Listings, with_wildcards
 from gatewayd.sockets import systemd_notify as systemd
+from gatewayd.sockets.listen import listen_description as listen_description
+from gatewayd.sockets.listen import with_backlog as with_backlog
 from gatewayd.stages import Pipeline
 from gatewayd.tracing.setup import build_tracing
 from gatewayd.upstream.http import UpstreamAgents
@@ -51,67 +50,6 @@ from gatewayd.web.resources import build_root
 from gatewayd.web.stage_list import request_pipeline
 
 log = get_logger("gatewayd.service")
-
-
-def listen_description(host: str, port: int) -> str:
-    """A Twisted endpoint string for ``--host``/``--port``."""
-    return f"tcp:port={port}:interface={host.replace(':', chr(92) + ':')}"
-
-
-#: Endpoint types whose listen(2) backlog is ours to set (``systemd:`` sockets come set).
-_BACKLOG_TYPES = ("tcp", "tcp6", "ssl", "unix")
-
-
-def with_backlog(listen: str, backlog: int) -> str:
-    """``listen`` with ``backlog=N`` added, unless it sets one or its type has none.
-
-    Twisted's default backlog is 50: a burst of a few hundred connections overflows the
-    accept queue and the kernel drops SYNs, which clients retry only after a second."""
-    kind = listen.split(":", 1)[0].strip().lower()
-    if kind not in _BACKLOG_TYPES or re.search(r"(^|:)backlog=", listen):
-        return listen
-    return f"{listen}:backlog={backlog}"
-
-
-#: The GIL switch interval while a reload builds in its thread (CPython's is 5 ms). The
-#: event loop gives the GIL up at every socket call; with a CPU-bound thread beside it,
-#: each time it waits up to a whole interval to get it back.
-BUILD_SWITCH_INTERVAL = 0.0005
-
-
-#: The build thread's runs and pauses (gatewayd.config.pace): at most a fifth of the
-#: time; the event loop has the GIL alone the rest.
-BUILD_RUN, BUILD_PAUSE = 0.0005, 0.002
-
-#: Allocations between young collections while a reload builds (gatewayd.daemon.gc_tuning sets
-#: 10,000 otherwise): more collections, each of fewer objects.
-BUILD_YOUNG_THRESHOLD = 1000
-
-
-@contextmanager
-def reactor_first() -> Iterator[None]:
-    """In the build thread: paced, with a short switch interval and short young
-    collections; all put back after (each unless someone changed it meanwhile).
-
-    The build's objects (YAML nodes, raw mappings, the new config) live until it ends:
-    each young collection during it found up to 10,000 survivors to walk and move, 3-6 ms
-    each (20-40 ms on a busy core) with the GIL held, so pacing could not help. Turning
-    the collector off for the build instead made its first collection after (of every
-    request's cycles meanwhile) 150-230 ms."""
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(min(interval, BUILD_SWITCH_INTERVAL))
-    mine = sys.getswitchinterval()
-    thresholds = gc.get_threshold()
-    young = (min(thresholds[0], BUILD_YOUNG_THRESHOLD), *thresholds[1:])
-    gc.set_threshold(*young)
-    try:
-        with pacing(BUILD_RUN, BUILD_PAUSE):
-            yield
-    finally:
-        if gc.get_threshold() == young:
-            gc.set_threshold(*thresholds)
-        if sys.getswitchinterval() == mine:
-            sys.setswitchinterval(interval)
 
 
 class GatewayService(Service):

@@ -155,9 +155,15 @@ def test_first_event_arrives_before_the_upstream_finishes(
     stream = c.chat.completions.create(
         model="slow", messages=[{"role": "user", "content": "x"}], stream=True
     )
-    arrivals = [time.monotonic() - start for _ in stream]
-    # The upstream takes >= 2.4 s in all; the first chunk must not wait for the end.
-    assert arrivals[0] < 1.0, arrivals
+    arrivals = []
+    upstream_done_at_first = None
+    for _ in stream:
+        arrivals.append(time.monotonic() - start)
+        if upstream_done_at_first is None:
+            upstream_done_at_first = upstream.wait_for_streams(1)[0].finished
+    # The first chunk must not wait for the end: the upstream is still writing when it
+    # arrives (its own progress, not a time bound a busy machine could miss).
+    assert upstream_done_at_first is False, arrivals
     assert arrivals[-1] >= 2.0, arrivals
 
 
@@ -316,7 +322,7 @@ def test_connection_refused_is_502_and_timeout_is_504(
     start = time.monotonic()
     status, _, obj = post(gw.port, "/v1/chat/completions", {**CHAT, "model": "slow"})
     assert status == 504 and assert_openai_error(obj)
-    assert time.monotonic() - start < 5
+    assert time.monotonic() - start < 8  # the upstream hangs 10 s: the 0.5 s timeout cut it
 
 
 def test_fallback_on_failure_and_context_window(

@@ -46,6 +46,16 @@ def pair_config(
     }
 
 
+def retry_lines(gw: Any) -> list[str]:
+    """The daemon's own account of each wait before a retry: ``retrying in X s``."""
+    marker = "retrying in"
+    return [
+        marker + line.split(marker, 1)[1].rstrip()
+        for line in gw.log().splitlines()
+        if marker in line
+    ]
+
+
 def chat(port: int, alias: str = "pair") -> tuple[int, dict[str, str], Any, float]:
     start = time.monotonic()
     status, headers, body = post(port, "/v1/chat/completions", {**CHAT, "model": alias})
@@ -83,15 +93,16 @@ def test_transient_failure_on_one_deployment_is_invisible(
     upstream.set_default(first_fails)
     upstream2.set_default(first_fails)
     gw = gateway(pair_config(upstream, upstream2, backup))
-    status, headers, body, elapsed = chat(gw.port)
+    status, headers, body, _ = chat(gw.port)
     assert status == 200, body
     assert headers["x-gatewayd-attempts"] == "2"
     assert headers["x-gatewayd-model"] == "pair"
     assert "x-gatewayd-fallback" not in headers
     assert upstream.count() == 1 and upstream2.count() == 1
     assert backup.count() == 0
-    # The failed try costs at most its own time (a hang: the 1 s attempt timeout), no backoff.
-    assert elapsed < 2.5
+    # The failed try costs at most its own time (a hang: the 1 s attempt timeout), no
+    # backoff: the daemon's own account, not a time bound a busy machine could miss.
+    assert retry_lines(gw) == ["retrying in 0.00 s"]
 
 
 def test_all_deployments_failing_transiently_falls_back(
@@ -106,8 +117,11 @@ def test_all_deployments_failing_transiently_falls_back(
     assert headers["x-gatewayd-model"] == "backup"
     assert headers["x-gatewayd-attempts"] == "4"
     assert upstream.count() + upstream2.count() == 3
-    # One backoff sleep (0.375-0.5 s) after both were tried.
-    assert 0.3 < elapsed < 3
+    # One backoff sleep (the second retry's: 0.75-1 s) after both were tried, and only one.
+    retries = retry_lines(gw)
+    assert retries[0] == "retrying in 0.00 s" and len(retries) == 2, retries
+    assert 0.75 <= float(retries[1].split()[2]) <= 1.0, retries
+    assert elapsed >= 0.75
 
 
 def test_429_retry_after_is_waited_and_a_long_one_skips_to_fallback(
@@ -123,14 +137,14 @@ def test_429_retry_after_is_waited_and_a_long_one_skips_to_fallback(
     status, headers, _, elapsed = chat(gw.port, "solo")
     assert status == 200 and headers["x-gatewayd-attempts"] == "2"
     assert "x-gatewayd-fallback" not in headers
-    assert 0.9 <= elapsed < 3
+    assert elapsed >= 0.9
     upstream.enqueue(Error(429, headers={"retry-after-ms": "300"}))
     status, headers, _, elapsed = chat(gw.port, "solo")
-    assert status == 200 and 0.25 <= elapsed < 2
+    assert status == 200 and elapsed >= 0.25
     upstream.enqueue(Error(429, headers={"Retry-After": "120"}))
     status, headers, _, elapsed = chat(gw.port, "solo")
     assert status == 200 and headers["x-gatewayd-fallback"] == "backup"
-    assert elapsed < 2
+    assert elapsed < 60  # not the 120 s asked for
 
 
 def test_client_errors_are_returned_unchanged_after_one_call(

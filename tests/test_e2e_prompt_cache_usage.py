@@ -157,3 +157,26 @@ def test_spend_prices_cache_reads_and_writes_and_limits_count_every_input_token(
     spend = _key_info(gw.port)["spend"]
     assert spend["tokens"] == 3 * 139
     assert spend["usd"] == pytest.approx(2 * 0.06 + 133 * 0.001 + 6 * 0.002)
+
+
+def test_a_translated_stream_without_include_usage_spends_what_was_used(
+    gateway: GatewayFactory, claude: AnthropicUpstream
+) -> None:
+    # The client did not ask for usage: its events carry none, yet Anthropic reported it;
+    # the spend counts that, not the reservation's estimate (1024 completion tokens).
+    prices = {"input_cost_per_token": 0.001, "output_cost_per_token": 0.002}
+    gw = gateway(
+        {
+            "model_list": [claude_entry("priced", claude, **prices)],
+            "general_settings": {"master_key": MASTER_KEY},
+            "keys": [{"key": KEY, "name": "team-cache"}],
+        }
+    )
+    claude.enqueue(CACHED)
+    chunks = list(
+        sdk(gw.base_url, KEY).chat.completions.create(model="priced", messages=HI, stream=True)
+    )
+    assert all(getattr(c, "usage", None) is None for c in chunks)
+    spend = _key_info(gw.port)["spend"]
+    assert spend["tokens"] == 139
+    assert spend["usd"] == pytest.approx(133 * 0.001 + 6 * 0.002)

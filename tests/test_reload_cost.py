@@ -223,14 +223,14 @@ async def test_the_build_runs_with_short_gil_turns_and_collections_then_both_are
 
     monkeypatch.setattr(service_module, "load_config", load)
     before, thresholds = sys.getswitchinterval(), gc.get_threshold()
-    monkeypatch.setattr(service_module, "BUILD_YOUNG_THRESHOLD", thresholds[0] // 2)
-    assert before > service_module.BUILD_SWITCH_INTERVAL
+    monkeypatch.setattr(pace_module, "BUILD_YOUNG_THRESHOLD", thresholds[0] // 2)
+    assert before > pace_module.BUILD_SWITCH_INTERVAL
     assert await svc.reload() is True
     path.write_text("model_list: [{model_name: a, params: {model: nope/a}}]\n")
     assert await svc.reload() is False  # refused, logged, the old config kept
     assert len(svc.router.table.routes) == 3
     # A short interval and short young collections during the build, put back after.
-    assert during == [(service_module.BUILD_SWITCH_INTERVAL, thresholds[0] // 2)] * 2
+    assert during == [(pace_module.BUILD_SWITCH_INTERVAL, thresholds[0] // 2)] * 2
     assert sys.getswitchinterval() == before and gc.get_threshold() == thresholds
 
 

@@ -96,6 +96,12 @@ class StreamTranslator:
             return [data_event({"error": error})]
         return []  # ping, content_block_stop, and event types added later
 
+    @property
+    def final_usage(self) -> dict[str, Any] | None:
+        """The chat usage of what the upstream reported so far, whether or not the client
+        asked for it (limits and spend count it either way); None before any."""
+        return chat_usage(self.usage) if self.usage else None
+
     def _note_usage(self, usage: Any) -> None:
         if isinstance(usage, dict):
             self.usage.update((k, v) for k, v in usage.items() if v is not None)

@@ -83,6 +83,12 @@ class EventStream(ABC):
     def start(self, sink: StreamSink) -> None:
         """Deliver what has arrived so far, then every later event, to ``sink``."""
 
+    @property
+    def usage(self) -> dict[str, Any] | None:
+        """The usage the upstream reported that the client's events do not carry (a
+        translated stream whose client did not ask for it); None when there is none."""
+        return None
+
     @abstractmethod
     def pause(self) -> None: ...
 

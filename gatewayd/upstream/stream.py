@@ -134,6 +134,12 @@ class StreamReader(Protocol, EventStream):
         self._paused = False
         self.first_bytes: Deferred[None] = Deferred(lambda _: self.cancel())
 
+    @property
+    def usage(self) -> dict[str, Any] | None:
+        # A translation that saw the upstream's usage says so (``final_usage``).
+        found = getattr(self._translate, "final_usage", None)
+        return found if isinstance(found, dict) else None
+
     # -- protocol side ---------------------------------------------------------
 
     def _events(self, data: bytes) -> list[bytes]:

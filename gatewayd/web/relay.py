@@ -127,6 +127,10 @@ class StreamRelay:
         if self.ended:
             return
         self.ended = True
+        if self.usage is None:  # none in the client's events: the upstream's, if known
+            known = getattr(self.stream, "usage", None)
+            if known is not None:
+                self.usage = self.request.usage = known
         self.stream = _GONE
         self.metrics.open_streams -= 1
         if not self.request.cached:  # a cached answer's tokens were counted when it was made
