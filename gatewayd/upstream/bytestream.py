@@ -12,14 +12,13 @@ from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 
+from gatewayd.upstream.body_stream import UpstreamBody
 from gatewayd.upstream.encoding import Decoder, DecodingError
 from gatewayd.upstream.outcomes import (
-    EventStream,
     FailureKind,
     StreamSink,
     UpstreamFailure,
@@ -32,7 +31,7 @@ MAX_DECODED_READ = 64 * 1024 * 1024
 HEAD_BYTES = 64
 
 
-class ByteStream(Protocol, EventStream):
+class ByteStream(UpstreamBody):
     """An upstream body handed on read by read, with flow control and an idle timeout.
 
     ``first_bytes`` fires (with None) when the first body bytes arrive, or fails with an
@@ -140,47 +139,7 @@ class ByteStream(Protocol, EventStream):
         else:
             self._idle_call = self._clock.callLater(self._idle_timeout, self._idle)
 
-    def _disarm_idle(self) -> None:
-        if self._idle_call is not None and self._idle_call.active():
-            self._idle_call.cancel()
-        self._idle_call = None
-
     def _idle(self) -> None:
         self._idle_call = None
-        self._failure = UpstreamFailure(
-            FailureKind.TIMEOUT,
-            504,
-            openai_error(
-                f"upstream sent nothing for {self._idle_timeout:g} s in the middle of a body",
-                "timeout",
-                "stream_idle_timeout",
-            ),
-            deployment=self._deployment,
-        )
+        self._failure = self._idle_timeout_failure("body")
         self.cancel()
-
-    # -- EventStream -----------------------------------------------------------
-
-    def start(self, sink: StreamSink) -> None:
-        self._sink = sink
-        if self._pending:
-            sink.event(b"".join(self._pending))
-            self._pending = []
-        if self._ended:
-            sink.end(self._end_failure)
-
-    def pause(self) -> None:
-        self._paused = True
-        self._disarm_idle()  # a slow client is not an idle upstream
-        if self.transport is not None and not self._ended:
-            self.transport.pauseProducing()  # type: ignore[attr-defined]
-
-    def resume(self) -> None:
-        self._paused = False
-        if self.transport is not None and not self._ended:
-            self.transport.resumeProducing()  # type: ignore[attr-defined]
-            self._arm_idle()
-
-    def cancel(self) -> None:
-        if self.transport is not None and not self._ended:
-            self.transport.stopProducing()  # type: ignore[attr-defined]

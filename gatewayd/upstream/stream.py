@@ -15,16 +15,15 @@ from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 
 from gatewayd.observability.log import get_logger
+from gatewayd.upstream.body_stream import UpstreamBody
 from gatewayd.upstream.encoding import Decoder, DecodingError
 from gatewayd.upstream.http import _describe
 from gatewayd.upstream.outcomes import (
-    EventStream,
     FailureKind,
     StreamSink,
     UpstreamFailure,
@@ -94,7 +93,7 @@ def _holds_done(block: bytes) -> bool:
 _AFTER_EVENT_DONE = b"\n\n" + DONE
 
 
-class StreamReader(Protocol, EventStream):
+class StreamReader(UpstreamBody):
     """Reads an upstream SSE body event by event, with flow control and an idle timeout.
 
     ``first_bytes`` fires (with None) when the first body bytes arrive: until then
@@ -309,11 +308,6 @@ class StreamReader(Protocol, EventStream):
             return
         self._idle_call = self._clock.callLater(self._idle_timeout / 2, self._tick)
 
-    def _disarm_idle(self) -> None:
-        if self._idle_call is not None and self._idle_call.active():
-            self._idle_call.cancel()
-        self._idle_call = None
-
     def _tick(self) -> None:
         self._idle_call = None
         self._quiet += 1
@@ -324,41 +318,9 @@ class StreamReader(Protocol, EventStream):
 
     def _idle(self) -> None:
         self._idle_call = None
-        self._idle_failure = UpstreamFailure(
-            FailureKind.TIMEOUT,
-            504,
-            openai_error(
-                f"upstream sent nothing for {self._idle_timeout:g} s in the middle of a stream",
-                "timeout",
-                "stream_idle_timeout",
-            ),
-            deployment=self._deployment,
-        )
+        self._idle_failure = self._idle_timeout_failure("stream")
         self.cancel()
 
-    # -- EventStream -----------------------------------------------------------
-
-    def start(self, sink: StreamSink) -> None:
-        self._sink = sink
-        if self._pending:
-            sink.event(b"".join(self._pending))
-            self._pending = []
-        if self._ended:
-            sink.end(self._end_failure)
-
-    def pause(self) -> None:
-        self._paused = True
-        self._disarm_idle()  # a slow client is not an idle upstream
-        if self.transport is not None and not self._ended:
-            self.transport.pauseProducing()  # type: ignore[attr-defined]
-
-    def resume(self) -> None:
-        self._paused = False
-        if self.transport is not None and not self._ended:
-            self.transport.resumeProducing()  # type: ignore[attr-defined]
-            self._quiet = 0  # the time paused was the client's, not the upstream's
-            self._arm_idle()
-
-    def cancel(self) -> None:
-        if self.transport is not None and not self._ended:
-            self.transport.stopProducing()  # type: ignore[attr-defined]
+    def _resumed(self) -> None:
+        self._quiet = 0  # the time paused was the client's, not the upstream's
+        self._arm_idle()
